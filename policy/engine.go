@@ -1,0 +1,588 @@
+package policy
+
+import (
+	"net/netip"
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/egressd/egressd/policy/domain"
+)
+
+// Verdict is the outcome of a decision.
+type Verdict string
+
+const (
+	Allow Verdict = "Allow"
+	Deny  Verdict = "Deny"
+)
+
+// Options are the node-level settings of the engine.
+type Options struct {
+	// DefaultVerdict decides traffic of workloads that no tier decided (default Allow).
+	DefaultVerdict Verdict
+	// Lookups set to Enforce blocks, for every workload whose egress is
+	// restricted, lookups that no Allow FQDN rule matches (a policy can also
+	// turn this on for its pods).
+	Lookups LookupMode
+	// ClusterDomain is the cluster DNS domain (default "cluster.local"); names
+	// inside it are never blocked by FQDN rules.
+	ClusterDomain string
+	// SearchDomains are extra suffixes whose names are never blocked by FQDN
+	// rules (search-path expansions of the node).
+	SearchDomains []string
+}
+
+func (o Options) withDefaults() Options {
+	if o.DefaultVerdict == "" {
+		o.DefaultVerdict = Allow
+	}
+	if o.Lookups == "" {
+		o.Lookups = LookupsObserve
+	}
+	if o.ClusterDomain == "" {
+		o.ClusterDomain = "cluster.local"
+	}
+	return o
+}
+
+// Engine is the reference evaluator: the single source of truth for what is
+// allowed. Everything that enforces (kernel rules, DNS answers, the L7 proxy)
+// must agree with it.
+type Engine struct {
+	store  *Store
+	opts   Options
+	exempt []string // ".cluster.local" and search-domain suffixes
+	cache  tierCache
+}
+
+// NewEngine returns an engine evaluating over store.
+func NewEngine(store *Store, opts Options) *Engine {
+	opts = opts.withDefaults()
+	e := &Engine{store: store, opts: opts}
+	for _, d := range append([]string{opts.ClusterDomain}, opts.SearchDomains...) {
+		if n, err := domain.NormalizeName(d); err == nil && n != "" {
+			e.exempt = append(e.exempt, n)
+		}
+	}
+	return e
+}
+
+// Store returns the engine's store.
+func (e *Engine) Store() *Store { return e.store }
+
+// Options returns the engine's options with defaults applied.
+func (e *Engine) Options() Options { return e.opts }
+
+// Connection is the first packet of a connection.
+type Connection struct {
+	Src, Dst netip.Addr
+	Port     int32
+	Protocol Protocol
+}
+
+// Reason values explain decisions.
+const (
+	ReasonRule          = "rule"              // a rule decided
+	ReasonNotSelected   = "no-policy"         // no tier decided; node default
+	ReasonIsolated      = "isolated"          // namespaced policies select it and no rule allows
+	ReasonNotWorkload   = "not-a-workload"    // the endpoint is not a known workload
+	ReasonClusterDomain = "cluster-domain"    // lookup of a name inside the cluster domain
+	ReasonLookupsEnf    = "lookups-enforced"  // lookup not allowed by any FQDN rule
+	ReasonInvalidName   = "invalid-name"      // lookup of an invalid name
+	ReasonNoFQDNRule    = "no-matching-fqdn"  // lookup allowed: no FQDN rule decided
+	ReasonAuditOnly     = "audit-would-block" // reported for Audit-mode policies
+)
+
+// Outcome is one verdict and why.
+type Outcome struct {
+	Verdict Verdict   `json:"verdict"`
+	Tier    Tier      `json:"tier,omitempty"`
+	Policy  PolicyRef `json:"-"`
+	Rule    string    `json:"rule,omitempty"`
+	Action  Action    `json:"action,omitempty"`
+	Reason  string    `json:"reason"`
+}
+
+// DirectionDecision is the verdict of one direction.
+type DirectionDecision struct {
+	// Applies is false when the endpoint is not a known workload: the
+	// direction is then not enforced (allowed).
+	Applies bool
+	Workload WorkloadKey
+	Outcome
+	// Audit is what Audit-mode policies would have decided, when it differs
+	// from the enforced verdict.
+	Audit *Outcome
+}
+
+// Decision is the verdict of a connection: egress at the source, then ingress
+// at the destination.
+type Decision struct {
+	Verdict Verdict
+	Egress  DirectionDecision
+	Ingress DirectionDecision
+}
+
+// Deciding returns the direction that decided: the first that denied, else
+// ingress when it applies, else egress.
+func (d Decision) Deciding() DirectionDecision {
+	switch {
+	case d.Egress.Applies && d.Egress.Verdict == Deny:
+		return d.Egress
+	case d.Ingress.Applies && d.Ingress.Verdict == Deny:
+		return d.Ingress
+	case d.Ingress.Applies:
+		return d.Ingress
+	}
+	return d.Egress
+}
+
+// endpoint is the remote side of a direction.
+type endpoint struct {
+	ip netip.Addr
+	w  *Workload
+	ns *Namespace
+}
+
+// Decide returns the verdict for a connection and why, evaluating every policy
+// directly (no compiled state): it is the reference the dataplane is checked
+// against.
+func (e *Engine) Decide(c Connection) Decision {
+	if c.Protocol == "" {
+		c.Protocol = ProtocolTCP
+	}
+	s := e.store
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	src := e.endpointLocked(c.Src)
+	dst := e.endpointLocked(c.Dst)
+	d := Decision{Verdict: Allow}
+	if src.w != nil {
+		d.Egress = e.decideDirection(src, Egress, dst, c.Port, c.Protocol)
+	} else {
+		d.Egress = DirectionDecision{Outcome: Outcome{Verdict: Allow, Reason: ReasonNotWorkload}}
+	}
+	if dst.w != nil {
+		d.Ingress = e.decideDirection(dst, Ingress, src, c.Port, c.Protocol)
+	} else {
+		d.Ingress = DirectionDecision{Outcome: Outcome{Verdict: Allow, Reason: ReasonNotWorkload}}
+	}
+	if d.Egress.Verdict == Deny || d.Ingress.Verdict == Deny {
+		d.Verdict = Deny
+	}
+	return d
+}
+
+func (e *Engine) endpointLocked(ip netip.Addr) endpoint {
+	ip = ip.Unmap()
+	ep := endpoint{ip: ip}
+	if k, ok := e.store.byIP[ip]; ok {
+		ep.w = e.store.workloads[k]
+		ep.ns = e.store.namespaceLocked(ep.w.Namespace)
+	}
+	return ep
+}
+
+// tiers groups the enforce-relevant policies selecting a workload.
+type tiers struct {
+	admin      [][]*compiledPolicy // priority groups in order
+	namespaced []*compiledPolicy   // isolating this direction
+	baseline   [][]*compiledPolicy
+}
+
+// selectingLocked returns the policies selecting w for dir, by tier, in
+// evaluation order; audit chooses whether Audit-mode policies take part.
+func (e *Engine) selectingLocked(w *Workload, ns *Namespace, dir Direction, audit bool) tiers {
+	var t tiers
+	var admin, baseline []*compiledPolicy
+	di := dirIndex(dir)
+	for _, p := range e.store.policies {
+		if p.audit && !audit {
+			continue
+		}
+		if !p.selects(w, ns) {
+			continue
+		}
+		switch p.tier {
+		case TierAdmin:
+			admin = append(admin, p)
+		case TierBaseline:
+			baseline = append(baseline, p)
+		case TierNamespaced:
+			if p.isolates[di] {
+				t.namespaced = append(t.namespaced, p)
+			}
+		}
+	}
+	t.admin = groupByPriority(admin)
+	t.baseline = groupByPriority(baseline)
+	sort.Slice(t.namespaced, func(i, j int) bool { return t.namespaced[i].ref.String() < t.namespaced[j].ref.String() })
+	return t
+}
+
+// groupByPriority sorts policies by priority then name and groups equal priorities.
+func groupByPriority(ps []*compiledPolicy) [][]*compiledPolicy {
+	sort.Slice(ps, func(i, j int) bool {
+		if ps[i].priority != ps[j].priority {
+			return ps[i].priority < ps[j].priority
+		}
+		return ps[i].ref.String() < ps[j].ref.String()
+	})
+	var groups [][]*compiledPolicy
+	for i := 0; i < len(ps); {
+		j := i + 1
+		for j < len(ps) && ps[j].priority == ps[i].priority {
+			j++
+		}
+		groups = append(groups, ps[i:j])
+		i = j
+	}
+	return groups
+}
+
+func (e *Engine) decideDirection(self endpoint, dir Direction, remote endpoint, port int32, proto Protocol) DirectionDecision {
+	d := DirectionDecision{Applies: true, Workload: self.w.Key()}
+	d.Outcome = e.evaluate(e.tiersLocked(self.w, self.ns, dir, false), self, dir, remote, port, proto)
+	if e.hasAuditLocked() {
+		would := e.evaluate(e.tiersLocked(self.w, self.ns, dir, true), self, dir, remote, port, proto)
+		if would.Verdict != d.Verdict {
+			d.Audit = &would
+		}
+	}
+	return d
+}
+
+func (e *Engine) hasAuditLocked() bool { return e.store.audits > 0 }
+
+// tiersLocked returns the cached tiers of w for dir; the cache is dropped
+// whenever the store changes.
+func (e *Engine) tiersLocked(w *Workload, ns *Namespace, dir Direction, audit bool) *tiers {
+	key := tierKey{w: w.Key(), dir: dir, audit: audit}
+	gen := e.store.gen
+	e.cache.mu.Lock()
+	if e.cache.gen != gen || e.cache.m == nil {
+		e.cache.gen, e.cache.m = gen, map[tierKey]*tiers{}
+	}
+	t := e.cache.m[key]
+	e.cache.mu.Unlock()
+	if t != nil {
+		return t
+	}
+	computed := e.selectingLocked(w, ns, dir, audit)
+	t = &computed
+	e.cache.mu.Lock()
+	if e.cache.gen == gen {
+		e.cache.m[key] = t
+	}
+	e.cache.mu.Unlock()
+	return t
+}
+
+type tierKey struct {
+	w     WorkloadKey
+	dir   Direction
+	audit bool
+}
+
+// tierCache memoizes which policies select a workload, per store generation.
+type tierCache struct {
+	mu  sync.Mutex
+	gen uint64
+	m   map[tierKey]*tiers
+}
+
+// ruleFinder returns the first rule of p (for direction dir) that matches and,
+// when action is set, has that action; nil when none.
+type ruleFinder func(p *compiledPolicy, action Action) *compiledRule
+
+// linearFinder scans rules in order with a match predicate.
+func linearFinder(dir Direction, match func(*compiledRule) bool) ruleFinder {
+	di := dirIndex(dir)
+	return func(p *compiledPolicy, action Action) *compiledRule {
+		for _, r := range p.rules[di] {
+			if (action == "" || r.action == action) && match(r) {
+				return r
+			}
+		}
+		return nil
+	}
+}
+
+// evaluate runs the tier pipeline for one direction.
+func (e *Engine) evaluate(t *tiers, self endpoint, dir Direction, remote endpoint, port int32, proto Protocol) Outcome {
+	find := linearFinder(dir, func(r *compiledRule) bool { return e.ruleMatches(r, self, remote, port, proto) })
+	if out, decided, pass := firstMatchTier(t.admin, TierAdmin, find); decided && !pass {
+		return out
+	}
+	// Admin passed or did not decide.
+	if len(t.namespaced) > 0 {
+		return namespacedTier(t.namespaced, find)
+	}
+	if out, decided, _ := firstMatchTier(t.baseline, TierBaseline, find); decided {
+		return out
+	}
+	return Outcome{Verdict: e.opts.DefaultVerdict, Tier: TierDefault, Reason: ReasonNotSelected}
+}
+
+// firstMatchTier evaluates priority groups: in each policy the first matching
+// rule counts; in a group, Deny beats Allow beats Pass. It reports whether a
+// group decided and whether the decision is Pass.
+func firstMatchTier(groups [][]*compiledPolicy, tier Tier, find ruleFinder) (Outcome, bool, bool) {
+	for _, g := range groups {
+		var best *compiledRule
+		for _, p := range g {
+			if r := find(p, ""); r != nil && (best == nil || actionRank(r.action) > actionRank(best.action)) {
+				best = r
+			}
+		}
+		if best != nil {
+			o := Outcome{Verdict: Allow, Tier: tier, Policy: best.policy.ref, Rule: best.name, Action: best.action, Reason: ReasonRule}
+			if best.action == ActionDeny {
+				o.Verdict = Deny
+			}
+			return o, true, best.action == ActionPass
+		}
+	}
+	return Outcome{}, false, false
+}
+
+func actionRank(a Action) int {
+	switch a {
+	case ActionDeny:
+		return 3
+	case ActionAllow:
+		return 2
+	}
+	return 1
+}
+
+// namespacedTier: deny beats allow; isolated without an allow is denied.
+func namespacedTier(ps []*compiledPolicy, find ruleFinder) Outcome {
+	for _, p := range ps {
+		if r := find(p, ActionDeny); r != nil {
+			return Outcome{Verdict: Deny, Tier: TierNamespaced, Policy: p.ref, Rule: r.name, Action: ActionDeny, Reason: ReasonRule}
+		}
+	}
+	for _, p := range ps {
+		if r := find(p, ActionAllow); r != nil {
+			return Outcome{Verdict: Allow, Tier: TierNamespaced, Policy: p.ref, Rule: r.name, Action: ActionAllow, Reason: ReasonRule}
+		}
+	}
+	return Outcome{Verdict: Deny, Tier: TierNamespaced, Policy: ps[0].ref, Reason: ReasonIsolated}
+}
+
+// ruleMatches reports whether rule r (of a policy selecting self) matches the
+// remote endpoint and the destination port.
+func (e *Engine) ruleMatches(r *compiledRule, self endpoint, remote endpoint, port int32, proto Protocol) bool {
+	dst := remote
+	if r.direction == Ingress {
+		dst = self
+	}
+	if !r.anyPort {
+		ok := false
+		for _, p := range r.ports {
+			if portMatches(p, dst.w, port, proto) {
+				ok = true
+				break
+			}
+		}
+		if !ok {
+			return false
+		}
+	}
+	if r.anyPeer {
+		return true
+	}
+	for i := range r.peers {
+		if e.peerMatches(&r.peers[i], self, remote) {
+			return true
+		}
+	}
+	return false
+}
+
+func portMatches(p compiledPort, dst *Workload, port int32, proto Protocol) bool {
+	if p.protocol != proto {
+		return false
+	}
+	switch {
+	case p.all:
+		return true
+	case p.name != "":
+		if dst == nil {
+			return false
+		}
+		n, ok := dst.namedPort(p.name, proto)
+		return ok && n == port
+	}
+	return port >= p.first && port <= p.last
+}
+
+func (e *Engine) peerMatches(p *compiledPeer, self, remote endpoint) bool {
+	switch p.kind {
+	case peerPods, peerNamespaces:
+		return remote.w != nil && p.matchesWorkload(remote.w, remote.ns)
+	case peerCIDR:
+		return p.matchesIP(remote.ip)
+	case peerFQDN:
+		for name := range e.store.resolved[self.w.Key()][remote.ip] {
+			if p.pattern.Match(name) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// LookupDecision is the verdict on a DNS lookup.
+type LookupDecision struct {
+	Outcome
+	Workload WorkloadKey
+	// Name is the normalized query name.
+	Name string
+	// Audit is what Audit-mode policies would have decided, when it differs.
+	Audit *Outcome
+}
+
+// Blocked reports whether the lookup must be refused.
+func (d LookupDecision) Blocked() bool { return d.Verdict == Deny }
+
+// DecideLookup decides whether workload w may resolve qname: evaluated with the
+// tiers over the FQDN peers of egress rules (DESIGN.md §3). Names inside the
+// cluster domain or a search domain are never blocked by FQDN rules.
+func (e *Engine) DecideLookup(w WorkloadKey, qname string) LookupDecision {
+	name, err := domain.NormalizeName(qname)
+	if err != nil {
+		return LookupDecision{Workload: w, Name: qname, Outcome: Outcome{Verdict: Deny, Reason: ReasonInvalidName}}
+	}
+	d := LookupDecision{Workload: w, Name: name}
+	if e.exemptName(name) {
+		d.Outcome = Outcome{Verdict: Allow, Reason: ReasonClusterDomain}
+		return d
+	}
+	s := e.store
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	wl := s.workloads[w]
+	if wl == nil {
+		d.Outcome = Outcome{Verdict: Allow, Tier: TierDefault, Reason: ReasonNotWorkload}
+		return d
+	}
+	ns := s.namespaceLocked(wl.Namespace)
+	d.Outcome = e.evaluateLookup(e.tiersLocked(wl, ns, Egress, false), name)
+	if e.hasAuditLocked() {
+		would := e.evaluateLookup(e.tiersLocked(wl, ns, Egress, true), name)
+		if would.Verdict != d.Verdict {
+			d.Audit = &would
+		}
+	}
+	return d
+}
+
+// DecideLookupFrom decides a lookup by the client's address.
+func (e *Engine) DecideLookupFrom(client netip.Addr, qname string) LookupDecision {
+	k, _ := e.store.WorkloadByIP(client)
+	return e.DecideLookup(k, qname)
+}
+
+func (e *Engine) exemptName(name string) bool {
+	for _, sfx := range e.exempt {
+		if name == sfx || strings.HasSuffix(name, "."+sfx) {
+			return true
+		}
+	}
+	return false
+}
+
+// lookupFinder finds rules whose FQDN peers match name through each policy's
+// pattern index (no linear scan over patterns).
+func lookupFinder(name string) ruleFinder {
+	return func(p *compiledPolicy, action Action) *compiledRule {
+		if p.fqdnMatcher == nil {
+			return nil
+		}
+		rules := p.rules[dirIndex(Egress)]
+		best := -1
+		p.fqdnMatcher.Each(name, func(_ domain.Pattern, i int) bool {
+			if (action == "" || rules[i].action == action) && (best < 0 || i < best) {
+				best = i
+			}
+			return true
+		})
+		if best < 0 {
+			return nil
+		}
+		return rules[best]
+	}
+}
+
+func (e *Engine) evaluateLookup(t *tiers, name string) Outcome {
+	find := lookupFinder(name)
+	if out, decided, pass := firstMatchTier(t.admin, TierAdmin, find); decided && !pass {
+		return out
+	}
+	if len(t.namespaced) > 0 {
+		o := namespacedTier(t.namespaced, find)
+		if o.Reason == ReasonRule {
+			return o
+		}
+		enforce := e.opts.Lookups == LookupsEnforce
+		for _, p := range t.namespaced {
+			if p.lookups == LookupsEnforce {
+				enforce = true
+				o.Policy = p.ref
+				break
+			}
+		}
+		if enforce {
+			return Outcome{Verdict: Deny, Tier: TierNamespaced, Policy: o.Policy, Reason: ReasonLookupsEnf}
+		}
+		return Outcome{Verdict: Allow, Tier: TierNamespaced, Reason: ReasonNoFQDNRule}
+	}
+	if out, decided, _ := firstMatchTier(t.baseline, TierBaseline, find); decided {
+		return out
+	}
+	if e.opts.Lookups == LookupsEnforce && e.opts.DefaultVerdict == Deny {
+		return Outcome{Verdict: Deny, Tier: TierDefault, Reason: ReasonLookupsEnf}
+	}
+	return Outcome{Verdict: Allow, Tier: TierDefault, Reason: ReasonNoFQDNRule}
+}
+
+// FQDNRules returns the enforced FQDN rules of the policies selecting w whose
+// patterns match qname: the rules whose kernel sets the resolver fills with the
+// answer's addresses.
+func (e *Engine) FQDNRules(w WorkloadKey, qname string) []RuleRef {
+	name, err := domain.NormalizeName(qname)
+	if err != nil {
+		return nil
+	}
+	s := e.store
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	wl := s.workloads[w]
+	if wl == nil {
+		return nil
+	}
+	ns := s.namespaceLocked(wl.Namespace)
+	var out []RuleRef
+	for _, p := range s.policies {
+		if p.audit || p.fqdnMatcher == nil || !p.selects(wl, ns) {
+			continue
+		}
+		if p.tier == TierNamespaced && !p.isolates[dirIndex(Egress)] {
+			continue
+		}
+		rules := p.rules[dirIndex(Egress)]
+		seen := map[int]bool{}
+		p.fqdnMatcher.Each(name, func(_ domain.Pattern, i int) bool {
+			if !seen[i] {
+				seen[i] = true
+				out = append(out, rules[i].ref())
+			}
+			return true
+		})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].String() < out[j].String() })
+	return out
+}

@@ -1,0 +1,267 @@
+// Package manifest reads policy and workload files: multi-document YAML (or JSON)
+// holding FirewallPolicy, ClusterFirewallPolicy and NetworkPolicy objects, and the
+// standalone workloads file. Every error names the file, the document and, for
+// invalid policies, the field.
+package manifest
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/yaml"
+
+	"github.com/egressd/egressd/policy"
+)
+
+// Object is one decoded policy with where it came from.
+type Object struct {
+	// Source is "file:document" (document counted from 1).
+	Source string
+	// Exactly one of the following is set.
+	FirewallPolicy        *policy.FirewallPolicy
+	ClusterFirewallPolicy *policy.ClusterFirewallPolicy
+	NetworkPolicy         *networkingv1.NetworkPolicy
+}
+
+// Ref returns the policy reference of the object.
+func (o *Object) Ref() policy.PolicyRef {
+	switch {
+	case o.FirewallPolicy != nil:
+		return policy.PolicyRef{Kind: policy.KindFirewallPolicy, Namespace: o.FirewallPolicy.Namespace, Name: o.FirewallPolicy.Name}
+	case o.ClusterFirewallPolicy != nil:
+		return policy.PolicyRef{Kind: policy.KindClusterFirewallPolicy, Name: o.ClusterFirewallPolicy.Name}
+	case o.NetworkPolicy != nil:
+		return policy.PolicyRef{Kind: policy.KindNetworkPolicy, Namespace: o.NetworkPolicy.Namespace, Name: o.NetworkPolicy.Name}
+	}
+	return policy.PolicyRef{}
+}
+
+// Validate checks the object with the policy package's validation.
+func (o *Object) Validate() error {
+	switch {
+	case o.FirewallPolicy != nil:
+		return policy.ValidateFirewallPolicy(o.FirewallPolicy)
+	case o.ClusterFirewallPolicy != nil:
+		return policy.ValidateClusterFirewallPolicy(o.ClusterFirewallPolicy)
+	case o.NetworkPolicy != nil:
+		return policy.ValidateNetworkPolicy(o.NetworkPolicy)
+	}
+	return errors.New("empty object")
+}
+
+// Apply validates the object and puts it into the store.
+func (o *Object) Apply(s *policy.Store) error {
+	switch {
+	case o.FirewallPolicy != nil:
+		return s.UpsertFirewallPolicy(o.FirewallPolicy)
+	case o.ClusterFirewallPolicy != nil:
+		return s.UpsertClusterFirewallPolicy(o.ClusterFirewallPolicy)
+	case o.NetworkPolicy != nil:
+		return s.UpsertNetworkPolicy(o.NetworkPolicy)
+	}
+	return errors.New("empty object")
+}
+
+// Decode reads every document of r. Unknown kinds, unknown fields and
+// malformed documents are errors naming source and document; empty documents
+// are skipped. A "List" document's items are decoded one by one.
+func Decode(source string, r io.Reader) ([]Object, error) {
+	data, err := io.ReadAll(io.LimitReader(r, 64<<20))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", source, err)
+	}
+	var objs []Object
+	var errs []error
+	for i, doc := range splitDocuments(data) {
+		src := fmt.Sprintf("%s:%d", source, i+1)
+		if len(bytes.TrimSpace(stripComments(doc))) == 0 {
+			continue
+		}
+		o, err := decodeOne(src, doc)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		objs = append(objs, o...)
+	}
+	return objs, errors.Join(errs...)
+}
+
+func decodeOne(src string, doc []byte) ([]Object, error) {
+	var tm metav1.TypeMeta
+	if err := yaml.Unmarshal(doc, &tm); err != nil {
+		return nil, fmt.Errorf("%s: not a YAML/JSON object: %w", src, err)
+	}
+	strict := func(into any) error {
+		if err := yaml.UnmarshalStrict(doc, into); err != nil {
+			return fmt.Errorf("%s: %s: %w", src, tm.Kind, err)
+		}
+		return nil
+	}
+	switch {
+	case tm.Kind == "List" || strings.HasSuffix(tm.Kind, "List"):
+		var list struct {
+			Items []map[string]any `json:"items"`
+		}
+		if err := yaml.Unmarshal(doc, &list); err != nil {
+			return nil, fmt.Errorf("%s: %s: %w", src, tm.Kind, err)
+		}
+		var out []Object
+		var errs []error
+		for j, item := range list.Items {
+			b, err := yaml.Marshal(item)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s: items[%d]: %w", src, j, err))
+				continue
+			}
+			o, err := decodeOne(fmt.Sprintf("%s/items[%d]", src, j), b)
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			out = append(out, o...)
+		}
+		return out, errors.Join(errs...)
+	case tm.Kind == policy.KindFirewallPolicy && tm.APIVersion == policy.APIVersion:
+		var p policy.FirewallPolicy
+		if err := strict(&p); err != nil {
+			return nil, err
+		}
+		return []Object{{Source: src, FirewallPolicy: &p}}, nil
+	case tm.Kind == policy.KindClusterFirewallPolicy && tm.APIVersion == policy.APIVersion:
+		var p policy.ClusterFirewallPolicy
+		if err := strict(&p); err != nil {
+			return nil, err
+		}
+		return []Object{{Source: src, ClusterFirewallPolicy: &p}}, nil
+	case tm.Kind == policy.KindNetworkPolicy && tm.APIVersion == "networking.k8s.io/v1":
+		var p networkingv1.NetworkPolicy
+		if err := strict(&p); err != nil {
+			return nil, err
+		}
+		return []Object{{Source: src, NetworkPolicy: &p}}, nil
+	case tm.Kind == "" || tm.APIVersion == "":
+		return nil, fmt.Errorf("%s: apiVersion and kind are required", src)
+	}
+	return nil, fmt.Errorf("%s: unsupported kind %s/%s (want %s FirewallPolicy or ClusterFirewallPolicy, or networking.k8s.io/v1 NetworkPolicy)", src, tm.APIVersion, tm.Kind, policy.APIVersion)
+}
+
+// splitDocuments splits YAML at "---" separator lines.
+func splitDocuments(data []byte) [][]byte {
+	var docs [][]byte
+	var cur []byte
+	for _, line := range bytes.SplitAfter(data, []byte("\n")) {
+		t := bytes.TrimRight(line, " \t\r\n")
+		if bytes.Equal(t, []byte("---")) || bytes.HasPrefix(t, []byte("--- ")) {
+			docs = append(docs, cur)
+			cur = nil
+			continue
+		}
+		cur = append(cur, line...)
+	}
+	return append(docs, cur)
+}
+
+func stripComments(doc []byte) []byte {
+	var out []byte
+	for _, line := range bytes.SplitAfter(doc, []byte("\n")) {
+		if t := bytes.TrimSpace(line); len(t) > 0 && t[0] == '#' {
+			continue
+		}
+		out = append(out, line...)
+	}
+	return out
+}
+
+// DecodeFile reads one file.
+func DecodeFile(path string) ([]Object, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return Decode(path, f)
+}
+
+// DecodePath reads a file, or every .yaml/.yml/.json file of a directory tree
+// in lexical order.
+func DecodePath(path string) ([]Object, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	if !st.IsDir() {
+		return DecodeFile(path)
+	}
+	var files []string
+	err = filepath.WalkDir(path, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		switch strings.ToLower(filepath.Ext(p)) {
+		case ".yaml", ".yml", ".json":
+			if !d.IsDir() {
+				files = append(files, p)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	sort.Strings(files)
+	var objs []Object
+	var errs []error
+	for _, f := range files {
+		o, err := DecodeFile(f)
+		objs = append(objs, o...)
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return objs, errors.Join(errs...)
+}
+
+// LoadWorkloads reads a workloads file (DESIGN.md §3).
+func LoadWorkloads(path string) (*policy.Workloads, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return DecodeWorkloads(path, data)
+}
+
+// DecodeWorkloads decodes a workloads document.
+func DecodeWorkloads(source string, data []byte) (*policy.Workloads, error) {
+	var ws policy.Workloads
+	if err := yaml.UnmarshalStrict(data, &ws); err != nil {
+		return nil, fmt.Errorf("%s: %w", source, err)
+	}
+	return &ws, nil
+}
+
+// LoadStore builds a store from policy objects and workloads; the first error
+// of each object is returned joined, and valid objects are still loaded.
+func LoadStore(objs []Object, ws *policy.Workloads) (*policy.Store, error) {
+	s := policy.NewStore()
+	var errs []error
+	if ws != nil {
+		if err := s.LoadWorkloads(ws); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for i := range objs {
+		if err := objs[i].Apply(s); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", objs[i].Source, err))
+		}
+	}
+	return s, errors.Join(errs...)
+}

@@ -1,0 +1,187 @@
+package policy
+
+import (
+	"fmt"
+	"net/netip"
+
+	"k8s.io/apimachinery/pkg/labels"
+
+	"github.com/egressd/egressd/policy/domain"
+)
+
+// PolicyRef identifies a policy of any kind.
+type PolicyRef struct {
+	Kind      string `json:"kind"`
+	Namespace string `json:"namespace,omitempty"`
+	Name      string `json:"name"`
+}
+
+// String returns "Kind/name" or "Kind/namespace/name".
+func (r PolicyRef) String() string {
+	if r.Kind == "" {
+		return ""
+	}
+	if r.Namespace == "" {
+		return r.Kind + "/" + r.Name
+	}
+	return r.Kind + "/" + r.Namespace + "/" + r.Name
+}
+
+// RuleRef identifies one rule of one policy.
+type RuleRef struct {
+	Policy PolicyRef
+	// Rule is the rule's name, or its position such as "egress[0]".
+	Rule string
+}
+
+// String returns "policy#rule".
+func (r RuleRef) String() string { return r.Policy.String() + "#" + r.Rule }
+
+// dirIndex maps a direction to an array index.
+func dirIndex(d Direction) int {
+	if d == Ingress {
+		return 0
+	}
+	return 1
+}
+
+// Directions lists both directions in a fixed order.
+var Directions = [...]Direction{Ingress, Egress}
+
+// compiledPolicy is the validated, evaluation-ready form of any policy kind.
+type compiledPolicy struct {
+	ref      PolicyRef
+	tier     Tier
+	priority int32
+	audit    bool
+	lookups  LookupMode
+	// namespace restricts the subject to one namespace (namespaced kinds).
+	namespace string
+	// nsSel selects the subject's namespaces (cluster kind); nil with namespace set.
+	nsSel labels.Selector
+	// podSel selects the subject's pods; labels.Everything() when omitted.
+	podSel labels.Selector
+	// isolates is true for a direction the policy isolates (namespaced tier).
+	isolates [2]bool
+	rules    [2][]*compiledRule
+	// lookupRules are the egress rules that have FQDN peers, with a matcher.
+	fqdnMatcher *domain.Set[int]
+}
+
+// selects reports whether the policy applies to the workload.
+func (p *compiledPolicy) selects(w *Workload, ns *Namespace) bool {
+	if p.namespace != "" {
+		if w.Namespace != p.namespace {
+			return false
+		}
+	} else if !p.nsSel.Matches(labels.Set(ns.Labels)) {
+		return false
+	}
+	return p.podSel.Matches(labels.Set(w.Labels))
+}
+
+type peerKind uint8
+
+const (
+	peerPods peerKind = iota + 1
+	peerNamespaces
+	peerCIDR
+	peerFQDN
+)
+
+// compiledPeer is one validated peer.
+type compiledPeer struct {
+	kind peerKind
+	// namespace fixes the peer's namespace (pods peer of a namespaced policy
+	// without namespaceSelector); otherwise nsSel selects namespaces.
+	namespace string
+	nsSel     labels.Selector
+	podSel    labels.Selector
+	// prefixes is the CIDR minus its excepts, as disjoint prefixes.
+	prefixes []netip.Prefix
+	pattern  domain.Pattern
+}
+
+// matchesWorkload reports whether a pods or namespaces peer selects w.
+func (p *compiledPeer) matchesWorkload(w *Workload, ns *Namespace) bool {
+	switch p.kind {
+	case peerPods:
+		if p.namespace != "" {
+			if w.Namespace != p.namespace {
+				return false
+			}
+		} else if !p.nsSel.Matches(labels.Set(ns.Labels)) {
+			return false
+		}
+		return p.podSel.Matches(labels.Set(w.Labels))
+	case peerNamespaces:
+		return p.nsSel.Matches(labels.Set(ns.Labels))
+	}
+	return false
+}
+
+// matchesIP reports whether a CIDR peer contains ip.
+func (p *compiledPeer) matchesIP(ip netip.Addr) bool {
+	if p.kind != peerCIDR {
+		return false
+	}
+	for _, pfx := range p.prefixes {
+		if pfx.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+// compiledPort is one validated port rule.
+type compiledPort struct {
+	protocol Protocol
+	// all matches every port of the protocol.
+	all bool
+	// first and last bound a numeric range (first == last for one port).
+	first, last int32
+	// name is a named port, resolved on the destination workload.
+	name string
+}
+
+func (p compiledPort) String() string {
+	switch {
+	case p.all:
+		return string(p.protocol)
+	case p.name != "":
+		return fmt.Sprintf("%s/%s", p.protocol, p.name)
+	case p.first == p.last:
+		return fmt.Sprintf("%s/%d", p.protocol, p.first)
+	}
+	return fmt.Sprintf("%s/%d-%d", p.protocol, p.first, p.last)
+}
+
+// compiledRule is one validated rule.
+type compiledRule struct {
+	policy    *compiledPolicy
+	direction Direction
+	index     int
+	name      string
+	action    Action
+	// anyPeer is true when the rule lists no peers.
+	anyPeer bool
+	peers   []compiledPeer
+	// anyPort is true when the rule lists no ports.
+	anyPort bool
+	ports   []compiledPort
+	// hasFQDN is true when some peer is an FQDN peer.
+	hasFQDN bool
+}
+
+// ref returns the rule's reference.
+func (r *compiledRule) ref() RuleRef { return RuleRef{Policy: r.policy.ref, Rule: r.name} }
+
+// matchesName reports whether an FQDN peer of the rule matches the normalized name.
+func (r *compiledRule) matchesName(name string) bool {
+	for i := range r.peers {
+		if r.peers[i].kind == peerFQDN && r.peers[i].pattern.Match(name) {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,320 @@
+package policy
+
+import (
+	"fmt"
+	"net/netip"
+	"sort"
+	"sync"
+
+	networkingv1 "k8s.io/api/networking/v1"
+
+	"github.com/egressd/egressd/policy/domain"
+)
+
+// Store holds the workloads, namespaces and policies of the cluster (or of a
+// standalone host) and the names each workload resolved. Sources write into it;
+// the Engine evaluates over it and the Compiler turns it into Plans. A Store is
+// safe for concurrent use.
+type Store struct {
+	mu         sync.RWMutex
+	namespaces map[string]*Namespace
+	workloads  map[WorkloadKey]*Workload
+	byIP       map[netip.Addr]WorkloadKey
+	byNS       map[string]map[WorkloadKey]*Workload
+	policies   map[PolicyRef]*compiledPolicy
+	// resolved[w][ip] is the set of names w resolved to ip through the node
+	// resolver (the reference model of the FQDN kernel sets).
+	resolved map[WorkloadKey]map[netip.Addr]map[string]struct{}
+	// pending records what changed since the compiler last looked.
+	pending changeLog
+	// gen counts changes to workloads, namespaces and policies.
+	gen uint64
+	// audits counts Audit-mode policies.
+	audits int
+}
+
+// changeLog is the set of keys changed since the last compile.
+type changeLog struct {
+	all        bool
+	workloads  map[WorkloadKey]*Workload // old value (nil when added)
+	touched    map[WorkloadKey]bool
+	namespaces map[string]bool
+	policies   map[PolicyRef]bool
+}
+
+func (c *changeLog) reset() {
+	*c = changeLog{workloads: map[WorkloadKey]*Workload{}, touched: map[WorkloadKey]bool{}, namespaces: map[string]bool{}, policies: map[PolicyRef]bool{}}
+}
+
+// NewStore returns an empty store.
+func NewStore() *Store {
+	s := &Store{
+		namespaces: map[string]*Namespace{},
+		workloads:  map[WorkloadKey]*Workload{},
+		byIP:       map[netip.Addr]WorkloadKey{},
+		byNS:       map[string]map[WorkloadKey]*Workload{},
+		policies:   map[PolicyRef]*compiledPolicy{},
+		resolved:   map[WorkloadKey]map[netip.Addr]map[string]struct{}{},
+	}
+	s.pending.reset()
+	return s
+}
+
+// UpsertNamespace adds or replaces a namespace. The label
+// kubernetes.io/metadata.name is always set to the namespace's name.
+func (s *Store) UpsertNamespace(ns Namespace) error {
+	if ns.Name == "" {
+		return fmt.Errorf("namespace: empty name")
+	}
+	l := make(map[string]string, len(ns.Labels)+1)
+	for k, v := range ns.Labels {
+		l[k] = v
+	}
+	l[NamespaceNameLabel] = ns.Name
+	ns.Labels = l
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.namespaces[ns.Name] = &ns
+	s.pending.namespaces[ns.Name] = true
+	s.gen++
+	return nil
+}
+
+// DeleteNamespace removes a namespace's labels; its workloads stay until deleted.
+func (s *Store) DeleteNamespace(name string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.namespaces, name)
+	s.pending.namespaces[name] = true
+	s.gen++
+}
+
+// namespaceLocked returns the namespace, or one with only the name label.
+func (s *Store) namespaceLocked(name string) *Namespace {
+	if ns, ok := s.namespaces[name]; ok {
+		return ns
+	}
+	return &Namespace{Name: name, Labels: map[string]string{NamespaceNameLabel: name}}
+}
+
+// UpsertWorkload adds or replaces a workload. An IP held by another workload is
+// an error (the caller deletes the old one first).
+func (s *Store) UpsertWorkload(w Workload) error {
+	if w.Namespace == "" || w.Name == "" {
+		return fmt.Errorf("workload %s/%s: namespace and name are required", w.Namespace, w.Name)
+	}
+	ips := make([]netip.Addr, 0, len(w.IPs))
+	for _, ip := range w.IPs {
+		if !ip.IsValid() {
+			return fmt.Errorf("workload %s: invalid IP", w.Key())
+		}
+		ips = append(ips, ip.Unmap())
+	}
+	w.IPs = ips
+	key := w.Key()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, ip := range w.IPs {
+		if other, ok := s.byIP[ip]; ok && other != key {
+			return fmt.Errorf("workload %s: IP %s already belongs to %s", key, ip, other)
+		}
+	}
+	old := s.workloads[key]
+	s.removeWorkloadLocked(key)
+	nw := w
+	s.workloads[key] = &nw
+	for _, ip := range nw.IPs {
+		s.byIP[ip] = key
+	}
+	if s.byNS[nw.Namespace] == nil {
+		s.byNS[nw.Namespace] = map[WorkloadKey]*Workload{}
+	}
+	s.byNS[nw.Namespace][key] = &nw
+	s.markWorkloadLocked(key, old)
+	return nil
+}
+
+// DeleteWorkload removes a workload and the names it resolved.
+func (s *Store) DeleteWorkload(key WorkloadKey) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	old := s.workloads[key]
+	if old == nil {
+		return
+	}
+	s.removeWorkloadLocked(key)
+	delete(s.resolved, key)
+	s.markWorkloadLocked(key, old)
+}
+
+func (s *Store) markWorkloadLocked(key WorkloadKey, old *Workload) {
+	s.gen++
+	if !s.pending.touched[key] {
+		s.pending.touched[key] = true
+		s.pending.workloads[key] = old
+	}
+}
+
+func (s *Store) removeWorkloadLocked(key WorkloadKey) {
+	w := s.workloads[key]
+	if w == nil {
+		return
+	}
+	for _, ip := range w.IPs {
+		if s.byIP[ip] == key {
+			delete(s.byIP, ip)
+		}
+	}
+	delete(s.byNS[w.Namespace], key)
+	if len(s.byNS[w.Namespace]) == 0 {
+		delete(s.byNS, w.Namespace)
+	}
+	delete(s.workloads, key)
+}
+
+// Workload returns a copy of a workload.
+func (s *Store) Workload(key WorkloadKey) (Workload, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	w, ok := s.workloads[key]
+	if !ok {
+		return Workload{}, false
+	}
+	return *w, true
+}
+
+// WorkloadByIP returns the key of the workload that holds ip.
+func (s *Store) WorkloadByIP(ip netip.Addr) (WorkloadKey, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	k, ok := s.byIP[ip.Unmap()]
+	return k, ok
+}
+
+// Workloads returns the keys of all workloads, sorted.
+func (s *Store) Workloads() []WorkloadKey {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	keys := make([]WorkloadKey, 0, len(s.workloads))
+	for k := range s.workloads {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool { return keys[i].String() < keys[j].String() })
+	return keys
+}
+
+// UpsertFirewallPolicy validates and adds or replaces a FirewallPolicy. An invalid
+// policy is rejected with a *ValidationError and the previous version (if any)
+// stays in force.
+func (s *Store) UpsertFirewallPolicy(p *FirewallPolicy) error {
+	cp, err := compileFirewallPolicy(p)
+	if err != nil {
+		return err
+	}
+	s.putPolicy(cp)
+	return nil
+}
+
+// UpsertClusterFirewallPolicy validates and adds or replaces a ClusterFirewallPolicy.
+func (s *Store) UpsertClusterFirewallPolicy(p *ClusterFirewallPolicy) error {
+	cp, err := compileClusterFirewallPolicy(p)
+	if err != nil {
+		return err
+	}
+	s.putPolicy(cp)
+	return nil
+}
+
+// UpsertNetworkPolicy validates and adds or replaces a Kubernetes NetworkPolicy.
+func (s *Store) UpsertNetworkPolicy(p *networkingv1.NetworkPolicy) error {
+	cp, err := compileNetworkPolicy(p)
+	if err != nil {
+		return err
+	}
+	s.putPolicy(cp)
+	return nil
+}
+
+func (s *Store) putPolicy(cp *compiledPolicy) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if old, ok := s.policies[cp.ref]; ok && old.audit {
+		s.audits--
+	}
+	if cp.audit {
+		s.audits++
+	}
+	s.policies[cp.ref] = cp
+	s.pending.policies[cp.ref] = true
+	s.gen++
+}
+
+// DeletePolicy removes a policy of any kind.
+func (s *Store) DeletePolicy(ref PolicyRef) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if old, ok := s.policies[ref]; ok {
+		if old.audit {
+			s.audits--
+		}
+		delete(s.policies, ref)
+		s.pending.policies[ref] = true
+		s.gen++
+	}
+}
+
+// Policies returns the references of all policies, sorted.
+func (s *Store) Policies() []PolicyRef {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	refs := make([]PolicyRef, 0, len(s.policies))
+	for r := range s.policies {
+		refs = append(refs, r)
+	}
+	sort.Slice(refs, func(i, j int) bool { return refs[i].String() < refs[j].String() })
+	return refs
+}
+
+// RecordLookup records that workload w resolved name to ips through the node
+// resolver. This is the reference model of the FQDN kernel sets: an FQDN peer
+// matches a destination IP for w when w resolved a matching name to it.
+func (s *Store) RecordLookup(w WorkloadKey, name string, ips ...netip.Addr) {
+	n, err := domain.NormalizeName(name)
+	if err != nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.resolved[w] == nil {
+		s.resolved[w] = map[netip.Addr]map[string]struct{}{}
+	}
+	for _, ip := range ips {
+		ip = ip.Unmap()
+		if s.resolved[w][ip] == nil {
+			s.resolved[w][ip] = map[string]struct{}{}
+		}
+		s.resolved[w][ip][n] = struct{}{}
+	}
+}
+
+// ForgetLookups drops every recorded lookup of w (as when its set entries expire).
+func (s *Store) ForgetLookups(w WorkloadKey) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.resolved, w)
+}
+
+// LoadWorkloads puts the namespaces and pods of a workloads file into the store.
+func (s *Store) LoadWorkloads(ws *Workloads) error {
+	for _, ns := range ws.Namespaces {
+		if err := s.UpsertNamespace(ns); err != nil {
+			return err
+		}
+	}
+	for _, p := range ws.Pods {
+		if err := s.UpsertWorkload(p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
