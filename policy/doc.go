@@ -14,4 +14,5 @@
 // selects the workload for the direction, some Allow rule must match and no
 // FirewallPolicy Deny rule may match), then the Baseline tier (only when no
 // namespaced policy selected the workload), then the node default.
+// +groupName=egressd.io
 package policy

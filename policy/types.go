@@ -95,6 +95,8 @@ const (
 )
 
 // Subject selects the workloads a ClusterFirewallPolicy applies to.
+//
+// +kubebuilder:object:generate=true
 type Subject struct {
 	// NamespaceSelector selects namespaces by label; {} selects every namespace.
 	NamespaceSelector metav1.LabelSelector `json:"namespaceSelector"`
@@ -104,6 +106,8 @@ type Subject struct {
 }
 
 // PodsPeer selects pods by label, optionally in namespaces selected by label.
+//
+// +kubebuilder:object:generate=true
 type PodsPeer struct {
 	// PodSelector selects pods; {} selects every pod.
 	PodSelector metav1.LabelSelector `json:"podSelector"`
@@ -115,6 +119,8 @@ type PodsPeer struct {
 }
 
 // FQDNPeer selects destinations by DNS name; exactly one field is set.
+//
+// +kubebuilder:object:generate=true
 type FQDNPeer struct {
 	// MatchName is an exact name, e.g. api.github.com.
 	// +optional
@@ -127,6 +133,8 @@ type FQDNPeer struct {
 
 // Peer is one side of a connection that a rule matches; exactly one of Pods,
 // Namespaces, CIDR or FQDN is set (Except only with CIDR).
+//
+// +kubebuilder:object:generate=true
 type Peer struct {
 	// Pods selects pods by label.
 	// +optional
@@ -146,6 +154,8 @@ type Peer struct {
 }
 
 // PortRule matches a destination port or port range and a protocol.
+//
+// +kubebuilder:object:generate=true
 type PortRule struct {
 	// Port is a number (1-65535) or the name of a container port of the
 	// destination pod. Omitted matches every port of the protocol.
@@ -160,6 +170,8 @@ type PortRule struct {
 }
 
 // Rule is one ingress or egress rule.
+//
+// +kubebuilder:object:generate=true
 type Rule struct {
 	// Name optionally names the rule in verdicts, logs and spans; otherwise the
 	// rule is named by its position, e.g. "egress[0]".
@@ -179,6 +191,8 @@ type Rule struct {
 }
 
 // ClusterFirewallPolicySpec is the spec of a ClusterFirewallPolicy.
+//
+// +kubebuilder:object:generate=true
 type ClusterFirewallPolicySpec struct {
 	// Tier is Admin (before namespaced policies) or Baseline (after them).
 	Tier Tier `json:"tier"`
@@ -205,6 +219,8 @@ const (
 )
 
 // PolicyStatus is the observed state of a policy.
+//
+// +kubebuilder:object:generate=true
 type PolicyStatus struct {
 	// Conditions: Accepted, Invalid (with reason and field), Programmed.
 	// +optional
@@ -216,6 +232,7 @@ type PolicyStatus struct {
 // +genclient
 // +genclient:nonNamespaced
 // +kubebuilder:object:root=true
+// +kubebuilder:object:generate=true
 // +kubebuilder:resource:scope=Cluster
 // +kubebuilder:subresource:status
 type ClusterFirewallPolicy struct {
@@ -229,6 +246,7 @@ type ClusterFirewallPolicy struct {
 // ClusterFirewallPolicyList is a list of ClusterFirewallPolicy.
 //
 // +kubebuilder:object:root=true
+// +kubebuilder:object:generate=true
 type ClusterFirewallPolicyList struct {
 	metav1.TypeMeta `json:",inline"`
 	metav1.ListMeta `json:"metadata,omitempty"`
@@ -236,6 +254,8 @@ type ClusterFirewallPolicyList struct {
 }
 
 // FirewallPolicySpec is the spec of a FirewallPolicy.
+//
+// +kubebuilder:object:generate=true
 type FirewallPolicySpec struct {
 	// Mode is Enforce (default) or Audit.
 	// +optional
@@ -258,6 +278,7 @@ type FirewallPolicySpec struct {
 //
 // +genclient
 // +kubebuilder:object:root=true
+// +kubebuilder:object:generate=true
 // +kubebuilder:subresource:status
 type FirewallPolicy struct {
 	metav1.TypeMeta   `json:",inline"`
@@ -270,6 +291,7 @@ type FirewallPolicy struct {
 // FirewallPolicyList is a list of FirewallPolicy.
 //
 // +kubebuilder:object:root=true
+// +kubebuilder:object:generate=true
 type FirewallPolicyList struct {
 	metav1.TypeMeta `json:",inline"`
 	metav1.ListMeta `json:"metadata,omitempty"`
