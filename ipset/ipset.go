@@ -9,9 +9,12 @@
 package ipset
 
 import (
+	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"time"
 )
 
@@ -176,3 +179,105 @@ func (e *Error) Error() string {
 }
 
 func (e *Error) Unwrap() error { return e.Err }
+
+// Sentinel errors wrapped by *Error; test them with errors.Is.
+var (
+	// ErrNotExist: the set does not exist (Apply, Replace, List on an unknown set).
+	ErrNotExist = errors.New("set does not exist")
+	// ErrMismatch: Ensure found the set with another family, kind or timeout flag.
+	ErrMismatch = errors.New("set exists with another definition")
+	// ErrFamily: the element's address family is not the set's.
+	ErrFamily = errors.New("address family does not match the set")
+	// ErrInvalid: the spec or element is malformed (invalid address, prefix where an
+	// address is expected, missing Src of a pair, negative timeout, bad name...).
+	ErrInvalid = errors.New("invalid")
+	// ErrUnsupported: the backend or the kernel cannot do this.
+	ErrUnsupported = errors.New("not supported")
+)
+
+// Validate checks the spec itself (name, family, kind). Backends may add limits of
+// their own (ipset names are at most 31 bytes).
+func (s Spec) Validate() error {
+	switch {
+	case s.Name == "":
+		return fmt.Errorf("%w spec: empty set name", ErrInvalid)
+	case s.Family != IPv4 && s.Family != IPv6:
+		return fmt.Errorf("%w spec: family %v", ErrInvalid, s.Family)
+	case s.Kind < KindAddr || s.Kind > KindAddrPair:
+		return fmt.Errorf("%w spec: kind %v", ErrInvalid, s.Kind)
+	}
+	return nil
+}
+
+// Normalize checks that e fits the set and returns it in canonical form: IPv4-mapped
+// IPv6 addresses of IPv4 sets unmapped, prefixes masked, and the timeout dropped when
+// the set has no timeouts. Errors wrap ErrFamily or ErrInvalid (not *Error: the
+// caller adds the set and element).
+func (s Spec) Normalize(e Element) (Element, error) {
+	if !e.Prefix.IsValid() {
+		return e, fmt.Errorf("%w element: no address", ErrInvalid)
+	}
+	if e.Timeout < 0 {
+		return e, fmt.Errorf("%w element: negative timeout %v", ErrInvalid, e.Timeout)
+	}
+	if !s.Timeout {
+		e.Timeout = 0
+	}
+	var err error
+	if e.Prefix, err = normPrefix(s.Family, e.Prefix); err != nil {
+		return e, err
+	}
+	switch s.Kind {
+	case KindAddr, KindAddrPair:
+		if e.Prefix.Bits() != e.Prefix.Addr().BitLen() {
+			return e, fmt.Errorf("%w element: a %v set holds single addresses, not the prefix %v", ErrInvalid, s.Kind, e.Prefix)
+		}
+	case KindPrefix:
+		e.Prefix = e.Prefix.Masked()
+	}
+	if s.Kind == KindAddrPair {
+		if !e.Src.IsValid() {
+			return e, fmt.Errorf("%w element: a pair needs a source address", ErrInvalid)
+		}
+		src, err := normPrefix(s.Family, netip.PrefixFrom(e.Src, e.Src.BitLen()))
+		if err != nil {
+			return e, err
+		}
+		e.Src = src.Addr()
+	} else if e.Src.IsValid() {
+		return e, fmt.Errorf("%w element: a source address is only allowed in pair sets", ErrInvalid)
+	}
+	return e, nil
+}
+
+func normPrefix(f Family, p netip.Prefix) (netip.Prefix, error) {
+	a := p.Addr()
+	if a.Zone() != "" {
+		return p, fmt.Errorf("%w element: zoned address %v", ErrInvalid, a)
+	}
+	if f == IPv4 && a.Is4In6() {
+		if p.Bits() < 96 {
+			return p, fmt.Errorf("%w element: IPv4-mapped prefix %v shorter than /96", ErrInvalid, p)
+		}
+		p = netip.PrefixFrom(a.Unmap(), p.Bits()-96)
+		a = p.Addr()
+	}
+	if (f == IPv4) != a.Is4() {
+		return p, fmt.Errorf("%w: %v in an %v set", ErrFamily, p, f)
+	}
+	return p, nil
+}
+
+// SortElements sorts elements by source address, then prefix address, then length
+// (the order List returns them in).
+func SortElements(es []Element) {
+	slices.SortFunc(es, func(a, b Element) int {
+		if c := a.Src.Compare(b.Src); c != 0 {
+			return c
+		}
+		if c := a.Prefix.Addr().Compare(b.Prefix.Addr()); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.Prefix.Bits(), b.Prefix.Bits())
+	})
+}
