@@ -1,0 +1,55 @@
+# egressd — the front door. `make demo` and `make test` are the two commands a
+# newcomer needs; see README.md.
+
+GO       ?= go
+PKGS     ?= ./...
+BIN      ?= bin
+export CI ?=
+
+.PHONY: all build test test-deps unit lint fmt vet generate bench fuzz demo clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN)/ ./cmd/...
+
+## test: install what the tests need, then run every test of the project.
+test: test-deps vet
+	$(GO) test -count=1 -timeout 45m $(PKGS)
+
+test-deps:
+	./hack/install-test-deps.sh
+
+## unit: the fast tests only (no root, no kernel).
+unit:
+	$(GO) test -short -count=1 $(PKGS)
+
+vet:
+	$(GO) vet $(PKGS)
+
+fmt:
+	gofmt -l -w $$(git ls-files '*.go')
+
+lint: vet
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt: files above need formatting"; exit 1; }
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@2025.1.1 $(PKGS)
+
+## generate: deepcopy for the API types (controller-gen).
+generate:
+	$(GO) run sigs.k8s.io/controller-tools/cmd/controller-gen@v0.19.0 object paths=./policy/
+
+## bench: every benchmark; numbers go to docs/benchmarks.md.
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
+
+## fuzz: a short run of every fuzz target (corpus under testdata/fuzz).
+fuzz:
+	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 30s ./policy/domain/
+	$(GO) test -run '^$$' -fuzz FuzzMatch -fuzztime 30s ./policy/domain/
+	$(GO) test -run '^$$' -fuzz FuzzDecodePolicy -fuzztime 30s ./policy/manifest/
+
+demo: build
+	./hack/demo.sh
+
+clean:
+	rm -rf $(BIN)
