@@ -296,7 +296,7 @@ func (c *Compiler) planRuleLocked(r *compiledRule) *PlanRule {
 	s := c.store
 	ref := r.ref()
 	pr := &PlanRule{
-		Ref: ref, ID: ruleID(ref), Direction: r.direction, Action: r.action, Tier: r.policy.tier,
+		Ref: ref, ID: RuleID(ref), Direction: r.direction, Action: r.action, Tier: r.policy.tier,
 		AnyPeer: r.anyPeer, AnyPort: r.anyPort, FQDN: r.hasFQDN,
 	}
 	var prefixes []netip.Prefix

@@ -162,8 +162,8 @@ func (c *Changes) Empty() bool {
 	return !c.Full && len(c.Policies) == 0 && len(c.Rules) == 0 && len(c.Workloads) == 0
 }
 
-// ruleID derives a short stable identifier from a rule reference.
-func ruleID(r RuleRef) string {
+// RuleID derives a short stable identifier from a rule reference.
+func RuleID(r RuleRef) string {
 	h := fnv.New64a()
 	h.Write([]byte(r.String()))
 	return strconv.FormatUint(h.Sum64(), 36)
