@@ -262,6 +262,9 @@ func normPrefix(f Family, p netip.Prefix) (netip.Prefix, error) {
 		p = netip.PrefixFrom(a.Unmap(), p.Bits()-96)
 		a = p.Addr()
 	}
+	if f == IPv6 && a.Is4In6() {
+		return p, fmt.Errorf("%w: IPv4-mapped %v in an %v set", ErrFamily, p, f)
+	}
 	if (f == IPv4) != a.Is4() {
 		return p, fmt.Errorf("%w: %v in an %v set", ErrFamily, p, f)
 	}
