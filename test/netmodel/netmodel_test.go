@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/egressd/egressd/test/testenv"
+	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
 )
 
@@ -136,6 +137,7 @@ func nft(t *testing.T, n *Node, ruleset string) {
 
 func TestMatrixOpenThenDrops(t *testing.T) {
 	testenv.RequireRoot(t)
+	t.Parallel()
 	requireNft(t)
 	host := readHostState(t)
 	n := buildNode(t, "x/a", "x/b", "y/a")
@@ -148,7 +150,7 @@ func TestMatrixOpenThenDrops(t *testing.T) {
 		t.Errorf("x/a addresses %v %v", a.IPv4, a.IPv6)
 	}
 
-	pr := &Prober{}
+	pr := &Prober{Recheck: true}
 	open := fullMatrix(t, pr, n)
 	check(t, "no firewall", expectAll(n, nil), open)
 	if len(open) != 2*4*4*2*2 {
@@ -203,18 +205,29 @@ func TestMatrixOpenThenDrops(t *testing.T) {
 	if err != nil || !strings.Contains(string(out), "udp dport 80 drop") {
 		t.Errorf("nft list in node ns: %v\n%s", err, out)
 	}
+	// google/nftables reaches the same namespace through its fd.
+	conn, err := nftables.New(nftables.WithNetNSFd(n.Fd()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tables, err := conn.ListTables()
+	if err != nil || len(tables) != 1 || tables[0].Name != "t" {
+		t.Errorf("google/nftables in node ns: %v %v", tables, err)
+	}
+	conn.CloseLasting()
 	nft(t, n, "delete table inet t\n")
 	check(t, "after delete", expectAll(n, nil), fullMatrix(t, pr, n))
 }
 
 func TestLiveConn(t *testing.T) {
 	testenv.RequireRoot(t)
+	t.Parallel()
 	requireNft(t)
 	host := readHostState(t)
 	n := buildNode(t, "x/a", "y/a")
 	defer checkHost(t, host, n)
 	xa, ya := n.Pod("x/a"), n.Pod("y/a")
-	pr := &Prober{}
+	pr := &Prober{Recheck: true}
 	ctx := context.Background()
 
 	tcp4, err := pr.OpenConn(ctx, xa, ya.IPv4, 80)
@@ -275,6 +288,7 @@ func TestLiveConn(t *testing.T) {
 
 func TestNinePods(t *testing.T) {
 	testenv.RequireRoot(t)
+	t.Parallel()
 	host := readHostState(t)
 	n := NewTestNode(t, Options{})
 	defer checkHost(t, host, n)
@@ -290,7 +304,7 @@ func TestNinePods(t *testing.T) {
 		t.Fatal(err)
 	}
 	build := time.Since(start)
-	pr := &Prober{}
+	pr := &Prober{Recheck: true}
 	start = time.Now()
 	r, err := pr.Matrix(context.Background(), pods, []int{80, 81}, []Protocol{TCP, UDP}, IPv4)
 	if err != nil {
@@ -310,6 +324,37 @@ func TestNinePods(t *testing.T) {
 	}
 	check(t, "9 pods", want, r)
 	t.Logf("9 pods built in %v; 9x9x2x2 matrix: IPv4 %v, IPv6 %v (%d cells)", build, m4, m6, len(r))
+
+	// Isolate x/a at the node: every cell from or to it (but itself) is dropped and
+	// times out; the matrix must still be quick.
+	requireNft(t)
+	xa := pods[0]
+	nft(t, n, fmt.Sprintf(`table inet t {
+	chain filt {
+		type filter hook forward priority 0;
+		ip saddr %[1]s drop
+		ip daddr %[1]s drop
+		ip6 saddr %[2]s drop
+		ip6 daddr %[2]s drop
+	}
+}
+`, xa.IPv4, xa.IPv6))
+	start = time.Now()
+	iso := Reachability{}
+	for _, fam := range []Family{IPv4, IPv6} {
+		r, err := pr.Matrix(context.Background(), pods, []int{80, 81}, []Protocol{TCP, UDP}, fam)
+		if err != nil {
+			t.Fatal(err)
+		}
+		iso.Merge(r)
+	}
+	t.Logf("9x9x2x2 matrix, both families, x/a isolated (%d drops): %v", len(Diff(want, iso)), time.Since(start))
+	wantIso := Reachability{}
+	for c := range want {
+		wantIso[c] = (c.From == "x/a") == (c.To == "x/a")
+	}
+	check(t, "x/a isolated", wantIso, iso)
+	nft(t, n, "delete table inet t\n")
 
 	// Caller-chosen addresses, duplicates refused.
 	p, err := n.AddPod(PodSpec{Name: "w/a", IPv4: mustAddr("10.244.9.9"), IPv6: mustAddr("fd00:244::909")})
@@ -362,21 +407,27 @@ func TestCleanup(t *testing.T) {
 		t.Errorf("left after Close: %v", left)
 	}
 
-	// A namespace of a process that no longer exists is stale.
-	stale := PrefixBase + "999999999-1-node"
-	ns, err := newNamedNS(stale, nil)
+	// A namespace of a process that no longer exists is stale. (A plain file stands in
+	// for the bind mount: removal is the same, and concurrent test processes, which may
+	// clean it up first, do not race with a mount.)
+	stale := fmt.Sprintf("%s%d-1-node", PrefixBase, 999_000_000+os.Getpid()%1_000_000)
+	if err := os.WriteFile(NetNSDir+"/"+stale, nil, 0o444); err != nil {
+		t.Fatal(err)
+	}
+	mine, err := newNamedNS(DefaultPrefix()+"keep", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ns.nl.Close()
-	ns.h.Close()
-	removed, err := CleanupStale()
-	if err != nil {
+	defer mine.close()
+	if _, err := CleanupStale(); err != nil {
 		t.Fatal(err)
 	}
-	if left, _ := ListNamespaces(stale); len(left) != 0 || !contains(removed, stale) {
+	if left, _ := ListNamespaces(stale); len(left) != 0 {
 		removeNamedNS(stale)
-		t.Errorf("CleanupStale removed %v, left %v", removed, left)
+		t.Errorf("CleanupStale left %v", left)
+	}
+	if left, _ := ListNamespaces(mine.NetNSName()); len(left) != 1 {
+		t.Errorf("CleanupStale removed a namespace of this live process")
 	}
 }
 
@@ -395,9 +446,27 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func contains(s []string, v string) bool {
-	for _, x := range s {
-		if x == v {
+func TestFormatAndDiff(t *testing.T) {
+	pods := []*Pod{{Name: "x/a"}, {Name: "x/b"}}
+	want := Expect(pods, []int{80}, []Protocol{TCP}, IPv4, func(c Cell) bool { return c.To != "x/b" || c.From == "x/b" })
+	got := Expect(pods, []int{80}, []Protocol{TCP}, IPv4, nil)
+	d := Diff(want, got)
+	if len(d) != 1 || d[0] != (Cell{From: "x/a", To: "x/b", Port: 80, Proto: TCP, Family: IPv4}) {
+		t.Fatalf("Diff = %v", d)
+	}
+	out := Format(want, got)
+	if !strings.Contains(out, "IPv4 TCP/80: 1 mismatch(es)") || !hasRow(out, "x/a . .*") || !hasRow(out, "x/b . .") {
+		t.Errorf("Format(want, got):\n%s", out)
+	}
+	if out := Format(nil, want); !hasRow(out, "x/a . X") || strings.Contains(out, "X*") {
+		t.Errorf("Format(nil, want):\n%s", out)
+	}
+	t.Logf("\n%s", Format(want, got))
+}
+
+func hasRow(table, fields string) bool {
+	for _, line := range strings.Split(table, "\n") {
+		if strings.Join(strings.Fields(line), " ") == fields {
 			return true
 		}
 	}

@@ -3,6 +3,7 @@ package netmodel
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"slices"
@@ -94,6 +95,8 @@ type Pod struct {
 	HostVethIndex int
 	// MAC of the pod's eth0.
 	MAC net.HardwareAddr
+	// Labels from the PodSpec (for the caller's policy workloads).
+	Labels map[string]string
 	// External marks a host outside the cluster (reached through the node, not a pod).
 	External bool
 	// NodeIPv4/NodeIPv6 are the node's addresses on an external peer's link (zero for
@@ -125,6 +128,9 @@ type PodSpec struct {
 	Name       string // "namespace/name", required
 	IPv4, IPv6 netip.Addr
 	Ports      []int // default: the node's Options.Ports
+	// Labels are carried on the Pod for callers that build policy workloads from it
+	// (netmodel itself does not use them).
+	Labels map[string]string
 }
 
 // ExternalSpec describes a peer outside the cluster, on its own veth to the node.
@@ -384,6 +390,7 @@ func (n *Node) preparePod(s PodSpec) (*Pod, error) {
 		Ports:    slices.Clone(s.Ports),
 		HostVeth: fmt.Sprintf("%s%d", n.opts.HostVethPrefix, idx),
 		MAC:      podMAC(v4),
+		Labels:   maps.Clone(s.Labels),
 		node:     n,
 		nsName:   fmt.Sprintf("%sp%d", n.id, idx),
 	}

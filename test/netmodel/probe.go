@@ -43,7 +43,7 @@ func (f Family) String() string {
 // Defaults of Prober.
 const (
 	DefaultProbeTimeout = 400 * time.Millisecond
-	DefaultWorkers      = 48
+	DefaultWorkers      = 64
 )
 
 // Prober opens real connections from inside pod namespaces. The zero value is usable.
@@ -52,7 +52,7 @@ type Prober struct {
 	// 400ms. A TCP probe must connect and read the banner within it; a UDP probe sends,
 	// waits half of it for the answer, and sends once more.
 	Timeout time.Duration
-	// Workers bounds the probes Matrix runs at once (default 48).
+	// Workers bounds the probes Matrix runs at once (default 64).
 	Workers int
 	// Recheck makes Matrix probe every cell that failed once more, sequentially per
 	// worker, to rule out a loaded machine (costs one more timeout per denied cell).
@@ -352,17 +352,18 @@ func Format(expected, actual Reachability) string {
 		width = max(width, len(n))
 	}
 	sort.Strings(pods)
+	width = max(width, len("from\\to")) + 1
 	var b strings.Builder
 	for _, k := range ks {
 		mismatches := 0
 		var rows strings.Builder
-		fmt.Fprintf(&rows, "%-*s", width+2, "from\\to")
+		fmt.Fprintf(&rows, "%-*s", width, "from\\to")
 		for _, to := range pods {
 			fmt.Fprintf(&rows, " %-*s", max(len(to), 2), to)
 		}
 		rows.WriteString("\n")
 		for _, from := range pods {
-			fmt.Fprintf(&rows, "%-*s", width+2, from)
+			fmt.Fprintf(&rows, "%-*s", width, from)
 			for _, to := range pods {
 				c := Cell{From: from, To: to, Port: k.port, Proto: k.proto, Family: k.family}
 				got, probed := actual[c]
