@@ -1,0 +1,380 @@
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net/netip"
+	"strings"
+
+	"github.com/egressd/egressd/policy"
+)
+
+const explainHelp = `
+Explain the verdict on one connection, or on one DNS lookup, with the reference
+evaluator the agent enforces (policy.Engine).
+
+The source is a pod of the workloads file (--from NS/POD). The destination is one of:
+  --to NS/POD     a pod: its first address of the source's family (see --family)
+  --to-ip IP      any address (a pod's, or one outside the cluster); the source
+                  address is the source pod's first address of that family
+  --to-name NAME  a DNS lookup of NAME by the source (DecideLookup); no port
+
+A connection is decided in both directions: egress at the source, then ingress at
+the destination (only when the destination is a known pod). Text output shows
+both, the rule that decided each, and what Audit-mode policies would have decided.
+JSON output is the deciding direction only:
+  {"verdict": "Allow"|"Deny", "tier": ..., "policy": ..., "rule": ..., "reason": ...}
+plus "audit" (same keys) when Audit-mode policies would have decided otherwise.
+Empty strings mean "not applicable". Reasons: rule, isolated, no-policy,
+not-a-workload, and for lookups cluster-domain, lookups-enforced,
+no-matching-fqdn, invalid-name.
+
+FQDN rules match an address only after the source resolved a matching name to it
+through the node resolver: record such lookups with --resolved NAME=IP[,IP...].
+
+Exit status: 0 whatever the verdict, 1 on invalid input (invalid policies,
+unreadable files, unknown pods), 2 on a usage error.`
+
+// explainJSON is the JSON output of explain.
+type explainJSON struct {
+	Verdict string       `json:"verdict"`
+	Tier    string       `json:"tier"`
+	Policy  string       `json:"policy"`
+	Rule    string       `json:"rule"`
+	Reason  string       `json:"reason"`
+	Audit   *explainJSON `json:"audit,omitempty"`
+}
+
+func outcomeJSON(o policy.Outcome) *explainJSON {
+	return &explainJSON{Verdict: string(o.Verdict), Tier: string(o.Tier), Policy: o.Policy.String(), Rule: o.Rule, Reason: o.Reason}
+}
+
+type explainFlags struct {
+	paths     stringList
+	workloads string
+	from      string
+	to        string
+	toIP      string
+	toName    string
+	port      int
+	protocol  string
+	family    *choice
+	resolved  resolvedList
+	out       *choice
+	engine    *engineFlags
+}
+
+func runExplain(args []string, stdout, stderr io.Writer) int {
+	fs := newFlagSet("explain",
+		"-f PATH --workloads FILE --from NS/POD (--to NS/POD | --to-ip IP | --to-name NAME) [--port N] [--protocol TCP] [-o text|json]",
+		explainHelp)
+	f := explainFlags{family: newChoice("", "ipv4", "ipv6"), out: newChoice("text", "text", "json")}
+	fs.Var(&f.paths, "f", "policy file or directory (repeatable)")
+	fs.StringVar(&f.workloads, "workloads", "", "workloads file: namespaces and pods with labels, IPs and named ports")
+	fs.StringVar(&f.from, "from", "", "source pod, namespace/name")
+	fs.StringVar(&f.to, "to", "", "destination pod, namespace/name")
+	fs.StringVar(&f.toIP, "to-ip", "", "destination IP address")
+	fs.StringVar(&f.toName, "to-name", "", "DNS name looked up by the source (explains the lookup decision)")
+	fs.IntVar(&f.port, "port", 0, "destination port, 1-65535 (required with --to and --to-ip)")
+	fs.StringVar(&f.protocol, "protocol", "TCP", "protocol: TCP, UDP or SCTP")
+	fs.Var(f.family, "family", "address family with --to: ipv4 or ipv6 (default: the family of the source's first IP)")
+	fs.Var(&f.resolved, "resolved", "NAME=IP[,IP...]: the source resolved NAME to these IPs (repeatable), for FQDN rules")
+	fs.Var(f.out, "o", "output format: text or json")
+	f.engine = addEngineFlags(fs)
+	if code, done := parse(fs, args, stdout, stderr); done {
+		return code
+	}
+	if fs.NArg() > 0 {
+		return usageError(fs, stderr, "unexpected arguments %q", fs.Args())
+	}
+	switch {
+	case len(f.paths) == 0:
+		return usageError(fs, stderr, "no policy files: give -f PATH")
+	case f.workloads == "":
+		return usageError(fs, stderr, "no workloads file: give --workloads FILE")
+	case f.from == "":
+		return usageError(fs, stderr, "no source: give --from NS/POD")
+	}
+	from, err := policy.ParseWorkloadKey(f.from)
+	if err != nil {
+		return usageError(fs, stderr, "--from: %v", err)
+	}
+	n := 0
+	for _, s := range []string{f.to, f.toIP, f.toName} {
+		if s != "" {
+			n++
+		}
+	}
+	if n != 1 {
+		return usageError(fs, stderr, "give exactly one of --to, --to-ip and --to-name")
+	}
+	var to policy.WorkloadKey
+	var toIP netip.Addr
+	var proto policy.Protocol
+	switch {
+	case f.to != "":
+		if to, err = policy.ParseWorkloadKey(f.to); err != nil {
+			return usageError(fs, stderr, "--to: %v", err)
+		}
+	case f.toIP != "":
+		if toIP, err = netip.ParseAddr(f.toIP); err != nil {
+			return usageError(fs, stderr, "--to-ip: %v", err)
+		}
+		toIP = toIP.Unmap()
+		if f.family.value != "" {
+			return usageError(fs, stderr, "--family applies to --to only (the family of --to-ip is its own)")
+		}
+	}
+	if f.toName != "" {
+		if isSet(fs, "port") || isSet(fs, "protocol") || f.family.value != "" {
+			return usageError(fs, stderr, "--port, --protocol and --family do not apply to --to-name")
+		}
+	} else {
+		if f.port < 1 || f.port > 65535 {
+			return usageError(fs, stderr, "--port: want a number from 1 to 65535")
+		}
+		if proto, err = parseProtocol(f.protocol); err != nil {
+			return usageError(fs, stderr, "--protocol: %v", err)
+		}
+	}
+
+	m, problems, err := loadModel(f.paths, f.workloads, f.engine.options())
+	if err != nil {
+		for _, p := range problems {
+			fmt.Fprintln(stderr, p)
+		}
+		return failf(fs, stderr, "%v", err)
+	}
+	src, ok := m.store.Workload(from)
+	if !ok {
+		return failf(fs, stderr, "--from: no pod %s in %s", from, f.workloads)
+	}
+	for _, r := range f.resolved {
+		m.store.RecordLookup(from, r.name, r.ips...)
+	}
+
+	if f.toName != "" {
+		d := m.engine.DecideLookup(from, f.toName)
+		if f.out.value == "json" {
+			res := outcomeJSON(d.Outcome)
+			if d.Audit != nil {
+				res.Audit = outcomeJSON(*d.Audit)
+			}
+			return writeJSON(fs, stdout, stderr, res)
+		}
+		printLookup(stdout, m, d)
+		return exitOK
+	}
+
+	// A connection: pick the addresses.
+	var srcIP netip.Addr
+	var dst policy.Workload
+	switch {
+	case f.to != "":
+		if dst, ok = m.store.Workload(to); !ok {
+			return failf(fs, stderr, "--to: no pod %s in %s", to, f.workloads)
+		}
+		family := f.family.value
+		if family == "" {
+			if len(src.IPs) == 0 {
+				return failf(fs, stderr, "--from: pod %s has no IP address", from)
+			}
+			family = familyOf(src.IPs[0])
+		}
+		if srcIP, ok = firstIP(src, family); !ok {
+			return failf(fs, stderr, "--from: pod %s has no %s address", from, family)
+		}
+		if toIP, ok = firstIP(dst, family); !ok {
+			return failf(fs, stderr, "--to: pod %s has no %s address (the source's family)", to, family)
+		}
+	default:
+		if srcIP, ok = firstIP(src, familyOf(toIP)); !ok {
+			return failf(fs, stderr, "--from: pod %s has no %s address to reach %s from", from, familyOf(toIP), toIP)
+		}
+	}
+	conn := policy.Connection{Src: srcIP, Dst: toIP, Port: int32(f.port), Protocol: proto}
+	d := m.engine.Decide(conn)
+	if f.out.value == "json" {
+		deciding := d.Deciding()
+		res := outcomeJSON(deciding.Outcome)
+		res.Verdict = string(d.Verdict)
+		if would, ok := auditDecision(d); ok {
+			wd := would.Deciding()
+			res.Audit = outcomeJSON(wd.Outcome)
+			res.Audit.Verdict = string(would.Verdict)
+		}
+		return writeJSON(fs, stdout, stderr, res)
+	}
+	printConnection(stdout, m, conn, d, f.resolved)
+	return exitOK
+}
+
+func isSet(fs *flagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) {
+		if f.Name == name {
+			set = true
+		}
+	})
+	return set
+}
+
+func writeJSON(fs *flagSet, stdout, stderr io.Writer, v any) int {
+	enc := json.NewEncoder(stdout)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(v); err != nil {
+		return failf(fs, stderr, "%v", err)
+	}
+	return exitOK
+}
+
+// auditDecision is what the connection's verdict would be if Audit-mode
+// policies were enforced; ok is false when no Audit-mode policy changes a direction.
+func auditDecision(d policy.Decision) (policy.Decision, bool) {
+	if d.Egress.Audit == nil && d.Ingress.Audit == nil {
+		return d, false
+	}
+	w := d
+	if d.Egress.Audit != nil {
+		w.Egress.Outcome = *d.Egress.Audit
+	}
+	if d.Ingress.Audit != nil {
+		w.Ingress.Outcome = *d.Ingress.Audit
+	}
+	w.Egress.Audit, w.Ingress.Audit = nil, nil
+	w.Verdict = policy.Allow
+	if w.Egress.Verdict == policy.Deny || w.Ingress.Verdict == policy.Deny {
+		w.Verdict = policy.Deny
+	}
+	return w, true
+}
+
+// decidingDirection names the direction policy.Decision.Deciding returns:
+// the first that denied, else ingress when it applies, else egress.
+func decidingDirection(d policy.Decision) string {
+	switch {
+	case d.Egress.Applies && d.Egress.Verdict == policy.Deny:
+		return "egress"
+	case d.Ingress.Applies:
+		return "ingress"
+	}
+	return "egress"
+}
+
+// endpointName is "ns/pod (ip)" or the bare IP.
+func endpointName(s *policy.Store, ip netip.Addr) string {
+	if k, ok := s.WorkloadByIP(ip); ok {
+		return fmt.Sprintf("%s (%s)", k, ip)
+	}
+	return ip.String()
+}
+
+func printConnection(w io.Writer, m *model, c policy.Connection, d policy.Decision, resolved resolvedList) {
+	fmt.Fprintf(w, "Verdict:     %s\n", d.Verdict)
+	fmt.Fprintf(w, "Connection:  %s -> %s %s/%d\n", endpointName(m.store, c.Src), endpointName(m.store, c.Dst), c.Protocol, c.Port)
+	var names []string
+	for _, r := range resolved {
+		for _, ip := range r.ips {
+			if ip == c.Dst {
+				names = append(names, r.name)
+			}
+		}
+	}
+	if len(names) > 0 {
+		fmt.Fprintf(w, "Resolved:    %s resolved %s to %s (FQDN rules can match it)\n", d.Egress.Workload, strings.Join(names, ", "), c.Dst)
+	}
+	fmt.Fprintf(w, "Decided by:  %s\n", decidingDirection(d))
+	printDirection(w, "Egress", c.Src, d.Egress)
+	printDirection(w, "Ingress", c.Dst, d.Ingress)
+	if would, ok := auditDecision(d); ok {
+		fmt.Fprintf(w, "Audit:       would be %s if Audit-mode policies were enforced\n", would.Verdict)
+	}
+}
+
+func printDirection(w io.Writer, title string, ip netip.Addr, d policy.DirectionDecision) {
+	fmt.Fprintln(w)
+	if !d.Applies {
+		fmt.Fprintf(w, "%s: not enforced (%s is not a known workload)\n", title, ip)
+		return
+	}
+	fmt.Fprintf(w, "%s at %s: %s\n", title, d.Workload, d.Verdict)
+	printOutcome(w, "  ", strings.ToLower(title), d.Outcome)
+	if d.Audit != nil {
+		fmt.Fprintf(w, "  audit:     would %s: %s\n", d.Audit.Verdict, summary(strings.ToLower(title), *d.Audit))
+	}
+}
+
+func printOutcome(w io.Writer, indent, dir string, o policy.Outcome) {
+	if o.Tier != "" {
+		fmt.Fprintf(w, "%stier:      %s\n", indent, o.Tier)
+	}
+	if p := o.Policy.String(); p != "" {
+		fmt.Fprintf(w, "%spolicy:    %s\n", indent, p)
+	}
+	if o.Rule != "" {
+		fmt.Fprintf(w, "%srule:      %s (%s)\n", indent, o.Rule, o.Action)
+	}
+	fmt.Fprintf(w, "%sreason:    %s: %s\n", indent, o.Reason, describe(dir, o))
+}
+
+// describe explains an outcome in a sentence.
+func describe(dir string, o policy.Outcome) string {
+	switch o.Reason {
+	case policy.ReasonRule:
+		switch {
+		case o.Tier == policy.TierNamespaced && o.Action == policy.ActionDeny:
+			return "a Deny rule of a namespaced policy matches (Deny beats Allow in the tier)"
+		case o.Tier == policy.TierNamespaced:
+			return "an Allow rule matches and no Deny rule of the namespaced policies does"
+		}
+		return fmt.Sprintf("the first matching rule of the %s tier (by priority, then rule order) has action %s", o.Tier, o.Action)
+	case policy.ReasonIsolated:
+		return fmt.Sprintf("%s selects the pod for %s (isolated) and no rule of the namespaced policies allows this", o.Policy, dir)
+	case policy.ReasonNotSelected:
+		return fmt.Sprintf("no policy decided %s for this pod; node default %s", dir, o.Verdict)
+	case policy.ReasonNotWorkload:
+		return "not a known workload: not enforced"
+	case policy.ReasonClusterDomain:
+		return "the name is inside the cluster domain or a search domain: never blocked by FQDN rules (governed at L3)"
+	case policy.ReasonLookupsEnf:
+		by := "the node setting --lookups=Enforce"
+		if p := o.Policy.String(); p != "" {
+			by = p + " (lookups: Enforce)"
+		}
+		return fmt.Sprintf("egress is restricted, lookups are enforced by %s and no Allow FQDN rule matches the name", by)
+	case policy.ReasonNoFQDNRule:
+		return "no FQDN rule decided the name and lookups are observed: the lookup is allowed (connections are still governed at L3)"
+	case policy.ReasonInvalidName:
+		return "not a valid DNS name"
+	}
+	return o.Reason
+}
+
+// summary is a one-line account of an outcome.
+func summary(dir string, o policy.Outcome) string {
+	if o.Reason == policy.ReasonRule {
+		return fmt.Sprintf("rule %s (%s) of %s, %s tier", o.Rule, o.Action, o.Policy, o.Tier)
+	}
+	return o.Reason + ": " + describe(dir, o)
+}
+
+func printLookup(w io.Writer, m *model, d policy.LookupDecision) {
+	fmt.Fprintf(w, "Verdict:     %s\n", d.Verdict)
+	fmt.Fprintf(w, "Lookup:      %s by %s\n", d.Name, d.Workload)
+	fmt.Fprintf(w, "\nFQDN rules of the egress policies of %s: %s\n", d.Workload, d.Verdict)
+	printOutcome(w, "  ", "egress", d.Outcome)
+	if d.Audit != nil {
+		fmt.Fprintf(w, "  audit:     would %s: %s\n", d.Audit.Verdict, summary("egress", *d.Audit))
+	}
+	if d.Verdict == policy.Allow {
+		for i, r := range m.engine.FQDNRules(d.Workload, d.Name) {
+			label := "  sets:      "
+			if i > 0 {
+				label = "             "
+			}
+			fmt.Fprintf(w, "%s%s (the answer's addresses are allowed by this rule)\n", label, r)
+		}
+	}
+}

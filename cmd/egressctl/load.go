@@ -1,0 +1,164 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/egressd/egressd/policy"
+	"github.com/egressd/egressd/policy/manifest"
+)
+
+// problem is one error found in the input, as printed by validate.
+type problem struct {
+	// Source is "file:document" (document counted from 1), or the file.
+	Source string `json:"source"`
+	// Object is "Kind/namespace/name" or "Kind/name"; empty when unknown.
+	Object string `json:"object"`
+	// Field is the field path, e.g. spec.egress[0].to[1].cidr; empty when the
+	// problem is not about one field.
+	Field string `json:"field"`
+	// Reason says what is wrong.
+	Reason string `json:"reason"`
+}
+
+func (p problem) String() string {
+	var parts []string
+	for _, s := range []string{p.Source, p.Object, p.Field} {
+		if s != "" {
+			parts = append(parts, s)
+		}
+	}
+	return strings.Join(append(parts, p.Reason), ": ")
+}
+
+// policySet is every policy object read from the paths, with the problems found.
+type policySet struct {
+	files    []string
+	objects  []manifest.Object
+	problems []problem
+}
+
+// policyFiles lists the files of path the way manifest.DecodePath reads them:
+// the file itself, or every .yaml/.yml/.json file of the directory tree in
+// lexical order.
+func policyFiles(path string) ([]string, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	if !st.IsDir() {
+		return []string{path}, nil
+	}
+	var files []string
+	err = filepath.WalkDir(path, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		switch strings.ToLower(filepath.Ext(p)) {
+		case ".yaml", ".yml", ".json":
+			if !d.IsDir() {
+				files = append(files, p)
+			}
+		}
+		return nil
+	})
+	sort.Strings(files)
+	return files, err
+}
+
+// readPolicies decodes and validates every policy object of the paths. Decode
+// errors, validation errors (one problem per field) and objects defined twice
+// are all reported; objects that decoded are kept even when invalid.
+func readPolicies(paths []string) *policySet {
+	ps := &policySet{}
+	seenFile := map[string]bool{}
+	for _, path := range paths {
+		files, err := policyFiles(path)
+		if err != nil {
+			ps.problems = append(ps.problems, problem{Source: path, Reason: pathError(err)})
+		}
+		for _, f := range files {
+			if seenFile[f] {
+				continue
+			}
+			seenFile[f] = true
+			ps.files = append(ps.files, f)
+			objs, err := manifest.DecodeFile(f)
+			ps.objects = append(ps.objects, objs...)
+			if err != nil {
+				ps.problems = append(ps.problems, decodeProblems(f, err)...)
+			}
+		}
+	}
+	defined := map[policy.PolicyRef]string{}
+	for i := range ps.objects {
+		o := &ps.objects[i]
+		ref := o.Ref()
+		if err := o.Validate(); err != nil {
+			ps.problems = append(ps.problems, validationProblems(o, err)...)
+		}
+		if prev, dup := defined[ref]; dup {
+			ps.problems = append(ps.problems, problem{Source: o.Source, Object: ref.String(), Field: "metadata.name",
+				Reason: fmt.Sprintf("Duplicate value: %s is also defined at %s (the later definition would replace it)", ref, prev)})
+		} else {
+			defined[ref] = o.Source
+		}
+	}
+	return ps
+}
+
+// validationProblems turns a *policy.ValidationError into one problem per field.
+func validationProblems(o *manifest.Object, err error) []problem {
+	ref := o.Ref().String()
+	var ve *policy.ValidationError
+	if !errors.As(err, &ve) {
+		return []problem{{Source: o.Source, Object: ref, Reason: err.Error()}}
+	}
+	out := make([]problem, 0, len(ve.Errs))
+	for _, fe := range ve.Errs {
+		out = append(out, problem{Source: o.Source, Object: ref, Field: fe.Field, Reason: fe.ErrorBody()})
+	}
+	return out
+}
+
+// pathError shortens an *fs.PathError to "path: reason" without the operation.
+func pathError(err error) string {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err.Error()
+	}
+	return err.Error()
+}
+
+// model is a loaded store and engine.
+type model struct {
+	store  *policy.Store
+	engine *policy.Engine
+}
+
+// loadModel reads policies and workloads into a store. Any invalid policy is
+// an error: a verdict computed without it would be misleading.
+func loadModel(paths []string, workloadsFile string, opts policy.Options) (*model, []problem, error) {
+	ps := readPolicies(paths)
+	if len(ps.problems) > 0 {
+		return nil, ps.problems, fmt.Errorf("%d problem(s) in the policies (run 'egressctl validate' for details)", len(ps.problems))
+	}
+	ws, err := manifest.LoadWorkloads(workloadsFile)
+	if err != nil {
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			return nil, nil, fmt.Errorf("workloads: %s: %s", workloadsFile, pe.Err)
+		}
+		return nil, nil, fmt.Errorf("workloads: %v", err)
+	}
+	s, err := manifest.LoadStore(ps.objects, ws)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %v", workloadsFile, err)
+	}
+	return &model{store: s, engine: policy.NewEngine(s, opts)}, nil, nil
+}
