@@ -129,10 +129,10 @@ func TestKernelDefinition(t *testing.T) {
 	}
 	// An element of a timeout set whose timeout is refreshed by re-adding.
 	addr := netip.MustParseAddr("10.0.0.1")
-	if err := m.Apply(ctx, ipset.Op{Kind: ipset.OpAdd, Set: "a", Elements: []ipset.Element{ipset.Addr(addr, 10 * time.Second)}}); err != nil {
+	if err := m.Apply(ctx, ipset.Op{Kind: ipset.OpAdd, Set: "a", Elements: []ipset.Element{ipset.Addr(addr, 10*time.Second)}}); err != nil {
 		t.Fatal(err)
 	}
-	if err := m.Apply(ctx, ipset.Op{Kind: ipset.OpAdd, Set: "a", Elements: []ipset.Element{ipset.Addr(addr, 1000 * time.Second)}}); err != nil {
+	if err := m.Apply(ctx, ipset.Op{Kind: ipset.OpAdd, Set: "a", Elements: []ipset.Element{ipset.Addr(addr, 1000*time.Second)}}); err != nil {
 		t.Fatal(err)
 	}
 	if save := ns.Run(t, "ipset", "save", "a"); !strings.Contains(save, "add a 10.0.0.1 timeout 99") && !strings.Contains(save, "add a 10.0.0.1 timeout 1000") {
