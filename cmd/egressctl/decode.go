@@ -53,6 +53,9 @@ func decodeProblems(file string, err error) []problem {
 			}
 			continue
 		}
+		if obj != nil && kind == "" && (obj["pods"] != nil || obj["namespaces"] != nil) {
+			p.Reason += " (this looks like a workloads file: pass it with --workloads, not -f)"
+		}
 		if f := typeErrorField(reason); f != "" {
 			p.Field = f
 		}

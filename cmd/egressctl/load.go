@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/egressd/egressd/policy"
@@ -109,7 +110,43 @@ func readPolicies(paths []string) *policySet {
 			defined[ref] = o.Source
 		}
 	}
+	sortProblems(ps.problems, ps.files)
 	return ps
+}
+
+// sortProblems orders problems by file (in reading order), then document, then
+// as found.
+func sortProblems(ps []problem, files []string) {
+	fileIdx := make(map[string]int, len(files))
+	for i, f := range files {
+		fileIdx[f] = i
+	}
+	key := func(p problem) (int, int, string) {
+		if i, ok := fileIdx[p.Source]; ok {
+			return i, 0, ""
+		}
+		if i := strings.LastIndex(p.Source, ":"); i >= 0 {
+			loc := p.Source[i+1:]
+			num, rest, _ := strings.Cut(loc, "/")
+			if n, err := strconv.Atoi(num); err == nil {
+				if fi, ok := fileIdx[p.Source[:i]]; ok {
+					return fi, n, rest
+				}
+			}
+		}
+		return -1, 0, "" // paths that could not be read come first
+	}
+	sort.SliceStable(ps, func(a, b int) bool {
+		fa, da, ra := key(ps[a])
+		fb, db, rb := key(ps[b])
+		if fa != fb {
+			return fa < fb
+		}
+		if da != db {
+			return da < db
+		}
+		return ra < rb
+	})
 }
 
 // validationProblems turns a *policy.ValidationError into one problem per field.
