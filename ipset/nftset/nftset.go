@@ -17,13 +17,15 @@
 // Every Apply, Replace, Ensure and Destroy is one netlink batch (one Flush), so it
 // takes effect completely or not at all.
 //
-// Timeout refresh. The kernel does not update an existing element on a plain add
-// (NLM_F_CREATE without NLM_F_EXCL only ignores the duplicate; kernels since 6.10
-// update the timeout of elements that already have one, older ones do not, and
-// none turns a timed element into a permanent one). So for a set with timeouts an
-// OpAdd is sent as three messages in the same batch: add the elements without a
-// timeout (a no-op for those present, so the next step cannot fail), delete them,
-// add them again with their timeouts. The result is exactly the new timeout on
+// Timeout refresh. The kernel does not reliably update an existing element on a
+// plain add: NLM_F_CREATE without NLM_F_EXCL only ignores the duplicate on older
+// kernels; newer ones (kernel commit 4201f3938914, "set element timeout update
+// support") update it only when the timeout differs or an expiration attribute is
+// sent, which google/nftables v0.3.0 cannot send, and never make a timed element
+// permanent. So for a set with timeouts an OpAdd is sent as three messages in the
+// same batch: add the elements without a timeout (a no-op for those present, so
+// the next step cannot fail), delete them, add them again with their timeouts.
+// The result is exactly the new timeout on
 // every kernel, atomically, without reading the set first. OpDelete is sent as add
 // + delete for the same reason: deleting an absent element is not an error. For
 // interval sets the package reads the set, applies the operations to the model and
