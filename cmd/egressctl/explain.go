@@ -71,17 +71,17 @@ func runExplain(args []string, stdout, stderr io.Writer) int {
 		"-f PATH --workloads FILE --from NS/POD (--to NS/POD | --to-ip IP | --to-name NAME) [--port N] [--protocol TCP] [-o text|json]",
 		explainHelp)
 	f := explainFlags{family: newChoice("", "ipv4", "ipv6"), out: newChoice("text", "text", "json")}
-	fs.Var(&f.paths, "f", "policy file or directory (repeatable)")
-	fs.StringVar(&f.workloads, "workloads", "", "workloads file: namespaces and pods with labels, IPs and named ports")
-	fs.StringVar(&f.from, "from", "", "source pod, namespace/name")
-	fs.StringVar(&f.to, "to", "", "destination pod, namespace/name")
-	fs.StringVar(&f.toIP, "to-ip", "", "destination IP address")
-	fs.StringVar(&f.toName, "to-name", "", "DNS name looked up by the source (explains the lookup decision)")
-	fs.IntVar(&f.port, "port", 0, "destination port, 1-65535 (required with --to and --to-ip)")
-	fs.StringVar(&f.protocol, "protocol", "TCP", "protocol: TCP, UDP or SCTP")
-	fs.Var(f.family, "family", "address family with --to: ipv4 or ipv6 (default: the family of the source's first IP)")
-	fs.Var(&f.resolved, "resolved", "NAME=IP[,IP...]: the source resolved NAME to these IPs (repeatable), for FQDN rules")
-	fs.Var(f.out, "o", "output format: text or json")
+	fs.Var(&f.paths, "f", "policy file or directory `PATH` (repeatable)")
+	fs.StringVar(&f.workloads, "workloads", "", "workloads `FILE`: namespaces and pods with labels, IPs and named ports")
+	fs.StringVar(&f.from, "from", "", "source pod `NS/POD`")
+	fs.StringVar(&f.to, "to", "", "destination pod `NS/POD`")
+	fs.StringVar(&f.toIP, "to-ip", "", "destination `IP` address")
+	fs.StringVar(&f.toName, "to-name", "", "DNS `NAME` looked up by the source (explains the lookup decision)")
+	fs.IntVar(&f.port, "port", 0, "destination `port`, 1-65535 (required with --to and --to-ip)")
+	fs.StringVar(&f.protocol, "protocol", "TCP", "`protocol`: TCP, UDP or SCTP")
+	fs.Var(f.family, "family", "address `family` with --to: ipv4 or ipv6 (default: the family of the source's first IP)")
+	fs.Var(&f.resolved, "resolved", "`NAME=IP[,IP...]`: the source resolved NAME to these IPs (repeatable), for FQDN rules")
+	fs.Var(f.out, "o", "output `format`: text or json")
 	f.engine = addEngineFlags(fs)
 	if code, done := parse(fs, args, stdout, stderr); done {
 		return code

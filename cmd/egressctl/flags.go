@@ -56,10 +56,10 @@ func addEngineFlags(fs *flagSet) *engineFlags {
 		defaultVerdict: newChoice(string(policy.Allow), string(policy.Allow), string(policy.Deny)),
 		lookups:        newChoice(string(policy.LookupsObserve), string(policy.LookupsObserve), string(policy.LookupsEnforce)),
 	}
-	fs.Var(e.defaultVerdict, "default-verdict", "node default for traffic no tier decided: Allow or Deny")
-	fs.Var(e.lookups, "lookups", "node lookup setting: Observe, or Enforce to block lookups no Allow FQDN rule matches\nfor workloads whose egress is restricted")
-	fs.StringVar(&e.clusterDomain, "cluster-domain", "cluster.local", "cluster DNS domain; names inside it are never blocked by FQDN rules")
-	fs.Var(&e.searchDomains, "search-domain", "extra DNS suffix never blocked by FQDN rules (repeatable)")
+	fs.Var(e.defaultVerdict, "default-verdict", "node default `verdict` for traffic no tier decided: Allow or Deny")
+	fs.Var(e.lookups, "lookups", "node lookup `mode`: Observe, or Enforce to block lookups no Allow FQDN rule matches\nfor workloads whose egress is restricted")
+	fs.StringVar(&e.clusterDomain, "cluster-domain", "cluster.local", "cluster DNS `domain`; names inside it are never blocked by FQDN rules")
+	fs.Var(&e.searchDomains, "search-domain", "extra DNS `suffix` never blocked by FQDN rules (repeatable)")
 	return e
 }
 

@@ -49,14 +49,14 @@ type endpointIP struct {
 func runMatrix(args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("matrix", "-f PATH --workloads FILE [--ports 80,81] [--protocols TCP] [--family ipv4|ipv6] [-o table|json]", matrixHelp)
 	var paths stringList
-	fs.Var(&paths, "f", "policy file or directory (repeatable)")
-	workloads := fs.String("workloads", "", "workloads file: namespaces and pods with labels, IPs and named ports")
-	portsFlag := fs.String("ports", "80,81", "destination ports, comma-separated; ranges like 8000-8010 allowed")
-	protosFlag := fs.String("protocols", "TCP", "protocols, comma-separated: TCP, UDP, SCTP")
+	fs.Var(&paths, "f", "policy file or directory `PATH` (repeatable)")
+	workloads := fs.String("workloads", "", "workloads `FILE`: namespaces and pods with labels, IPs and named ports")
+	portsFlag := fs.String("ports", "80,81", "destination `ports`, comma-separated; ranges like 8000-8010 allowed")
+	protosFlag := fs.String("protocols", "TCP", "`protocols`, comma-separated: TCP, UDP, SCTP")
 	family := newChoice("ipv4", "ipv4", "ipv6")
-	fs.Var(family, "family", "address family: ipv4 or ipv6")
+	fs.Var(family, "family", "address `family`: ipv4 or ipv6")
 	out := newChoice("table", "table", "json")
-	fs.Var(out, "o", "output format: table or json")
+	fs.Var(out, "o", "output `format`: table or json")
 	eng := addEngineFlags(fs)
 	if code, done := parse(fs, args, stdout, stderr); done {
 		return code

@@ -28,9 +28,9 @@ type validateResult struct {
 func runValidate(args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("validate", "-f PATH [-f PATH...] [-o text|json] [PATH...]", validateHelp)
 	var paths stringList
-	fs.Var(&paths, "f", "policy file or directory (repeatable)")
+	fs.Var(&paths, "f", "policy file or directory `PATH` (repeatable)")
 	out := newChoice("text", "text", "json")
-	fs.Var(out, "o", "output format: text or json")
+	fs.Var(out, "o", "output `format`: text or json")
 	if code, done := parse(fs, args, stdout, stderr); done {
 		return code
 	}
