@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/netip"
@@ -91,13 +92,36 @@ func runMatrix(args []string, stdout, stderr io.Writer) int {
 	}
 	cells := computeMatrix(m.engine, pods, ports, protos)
 	if out.value == "json" {
-		if cells == nil {
-			cells = []cell{}
+		if err := writeMatrixJSON(stdout, cells); err != nil {
+			return failf(fs, stderr, "%v", err)
 		}
-		return writeJSON(fs, stdout, stderr, matrixJSON{Cells: cells})
+		return exitOK
 	}
 	printMatrix(stdout, pods, ports, protos, cells)
 	return exitOK
+}
+
+// writeMatrixJSON writes {"cells": [...]} with one cell per line (diffable).
+func writeMatrixJSON(w io.Writer, cells []cell) error {
+	var b strings.Builder
+	b.WriteString(`{"cells": [`)
+	for i, c := range cells {
+		line, err := json.Marshal(c)
+		if err != nil {
+			return err
+		}
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString("\n  ")
+		b.Write(line)
+	}
+	if len(cells) > 0 {
+		b.WriteByte('\n')
+	}
+	b.WriteString("]}\n")
+	_, err := io.WriteString(w, b.String())
+	return err
 }
 
 // matrixPods returns the pods, sorted, with their first address of family,
