@@ -87,6 +87,7 @@ const (
 	ReasonNotSelected   = "no-policy"         // no tier decided; node default
 	ReasonIsolated      = "isolated"          // namespaced policies select it and no rule allows
 	ReasonNotWorkload   = "not-a-workload"    // the endpoint is not a known workload
+	ReasonSelf          = "self"              // a workload talking to itself is always allowed
 	ReasonClusterDomain = "cluster-domain"    // lookup of a name inside the cluster domain
 	ReasonLookupsEnf    = "lookups-enforced"  // lookup not allowed by any FQDN rule
 	ReasonInvalidName   = "invalid-name"      // lookup of an invalid name
@@ -108,7 +109,7 @@ type Outcome struct {
 type DirectionDecision struct {
 	// Applies is false when the endpoint is not a known workload: the
 	// direction is then not enforced (allowed).
-	Applies bool
+	Applies  bool
 	Workload WorkloadKey
 	Outcome
 	// Audit is what Audit-mode policies would have decided, when it differs
@@ -158,6 +159,13 @@ func (e *Engine) Decide(c Connection) Decision {
 	src := e.endpointLocked(c.Src)
 	dst := e.endpointLocked(c.Dst)
 	d := Decision{Verdict: Allow}
+	if src.w != nil && src.w == dst.w {
+		// A workload cannot block access to itself (loopback never reaches the
+		// node; Kubernetes NetworkPolicy semantics).
+		self := DirectionDecision{Applies: true, Workload: src.w.Key(), Outcome: Outcome{Verdict: Allow, Reason: ReasonSelf}}
+		d.Egress, d.Ingress = self, self
+		return d
+	}
 	if src.w != nil {
 		d.Egress = e.decideDirection(src, Egress, dst, c.Port, c.Protocol)
 	} else {
