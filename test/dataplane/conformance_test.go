@@ -1,0 +1,70 @@
+package dataplane
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/egressd/egressd/policy"
+	"github.com/egressd/egressd/test/scenarios"
+)
+
+// TestConformance applies every scenario of test/scenarios to the node, in one
+// session (consecutive scenarios with the same node options reach the kernel
+// as incremental changes; others as full applies, which adopt the table), and
+// compares the measured TCP/UDP reachability with the engine's, IPv4 always and
+// IPv6 for every third scenario. SCTP cells are checked on the programmed
+// ruleset (TestSCTPRules).
+func TestConformance(t *testing.T) {
+	h := newHarness(t)
+	ctx := context.Background()
+	start := time.Now()
+	sessions := map[policy.Verdict]*session{}
+	var last policy.Verdict
+	passed := 0
+	all := scenarios.All()
+	for i, sc := range all {
+		ok := t.Run(sc.Name, func(t *testing.T) {
+			def := sc.Options.DefaultVerdict
+			if def == "" {
+				def = policy.Allow
+			}
+			s := sessions[def]
+			if s == nil {
+				var err error
+				if s, err = newSession(sc.Options); err != nil {
+					t.Fatal(err)
+				}
+				sessions[def] = s
+			}
+			if def != last {
+				s.needFull = true // the kernel holds the other session's plan
+				last = def
+			}
+			plan, ch, eng, err := s.load(&sc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			h.eng = eng
+			if err := h.enf.Apply(ctx, plan, ch); err != nil {
+				s.needFull = true
+				t.Fatalf("apply: %v\nrendered:\n%s", err, h.enf.Render(plan))
+			}
+			if err := h.writeLookups(ctx, eng, plan, sc.Lookups); err != nil {
+				t.Fatalf("lookups: %v", err)
+			}
+			fams := []scenarios.Family{scenarios.IPv4}
+			if i%3 == 0 {
+				fams = append(fams, scenarios.IPv6)
+			}
+			if !h.check(ctx, t, sc.Name, eng, plan, sc.Externals, fams...) {
+				t.Logf("kernel ruleset:\n%s", h.ruleset())
+			}
+		})
+		if ok {
+			passed++
+		}
+	}
+	t.Logf("conformance: %d/%d scenarios passed in %v", passed, len(all), time.Since(start).Round(time.Millisecond))
+}
+
