@@ -21,8 +21,8 @@ const (
 
 // registers: NFT_REG_1 is NFT_REG32_00..03; concatenations use 32-bit registers.
 const (
-	reg1   = 1
-	reg2   = 2 // NFT_REG32_04
+	reg1    = 1
+	reg2    = 2 // NFT_REG32_04
 	reg3200 = 8
 )
 

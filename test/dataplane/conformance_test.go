@@ -67,4 +67,3 @@ func TestConformance(t *testing.T) {
 	}
 	t.Logf("conformance: %d/%d scenarios passed in %v", passed, len(all), time.Since(start).Round(time.Millisecond))
 }
-
