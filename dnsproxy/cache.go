@@ -1,0 +1,164 @@
+package dnsproxy
+
+import (
+	"strings"
+	"time"
+
+	lru "github.com/hashicorp/golang-lru/v2"
+	"github.com/miekg/dns"
+)
+
+// cacheEntry is a stored answer. Its message is never modified after put:
+// readers copy it.
+type cacheEntry struct {
+	msg     *dns.Msg // TTLs as stored (clamped), no OPT, ID 0
+	stored  time.Time
+	ttl     uint32 // lifetime in seconds
+	expires time.Time
+}
+
+// cache holds answers keyed by question and the flags that change them.
+type cache struct {
+	s   *settings
+	lru *lru.Cache[string, *cacheEntry]
+}
+
+func newCache(s *settings) (*cache, error) {
+	if s.CacheSize < 0 {
+		return &cache{s: s}, nil
+	}
+	l, err := lru.New[string, *cacheEntry](s.CacheSize)
+	if err != nil {
+		return nil, err
+	}
+	return &cache{s: s, lru: l}, nil
+}
+
+// cacheKey identifies a question: lower-cased name, type, class and the flags
+// forwarded upstream (RD, CD, DO).
+func cacheKey(q dns.Question, rd, cd, do bool) string {
+	var b strings.Builder
+	b.Grow(len(q.Name) + 8)
+	for i := 0; i < len(q.Name); i++ {
+		c := q.Name[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		b.WriteByte(c)
+	}
+	flags := byte(0)
+	if rd {
+		flags |= 1
+	}
+	if cd {
+		flags |= 2
+	}
+	if do {
+		flags |= 4
+	}
+	b.Write([]byte{0, byte(q.Qtype >> 8), byte(q.Qtype), byte(q.Qclass >> 8), byte(q.Qclass), flags})
+	return b.String()
+}
+
+// get returns a copy of the answer with TTLs decremented by its age. fresh is
+// false for an expired answer still inside the serve-stale window (its TTLs
+// are then StaleTTL); ok is false when nothing usable is cached.
+func (c *cache) get(key string, now time.Time) (m *dns.Msg, fresh, ok bool) {
+	if c.lru == nil {
+		return nil, false, false
+	}
+	e, ok := c.lru.Get(key)
+	if !ok {
+		return nil, false, false
+	}
+	if now.Before(e.expires) {
+		age := uint32(now.Sub(e.stored) / time.Second)
+		return copyWithTTL(e.msg, func(ttl uint32) uint32 { return ttl - min(age, ttl) }), true, true
+	}
+	if now.Before(e.expires.Add(c.s.ServeStale)) {
+		stale := c.s.staleTTL
+		return copyWithTTL(e.msg, func(uint32) uint32 { return stale }), false, true
+	}
+	c.lru.Remove(key)
+	return nil, false, false
+}
+
+// put stores an upstream answer when it is cacheable and returns the message
+// as stored (TTLs clamped), or m unchanged when it is not cached.
+func (c *cache) put(key string, m *dns.Msg, now time.Time) *dns.Msg {
+	ttl, ok := c.lifetime(m)
+	if !ok {
+		return m
+	}
+	var stored *dns.Msg
+	if m.Rcode == dns.RcodeSuccess && len(m.Answer) > 0 {
+		// Positive: TTLs clamped; the lifetime is the least of them.
+		stored = copyWithTTL(m, func(t uint32) uint32 { return min(max(t, c.s.minTTL), c.s.maxTTL) })
+		ttl = ^uint32(0)
+		for _, rrs := range [][]dns.RR{stored.Answer, stored.Ns} {
+			for _, rr := range rrs {
+				ttl = min(ttl, rr.Header().Ttl)
+			}
+		}
+	} else {
+		// Negative: no record outlives the negative TTL.
+		stored = copyWithTTL(m, func(t uint32) uint32 { return min(t, ttl) })
+	}
+	if ttl == 0 || c.lru == nil {
+		return stored
+	}
+	c.lru.Add(key, &cacheEntry{msg: stored, stored: now, ttl: ttl, expires: now.Add(time.Duration(ttl) * time.Second)})
+	return stored
+}
+
+// lifetime says whether m may be cached and, for negative answers, for how
+// long (RFC 2308: min(SOA TTL, SOA MINIMUM), capped by MaxNegativeTTL).
+func (c *cache) lifetime(m *dns.Msg) (uint32, bool) {
+	if m.Truncated {
+		return 0, false
+	}
+	switch {
+	case m.Rcode == dns.RcodeSuccess && len(m.Answer) > 0:
+		return 0, true
+	case m.Rcode == dns.RcodeSuccess || m.Rcode == dns.RcodeNameError:
+		for _, rr := range m.Ns {
+			if soa, ok := rr.(*dns.SOA); ok {
+				return min(soa.Hdr.Ttl, soa.Minttl, c.s.maxNeg), true
+			}
+		}
+	}
+	return 0, false
+}
+
+// len returns the number of cached answers.
+func (c *cache) len() int {
+	if c.lru == nil {
+		return 0
+	}
+	return c.lru.Len()
+}
+
+// copyWithTTL copies m (without its OPT record) with every TTL mapped by f.
+func copyWithTTL(m *dns.Msg, f func(uint32) uint32) *dns.Msg {
+	out := new(dns.Msg)
+	out.MsgHdr = m.MsgHdr
+	out.Compress = true
+	out.Question = append([]dns.Question(nil), m.Question...)
+	cp := func(rrs []dns.RR) []dns.RR {
+		if len(rrs) == 0 {
+			return nil
+		}
+		res := make([]dns.RR, 0, len(rrs))
+		for _, rr := range rrs {
+			if rr.Header().Rrtype == dns.TypeOPT {
+				continue
+			}
+			c := dns.Copy(rr)
+			c.Header().Ttl = f(c.Header().Ttl)
+			res = append(res, c)
+		}
+		return res
+	}
+	out.Answer, out.Ns, out.Extra = cp(m.Answer), cp(m.Ns), cp(m.Extra)
+	return out
+}

@@ -1,0 +1,334 @@
+package dnsproxy
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/egressd/egressd/policy"
+)
+
+// request is one query on its way through the chain.
+type request struct {
+	start  time.Time
+	client netip.Addr
+	tcp    bool
+	q      *dns.Msg
+	opt    *dns.OPT // the client's OPT record; nil without EDNS0
+}
+
+// ServeDNS implements dns.Handler: classify → decide → answer → program, then
+// the reply, fitted to the client's buffer size. It is safe for concurrent use.
+func (srv *Server) ServeDNS(w dns.ResponseWriter, q *dns.Msg) {
+	req := request{start: time.Now(), client: addrOf(w.RemoteAddr()), q: q}
+	_, req.tcp = w.RemoteAddr().(*net.TCPAddr)
+	srv.st.queries.Add(1)
+	reply := srv.handle(srv.ctx, &req)
+	rcode := -1
+	if reply != nil {
+		srv.fit(&req, reply)
+		rcode = reply.Rcode
+		if err := w.WriteMsg(reply); err != nil {
+			rcode = -1
+		}
+	}
+	if srv.deps.Observer.Query != nil {
+		srv.deps.Observer.Query(time.Since(req.start), rcode)
+	}
+}
+
+// handle runs the chain and returns the reply (nil: drop the query).
+func (srv *Server) handle(ctx context.Context, req *request) *dns.Msg {
+	if n := srv.inflight.Add(1); n > int64(srv.s.MaxInflight) && srv.s.MaxInflight > 0 {
+		srv.inflight.Add(-1)
+		srv.st.overloaded.Add(1)
+		return srv.rcode(req, dns.RcodeRefused)
+	}
+	defer srv.inflight.Add(-1)
+
+	// classify
+	if reply, drop := srv.classify(req); reply != nil || drop {
+		return reply
+	}
+	if !srv.rl.allow(req.client, srv.now()) {
+		srv.st.rateLimited.Add(1)
+		return srv.rcode(req, dns.RcodeRefused)
+	}
+	question := req.q.Question[0]
+
+	// decide
+	var wl *policy.Workload
+	var rules []policy.RuleRef
+	var decision policy.LookupDecision
+	if eng := srv.deps.Engine; eng != nil {
+		if key, ok := eng.Store().WorkloadByIP(req.client); ok {
+			if w, ok := eng.Store().Workload(key); ok {
+				wl = &w
+			}
+		}
+		if wl != nil {
+			decision = eng.DecideLookup(wl.Key(), question.Name)
+			if decision.Blocked() {
+				return srv.blocked(ctx, req, wl, decision)
+			}
+			if a := decision.Audit; a != nil && a.Verdict == policy.Deny {
+				srv.st.audited.Add(1)
+				srv.deps.Reporter.LookupAudit(ctx, srv.event(req, wl, EventLookupAudit, *a, "NOERROR"))
+			}
+			rules = eng.FQDNRules(wl.Key(), question.Name)
+		}
+	}
+
+	// answer
+	reply, err := srv.resolve(ctx, req)
+	if err != nil {
+		srv.st.servFail.Add(1)
+		return srv.failure(req, dns.ExtendedErrorCodeNoReachableAuthority, "egressd: no upstream answered")
+	}
+
+	// program
+	if wl != nil {
+		ips, err := srv.program(ctx, wl, rules, reply)
+		if err != nil {
+			srv.st.servFail.Add(1)
+			return srv.failure(req, dns.ExtendedErrorCodeOther, "egressd: firewall set write failed")
+		}
+		if len(ips) > 0 && srv.deps.RecordLookup != nil {
+			srv.deps.RecordLookup(wl.Key(), question.Name, ips)
+		}
+		srv.deps.Reporter.LookupAllowed(ctx, srv.event(req, wl, EventLookupAllowed, decision.Outcome, dns.RcodeToString[reply.Rcode]))
+	}
+	return reply
+}
+
+// classify rejects what the resolver does not serve. It returns a reply, or
+// drop=true for queries that get none.
+func (srv *Server) classify(req *request) (reply *dns.Msg, drop bool) {
+	q := req.q
+	switch {
+	case q.Response:
+		srv.st.malformed.Add(1)
+		return nil, true
+	case q.Opcode != dns.OpcodeQuery:
+		srv.st.malformed.Add(1)
+		return srv.rcode(req, dns.RcodeNotImplemented), false
+	case len(q.Question) != 1 || len(q.Answer) > 0 || len(q.Ns) > 0:
+		srv.st.malformed.Add(1)
+		return srv.rcode(req, dns.RcodeFormatError), false
+	}
+	req.opt = q.IsEdns0()
+	if req.opt != nil && req.opt.Version() != 0 {
+		srv.st.malformed.Add(1)
+		r := srv.rcode(req, dns.RcodeBadVers)
+		return r, false
+	}
+	switch qt := q.Question[0]; {
+	case qt.Qclass != dns.ClassINET:
+		srv.st.malformed.Add(1)
+		return srv.rcode(req, dns.RcodeRefused), false
+	case qt.Qtype == dns.TypeAXFR || qt.Qtype == dns.TypeIXFR || qt.Qtype == dns.TypeOPT:
+		srv.st.malformed.Add(1)
+		return srv.rcode(req, dns.RcodeRefused), false
+	}
+	return nil, false
+}
+
+// resolve answers from the cache or the upstreams. Identical queries in flight
+// share one upstream exchange. The returned message is the caller's own.
+func (srv *Server) resolve(ctx context.Context, req *request) (*dns.Msg, error) {
+	q := req.q
+	do := req.opt != nil && req.opt.Do()
+	key := cacheKey(q.Question[0], q.RecursionDesired, q.CheckingDisabled, do)
+	now := srv.now()
+	cached, fresh, ok := srv.cache.get(key, now)
+	if ok && fresh {
+		srv.st.cacheHits.Add(1)
+		return srv.reply(req, cached), nil
+	}
+	srv.st.cacheMisses.Add(1)
+	v, err, shared := srv.flight.Do(key, func() (any, error) {
+		up := new(dns.Msg)
+		up.Id = q.Id
+		up.Opcode = dns.OpcodeQuery
+		up.RecursionDesired = q.RecursionDesired
+		up.CheckingDisabled = q.CheckingDisabled
+		up.Question = []dns.Question{q.Question[0]}
+		up.SetEdns0(srv.s.UpstreamUDPSize, do)
+		// Detached from the first caller: its cancellation must not fail the others.
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), srv.s.QueryTimeout)
+		defer cancel()
+		r, err := srv.fwd.forward(fctx, up)
+		if err != nil {
+			return nil, err
+		}
+		return srv.cache.put(key, r, srv.now()), nil
+	})
+	if shared {
+		srv.st.coalesced.Add(1)
+	}
+	if err != nil {
+		if ok { // expired but inside the serve-stale window
+			srv.st.staleServed.Add(1)
+			return srv.reply(req, cached), nil
+		}
+		return nil, err
+	}
+	return srv.reply(req, copyWithTTL(v.(*dns.Msg), func(t uint32) uint32 { return t })), nil
+}
+
+// reply turns an answer (the caller's own copy) into the reply to req.
+func (srv *Server) reply(req *request, m *dns.Msg) *dns.Msg {
+	m.Id = req.q.Id
+	m.Response = true
+	m.Opcode = dns.OpcodeQuery
+	m.RecursionDesired = req.q.RecursionDesired
+	m.RecursionAvailable = true
+	m.CheckingDisabled = req.q.CheckingDisabled
+	m.Truncated = false
+	m.Question = []dns.Question{req.q.Question[0]} // the client's spelling
+	return m
+}
+
+// rcode is an empty reply with a response code.
+func (srv *Server) rcode(req *request, rcode int) *dns.Msg {
+	m := new(dns.Msg)
+	m.SetRcode(req.q, rcode)
+	m.RecursionAvailable = true
+	if len(req.q.Question) > 1 {
+		m.Question = nil
+	}
+	return m
+}
+
+// failure is a SERVFAIL with an Extended DNS Error when the client sent EDNS0.
+func (srv *Server) failure(req *request, code uint16, text string) *dns.Msg {
+	m := srv.rcode(req, dns.RcodeServerFailure)
+	srv.addEDE(req, m, code, text)
+	return m
+}
+
+// addEDE attaches an Extended DNS Error (RFC 8914) when the client sent EDNS0.
+func (srv *Server) addEDE(req *request, m *dns.Msg, code uint16, text string) {
+	if req.opt == nil {
+		return
+	}
+	o := srv.replyOPT(req, m)
+	o.Option = append(o.Option, &dns.EDNS0_EDE{InfoCode: code, ExtraText: text})
+}
+
+// replyOPT returns the OPT record of the reply, adding it when missing.
+func (srv *Server) replyOPT(req *request, m *dns.Msg) *dns.OPT {
+	if o := m.IsEdns0(); o != nil {
+		return o
+	}
+	o := &dns.OPT{Hdr: dns.RR_Header{Name: ".", Rrtype: dns.TypeOPT}}
+	o.SetUDPSize(srv.s.MaxUDPSize)
+	if req.opt != nil && req.opt.Do() {
+		o.SetDo()
+	}
+	m.Extra = append(m.Extra, o)
+	return o
+}
+
+// fit adds the OPT record for EDNS0 clients and truncates the reply to the
+// client's buffer size: its advertised size (512 without EDNS0), capped by
+// MaxUDPSize, over UDP; 65535 over TCP.
+func (srv *Server) fit(req *request, m *dns.Msg) {
+	m.Compress = true
+	size := dns.MinMsgSize
+	if req.opt != nil {
+		srv.replyOPT(req, m)
+		size = int(min(max(req.opt.UDPSize(), dns.MinMsgSize), srv.s.MaxUDPSize))
+	}
+	if req.tcp {
+		size = dns.MaxMsgSize
+	}
+	if m.Len() > size {
+		m.Truncate(size)
+		if m.Truncated {
+			srv.st.truncated.Add(1)
+		}
+	}
+}
+
+// blocked answers a lookup an enforced policy refuses.
+func (srv *Server) blocked(ctx context.Context, req *request, wl *policy.Workload, d policy.LookupDecision) *dns.Msg {
+	srv.st.blocked.Add(1)
+	q := req.q.Question[0]
+	m := new(dns.Msg)
+	m.SetReply(req.q)
+	m.RecursionAvailable = true
+	hdr := dns.RR_Header{Name: q.Name, Class: dns.ClassINET, Ttl: srv.s.blocked}
+	switch srv.s.BlockMode {
+	case BlockRefused:
+		m.Rcode = dns.RcodeRefused
+	case BlockSinkhole:
+		switch q.Qtype {
+		case dns.TypeA:
+			hdr.Rrtype = dns.TypeA
+			m.Answer = []dns.RR{&dns.A{Hdr: hdr, A: srv.s.SinkholeIPv4.AsSlice()}}
+		case dns.TypeAAAA:
+			hdr.Rrtype = dns.TypeAAAA
+			m.Answer = []dns.RR{&dns.AAAA{Hdr: hdr, AAAA: srv.s.SinkholeIPv6.AsSlice()}}
+		}
+	default:
+		m.Rcode = dns.RcodeNameError
+	}
+	srv.addEDE(req, m, dns.ExtendedErrorCodeBlocked, blockedText(d.Outcome))
+	srv.deps.Reporter.LookupBlocked(ctx, srv.event(req, wl, EventLookupBlocked, d.Outcome, dns.RcodeToString[m.Rcode]))
+	return m
+}
+
+// blockedText is the EDE text of a blocked lookup: "egressd: blocked by
+// Kind/name#rule", or the policy and the reason when no rule decided.
+func blockedText(o policy.Outcome) string {
+	switch {
+	case o.Policy.Name != "" && o.Rule != "":
+		return "egressd: blocked by " + policy.RuleRef{Policy: o.Policy, Rule: o.Rule}.String()
+	case o.Policy.Name != "":
+		return "egressd: blocked by " + o.Policy.String() + " (" + o.Reason + ")"
+	}
+	return "egressd: blocked (" + o.Reason + ")"
+}
+
+// event builds the report of a lookup.
+func (srv *Server) event(req *request, wl *policy.Workload, name string, o policy.Outcome, response string) Event {
+	q := req.q.Question[0]
+	ev := Event{
+		Time: req.start, Event: name, Client: req.client.String(),
+		QName: q.Name, QType: dns.Type(q.Qtype).String(),
+		Rule: o.Rule, Tier: string(o.Tier), Reason: o.Reason, Response: response,
+	}
+	if wl != nil {
+		ev.Workload = wl.Key().String()
+	}
+	if o.Policy.Name != "" {
+		ev.Policy = o.Policy.String()
+	}
+	return ev
+}
+
+// addrOf returns the IP of a client address (unmapped).
+func addrOf(a net.Addr) netip.Addr {
+	switch a := a.(type) {
+	case *net.UDPAddr:
+		ip, _ := netip.AddrFromSlice(a.IP)
+		return ip.Unmap()
+	case *net.TCPAddr:
+		ip, _ := netip.AddrFromSlice(a.IP)
+		return ip.Unmap()
+	}
+	if a == nil {
+		return netip.Addr{}
+	}
+	ap, err := netip.ParseAddrPort(a.String())
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ap.Addr().Unmap()
+}
+
+var _ dns.Handler = (*Server)(nil)

@@ -1,0 +1,114 @@
+package dnsproxy
+
+import (
+	"context"
+	"net/netip"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/egressd/egressd/ipset"
+	"github.com/egressd/egressd/policy"
+)
+
+// answerAddr is one A/AAAA of an answer with its TTL.
+type answerAddr struct {
+	ip  netip.Addr
+	ttl uint32
+}
+
+// answerAddrs returns every A and AAAA of the answer section, whatever its
+// owner: the records of the whole CNAME chain (the upstream sends the chain
+// and the addresses of its last name in one answer).
+func answerAddrs(m *dns.Msg) []answerAddr {
+	var out []answerAddr
+	for _, rr := range m.Answer {
+		switch rr := rr.(type) {
+		case *dns.A:
+			if ip, ok := netip.AddrFromSlice(rr.A.To4()); ok {
+				out = append(out, answerAddr{ip, rr.Hdr.Ttl})
+			}
+		case *dns.AAAA:
+			if ip, ok := netip.AddrFromSlice(rr.AAAA.To16()); ok {
+				out = append(out, answerAddr{ip.Unmap(), rr.Hdr.Ttl})
+			}
+		}
+	}
+	return out
+}
+
+// setTimeout is the timeout written for an address with the given TTL:
+// max(TTL, MinSetTTL) + SetGrace, at least one second (zero means "no
+// timeout" to the kernel).
+func (s *settings) setTimeout(ttl uint32) uint32 {
+	return max(max(ttl, s.minSetTTL)+s.grace, 1)
+}
+
+// program writes the answer's addresses as (workload IP, answer IP) pairs into
+// the sets of rules, in one transaction, and clamps the TTLs of the reply so
+// that no record outlives the entries written. It returns the addresses
+// written (nil when there were none).
+func (srv *Server) program(ctx context.Context, w *policy.Workload, rules []policy.RuleRef, reply *dns.Msg) ([]netip.Addr, error) {
+	addrs := answerAddrs(reply)
+	if len(addrs) == 0 || len(rules) == 0 || srv.deps.Sets == nil {
+		return nil, nil
+	}
+	var srcs [2][]netip.Addr // by family: [0] IPv4, [1] IPv6
+	for _, ip := range w.IPs {
+		ip = ip.Unmap()
+		if ip.Is4() {
+			srcs[0] = append(srcs[0], ip)
+		} else {
+			srcs[1] = append(srcs[1], ip)
+		}
+	}
+	var elems [2][]ipset.Element
+	minTTL := ^uint32(0)
+	ips := make([]netip.Addr, 0, len(addrs))
+	for _, a := range addrs {
+		ips = append(ips, a.ip)
+		minTTL = min(minTTL, a.ttl)
+		fi := 0
+		if !a.ip.Is4() {
+			fi = 1
+		}
+		timeout := time.Duration(srv.s.setTimeout(a.ttl)) * time.Second
+		for _, src := range srcs[fi] {
+			elems[fi] = append(elems[fi], ipset.Pair(src, a.ip, timeout))
+		}
+	}
+	// No record of the reply (CNAMEs included) may outlive the shortest-lived
+	// address: a client must come back to us before any entry expires.
+	for _, rr := range reply.Answer {
+		h := rr.Header()
+		h.Ttl = min(h.Ttl, minTTL)
+	}
+	ops := make([]ipset.Op, 0, 2*len(rules))
+	n := 0
+	for _, r := range rules {
+		for fi, fam := range [2]ipset.Family{ipset.IPv4, ipset.IPv6} {
+			if len(elems[fi]) == 0 {
+				continue
+			}
+			ops = append(ops, ipset.Op{Kind: ipset.OpAdd, Set: srv.deps.SetNamer(r, fam), Elements: elems[fi]})
+			n += len(elems[fi])
+		}
+	}
+	if len(ops) == 0 {
+		return ips, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, srv.s.SetWriteTimeout)
+	defer cancel()
+	start := time.Now()
+	err := srv.deps.Sets.Apply(ctx, ops...)
+	if srv.deps.Observer.SetWrite != nil {
+		srv.deps.Observer.SetWrite(n, time.Since(start), err)
+	}
+	srv.st.setWrites.Add(1)
+	if err != nil {
+		srv.st.setFailures.Add(1)
+		return nil, err
+	}
+	srv.st.setElements.Add(uint64(n))
+	return ips, nil
+}

@@ -1,0 +1,346 @@
+package dnsproxy
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/miekg/dns"
+	"golang.org/x/sync/singleflight"
+	"golang.org/x/sys/unix"
+
+	"github.com/egressd/egressd/ipset"
+	"github.com/egressd/egressd/policy"
+)
+
+// Deps are what the resolver talks to. Every field is optional except as noted.
+type Deps struct {
+	// Engine decides lookups. Nil: no policy, every query is forwarded and
+	// nothing is programmed.
+	Engine *policy.Engine
+	// Sets receives the answer addresses of allowed lookups; SetNamer names
+	// the set of an FQDN rule (required with Sets). Nil Sets: policy decisions
+	// are made but nothing is programmed.
+	Sets     ipset.Manager
+	SetNamer SetNamer
+	// RecordLookup is called after a successful set write with the addresses
+	// written, so that the reference model agrees with the kernel (the agent
+	// passes Engine.Store().RecordLookup, which is the default when Engine is
+	// set; a no-op func disables it).
+	RecordLookup func(w policy.WorkloadKey, qname string, ips []netip.Addr)
+	// Reporter receives blocked, audit and allowed lookups (default: none).
+	Reporter Reporter
+	// Observer receives latencies for histograms.
+	Observer Observer
+	// Now is the clock of the cache and the rate limiter (default time.Now).
+	Now func() time.Time
+}
+
+// Server is the node-local resolver: a dns.Handler and the listeners serving
+// it. Create it with New, then Start (or Serve) and Shutdown.
+type Server struct {
+	s     *settings
+	deps  Deps
+	fwd   *forwarder
+	cache *cache
+	rl    *rateLimiter
+	st    counters
+
+	flight   singleflight.Group
+	inflight atomic.Int64
+
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	mu      sync.Mutex
+	servers []*dns.Server
+	addrs   []netip.AddrPort
+	started bool
+	wg      sync.WaitGroup
+}
+
+// New validates cfg and returns a resolver that has not started listening.
+func New(cfg Config, deps Deps) (*Server, error) {
+	s, err := compile(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if deps.Sets != nil && deps.SetNamer == nil {
+		return nil, errors.New("dnsproxy: Deps.SetNamer is required with Deps.Sets")
+	}
+	if deps.Reporter == nil {
+		deps.Reporter = NopReporter{}
+	}
+	if deps.Now == nil {
+		deps.Now = time.Now
+	}
+	if deps.RecordLookup == nil && deps.Engine != nil {
+		store := deps.Engine.Store()
+		deps.RecordLookup = func(w policy.WorkloadKey, qname string, ips []netip.Addr) {
+			store.RecordLookup(w, qname, ips...)
+		}
+	}
+	srv := &Server{s: s, deps: deps}
+	srv.ctx, srv.cancel = context.WithCancel(context.Background())
+	srv.st = counters{}
+	srv.fwd = newForwarder(s, &srv.st, &srv.deps.Observer)
+	if srv.cache, err = newCache(s); err != nil {
+		return nil, err
+	}
+	if srv.rl, err = newRateLimiter(s); err != nil {
+		return nil, err
+	}
+	return srv, nil
+}
+
+func (srv *Server) now() time.Time { return srv.deps.Now() }
+
+// Stats returns a snapshot of the counters.
+func (srv *Server) Stats() Stats { return srv.st.snapshot() }
+
+// CacheLen returns the number of cached answers.
+func (srv *Server) CacheLen() int { return srv.cache.len() }
+
+// UpstreamHealth reports, per upstream ("host:port"), whether it is
+// considered up.
+func (srv *Server) UpstreamHealth() map[string]bool { return srv.fwd.healthy() }
+
+// Addrs returns the bound listen addresses (with the ports picked for port 0),
+// once started.
+func (srv *Server) Addrs() []netip.AddrPort {
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	return append([]netip.AddrPort(nil), srv.addrs...)
+}
+
+// Start binds every listen address (UDPSockets UDP sockets with SO_REUSEPORT
+// and one TCP listener on the same port), starts serving and the upstream
+// health probe, and returns. On error nothing is left listening.
+func (srv *Server) Start() error {
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	if srv.started {
+		return errors.New("dnsproxy: already started")
+	}
+	var pcs []net.PacketConn
+	var lns []net.Listener
+	closeAll := func() {
+		for _, pc := range pcs {
+			pc.Close()
+		}
+		for _, ln := range lns {
+			ln.Close()
+		}
+	}
+	for _, a := range srv.s.listen {
+		p, l, bound, err := bind(a, srv.s.UDPSockets)
+		if err != nil {
+			closeAll()
+			return err
+		}
+		pcs, lns = append(pcs, p...), append(lns, l)
+		srv.addrs = append(srv.addrs, bound)
+	}
+	srv.started = true
+	for _, pc := range pcs {
+		srv.run(&dns.Server{PacketConn: pc, Handler: srv, MsgAcceptFunc: srv.accept,
+			UDPSize: 4096, ReadTimeout: srv.s.TCPReadTimeout, WriteTimeout: srv.s.TCPReadTimeout})
+	}
+	idle := srv.s.TCPIdleTimeout
+	for _, ln := range lns {
+		srv.run(&dns.Server{Listener: ln, Handler: srv, MsgAcceptFunc: srv.accept,
+			ReadTimeout: srv.s.TCPReadTimeout, WriteTimeout: srv.s.TCPReadTimeout,
+			IdleTimeout: func() time.Duration { return idle }})
+	}
+	srv.fwd.start()
+	return nil
+}
+
+func (srv *Server) run(ds *dns.Server) {
+	srv.servers = append(srv.servers, ds)
+	srv.wg.Add(1)
+	go func() {
+		defer srv.wg.Done()
+		_ = ds.ActivateAndServe()
+	}()
+}
+
+// Serve starts the resolver and serves until ctx is done, then shuts down
+// (waiting up to 5s for queries in progress).
+func (srv *Server) Serve(ctx context.Context) error {
+	if err := srv.Start(); err != nil {
+		return err
+	}
+	<-ctx.Done()
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return srv.Shutdown(sctx)
+}
+
+// Shutdown stops the listeners and the health probe and waits for the
+// queries in progress, until ctx is done.
+func (srv *Server) Shutdown(ctx context.Context) error {
+	srv.mu.Lock()
+	servers := srv.servers
+	srv.servers = nil
+	srv.mu.Unlock()
+	var errs []error
+	for _, ds := range servers {
+		if err := ds.ShutdownContext(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	srv.fwd.close()
+	done := make(chan struct{})
+	go func() { srv.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		errs = append(errs, ctx.Err())
+	}
+	srv.cancel()
+	return errors.Join(errs...)
+}
+
+// accept is the first classification, on the header alone (before the
+// message is parsed): responses are dropped, other opcodes get NOTIMP,
+// messages that are not one plain question get FORMERR.
+func (srv *Server) accept(dh dns.Header) dns.MsgAcceptAction {
+	a := dns.DefaultMsgAcceptFunc(dh)
+	if a != dns.MsgAccept {
+		srv.st.malformed.Add(1)
+	}
+	return a
+}
+
+func reusePort(network, address string, c syscall.RawConn) error {
+	var serr error
+	err := c.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+	})
+	if err != nil {
+		return err
+	}
+	return serr
+}
+
+// bind opens n UDP sockets and one TCP listener on the same address and port.
+// With port 0 the kernel picks the port of the first UDP socket; when that
+// port is taken for TCP, another is tried.
+func bind(a netip.AddrPort, n int) ([]net.PacketConn, net.Listener, netip.AddrPort, error) {
+	lc := net.ListenConfig{Control: reusePort}
+	ctx := context.Background()
+	var lastErr error
+	for attempt := 0; attempt < 10; attempt++ {
+		var pcs []net.PacketConn
+		fail := func(err error) {
+			for _, pc := range pcs {
+				pc.Close()
+			}
+			lastErr = err
+		}
+		first, err := lc.ListenPacket(ctx, "udp", a.String())
+		if err != nil {
+			return nil, nil, a, fmt.Errorf("dnsproxy: listen udp %v: %w", a, err)
+		}
+		pcs = append(pcs, first)
+		bound := netip.AddrPortFrom(a.Addr(), uint16(first.LocalAddr().(*net.UDPAddr).Port))
+		ok := true
+		for i := 1; i < n; i++ {
+			pc, err := lc.ListenPacket(ctx, "udp", bound.String())
+			if err != nil {
+				fail(fmt.Errorf("dnsproxy: listen udp %v (socket %d): %w", bound, i+1, err))
+				ok = false
+				break
+			}
+			pcs = append(pcs, pc)
+		}
+		if !ok {
+			if a.Port() != 0 {
+				return nil, nil, a, lastErr
+			}
+			continue
+		}
+		ln, err := lc.Listen(ctx, "tcp", bound.String())
+		if err != nil {
+			fail(fmt.Errorf("dnsproxy: listen tcp %v: %w", bound, err))
+			if a.Port() != 0 {
+				return nil, nil, a, lastErr
+			}
+			continue
+		}
+		return pcs, ln, bound, nil
+	}
+	return nil, nil, a, lastErr
+}
+
+// wireWriter is an in-memory dns.ResponseWriter for handleWire.
+type wireWriter struct {
+	remote net.Addr
+	out    *dns.Msg
+}
+
+func (w *wireWriter) LocalAddr() net.Addr       { return &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 53} }
+func (w *wireWriter) RemoteAddr() net.Addr      { return w.remote }
+func (w *wireWriter) WriteMsg(m *dns.Msg) error { w.out = m; return nil }
+func (w *wireWriter) Write([]byte) (int, error) { return 0, errors.New("not supported") }
+func (w *wireWriter) Close() error              { return nil }
+func (w *wireWriter) TsigStatus() error         { return nil }
+func (w *wireWriter) TsigTimersOnly(bool)       {}
+func (w *wireWriter) Hijack()                   {}
+
+// handleWire is the message path of the listeners for one raw query, as the
+// miekg/dns server runs it (header check, parse, FORMERR on parse errors, the
+// handler): the fuzz target. It returns the packed reply, or nil when the
+// query is dropped.
+func (srv *Server) handleWire(b []byte, client netip.AddrPort, tcp bool) []byte {
+	if len(b) < 12 {
+		srv.st.malformed.Add(1)
+		return nil
+	}
+	dh := dns.Header{
+		Id: binary.BigEndian.Uint16(b), Bits: binary.BigEndian.Uint16(b[2:]),
+		Qdcount: binary.BigEndian.Uint16(b[4:]), Ancount: binary.BigEndian.Uint16(b[6:]),
+		Nscount: binary.BigEndian.Uint16(b[8:]), Arcount: binary.BigEndian.Uint16(b[10:]),
+	}
+	var remote net.Addr = net.UDPAddrFromAddrPort(client)
+	if tcp {
+		remote = net.TCPAddrFromAddrPort(client)
+	}
+	w := &wireWriter{remote: remote}
+	q := new(dns.Msg)
+	switch action := srv.accept(dh); action {
+	case dns.MsgAccept:
+		if err := q.Unpack(b); err == nil {
+			srv.ServeDNS(w, q)
+			break
+		}
+		srv.st.malformed.Add(1)
+		fallthrough
+	case dns.MsgReject, dns.MsgRejectNotImplemented:
+		r := new(dns.Msg)
+		r.Id, r.Response, r.Opcode = dh.Id, true, int(dh.Bits>>11)&0xF
+		r.Rcode = dns.RcodeFormatError
+		if action == dns.MsgRejectNotImplemented {
+			r.Rcode = dns.RcodeNotImplemented
+		}
+		w.out = r
+	case dns.MsgIgnore:
+		return nil
+	}
+	if w.out == nil {
+		return nil
+	}
+	out, err := w.out.Pack()
+	if err != nil {
+		return nil
+	}
+	return out
+}

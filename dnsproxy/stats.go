@@ -1,0 +1,128 @@
+package dnsproxy
+
+import (
+	"context"
+	"sync/atomic"
+	"time"
+
+	"github.com/egressd/egressd/ipset"
+	"github.com/egressd/egressd/policy"
+)
+
+// Event names (DESIGN.md §4).
+const (
+	EventLookupBlocked = "dns.lookup.blocked"
+	EventLookupAudit   = "dns.lookup.audit"
+	EventLookupAllowed = "dns.lookup.allowed"
+)
+
+// Event is one lookup as reported to the Reporter: the fields of an audit line
+// and of the span of the same event (DESIGN.md §4).
+type Event struct {
+	// Time the query was received.
+	Time time.Time
+	// Event is EventLookupBlocked, EventLookupAudit or EventLookupAllowed.
+	Event string
+	// Workload is "namespace/name"; empty when the client is not a known workload.
+	Workload string
+	// Client is the client's IP address.
+	Client string
+	// QName is the query name as asked; QType its type ("A", "AAAA", ...).
+	QName, QType string
+	// Policy ("Kind/name" or "Kind/namespace/name"), Rule (its name or
+	// position), Tier and Reason say what decided; empty when nothing did.
+	Policy, Rule, Tier, Reason string
+	// Response is the response code sent ("NXDOMAIN", "REFUSED", "NOERROR"
+	// for a sinkhole or an answered query).
+	Response string
+}
+
+// Reporter receives lookup events. Calls are made on the query path: an
+// implementation must not block (buffer or drop instead). Implementations are
+// safe for concurrent use.
+type Reporter interface {
+	// LookupBlocked reports a lookup refused by an enforced policy.
+	LookupBlocked(ctx context.Context, ev Event)
+	// LookupAudit reports a lookup an Audit-mode policy would have blocked;
+	// it was answered normally.
+	LookupAudit(ctx context.Context, ev Event)
+	// LookupAllowed reports a lookup of a known workload that was allowed.
+	LookupAllowed(ctx context.Context, ev Event)
+}
+
+// NopReporter discards every event.
+type NopReporter struct{}
+
+func (NopReporter) LookupBlocked(context.Context, Event) {}
+func (NopReporter) LookupAudit(context.Context, Event)   {}
+func (NopReporter) LookupAllowed(context.Context, Event) {}
+
+// Observer receives latencies, so that the agent can export histograms. Nil
+// fields are not called. Calls are made on the query path and must be cheap.
+type Observer struct {
+	// Upstream is called after every exchange with an upstream (UDP and TCP
+	// retry separately); err is nil on success.
+	Upstream func(upstream string, d time.Duration, err error)
+	// SetWrite is called after every kernel set write (one Apply).
+	SetWrite func(elements int, d time.Duration, err error)
+	// Query is called when a reply has been written (or the query dropped),
+	// with the total handling time and the response code.
+	Query func(d time.Duration, rcode int)
+}
+
+// SetNamer names the kernel set of an FQDN rule for one address family (the
+// agent passes the egress package's naming, built on policy.RuleID).
+type SetNamer func(rule policy.RuleRef, family ipset.Family) string
+
+// Stats is a snapshot of the resolver's counters since start.
+type Stats struct {
+	// Queries received by the handler (malformed ones rejected before the
+	// handler are counted in Malformed only).
+	Queries uint64
+	// CacheHits and CacheMisses count cache lookups of forwarded queries;
+	// StaleServed counts expired answers served because upstreams failed.
+	CacheHits, CacheMisses, StaleServed uint64
+	// Coalesced counts queries that waited for an identical in-flight query.
+	Coalesced uint64
+	// UpstreamQueries counts exchanges with upstreams; UpstreamErrors those
+	// that failed (timeout, network error, bad answer); UpstreamTCPRetries the
+	// retries over TCP of truncated answers; UpstreamMismatches the answers
+	// dropped because their ID or question did not match the query.
+	UpstreamQueries, UpstreamErrors, UpstreamTCPRetries, UpstreamMismatches uint64
+	// ServFail counts SERVFAIL replies (upstreams failed or set write failed).
+	ServFail uint64
+	// Blocked counts lookups refused by an enforced policy; Audited those an
+	// Audit-mode policy would have refused.
+	Blocked, Audited uint64
+	// SetWrites counts kernel set writes (one Apply each), SetElements the
+	// elements written, SetWriteFailures the failed writes.
+	SetWrites, SetElements, SetWriteFailures uint64
+	// RateLimited counts queries refused by the per-client rate limit;
+	// Overloaded those refused because MaxInflight was reached.
+	RateLimited, Overloaded uint64
+	// Malformed counts queries rejected as malformed or unsupported (FORMERR,
+	// NOTIMP, REFUSED for unsupported classes or types, dropped responses).
+	Malformed uint64
+	// Truncated counts replies truncated to the client's buffer size.
+	Truncated uint64
+}
+
+type counters struct {
+	queries, cacheHits, cacheMisses, staleServed, coalesced   atomic.Uint64
+	upQueries, upErrors, upTCPRetries, upMismatches, servFail atomic.Uint64
+	blocked, audited, setWrites, setElements, setFailures     atomic.Uint64
+	rateLimited, overloaded, malformed, truncated             atomic.Uint64
+}
+
+func (c *counters) snapshot() Stats {
+	return Stats{
+		Queries: c.queries.Load(), CacheHits: c.cacheHits.Load(), CacheMisses: c.cacheMisses.Load(),
+		StaleServed: c.staleServed.Load(), Coalesced: c.coalesced.Load(),
+		UpstreamQueries: c.upQueries.Load(), UpstreamErrors: c.upErrors.Load(),
+		UpstreamTCPRetries: c.upTCPRetries.Load(), UpstreamMismatches: c.upMismatches.Load(),
+		ServFail: c.servFail.Load(), Blocked: c.blocked.Load(), Audited: c.audited.Load(),
+		SetWrites: c.setWrites.Load(), SetElements: c.setElements.Load(), SetWriteFailures: c.setFailures.Load(),
+		RateLimited: c.rateLimited.Load(), Overloaded: c.overloaded.Load(),
+		Malformed: c.malformed.Load(), Truncated: c.truncated.Load(),
+	}
+}
