@@ -10,10 +10,10 @@
 // conformance test). Random(seed) produces further policy sets whose expected
 // tables are computed by the engine, for kernel-versus-engine checks.
 //
-// Loopback: a pod's traffic to its own address never leaves the pod, so no node
-// firewall can see it. The tables state the policy verdict on the diagonal (as
-// Engine.Decide does, and as the upstream tables do); dataplane checks drop the
-// diagonal with WithoutLoopback, as the upstream suite does (ignoreLoopback).
+// Loopback: a workload can always reach itself (policy.Engine.Decide allows
+// it, as Kubernetes NetworkPolicy implementations do: a pod's traffic to its own
+// address never leaves the pod), so the diagonal of every table is allowed.
+// WithoutLoopback drops those cells for checks that cannot probe them.
 package scenarios
 
 import (

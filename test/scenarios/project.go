@@ -61,9 +61,9 @@ func Project() []Scenario {
 			Expect: []Expectation{
 				{Ports: ports(80, 81), Protocols: protos(TCP, UDP, SCTP), Table: `
 				-   x/a x/b x/c y/a y/b y/c z/a z/b z/c
-				x/a X   X   X   .   .   .   .   .   .
-				x/b X   X   X   .   .   .   .   .   .
-				x/c X   X   X   .   .   .   .   .   .
+				x/a .   X   X   .   .   .   .   .   .
+				x/b X   .   X   .   .   .   .   .   .
+				x/c X   X   .   .   .   .   .   .   .
 				y/a X   X   X   .   .   .   .   .   .
 				y/b X   X   X   .   .   .   .   .   .
 				y/c X   X   X   .   .   .   .   .   .
@@ -100,9 +100,9 @@ func Project() []Scenario {
 			Expect: []Expectation{
 				{Ports: ports(80), Protocols: protos(TCP), Table: `
 				-   x/a x/b x/c y/a y/b y/c z/a z/b z/c
-				x/a X   X   X   .   .   .   .   .   .
-				x/b X   X   X   .   .   .   .   .   .
-				x/c X   X   X   .   .   .   .   .   .
+				x/a .   X   X   .   .   .   .   .   .
+				x/b X   .   X   .   .   .   .   .   .
+				x/c X   X   .   .   .   .   .   .   .
 				y/a .   .   .   .   .   .   .   .   .
 				y/b .   .   .   .   .   .   .   .   .
 				y/c .   .   .   .   .   .   .   .   .
@@ -111,9 +111,9 @@ func Project() []Scenario {
 				z/c X   X   X   .   .   .   .   .   .`},
 				{Ports: ports(81), Protocols: protos(TCP), Table: `
 				-   x/a x/b x/c y/a y/b y/c z/a z/b z/c
-				x/a X   X   X   .   .   .   .   .   .
-				x/b X   X   X   .   .   .   .   .   .
-				x/c X   X   X   .   .   .   .   .   .
+				x/a .   X   X   .   .   .   .   .   .
+				x/b X   .   X   .   .   .   .   .   .
+				x/c X   X   .   .   .   .   .   .   .
 				y/a X   X   X   .   .   .   .   .   .
 				y/b X   X   X   .   .   .   .   .   .
 				y/c X   X   X   .   .   .   .   .   .
@@ -122,9 +122,9 @@ func Project() []Scenario {
 				z/c X   X   X   .   .   .   .   .   .`},
 				{Ports: ports(80, 81), Protocols: protos(UDP), Table: `
 				-   x/a x/b x/c y/a y/b y/c z/a z/b z/c
-				x/a X   X   X   .   .   .   .   .   .
-				x/b X   X   X   .   .   .   .   .   .
-				x/c X   X   X   .   .   .   .   .   .
+				x/a .   X   X   .   .   .   .   .   .
+				x/b X   .   X   .   .   .   .   .   .
+				x/c X   X   .   .   .   .   .   .   .
 				y/a X   X   X   .   .   .   .   .   .
 				y/b X   X   X   .   .   .   .   .   .
 				y/c X   X   X   .   .   .   .   .   .
@@ -133,9 +133,9 @@ func Project() []Scenario {
 				z/c X   X   X   .   .   .   .   .   .`},
 				{Ports: ports(80, 81), Protocols: protos(SCTP), Table: `
 				-   x/a x/b x/c y/a y/b y/c z/a z/b z/c
-				x/a X   X   X   .   .   .   .   .   .
-				x/b X   X   X   .   .   .   .   .   .
-				x/c X   X   X   .   .   .   .   .   .
+				x/a .   X   X   .   .   .   .   .   .
+				x/b X   .   X   .   .   .   .   .   .
+				x/c X   X   .   .   .   .   .   .   .
 				y/a X   X   X   .   .   .   .   .   .
 				y/b X   X   X   .   .   .   .   .   .
 				y/c X   X   X   .   .   .   .   .   .
@@ -171,9 +171,9 @@ func Project() []Scenario {
 			Expect: []Expectation{
 				{Ports: ports(80, 81), Protocols: protos(TCP, UDP, SCTP), Table: `
 				-   x/a x/b x/c y/a y/b y/c z/a z/b z/c
-				x/a X   X   X   X   X   X   .   .   .
-				x/b X   X   X   X   X   X   .   .   .
-				x/c X   X   X   X   X   X   .   .   .
+				x/a .   X   X   X   X   X   .   .   .
+				x/b X   .   X   X   X   X   .   .   .
+				x/c X   X   .   X   X   X   .   .   .
 				y/a .   .   .   .   .   .   .   .   .
 				y/b .   .   .   .   .   .   .   .   .
 				y/c .   .   .   .   .   .   .   .   .
@@ -334,15 +334,15 @@ func Project() []Scenario {
 			Expect: []Expectation{
 				{Ports: ports(80, 81), Protocols: protos(TCP, UDP, SCTP), Table: `
 				-   x/a x/b x/c y/a y/b y/c z/a z/b z/c
-				x/a X   X   X   .   .   .   X   X   X
-				x/b X   X   X   .   .   .   X   X   X
-				x/c X   X   X   .   .   .   X   X   X
+				x/a .   X   X   .   .   .   X   X   X
+				x/b X   .   X   .   .   .   X   X   X
+				x/c X   X   .   .   .   .   X   X   X
 				y/a X   X   X   .   .   .   X   X   X
 				y/b X   X   X   .   .   .   X   X   X
 				y/c X   X   X   .   .   .   X   X   X
-				z/a X   X   X   .   .   .   X   X   X
-				z/b X   X   X   .   .   .   X   X   X
-				z/c X   X   X   .   .   .   X   X   X`},
+				z/a X   X   X   .   .   .   .   X   X
+				z/b X   X   X   .   .   .   X   .   X
+				z/c X   X   X   .   .   .   X   X   .`},
 			},
 		},
 		{
@@ -374,7 +374,7 @@ func Project() []Scenario {
 				-   x/a x/b x/c y/a y/b y/c z/a z/b z/c
 				x/a .   .   .   X   X   X   X   X   X
 				x/b .   .   .   X   X   X   X   X   X
-				x/c X   X   X   X   X   X   .   .   .
+				x/c X   X   .   X   X   X   .   .   .
 				y/a .   .   .   .   .   .   .   .   .
 				y/b .   .   .   .   .   .   .   .   .
 				y/c .   .   .   .   .   .   .   .   .
@@ -401,7 +401,7 @@ func Project() []Scenario {
 				{Ports: ports(80, 81), Protocols: protos(TCP, UDP, SCTP), Table: `
 				-   x/a x/b x/c y/a y/b y/c z/a z/b z/c
 				x/a .   .   .   .   .   .   .   .   .
-				x/b X   X   X   .   .   .   .   .   .
+				x/b X   .   X   .   .   .   .   .   .
 				x/c .   .   .   .   .   .   .   .   .
 				y/a .   .   .   .   .   .   .   .   .
 				y/b X   X   X   .   .   .   .   .   .
@@ -464,9 +464,9 @@ func Project() []Scenario {
 			Expect: []Expectation{
 				{Ports: ports(80, 81), Protocols: protos(TCP, UDP, SCTP), Table: `
 				-   x/a x/b x/c y/a y/b y/c z/a z/b z/c
-				x/a X   X   X   .   .   .   .   .   .
+				x/a .   X   X   .   .   .   .   .   .
 				x/b .   .   .   .   .   .   .   .   .
-				x/c X   X   X   .   .   .   .   .   .
+				x/c X   X   .   .   .   .   .   .   .
 				y/a X   X   X   .   .   .   .   .   .
 				y/b X   X   X   .   .   .   .   .   .
 				y/c X   X   X   .   .   .   .   .   .
@@ -513,9 +513,9 @@ func Project() []Scenario {
 			Expect: []Expectation{
 				{Ports: ports(80, 81), Protocols: protos(TCP, UDP, SCTP), Table: `
 				-   x/a x/b x/c y/a y/b y/c z/a z/b z/c
-				x/a X   X   X   X   X   X   X   X   X
-				x/b X   X   X   X   X   X   X   X   X
-				x/c X   X   X   X   X   X   X   X   X
+				x/a .   X   X   X   X   X   X   X   X
+				x/b X   .   X   X   X   X   X   X   X
+				x/c X   X   .   X   X   X   X   X   X
 				y/a .   .   .   .   .   .   .   .   .
 				y/b .   .   .   .   .   .   .   .   .
 				y/c .   .   .   .   .   .   .   .   .
@@ -542,7 +542,7 @@ func Project() []Scenario {
 				y/a .   .   .   .   .   .   X   .   .
 				y/b .   .   .   .   .   .   X   .   .
 				y/c .   .   .   .   .   .   X   .   .
-				z/a .   .   .   .   .   .   X   .   .
+				z/a .   .   .   .   .   .   .   .   .
 				z/b .   .   .   .   .   .   X   .   .
 				z/c .   .   .   .   .   .   X   .   .`},
 				{Ports: ports(80, 81), Protocols: protos(UDP), Table: `
@@ -553,7 +553,7 @@ func Project() []Scenario {
 				y/a .   .   .   .   .   .   X   .   .
 				y/b .   .   .   .   .   .   X   .   .
 				y/c .   .   .   .   .   .   X   .   .
-				z/a .   .   .   .   .   .   X   .   .
+				z/a .   .   .   .   .   .   .   .   .
 				z/b .   .   .   .   .   .   X   .   .
 				z/c .   .   .   .   .   .   X   .   .`},
 				{Ports: ports(81), Protocols: protos(SCTP), Table: `
@@ -564,7 +564,7 @@ func Project() []Scenario {
 				y/a .   .   .   .   .   .   X   .   .
 				y/b .   .   .   .   .   .   X   .   .
 				y/c .   .   .   .   .   .   X   .   .
-				z/a .   .   .   .   .   .   X   .   .
+				z/a .   .   .   .   .   .   .   .   .
 				z/b .   .   .   .   .   .   X   .   .
 				z/c .   .   .   .   .   .   X   .   .`},
 				{Ports: ports(81), Protocols: protos(TCP), Table: `
@@ -681,8 +681,8 @@ func Project() []Scenario {
 				y/b .   .   .   .   .   .   .   X   X   X
 				y/c .   .   .   .   .   .   .   X   X   X
 				z/a .   .   .   .   .   .   .   X   X   X
-				z/b .   .   .   .   .   .   .   X   X   X
-				z/c .   .   .   .   .   .   .   X   X   X
+				z/b .   .   .   .   .   .   .   .   X   X
+				z/c .   .   .   .   .   .   .   X   .   X
 				external .   .   .   .   .   .   .   .   .   .`},
 				{Ports: ports(80, 81), Protocols: protos(TCP, UDP, SCTP), Families: []Family{IPv6}, Table: `
 				-   x/a x/b x/c y/a y/b y/c z/a z/b z/c external
@@ -722,7 +722,7 @@ func Project() []Scenario {
 			Expect: []Expectation{
 				{Ports: ports(80), Protocols: protos(TCP), Table: `
 				-   x/a x/b x/c y/a y/b y/c z/a z/b z/c external
-				x/a X   X   X   X   .   X   X   X   X   .
+				x/a .   X   X   X   .   X   X   X   X   .
 				x/b .   .   .   .   .   .   .   .   .   .
 				x/c .   .   .   .   .   .   .   .   .   .
 				y/a .   .   .   .   .   .   .   .   .   .
@@ -734,7 +734,7 @@ func Project() []Scenario {
 				external .   .   .   .   .   .   .   .   .   .`},
 				{Ports: ports(81), Protocols: protos(TCP), Table: `
 				-   x/a x/b x/c y/a y/b y/c z/a z/b z/c external
-				x/a X   X   X   X   X   X   X   X   X   .
+				x/a .   X   X   X   X   X   X   X   X   .
 				x/b .   .   .   .   .   .   .   .   .   .
 				x/c .   .   .   .   .   .   .   .   .   .
 				y/a .   .   .   .   .   .   .   .   .   .
@@ -746,7 +746,7 @@ func Project() []Scenario {
 				external .   .   .   .   .   .   .   .   .   .`},
 				{Ports: ports(80, 81), Protocols: protos(UDP), Table: `
 				-   x/a x/b x/c y/a y/b y/c z/a z/b z/c external
-				x/a X   X   X   X   X   X   X   X   X   .
+				x/a .   X   X   X   X   X   X   X   X   .
 				x/b .   .   .   .   .   .   .   .   .   .
 				x/c .   .   .   .   .   .   .   .   .   .
 				y/a .   .   .   .   .   .   .   .   .   .
@@ -758,7 +758,7 @@ func Project() []Scenario {
 				external .   .   .   .   .   .   .   .   .   .`},
 				{Ports: ports(80, 81), Protocols: protos(SCTP), Table: `
 				-   x/a x/b x/c y/a y/b y/c z/a z/b z/c external
-				x/a X   X   X   X   X   X   X   X   X   .
+				x/a .   X   X   X   X   X   X   X   X   .
 				x/b .   .   .   .   .   .   .   .   .   .
 				x/c .   .   .   .   .   .   .   .   .   .
 				y/a .   .   .   .   .   .   .   .   .   .
@@ -818,15 +818,15 @@ func Project() []Scenario {
 			Expect: []Expectation{
 				{Ports: ports(80, 81), Protocols: protos(TCP, UDP, SCTP), Table: `
 				-   x/a x/b x/c y/a y/b y/c z/a z/b z/c
-				x/a X   X   X   X   X   X   X   X   X
-				x/b X   X   X   X   X   X   X   X   X
-				x/c X   X   X   X   X   X   X   X   X
+				x/a .   X   X   X   X   X   X   X   X
+				x/b X   .   X   X   X   X   X   X   X
+				x/c X   X   .   X   X   X   X   X   X
 				y/a .   .   .   .   .   .   .   .   .
 				y/b .   .   .   .   .   .   .   .   .
 				y/c .   .   .   .   .   .   .   .   .
-				z/a X   X   X   X   X   X   X   X   X
-				z/b X   X   X   X   X   X   X   X   X
-				z/c X   X   X   X   X   X   X   X   X`},
+				z/a X   X   X   X   X   X   .   X   X
+				z/b X   X   X   X   X   X   X   .   X
+				z/c X   X   X   X   X   X   X   X   .`},
 			},
 		},
 		{
@@ -873,9 +873,9 @@ func Project() []Scenario {
 				y/a .   .   .   .   .   .   .   .   .
 				y/b .   .   .   .   .   .   .   .   .
 				y/c .   .   .   .   .   .   .   .   .
-				z/a X   X   X   X   X   X   X   X   X
-				z/b X   X   X   X   X   X   X   X   X
-				z/c X   X   X   X   X   X   X   X   X`},
+				z/a X   X   X   X   X   X   .   X   X
+				z/b X   X   X   X   X   X   X   .   X
+				z/c X   X   X   X   X   X   X   X   .`},
 				{Ports: ports(80, 81), Protocols: protos(SCTP), Table: `
 				-   x/a x/b x/c y/a y/b y/c z/a z/b z/c
 				x/a .   .   .   .   .   .   .   .   .
@@ -884,9 +884,9 @@ func Project() []Scenario {
 				y/a .   .   .   .   .   .   .   .   .
 				y/b .   .   .   .   .   .   .   .   .
 				y/c .   .   .   .   .   .   .   .   .
-				z/a X   X   X   X   X   X   X   X   X
-				z/b X   X   X   X   X   X   X   X   X
-				z/c X   X   X   X   X   X   X   X   X`},
+				z/a X   X   X   X   X   X   .   X   X
+				z/b X   X   X   X   X   X   X   .   X
+				z/c X   X   X   X   X   X   X   X   .`},
 			},
 		},
 		{
@@ -904,7 +904,7 @@ func Project() []Scenario {
 				x/a .   .   .   .   .   .   .   .   .
 				x/b .   .   .   .   .   .   .   .   .
 				x/c .   .   .   .   .   .   .   .   .
-				y/a X   X   X   X   X   X   X   X   X
+				y/a X   X   X   .   X   X   X   X   X
 				y/b .   .   .   .   .   .   .   .   .
 				y/c .   .   .   .   .   .   .   .   .
 				z/a .   .   .   .   .   .   .   .   .
@@ -915,7 +915,7 @@ func Project() []Scenario {
 				x/a .   .   .   .   .   .   .   .   .
 				x/b .   .   .   .   .   .   .   .   .
 				x/c .   .   .   .   .   .   .   .   .
-				y/a X   X   X   X   X   X   X   X   X
+				y/a X   X   X   .   X   X   X   X   X
 				y/b .   .   .   .   .   .   .   .   .
 				y/c .   .   .   .   .   .   .   .   .
 				z/a .   .   .   .   .   .   .   .   .
@@ -926,7 +926,7 @@ func Project() []Scenario {
 				x/a .   .   .   .   .   .   .   .   .
 				x/b .   .   .   .   .   .   .   .   .
 				x/c .   .   .   .   .   .   .   .   .
-				y/a X   X   X   X   X   X   X   X   X
+				y/a X   X   X   .   X   X   X   X   X
 				y/b .   .   .   .   .   .   .   .   .
 				y/c .   .   .   .   .   .   .   .   .
 				z/a .   .   .   .   .   .   .   .   .

@@ -16,9 +16,9 @@ func Upstream() []Scenario {
 			Expect: []Expectation{
 				{Ports: ports(80, 81), Protocols: protos(TCP, UDP, SCTP), Table: `
 				-   x/a x/b x/c y/a y/b y/c z/a z/b z/c
-				x/a X   X   X   .   .   .   .   .   .
-				x/b X   X   X   .   .   .   .   .   .
-				x/c X   X   X   .   .   .   .   .   .
+				x/a .   X   X   .   .   .   .   .   .
+				x/b X   .   X   .   .   .   .   .   .
+				x/c X   X   .   .   .   .   .   .   .
 				y/a X   X   X   .   .   .   .   .   .
 				y/b X   X   X   .   .   .   .   .   .
 				y/c X   X   X   .   .   .   .   .   .
@@ -36,9 +36,9 @@ func Upstream() []Scenario {
 			Expect: []Expectation{
 				{Ports: ports(80, 81), Protocols: protos(TCP, UDP, SCTP), Table: `
 				-   x/a x/b x/c y/a y/b y/c z/a z/b z/c
-				x/a X   X   X   X   X   X   X   X   X
-				x/b X   X   X   X   X   X   X   X   X
-				x/c X   X   X   X   X   X   X   X   X
+				x/a .   X   X   X   X   X   X   X   X
+				x/b X   .   X   X   X   X   X   X   X
+				x/c X   X   .   X   X   X   X   X   X
 				y/a X   X   X   .   .   .   .   .   .
 				y/b X   X   X   .   .   .   .   .   .
 				y/c X   X   X   .   .   .   .   .   .
@@ -59,7 +59,7 @@ func Upstream() []Scenario {
 			Expect: []Expectation{
 				{Ports: ports(80, 81), Protocols: protos(TCP, UDP, SCTP), Table: `
 				-   x/a x/b x/c y/a y/b y/c z/a z/b z/c
-				x/a X   .   .   .   .   .   .   .   .
+				x/a .   .   .   .   .   .   .   .   .
 				x/b .   .   .   .   .   .   .   .   .
 				x/c X   .   .   .   .   .   .   .   .
 				y/a X   .   .   .   .   .   .   .   .
@@ -88,8 +88,8 @@ func Upstream() []Scenario {
 				{Ports: ports(80, 81), Protocols: protos(TCP, UDP, SCTP), Table: `
 				-   x/a x/b x/c y/a y/b y/c z/a z/b z/c
 				x/a .   X   X   .   .   .   .   .   .
-				x/b .   X   X   .   .   .   .   .   .
-				x/c .   X   X   .   .   .   .   .   .
+				x/b .   .   X   .   .   .   .   .   .
+				x/c .   X   .   .   .   .   .   .   .
 				y/a .   X   X   .   .   .   .   .   .
 				y/b .   X   X   .   .   .   .   .   .
 				y/c .   X   X   .   .   .   .   .   .
@@ -133,7 +133,7 @@ func Upstream() []Scenario {
 			Expect: []Expectation{
 				{Ports: ports(80, 81), Protocols: protos(TCP, UDP, SCTP), Table: `
 				-   x/a x/b x/c y/a y/b y/c z/a z/b z/c
-				x/a X   .   .   .   .   .   .   .   .
+				x/a .   .   .   .   .   .   .   .   .
 				x/b X   .   .   .   .   .   .   .   .
 				x/c X   .   .   .   .   .   .   .   .
 				y/a .   .   .   .   .   .   .   .   .
@@ -157,7 +157,7 @@ func Upstream() []Scenario {
 			Expect: []Expectation{
 				{Ports: ports(80, 81), Protocols: protos(TCP, UDP, SCTP), Table: `
 				-   x/a x/b x/c y/a y/b y/c z/a z/b z/c
-				x/a X   .   .   .   .   .   .   .   .
+				x/a .   .   .   .   .   .   .   .   .
 				x/b .   .   .   .   .   .   .   .   .
 				x/c X   .   .   .   .   .   .   .   .
 				y/a X   .   .   .   .   .   .   .   .
@@ -181,7 +181,7 @@ func Upstream() []Scenario {
 			Expect: []Expectation{
 				{Ports: ports(80, 81), Protocols: protos(TCP, UDP, SCTP), Table: `
 				-   x/a x/b x/c y/a y/b y/c z/a z/b z/c
-				x/a X   .   .   .   .   .   .   .   .
+				x/a .   .   .   .   .   .   .   .   .
 				x/b X   .   .   .   .   .   .   .   .
 				x/c X   .   .   .   .   .   .   .   .
 				y/a .   .   .   .   .   .   .   .   .
@@ -206,7 +206,7 @@ func Upstream() []Scenario {
 			Expect: []Expectation{
 				{Ports: ports(80, 81), Protocols: protos(TCP, UDP, SCTP), Table: `
 				-   x/a x/b x/c y/a y/b y/c z/a z/b z/c
-				x/a X   .   .   .   .   .   .   .   .
+				x/a .   .   .   .   .   .   .   .   .
 				x/b .   .   .   .   .   .   .   .   .
 				x/c X   .   .   .   .   .   .   .   .
 				y/a .   .   .   .   .   .   .   .   .
@@ -231,7 +231,7 @@ func Upstream() []Scenario {
 			Expect: []Expectation{
 				{Ports: ports(80, 81), Protocols: protos(TCP, UDP, SCTP), Table: `
 				-   x/a x/b x/c y/a y/b y/c z/a z/b z/c
-				x/a X   .   .   .   .   .   .   .   .
+				x/a .   .   .   .   .   .   .   .   .
 				x/b X   .   .   .   .   .   .   .   .
 				x/c X   .   .   .   .   .   .   .   .
 				y/a X   .   .   .   .   .   .   .   .
@@ -257,7 +257,7 @@ func Upstream() []Scenario {
 			Expect: []Expectation{
 				{Ports: ports(80, 81), Protocols: protos(TCP, UDP, SCTP), Table: `
 				-   x/a x/b x/c y/a y/b y/c z/a z/b z/c
-				x/a X   .   .   .   .   .   .   .   .
+				x/a .   .   .   .   .   .   .   .   .
 				x/b X   .   .   .   .   .   .   .   .
 				x/c X   .   .   .   .   .   .   .   .
 				y/a X   .   .   .   .   .   .   .   .
@@ -281,7 +281,7 @@ func Upstream() []Scenario {
 			Expect: []Expectation{
 				{Ports: ports(80, 81), Protocols: protos(TCP, UDP, SCTP), Table: `
 				-   x/a x/b x/c y/a y/b y/c z/a z/b z/c
-				x/a X   .   .   .   .   .   .   .   .
+				x/a .   .   .   .   .   .   .   .   .
 				x/b .   .   .   .   .   .   .   .   .
 				x/c .   .   .   .   .   .   .   .   .
 				y/a X   .   .   .   .   .   .   .   .
@@ -305,7 +305,7 @@ func Upstream() []Scenario {
 			Expect: []Expectation{
 				{Ports: ports(80, 81), Protocols: protos(TCP, UDP, SCTP), Table: `
 				-   x/a x/b x/c y/a y/b y/c z/a z/b z/c
-				x/a X   .   .   .   .   .   .   .   .
+				x/a .   .   .   .   .   .   .   .   .
 				x/b X   .   .   .   .   .   .   .   .
 				x/c X   .   .   .   .   .   .   .   .
 				y/a .   .   .   .   .   .   .   .   .
@@ -330,7 +330,7 @@ func Upstream() []Scenario {
 			Expect: []Expectation{
 				{Ports: ports(80), Protocols: protos(TCP), Table: `
 				-   x/a x/b x/c y/a y/b y/c z/a z/b z/c
-				x/a X   .   .   .   .   .   .   .   .
+				x/a .   .   .   .   .   .   .   .   .
 				x/b X   .   .   .   .   .   .   .   .
 				x/c X   .   .   .   .   .   .   .   .
 				y/a X   .   .   .   .   .   .   .   .
@@ -341,7 +341,7 @@ func Upstream() []Scenario {
 				z/c X   .   .   .   .   .   .   .   .`},
 				{Ports: ports(80, 81), Protocols: protos(UDP), Table: `
 				-   x/a x/b x/c y/a y/b y/c z/a z/b z/c
-				x/a X   .   .   .   .   .   .   .   .
+				x/a .   .   .   .   .   .   .   .   .
 				x/b X   .   .   .   .   .   .   .   .
 				x/c X   .   .   .   .   .   .   .   .
 				y/a X   .   .   .   .   .   .   .   .
@@ -352,7 +352,7 @@ func Upstream() []Scenario {
 				z/c X   .   .   .   .   .   .   .   .`},
 				{Ports: ports(80, 81), Protocols: protos(SCTP), Table: `
 				-   x/a x/b x/c y/a y/b y/c z/a z/b z/c
-				x/a X   .   .   .   .   .   .   .   .
+				x/a .   .   .   .   .   .   .   .   .
 				x/b X   .   .   .   .   .   .   .   .
 				x/c X   .   .   .   .   .   .   .   .
 				y/a X   .   .   .   .   .   .   .   .
@@ -363,7 +363,7 @@ func Upstream() []Scenario {
 				z/c X   .   .   .   .   .   .   .   .`},
 				{Ports: ports(81), Protocols: protos(TCP), Table: `
 				-   x/a x/b x/c y/a y/b y/c z/a z/b z/c
-				x/a X   .   .   .   .   .   .   .   .
+				x/a .   .   .   .   .   .   .   .   .
 				x/b X   .   .   .   .   .   .   .   .
 				x/c X   .   .   .   .   .   .   .   .
 				y/a .   .   .   .   .   .   .   .   .
@@ -398,7 +398,7 @@ func Upstream() []Scenario {
 			Expect: []Expectation{
 				{Ports: ports(80, 81), Protocols: protos(TCP), Table: `
 				-   x/a x/b x/c y/a y/b y/c z/a z/b z/c
-				x/a X   .   .   .   .   .   .   .   .
+				x/a .   .   .   .   .   .   .   .   .
 				x/b X   .   .   .   .   .   .   .   .
 				x/c X   .   .   .   .   .   .   .   .
 				y/a .   .   .   .   .   .   .   .   .
@@ -409,7 +409,7 @@ func Upstream() []Scenario {
 				z/c X   .   .   .   .   .   .   .   .`},
 				{Ports: ports(80, 81), Protocols: protos(UDP, SCTP), Table: `
 				-   x/a x/b x/c y/a y/b y/c z/a z/b z/c
-				x/a X   .   .   .   .   .   .   .   .
+				x/a .   .   .   .   .   .   .   .   .
 				x/b X   .   .   .   .   .   .   .   .
 				x/c X   .   .   .   .   .   .   .   .
 				y/a X   .   .   .   .   .   .   .   .
@@ -454,9 +454,9 @@ func Upstream() []Scenario {
 			Expect: []Expectation{
 				{Ports: ports(80), Protocols: protos(TCP), Table: `
 				-   x/a x/b x/c y/a y/b y/c z/a z/b z/c
-				x/a X   X   X   .   .   .   .   .   .
-				x/b X   X   X   .   .   .   .   .   .
-				x/c X   X   X   .   .   .   .   .   .
+				x/a .   X   X   .   .   .   .   .   .
+				x/b X   .   X   .   .   .   .   .   .
+				x/c X   X   .   .   .   .   .   .   .
 				y/a X   X   X   .   .   .   .   .   .
 				y/b X   X   X   .   .   .   .   .   .
 				y/c X   X   X   .   .   .   .   .   .
@@ -465,9 +465,9 @@ func Upstream() []Scenario {
 				z/c X   X   X   .   .   .   .   .   .`},
 				{Ports: ports(80, 81), Protocols: protos(UDP), Table: `
 				-   x/a x/b x/c y/a y/b y/c z/a z/b z/c
-				x/a X   X   X   .   .   .   .   .   .
-				x/b X   X   X   .   .   .   .   .   .
-				x/c X   X   X   .   .   .   .   .   .
+				x/a .   X   X   .   .   .   .   .   .
+				x/b X   .   X   .   .   .   .   .   .
+				x/c X   X   .   .   .   .   .   .   .
 				y/a X   X   X   .   .   .   .   .   .
 				y/b X   X   X   .   .   .   .   .   .
 				y/c X   X   X   .   .   .   .   .   .
@@ -476,9 +476,9 @@ func Upstream() []Scenario {
 				z/c X   X   X   .   .   .   .   .   .`},
 				{Ports: ports(80, 81), Protocols: protos(SCTP), Table: `
 				-   x/a x/b x/c y/a y/b y/c z/a z/b z/c
-				x/a X   X   X   .   .   .   .   .   .
-				x/b X   X   X   .   .   .   .   .   .
-				x/c X   X   X   .   .   .   .   .   .
+				x/a .   X   X   .   .   .   .   .   .
+				x/b X   .   X   .   .   .   .   .   .
+				x/c X   X   .   .   .   .   .   .   .
 				y/a X   X   X   .   .   .   .   .   .
 				y/b X   X   X   .   .   .   .   .   .
 				y/c X   X   X   .   .   .   .   .   .
@@ -512,7 +512,7 @@ func Upstream() []Scenario {
 			Expect: []Expectation{
 				{Ports: ports(80), Protocols: protos(TCP), Table: `
 				-   x/a x/b x/c y/a y/b y/c z/a z/b z/c
-				x/a X   .   .   .   .   .   .   .   .
+				x/a .   .   .   .   .   .   .   .   .
 				x/b X   .   .   .   .   .   .   .   .
 				x/c X   .   .   .   .   .   .   .   .
 				y/a .   .   .   .   .   .   .   .   .
@@ -523,7 +523,7 @@ func Upstream() []Scenario {
 				z/c X   .   .   .   .   .   .   .   .`},
 				{Ports: ports(81), Protocols: protos(TCP), Table: `
 				-   x/a x/b x/c y/a y/b y/c z/a z/b z/c
-				x/a X   .   .   .   .   .   .   .   .
+				x/a .   .   .   .   .   .   .   .   .
 				x/b X   .   .   .   .   .   .   .   .
 				x/c X   .   .   .   .   .   .   .   .
 				y/a X   .   .   .   .   .   .   .   .
@@ -534,7 +534,7 @@ func Upstream() []Scenario {
 				z/c X   .   .   .   .   .   .   .   .`},
 				{Ports: ports(80, 81), Protocols: protos(UDP), Table: `
 				-   x/a x/b x/c y/a y/b y/c z/a z/b z/c
-				x/a X   .   .   .   .   .   .   .   .
+				x/a .   .   .   .   .   .   .   .   .
 				x/b X   .   .   .   .   .   .   .   .
 				x/c X   .   .   .   .   .   .   .   .
 				y/a X   .   .   .   .   .   .   .   .
@@ -545,7 +545,7 @@ func Upstream() []Scenario {
 				z/c X   .   .   .   .   .   .   .   .`},
 				{Ports: ports(80, 81), Protocols: protos(SCTP), Table: `
 				-   x/a x/b x/c y/a y/b y/c z/a z/b z/c
-				x/a X   .   .   .   .   .   .   .   .
+				x/a .   .   .   .   .   .   .   .   .
 				x/b X   .   .   .   .   .   .   .   .
 				x/c X   .   .   .   .   .   .   .   .
 				y/a X   .   .   .   .   .   .   .   .
@@ -579,9 +579,9 @@ func Upstream() []Scenario {
 				z/c .   .   .   .   .   .   .   .   .`},
 				{Ports: ports(81), Protocols: protos(TCP), Table: `
 				-   x/a x/b x/c y/a y/b y/c z/a z/b z/c
-				x/a X   X   X   X   X   X   X   X   X
-				x/b X   X   X   X   X   X   X   X   X
-				x/c X   X   X   X   X   X   X   X   X
+				x/a .   X   X   X   X   X   X   X   X
+				x/b X   .   X   X   X   X   X   X   X
+				x/c X   X   .   X   X   X   X   X   X
 				y/a .   .   .   .   .   .   .   .   .
 				y/b .   .   .   .   .   .   .   .   .
 				y/c .   .   .   .   .   .   .   .   .
@@ -590,9 +590,9 @@ func Upstream() []Scenario {
 				z/c .   .   .   .   .   .   .   .   .`},
 				{Ports: ports(80, 81), Protocols: protos(UDP), Table: `
 				-   x/a x/b x/c y/a y/b y/c z/a z/b z/c
-				x/a X   X   X   X   X   X   X   X   X
-				x/b X   X   X   X   X   X   X   X   X
-				x/c X   X   X   X   X   X   X   X   X
+				x/a .   X   X   X   X   X   X   X   X
+				x/b X   .   X   X   X   X   X   X   X
+				x/c X   X   .   X   X   X   X   X   X
 				y/a .   .   .   .   .   .   .   .   .
 				y/b .   .   .   .   .   .   .   .   .
 				y/c .   .   .   .   .   .   .   .   .
@@ -601,9 +601,9 @@ func Upstream() []Scenario {
 				z/c .   .   .   .   .   .   .   .   .`},
 				{Ports: ports(80, 81), Protocols: protos(SCTP), Table: `
 				-   x/a x/b x/c y/a y/b y/c z/a z/b z/c
-				x/a X   X   X   X   X   X   X   X   X
-				x/b X   X   X   X   X   X   X   X   X
-				x/c X   X   X   X   X   X   X   X   X
+				x/a .   X   X   X   X   X   X   X   X
+				x/b X   .   X   X   X   X   X   X   X
+				x/c X   X   .   X   X   X   X   X   X
 				y/a .   .   .   .   .   .   .   .   .
 				y/b .   .   .   .   .   .   .   .   .
 				y/c .   .   .   .   .   .   .   .   .
@@ -622,9 +622,9 @@ func Upstream() []Scenario {
 			Expect: []Expectation{
 				{Ports: ports(80, 81), Protocols: protos(TCP, UDP, SCTP), Table: `
 				-   x/a x/b x/c y/a y/b y/c z/a z/b z/c
-				x/a X   X   X   .   .   .   .   .   .
-				x/b X   X   X   .   .   .   .   .   .
-				x/c X   X   X   .   .   .   .   .   .
+				x/a .   X   X   .   .   .   .   .   .
+				x/b X   .   X   .   .   .   .   .   .
+				x/c X   X   .   .   .   .   .   .   .
 				y/a X   X   X   .   .   .   .   .   .
 				y/b X   X   X   .   .   .   .   .   .
 				y/c X   X   X   .   .   .   .   .   .
@@ -665,7 +665,7 @@ func Upstream() []Scenario {
 			Expect: []Expectation{
 				{Ports: ports(80, 81), Protocols: protos(TCP, UDP, SCTP), Table: `
 				-   x/a x/b x/c y/a y/b y/c z/a z/b z/c
-				x/a X   X   X   X   X   X   X   X   X
+				x/a .   X   X   X   X   X   X   X   X
 				x/b .   .   .   .   .   .   .   .   .
 				x/c .   .   .   .   .   .   .   .   .
 				y/a .   .   .   .   .   .   .   .   .
@@ -685,9 +685,9 @@ func Upstream() []Scenario {
 			Expect: []Expectation{
 				{Ports: ports(80, 81), Protocols: protos(TCP, UDP, SCTP), Table: `
 				-   x/a x/b x/c y/a y/b y/c z/a z/b z/c
-				x/a X   X   X   X   X   X   X   X   X
-				x/b X   X   X   X   X   X   X   X   X
-				x/c X   X   X   X   X   X   X   X   X
+				x/a .   X   X   X   X   X   X   X   X
+				x/b X   .   X   X   X   X   X   X   X
+				x/c X   X   .   X   X   X   X   X   X
 				y/a .   .   .   .   .   .   .   .   .
 				y/b .   .   .   .   .   .   .   .   .
 				y/c .   .   .   .   .   .   .   .   .
@@ -711,7 +711,7 @@ func Upstream() []Scenario {
 			Expect: []Expectation{
 				{Ports: ports(80), Protocols: protos(TCP), Table: `
 				-   x/a x/b x/c y/a y/b y/c z/a z/b z/c
-				x/a X   .   .   .   .   .   .   .   .
+				x/a .   .   .   .   .   .   .   .   .
 				x/b .   .   .   .   .   .   .   .   .
 				x/c X   .   .   .   .   .   .   .   .
 				y/a X   .   .   .   .   .   .   .   .
@@ -722,7 +722,7 @@ func Upstream() []Scenario {
 				z/c X   .   .   .   .   .   .   .   .`},
 				{Ports: ports(81), Protocols: protos(TCP), Table: `
 				-   x/a x/b x/c y/a y/b y/c z/a z/b z/c
-				x/a X   X   X   X   X   X   X   X   X
+				x/a .   X   X   X   X   X   X   X   X
 				x/b .   .   .   .   .   .   .   .   .
 				x/c X   .   .   .   .   .   .   .   .
 				y/a X   .   .   .   .   .   .   .   .
@@ -733,7 +733,7 @@ func Upstream() []Scenario {
 				z/c X   .   .   .   .   .   .   .   .`},
 				{Ports: ports(80, 81), Protocols: protos(UDP), Table: `
 				-   x/a x/b x/c y/a y/b y/c z/a z/b z/c
-				x/a X   X   X   X   X   X   X   X   X
+				x/a .   X   X   X   X   X   X   X   X
 				x/b .   .   .   .   .   .   .   .   .
 				x/c X   .   .   .   .   .   .   .   .
 				y/a X   .   .   .   .   .   .   .   .
@@ -744,7 +744,7 @@ func Upstream() []Scenario {
 				z/c X   .   .   .   .   .   .   .   .`},
 				{Ports: ports(80, 81), Protocols: protos(SCTP), Table: `
 				-   x/a x/b x/c y/a y/b y/c z/a z/b z/c
-				x/a X   X   X   X   X   X   X   X   X
+				x/a .   X   X   X   X   X   X   X   X
 				x/b .   .   .   .   .   .   .   .   .
 				x/c X   .   .   .   .   .   .   .   .
 				y/a X   .   .   .   .   .   .   .   .
@@ -784,11 +784,11 @@ func Upstream() []Scenario {
 			Expect: []Expectation{
 				{Ports: ports(80, 81), Protocols: protos(TCP, UDP, SCTP), Table: `
 				-   x/a x/b x/c y/a y/b y/c z/a z/b z/c
-				x/a X   X   X   .   X   X   X   X   X
+				x/a .   X   X   .   X   X   X   X   X
 				x/b .   .   .   X   X   .   .   .   .
 				x/c .   .   .   X   X   .   .   .   .
-				y/a .   .   .   X   X   .   .   .   .
-				y/b .   .   .   X   X   .   .   .   .
+				y/a .   .   .   .   X   .   .   .   .
+				y/b .   .   .   X   .   .   .   .   .
 				y/c .   .   .   X   X   .   .   .   .
 				z/a .   .   .   X   X   .   .   .   .
 				z/b .   .   .   X   X   .   .   .   .
@@ -808,7 +808,7 @@ func Upstream() []Scenario {
 			Expect: []Expectation{
 				{Ports: ports(80, 81), Protocols: protos(TCP, UDP, SCTP), Table: `
 				-   x/a x/b x/c y/a y/b y/c z/a z/b z/c
-				x/a X   X   X   .   X   X   X   X   X
+				x/a .   X   X   .   X   X   X   X   X
 				x/b .   .   .   .   .   .   .   .   .
 				x/c .   .   .   .   .   .   .   .   .
 				y/a .   .   .   .   .   .   .   .   .
@@ -842,7 +842,7 @@ func Upstream() []Scenario {
 				z/c .   .   .   .   .   .   .   .   .`},
 				{Ports: ports(80, 81), Protocols: protos(UDP, SCTP), Table: `
 				-   x/a x/b x/c y/a y/b y/c z/a z/b z/c
-				x/a X   .   .   .   .   .   .   .   .
+				x/a .   .   .   .   .   .   .   .   .
 				x/b X   .   .   .   .   .   .   .   .
 				x/c X   .   .   .   .   .   .   .   .
 				y/a X   .   .   .   .   .   .   .   .
@@ -906,9 +906,9 @@ func Upstream() []Scenario {
 				z/c .   .   .   .   .   .   .   .   .`},
 				{Ports: ports(81), Protocols: protos(TCP), Table: `
 				-   x/a x/b x/c y/a y/b y/c z/a z/b z/c
-				x/a X   X   X   .   .   .   .   .   .
-				x/b X   X   X   .   .   .   .   .   .
-				x/c X   X   X   .   .   .   .   .   .
+				x/a .   X   X   .   .   .   .   .   .
+				x/b X   .   X   .   .   .   .   .   .
+				x/c X   X   .   .   .   .   .   .   .
 				y/a X   X   X   .   .   .   .   .   .
 				y/b X   X   X   .   .   .   .   .   .
 				y/c X   X   X   .   .   .   .   .   .
@@ -917,9 +917,9 @@ func Upstream() []Scenario {
 				z/c X   X   X   .   .   .   .   .   .`},
 				{Ports: ports(80, 81), Protocols: protos(UDP), Table: `
 				-   x/a x/b x/c y/a y/b y/c z/a z/b z/c
-				x/a X   X   X   .   .   .   .   .   .
-				x/b X   X   X   .   .   .   .   .   .
-				x/c X   X   X   .   .   .   .   .   .
+				x/a .   X   X   .   .   .   .   .   .
+				x/b X   .   X   .   .   .   .   .   .
+				x/c X   X   .   .   .   .   .   .   .
 				y/a X   X   X   .   .   .   .   .   .
 				y/b X   X   X   .   .   .   .   .   .
 				y/c X   X   X   .   .   .   .   .   .
@@ -928,9 +928,9 @@ func Upstream() []Scenario {
 				z/c X   X   X   .   .   .   .   .   .`},
 				{Ports: ports(80, 81), Protocols: protos(SCTP), Table: `
 				-   x/a x/b x/c y/a y/b y/c z/a z/b z/c
-				x/a X   X   X   .   .   .   .   .   .
-				x/b X   X   X   .   .   .   .   .   .
-				x/c X   X   X   .   .   .   .   .   .
+				x/a .   X   X   .   .   .   .   .   .
+				x/b X   .   X   .   .   .   .   .   .
+				x/c X   X   .   .   .   .   .   .   .
 				y/a X   X   X   .   .   .   .   .   .
 				y/b X   X   X   .   .   .   .   .   .
 				y/c X   X   X   .   .   .   .   .   .
@@ -982,7 +982,7 @@ func Upstream() []Scenario {
 			Expect: []Expectation{
 				{Ports: ports(80, 81), Protocols: protos(TCP, UDP, SCTP), Table: `
 				-   x/a x/b x/c y/a y/b y/c z/a z/b z/c
-				x/a X   X   X   X   .   X   X   X   X
+				x/a .   X   X   X   .   X   X   X   X
 				x/b .   .   .   .   .   .   .   .   .
 				x/c .   .   .   .   .   .   .   .   .
 				y/a .   .   .   .   .   .   .   .   .
@@ -1066,7 +1066,7 @@ func Upstream() []Scenario {
 			Expect: []Expectation{
 				{Ports: ports(80, 81), Protocols: protos(TCP, UDP, SCTP), Table: `
 				-   x/a x/b x/c y/a y/b y/c z/a z/b z/c
-				x/a X   .   .   .   .   .   .   .   .
+				x/a .   .   .   .   .   .   .   .   .
 				x/b X   .   .   .   .   .   .   .   .
 				x/c X   .   .   .   .   .   .   .   .
 				y/a X   .   .   .   .   .   .   .   .
@@ -1094,9 +1094,9 @@ func Upstream() []Scenario {
 			Expect: []Expectation{
 				{Ports: ports(80, 81), Protocols: protos(TCP), Table: `
 				-   x/a x/b x/c y/a y/b y/c z/a z/b z/c
-				x/a X   X   X   .   .   .   .   .   .
-				x/b X   X   X   .   .   .   .   .   .
-				x/c X   X   X   .   .   .   .   .   .
+				x/a .   X   X   .   .   .   .   .   .
+				x/b X   .   X   .   .   .   .   .   .
+				x/c X   X   .   .   .   .   .   .   .
 				y/a X   X   X   .   .   .   .   .   .
 				y/b X   X   X   .   .   .   .   .   .
 				y/c X   X   X   .   .   .   .   .   .
@@ -1105,9 +1105,9 @@ func Upstream() []Scenario {
 				z/c X   X   X   .   .   .   .   .   .`},
 				{Ports: ports(80, 81), Protocols: protos(UDP), Table: `
 				-   x/a x/b x/c y/a y/b y/c z/a z/b z/c
-				x/a X   X   X   .   .   .   .   .   .
-				x/b X   X   X   .   .   .   .   .   .
-				x/c X   X   X   .   .   .   .   .   .
+				x/a .   X   X   .   .   .   .   .   .
+				x/b X   .   X   .   .   .   .   .   .
+				x/c X   X   .   .   .   .   .   .   .
 				y/a X   X   X   .   .   .   .   .   .
 				y/b X   X   X   .   .   .   .   .   .
 				y/c X   X   X   .   .   .   .   .   .
@@ -1116,9 +1116,9 @@ func Upstream() []Scenario {
 				z/c X   X   X   .   .   .   .   .   .`},
 				{Ports: ports(80), Protocols: protos(SCTP), Table: `
 				-   x/a x/b x/c y/a y/b y/c z/a z/b z/c
-				x/a X   X   X   .   .   .   .   .   .
-				x/b X   X   X   .   .   .   .   .   .
-				x/c X   X   X   .   .   .   .   .   .
+				x/a .   X   X   .   .   .   .   .   .
+				x/b X   .   X   .   .   .   .   .   .
+				x/c X   X   .   .   .   .   .   .   .
 				y/a X   X   X   .   .   .   .   .   .
 				y/b X   X   X   .   .   .   .   .   .
 				y/c X   X   X   .   .   .   .   .   .
@@ -1128,8 +1128,8 @@ func Upstream() []Scenario {
 				{Ports: ports(81), Protocols: protos(SCTP), Table: `
 				-   x/a x/b x/c y/a y/b y/c z/a z/b z/c
 				x/a .   X   X   .   .   .   .   .   .
-				x/b .   X   X   .   .   .   .   .   .
-				x/c .   X   X   .   .   .   .   .   .
+				x/b .   .   X   .   .   .   .   .   .
+				x/c .   X   .   .   .   .   .   .   .
 				y/a .   X   X   .   .   .   .   .   .
 				y/b .   X   X   .   .   .   .   .   .
 				y/c .   X   X   .   .   .   .   .   .
@@ -1150,7 +1150,7 @@ func Upstream() []Scenario {
 			Expect: []Expectation{
 				{Ports: ports(80, 81), Protocols: protos(TCP), Table: `
 				-   x/a x/b x/c y/a y/b y/c z/a z/b z/c
-				x/a X   .   .   .   .   .   .   .   .
+				x/a .   .   .   .   .   .   .   .   .
 				x/b X   .   .   .   .   .   .   .   .
 				x/c X   .   .   .   .   .   .   .   .
 				y/a X   .   .   .   .   .   .   .   .
@@ -1161,7 +1161,7 @@ func Upstream() []Scenario {
 				z/c X   .   .   .   .   .   .   .   .`},
 				{Ports: ports(80, 81), Protocols: protos(UDP), Table: `
 				-   x/a x/b x/c y/a y/b y/c z/a z/b z/c
-				x/a X   .   .   .   .   .   .   .   .
+				x/a .   .   .   .   .   .   .   .   .
 				x/b X   .   .   .   .   .   .   .   .
 				x/c X   .   .   .   .   .   .   .   .
 				y/a X   .   .   .   .   .   .   .   .
@@ -1172,7 +1172,7 @@ func Upstream() []Scenario {
 				z/c X   .   .   .   .   .   .   .   .`},
 				{Ports: ports(81), Protocols: protos(SCTP), Table: `
 				-   x/a x/b x/c y/a y/b y/c z/a z/b z/c
-				x/a X   .   .   .   .   .   .   .   .
+				x/a .   .   .   .   .   .   .   .   .
 				x/b X   .   .   .   .   .   .   .   .
 				x/c X   .   .   .   .   .   .   .   .
 				y/a X   .   .   .   .   .   .   .   .
@@ -1206,7 +1206,7 @@ func Upstream() []Scenario {
 			Expect: []Expectation{
 				{Ports: ports(80, 81), Protocols: protos(TCP), Table: `
 				-   x/a x/b x/c y/a y/b y/c z/a z/b z/c
-				x/a X   .   .   .   .   .   .   .   .
+				x/a .   .   .   .   .   .   .   .   .
 				x/b X   .   .   .   .   .   .   .   .
 				x/c X   .   .   .   .   .   .   .   .
 				y/a X   .   .   .   .   .   .   .   .
@@ -1217,7 +1217,7 @@ func Upstream() []Scenario {
 				z/c X   .   .   .   .   .   .   .   .`},
 				{Ports: ports(80), Protocols: protos(UDP), Table: `
 				-   x/a x/b x/c y/a y/b y/c z/a z/b z/c
-				x/a X   .   .   .   .   .   .   .   .
+				x/a .   .   .   .   .   .   .   .   .
 				x/b X   .   .   .   .   .   .   .   .
 				x/c X   .   .   .   .   .   .   .   .
 				y/a X   .   .   .   .   .   .   .   .
@@ -1228,7 +1228,7 @@ func Upstream() []Scenario {
 				z/c X   .   .   .   .   .   .   .   .`},
 				{Ports: ports(80, 81), Protocols: protos(SCTP), Table: `
 				-   x/a x/b x/c y/a y/b y/c z/a z/b z/c
-				x/a X   .   .   .   .   .   .   .   .
+				x/a .   .   .   .   .   .   .   .   .
 				x/b X   .   .   .   .   .   .   .   .
 				x/c X   .   .   .   .   .   .   .   .
 				y/a X   .   .   .   .   .   .   .   .
@@ -1262,7 +1262,7 @@ func Upstream() []Scenario {
 			Expect: []Expectation{
 				{Ports: ports(80, 81), Protocols: protos(TCP, UDP, SCTP), Table: `
 				-   x/a x/b x/c y/a y/b y/c z/a z/b z/c
-				x/a X   .   .   .   .   .   .   .   .
+				x/a .   .   .   .   .   .   .   .   .
 				x/b X   .   .   .   .   .   .   .   .
 				x/c X   .   .   .   .   .   .   .   .
 				y/a .   .   .   .   .   .   .   .   .
@@ -1311,7 +1311,7 @@ func Upstream() []Scenario {
 			Expect: []Expectation{
 				{Ports: ports(80, 81), Protocols: protos(TCP), Table: `
 				-   x/a x/b x/c y/a y/b y/c z/a z/b z/c
-				x/a X   .   .   .   .   .   .   .   .
+				x/a .   .   .   .   .   .   .   .   .
 				x/b X   .   .   .   .   .   .   .   .
 				x/c X   .   .   .   .   .   .   .   .
 				y/a X   .   .   .   .   .   .   .   .
@@ -1322,7 +1322,7 @@ func Upstream() []Scenario {
 				z/c X   .   .   .   .   .   .   .   .`},
 				{Ports: ports(80), Protocols: protos(UDP), Table: `
 				-   x/a x/b x/c y/a y/b y/c z/a z/b z/c
-				x/a X   .   .   .   .   .   .   .   .
+				x/a .   .   .   .   .   .   .   .   .
 				x/b X   .   .   .   .   .   .   .   .
 				x/c X   .   .   .   .   .   .   .   .
 				y/a X   .   .   .   .   .   .   .   .
@@ -1333,7 +1333,7 @@ func Upstream() []Scenario {
 				z/c X   .   .   .   .   .   .   .   .`},
 				{Ports: ports(80, 81), Protocols: protos(SCTP), Table: `
 				-   x/a x/b x/c y/a y/b y/c z/a z/b z/c
-				x/a X   .   .   .   .   .   .   .   .
+				x/a .   .   .   .   .   .   .   .   .
 				x/b X   .   .   .   .   .   .   .   .
 				x/c X   .   .   .   .   .   .   .   .
 				y/a X   .   .   .   .   .   .   .   .
@@ -1344,7 +1344,7 @@ func Upstream() []Scenario {
 				z/c X   .   .   .   .   .   .   .   .`},
 				{Ports: ports(81), Protocols: protos(UDP), Table: `
 				-   x/a x/b x/c y/a y/b y/c z/a z/b z/c
-				x/a X   .   .   .   .   .   .   .   .
+				x/a .   .   .   .   .   .   .   .   .
 				x/b X   .   .   .   .   .   .   .   .
 				x/c X   .   .   .   .   .   .   .   .
 				y/a .   .   .   .   .   .   .   .   .
@@ -1369,7 +1369,7 @@ func Upstream() []Scenario {
 			Expect: []Expectation{
 				{Ports: ports(80, 81), Protocols: protos(TCP), Table: `
 				-   x/a x/b x/c y/a y/b y/c z/a z/b z/c
-				x/a X   .   .   .   .   .   .   .   .
+				x/a .   .   .   .   .   .   .   .   .
 				x/b X   .   .   .   .   .   .   .   .
 				x/c X   .   .   .   .   .   .   .   .
 				y/a X   .   .   .   .   .   .   .   .
@@ -1380,7 +1380,7 @@ func Upstream() []Scenario {
 				z/c X   .   .   .   .   .   .   .   .`},
 				{Ports: ports(80, 81), Protocols: protos(UDP), Table: `
 				-   x/a x/b x/c y/a y/b y/c z/a z/b z/c
-				x/a X   .   .   .   .   .   .   .   .
+				x/a .   .   .   .   .   .   .   .   .
 				x/b X   .   .   .   .   .   .   .   .
 				x/c X   .   .   .   .   .   .   .   .
 				y/a X   .   .   .   .   .   .   .   .
@@ -1391,7 +1391,7 @@ func Upstream() []Scenario {
 				z/c X   .   .   .   .   .   .   .   .`},
 				{Ports: ports(80), Protocols: protos(SCTP), Table: `
 				-   x/a x/b x/c y/a y/b y/c z/a z/b z/c
-				x/a X   .   .   .   .   .   .   .   .
+				x/a .   .   .   .   .   .   .   .   .
 				x/b X   .   .   .   .   .   .   .   .
 				x/c X   .   .   .   .   .   .   .   .
 				y/a X   .   .   .   .   .   .   .   .
@@ -1402,7 +1402,7 @@ func Upstream() []Scenario {
 				z/c X   .   .   .   .   .   .   .   .`},
 				{Ports: ports(81), Protocols: protos(SCTP), Table: `
 				-   x/a x/b x/c y/a y/b y/c z/a z/b z/c
-				x/a X   .   .   .   .   .   .   .   .
+				x/a .   .   .   .   .   .   .   .   .
 				x/b X   .   .   .   .   .   .   .   .
 				x/c X   .   .   .   .   .   .   .   .
 				y/a .   .   .   .   .   .   .   .   .
@@ -1427,7 +1427,7 @@ func Upstream() []Scenario {
 			Expect: []Expectation{
 				{Ports: ports(80), Protocols: protos(TCP), Table: `
 				-   x/a x/b x/c y/a y/b y/c z/a z/b z/c
-				x/a X   .   .   .   .   .   .   .   .
+				x/a .   .   .   .   .   .   .   .   .
 				x/b .   .   .   .   .   .   .   .   .
 				x/c X   .   .   .   .   .   .   .   .
 				y/a X   .   .   .   .   .   .   .   .
@@ -1438,7 +1438,7 @@ func Upstream() []Scenario {
 				z/c X   .   .   .   .   .   .   .   .`},
 				{Ports: ports(81), Protocols: protos(TCP), Table: `
 				-   x/a x/b x/c y/a y/b y/c z/a z/b z/c
-				x/a X   X   X   X   X   X   X   X   X
+				x/a .   X   X   X   X   X   X   X   X
 				x/b .   .   .   .   .   .   .   .   .
 				x/c X   .   .   .   .   .   .   .   .
 				y/a X   .   .   .   .   .   .   .   .
@@ -1449,7 +1449,7 @@ func Upstream() []Scenario {
 				z/c X   .   .   .   .   .   .   .   .`},
 				{Ports: ports(80, 81), Protocols: protos(UDP), Table: `
 				-   x/a x/b x/c y/a y/b y/c z/a z/b z/c
-				x/a X   X   X   X   X   X   X   X   X
+				x/a .   X   X   X   X   X   X   X   X
 				x/b .   .   .   .   .   .   .   .   .
 				x/c X   .   .   .   .   .   .   .   .
 				y/a X   .   .   .   .   .   .   .   .
@@ -1460,7 +1460,7 @@ func Upstream() []Scenario {
 				z/c X   .   .   .   .   .   .   .   .`},
 				{Ports: ports(80, 81), Protocols: protos(SCTP), Table: `
 				-   x/a x/b x/c y/a y/b y/c z/a z/b z/c
-				x/a X   X   X   X   X   X   X   X   X
+				x/a .   X   X   X   X   X   X   X   X
 				x/b .   .   .   .   .   .   .   .   .
 				x/c X   .   .   .   .   .   .   .   .
 				y/a X   .   .   .   .   .   .   .   .
@@ -1486,7 +1486,7 @@ func Upstream() []Scenario {
 			Expect: []Expectation{
 				{Ports: ports(80), Protocols: protos(TCP), Table: `
 				-   x/a x/b x/c y/a y/b y/c z/a z/b z/c
-				x/a X   .   .   .   .   .   .   .   .
+				x/a .   .   .   .   .   .   .   .   .
 				x/b X   .   .   .   .   .   .   .   .
 				x/c X   .   .   .   .   .   .   .   .
 				y/a .   .   .   .   .   .   .   .   .
@@ -1497,7 +1497,7 @@ func Upstream() []Scenario {
 				z/c X   .   .   .   .   .   .   .   .`},
 				{Ports: ports(81), Protocols: protos(UDP), Table: `
 				-   x/a x/b x/c y/a y/b y/c z/a z/b z/c
-				x/a X   .   .   .   .   .   .   .   .
+				x/a .   .   .   .   .   .   .   .   .
 				x/b X   .   .   .   .   .   .   .   .
 				x/c X   .   .   .   .   .   .   .   .
 				y/a .   .   .   .   .   .   .   .   .
@@ -1508,7 +1508,7 @@ func Upstream() []Scenario {
 				z/c X   .   .   .   .   .   .   .   .`},
 				{Ports: ports(81), Protocols: protos(TCP), Table: `
 				-   x/a x/b x/c y/a y/b y/c z/a z/b z/c
-				x/a X   .   .   .   .   .   .   .   .
+				x/a .   .   .   .   .   .   .   .   .
 				x/b X   .   .   .   .   .   .   .   .
 				x/c X   .   .   .   .   .   .   .   .
 				y/a X   .   .   .   .   .   .   .   .
@@ -1519,7 +1519,7 @@ func Upstream() []Scenario {
 				z/c X   .   .   .   .   .   .   .   .`},
 				{Ports: ports(80), Protocols: protos(UDP), Table: `
 				-   x/a x/b x/c y/a y/b y/c z/a z/b z/c
-				x/a X   .   .   .   .   .   .   .   .
+				x/a .   .   .   .   .   .   .   .   .
 				x/b X   .   .   .   .   .   .   .   .
 				x/c X   .   .   .   .   .   .   .   .
 				y/a X   .   .   .   .   .   .   .   .
@@ -1530,7 +1530,7 @@ func Upstream() []Scenario {
 				z/c X   .   .   .   .   .   .   .   .`},
 				{Ports: ports(80, 81), Protocols: protos(SCTP), Table: `
 				-   x/a x/b x/c y/a y/b y/c z/a z/b z/c
-				x/a X   .   .   .   .   .   .   .   .
+				x/a .   .   .   .   .   .   .   .   .
 				x/b X   .   .   .   .   .   .   .   .
 				x/c X   .   .   .   .   .   .   .   .
 				y/a X   .   .   .   .   .   .   .   .
@@ -1556,7 +1556,7 @@ func Upstream() []Scenario {
 				{Ports: ports(80, 81), Protocols: protos(TCP), Table: `
 				-   x/a x/b x/c y/a y/b y/c z/a z/b z/c
 				x/a .   .   .   .   .   .   .   .   .
-				x/b X   X   X   X   X   X   X   X   X
+				x/b X   .   X   X   X   X   X   X   X
 				x/c .   .   .   .   .   .   .   .   .
 				y/a .   .   .   .   .   .   .   .   .
 				y/b .   .   .   .   .   .   .   .   .
@@ -1567,7 +1567,7 @@ func Upstream() []Scenario {
 				{Ports: ports(80), Protocols: protos(UDP), Table: `
 				-   x/a x/b x/c y/a y/b y/c z/a z/b z/c
 				x/a .   .   .   .   .   .   .   .   .
-				x/b X   X   X   X   X   X   X   X   X
+				x/b X   .   X   X   X   X   X   X   X
 				x/c .   .   .   .   .   .   .   .   .
 				y/a .   .   .   .   .   .   .   .   .
 				y/b .   .   .   .   .   .   .   .   .
@@ -1578,7 +1578,7 @@ func Upstream() []Scenario {
 				{Ports: ports(80, 81), Protocols: protos(SCTP), Table: `
 				-   x/a x/b x/c y/a y/b y/c z/a z/b z/c
 				x/a .   .   .   .   .   .   .   .   .
-				x/b X   X   X   X   X   X   X   X   X
+				x/b X   .   X   X   X   X   X   X   X
 				x/c .   .   .   .   .   .   .   .   .
 				y/a .   .   .   .   .   .   .   .   .
 				y/b .   .   .   .   .   .   .   .   .
