@@ -112,8 +112,15 @@ func programChain(d policy.Direction, key string, rest bool) string {
 	return n
 }
 
-func prefixSetName(ruleID string, f fam) string { return "r_" + ruleID + "_" + f.suffix() }
-func namedSetName(ruleID string, f fam) string  { return "np_" + ruleID + "_" + f.suffix() }
+// Rule sets carry the direction: a rule name may repeat across the ingress and
+// egress lists of one policy, and PlanRule.ID derives from the name.
+func prefixSetName(r *policy.PlanRule, f fam) string {
+	return "r" + dirTag(r.Direction) + "_" + r.ID + "_" + f.suffix()
+}
+
+func namedSetName(r *policy.PlanRule, f fam) string {
+	return "np" + dirTag(r.Direction) + "_" + r.ID + "_" + f.suffix()
+}
 
 // --- rule model -------------------------------------------------------------
 
@@ -218,7 +225,7 @@ func ruleVariants(r *policy.PlanRule) []variant {
 	} else {
 		for _, f := range []fam{fam4, fam6} {
 			if hasFamily(r.Prefixes, f) {
-				peers = append(peers, variant{fam: f, m: []match{{kind: mAddrSet, src: r.Direction == policy.Ingress, set: prefixSetName(r.ID, f)}}})
+				peers = append(peers, variant{fam: f, m: []match{{kind: mAddrSet, src: r.Direction == policy.Ingress, set: prefixSetName(r, f)}}})
 			}
 		}
 		if r.FQDN && r.Direction == policy.Egress {
@@ -240,7 +247,7 @@ func ruleVariants(r *policy.PlanRule) []variant {
 		}
 		for _, f := range []fam{fam4, fam6} {
 			if hasNamed(r.NamedPorts, f) {
-				ports = append(ports, variant{fam: f, m: []match{{kind: mNamedPort, set: namedSetName(r.ID, f)}}})
+				ports = append(ports, variant{fam: f, m: []match{{kind: mNamedPort, set: namedSetName(r, f)}}})
 			}
 		}
 	}
@@ -306,7 +313,7 @@ func ruleSets(r *policy.PlanRule) []*setDef {
 				}
 			}
 			if len(ps) > 0 {
-				out = append(out, &setDef{name: prefixSetName(r.ID, f), kind: skPrefix, fam: f, prefixes: ps})
+				out = append(out, &setDef{name: prefixSetName(r, f), kind: skPrefix, fam: f, prefixes: ps})
 			}
 		}
 		if !r.AnyPort {
@@ -318,7 +325,7 @@ func ruleSets(r *policy.PlanRule) []*setDef {
 				}
 			}
 			if len(ns) > 0 {
-				out = append(out, &setDef{name: namedSetName(r.ID, f), kind: skNamedPort, fam: f, nports: ns})
+				out = append(out, &setDef{name: namedSetName(r, f), kind: skNamedPort, fam: f, nports: ns})
 			}
 		}
 		if r.FQDN && r.Direction == policy.Egress && !r.AnyPeer {
