@@ -1,0 +1,238 @@
+package telemetry
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// This file declares every Prometheus metric of egressd. Each one is documented in
+// telemetry/README.md; keep the two in step.
+
+// Values of the result label of egressd_dns_queries_total.
+const (
+	ResultAllowed = "allowed" // answered from cache or upstream
+	ResultBlocked = "blocked" // denied by policy (NXDOMAIN/REFUSED/sinkhole)
+	ResultAudit   = "audit"   // an Audit-mode policy would have blocked it; answered
+	ResultTunnel  = "tunnel"  // blocked by tunnel detection
+	ResultError   = "error"   // upstream failure or timeout (SERVFAIL)
+	ResultRefused = "refused" // malformed, oversize or rate-limited query (FORMERR/REFUSED/dropped)
+)
+
+// DNSResults lists the result label values, pre-initialised to 0.
+var DNSResults = []string{ResultAllowed, ResultBlocked, ResultAudit, ResultTunnel, ResultError, ResultRefused}
+
+// Metrics is the project's Prometheus registry and metrics. It does not use the global
+// default registry. The methods take plain Go values so that packages can declare an
+// interface in their own terms; all of them are safe on a nil *Metrics (no-ops).
+type Metrics struct {
+	Registry *prometheus.Registry
+
+	DNSQueries           *prometheus.CounterVec // egressd_dns_queries_total{result}
+	DNSCacheHits         prometheus.Counter     // egressd_dns_cache_hits_total
+	DNSBlocked           *prometheus.CounterVec // egressd_dns_blocked_total{policy,reason}
+	DNSUpstreamLatency   prometheus.Histogram   // egressd_dns_upstream_latency_seconds
+	DNSSetWriteLatency   prometheus.Histogram   // egressd_dns_set_write_latency_seconds
+	DNSSetWriteErrors    prometheus.Counter     // egressd_dns_set_write_errors_total
+	Events               *prometheus.CounterVec // egressd_events_total{event}
+	AuditDropped         prometheus.Counter     // egressd_audit_dropped_total
+	DataplaneApply       prometheus.Histogram   // egressd_dataplane_apply_seconds
+	DataplaneApplyErrors prometheus.Counter     // egressd_dataplane_apply_errors_total
+	Policies             *prometheus.GaugeVec   // egressd_policies{kind,state}
+	TunnelSuspected      prometheus.Counter     // egressd_tunnel_suspected_total
+	HTTPBlocked          prometheus.Counter     // egressd_http_blocked_total
+	TraceExportErrors    prometheus.Counter     // egressd_trace_export_errors_total
+
+	events map[string]prometheus.Counter // pre-resolved egressd_events_total children
+	other  prometheus.Counter            // egressd_events_total{event="other"}
+}
+
+// NewMetrics creates the registry with every egressd metric, plus the Go runtime and
+// process collectors.
+func NewMetrics() *Metrics {
+	m := &Metrics{Registry: prometheus.NewRegistry()}
+	m.DNSQueries = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "egressd_dns_queries_total",
+		Help: "DNS queries handled by the node resolver, by result (allowed, blocked, audit, tunnel, error, refused).",
+	}, []string{"result"})
+	m.DNSCacheHits = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "egressd_dns_cache_hits_total",
+		Help: "DNS queries answered from the resolver cache.",
+	})
+	m.DNSBlocked = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "egressd_dns_blocked_total",
+		Help: "DNS lookups blocked by policy, by deciding policy and reason.",
+	}, []string{"policy", "reason"})
+	m.DNSUpstreamLatency = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "egressd_dns_upstream_latency_seconds",
+		Help:    "Latency of queries forwarded to the upstream resolvers (cache misses), in seconds.",
+		Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14), // 0.5ms .. ~4s
+	})
+	m.DNSSetWriteLatency = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "egressd_dns_set_write_latency_seconds",
+		Help:    "Time to write the IPs of an allowed answer into the kernel sets before replying, in seconds.",
+		Buckets: prometheus.ExponentialBuckets(0.00005, 2, 14), // 50µs .. ~0.4s
+	})
+	m.DNSSetWriteErrors = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "egressd_dns_set_write_errors_total",
+		Help: "Failed writes of answer IPs into the kernel sets.",
+	})
+	m.Events = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "egressd_events_total",
+		Help: "Audit/trace events reported, by event name (dns.lookup.blocked, ...; other for unknown names).",
+	}, []string{"event"})
+	m.AuditDropped = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "egressd_audit_dropped_total",
+		Help: "Audit-log lines dropped because the writer could not keep up, was closed, or failed to write.",
+	})
+	m.DataplaneApply = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "egressd_dataplane_apply_seconds",
+		Help:    "Duration of applying a policy plan to the kernel (one nftables transaction), in seconds.",
+		Buckets: prometheus.ExponentialBuckets(0.001, 2, 16), // 1ms .. ~33s
+	})
+	m.DataplaneApplyErrors = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "egressd_dataplane_apply_errors_total",
+		Help: "Failed applies of a policy plan to the kernel.",
+	})
+	m.Policies = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "egressd_policies",
+		Help: "Policies known to the agent, by kind (NetworkPolicy, FirewallPolicy, ClusterFirewallPolicy) and state (e.g. enforced, audit, invalid).",
+	}, []string{"kind", "state"})
+	m.TunnelSuspected = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "egressd_tunnel_suspected_total",
+		Help: "DNS tunnel detections (dns.tunnel.suspected and dns.tunnel.blocked events).",
+	})
+	m.HTTPBlocked = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "egressd_http_blocked_total",
+		Help: "HTTP requests, CONNECTs and TLS connections refused by the L7 egress proxy.",
+	})
+	m.TraceExportErrors = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "egressd_trace_export_errors_total",
+		Help: "Errors reported by the OpenTelemetry SDK (span export failures, dropped batches).",
+	})
+
+	m.Registry.MustRegister(
+		m.DNSQueries, m.DNSCacheHits, m.DNSBlocked, m.DNSUpstreamLatency,
+		m.DNSSetWriteLatency, m.DNSSetWriteErrors, m.Events, m.AuditDropped,
+		m.DataplaneApply, m.DataplaneApplyErrors, m.Policies, m.TunnelSuspected,
+		m.HTTPBlocked, m.TraceExportErrors,
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	for _, r := range DNSResults {
+		m.DNSQueries.WithLabelValues(r)
+	}
+	m.events = make(map[string]prometheus.Counter, len(Events))
+	for _, e := range Events {
+		m.events[e] = m.Events.WithLabelValues(e)
+	}
+	m.other = m.Events.WithLabelValues("other")
+	return m
+}
+
+// Handler serves the registry in the Prometheus exposition formats (mount on /metrics).
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{
+		Registry:          m.Registry, // promhttp_metric_handler_errors_total
+		ErrorHandling:     promhttp.ContinueOnError,
+		EnableOpenMetrics: true,
+	})
+}
+
+// DNSQuery counts one handled query with its result (one of the Result* constants).
+func (m *Metrics) DNSQuery(result string) {
+	if m == nil {
+		return
+	}
+	m.DNSQueries.WithLabelValues(result).Inc()
+}
+
+// DNSCacheHit counts one answer served from the cache.
+func (m *Metrics) DNSCacheHit() {
+	if m == nil {
+		return
+	}
+	m.DNSCacheHits.Inc()
+}
+
+// ObserveUpstream records the latency of one forwarded query.
+func (m *Metrics) ObserveUpstream(d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.DNSUpstreamLatency.Observe(d.Seconds())
+}
+
+// ObserveSetWrite records one kernel-set write of an answer and whether it failed.
+func (m *Metrics) ObserveSetWrite(d time.Duration, err error) {
+	if m == nil {
+		return
+	}
+	m.DNSSetWriteLatency.Observe(d.Seconds())
+	if err != nil {
+		m.DNSSetWriteErrors.Inc()
+	}
+}
+
+// ObserveDataplaneApply records one plan apply and whether it failed.
+func (m *Metrics) ObserveDataplaneApply(d time.Duration, err error) {
+	if m == nil {
+		return
+	}
+	m.DataplaneApply.Observe(d.Seconds())
+	if err != nil {
+		m.DataplaneApplyErrors.Inc()
+	}
+}
+
+// SetPolicies sets the number of policies of a kind in a state.
+func (m *Metrics) SetPolicies(kind, state string, n int) {
+	if m == nil {
+		return
+	}
+	m.Policies.WithLabelValues(kind, state).Set(float64(n))
+}
+
+// ResetPolicies clears egressd_policies (before setting a fresh census, so that
+// kind/state pairs that no longer occur disappear).
+func (m *Metrics) ResetPolicies() {
+	if m == nil {
+		return
+	}
+	m.Policies.Reset()
+}
+
+// countEvent does the counting part of Reporter.Report.
+func (m *Metrics) countEvent(ev *Event) {
+	if m == nil {
+		return
+	}
+	if c, ok := m.events[ev.Event]; ok {
+		c.Inc()
+	} else {
+		m.other.Inc()
+	}
+	switch ev.Event {
+	case EventLookupBlocked:
+		m.DNSBlocked.WithLabelValues(ev.Policy, ev.Reason).Inc()
+	case EventTunnelSuspected, EventTunnelBlocked:
+		m.TunnelSuspected.Inc()
+	case EventHTTPBlocked:
+		m.HTTPBlocked.Inc()
+	}
+}
+
+// auditDropped is AuditOptions.OnDrop for a log that reports here.
+func (m *Metrics) auditDropped() {
+	if m == nil {
+		return
+	}
+	m.AuditDropped.Inc()
+}
+
+// AuditDropHook returns a function for AuditOptions.OnDrop that counts
+// egressd_audit_dropped_total.
+func (m *Metrics) AuditDropHook() func() { return m.auditDropped }
