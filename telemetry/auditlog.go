@@ -2,7 +2,6 @@ package telemetry
 
 import (
 	"bufio"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -112,7 +111,7 @@ func (a *AuditLog) open() (*os.File, error) {
 // Write queues one event as one line. It returns ErrAuditFull or ErrAuditClosed when the
 // line was dropped, nil otherwise; it never blocks on I/O. Safe for concurrent use.
 func (a *AuditLog) Write(ev Event) error {
-	line, err := json.Marshal(ev)
+	line, err := ev.MarshalJSON()
 	if err != nil { // not reachable for Event; count it rather than lose it silently
 		a.drop()
 		return err
