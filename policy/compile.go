@@ -1,10 +1,12 @@
 package policy
 
 import (
+	"encoding/binary"
 	"maps"
 	"net/netip"
 	"slices"
 	"sort"
+	"strings"
 
 	"k8s.io/apimachinery/pkg/labels"
 )
@@ -22,6 +24,19 @@ type Compiler struct {
 	// selected[w] are the enforced policies selecting w; members is the reverse.
 	selected map[WorkloadKey]map[PolicyRef]*compiledPolicy
 	members  map[PolicyRef]map[WorkloadKey]bool
+	// peers memoizes, for the duration of one compile, the workloads and
+	// addresses a pods or namespaces peer selects (many rules share selectors).
+	peers map[string]*peerSelection
+	// named memoizes, for one compile, the named-port targets of the members
+	// of a subject (policies with equal subjects share them).
+	named map[string][]NamedPortTarget
+}
+
+// peerSelection is what one pods or namespaces peer selects.
+type peerSelection struct {
+	workloads []*Workload
+	// prefixes are the workloads' addresses, sorted, shared read-only by rules.
+	prefixes []netip.Prefix
 }
 
 // NewCompiler returns a compiler over store; the first Compile is full.
@@ -70,16 +85,47 @@ func (c *Compiler) fullLocked() (*Plan, Changes) {
 	c.policies = map[PolicyRef]*compiledPolicy{}
 	c.selected = make(map[WorkloadKey]map[PolicyRef]*compiledPolicy, len(s.workloads))
 	c.members = map[PolicyRef]map[WorkloadKey]bool{}
+	c.peers, c.named = map[string]*peerSelection{}, map[string][]NamedPortTarget{}
+	defer func() { c.peers, c.named = nil, nil }()
+	// Selections are gathered in slices and turned into exactly sized maps
+	// afterwards: a full compile makes hundreds of thousands of them.
+	sels := make(map[WorkloadKey][]*compiledPolicy, len(s.workloads))
+	// sigs[w] lists the ordinals of the policies selecting w: workloads with
+	// equal signatures share their programs.
+	sigs := make(map[WorkloadKey][]byte, len(s.workloads))
+	ordinal := uint64(0)
 	for ref, cp := range s.policies {
 		if cp.audit {
 			continue
 		}
 		c.policies[ref] = cp
+		keys := c.matchLocked(cp)
+		m := make(map[WorkloadKey]bool, len(keys))
+		for _, k := range keys {
+			m[k] = true
+			sels[k] = append(sels[k], cp)
+			sigs[k] = binary.AppendUvarint(sigs[k], ordinal)
+		}
+		ordinal++
+		c.members[ref] = m // before planning: ingress named ports resolve on members
 		plan.Policies[ref] = c.planPolicyLocked(cp)
-		c.selectLocked(cp)
 	}
+	programs := map[string]*[2]Program{}
 	for key, w := range s.workloads {
-		plan.Workloads[key] = c.planWorkloadLocked(w)
+		list := sels[key]
+		if len(list) > 0 {
+			sel := make(map[PolicyRef]*compiledPolicy, len(list))
+			for _, cp := range list {
+				sel[cp.ref] = cp
+			}
+			c.selected[key] = sel
+		}
+		progs := programs[string(sigs[key])]
+		if progs == nil {
+			progs = &[2]Program{buildProgram(list, Ingress), buildProgram(list, Egress)}
+			programs[string(sigs[key])] = progs
+		}
+		plan.Workloads[key] = &PlanWorkload{Key: key, IPs: slices.Clone(w.IPs), Node: w.Node, Ingress: progs[0], Egress: progs[1]}
 	}
 	c.plan = plan
 	return plan, Changes{Full: true}
@@ -96,6 +142,8 @@ func (c *Compiler) incrementalLocked(pending *changeLog) (*Plan, Changes) {
 	}
 	var ch Changes
 	dirty := map[WorkloadKey]bool{}
+	c.peers, c.named = map[string]*peerSelection{}, map[string][]NamedPortTarget{}
+	defer func() { c.peers, c.named = nil, nil }()
 
 	// Policies: drop the old selection, compile and select anew.
 	for ref := range pending.policies {
@@ -114,15 +162,15 @@ func (c *Compiler) incrementalLocked(pending *changeLog) (*Plan, Changes) {
 			continue
 		}
 		c.policies[ref] = cp
-		plan.Policies[ref] = c.planPolicyLocked(cp)
 		for w := range c.selectLocked(cp) {
 			dirty[w] = true
 		}
+		plan.Policies[ref] = c.planPolicyLocked(cp)
 	}
 
 	// Workloads: reselect, and recompute the rules whose peers or named ports
 	// involve the old or the new version.
-	var touched []*Workload
+	var touched []workloadChange
 	for key, before := range pending.workloads {
 		dirty[key] = true
 		for ref := range c.selected[key] {
@@ -137,11 +185,8 @@ func (c *Compiler) incrementalLocked(pending *changeLog) (*Plan, Changes) {
 					c.addSelection(cp, key)
 				}
 			}
-			touched = append(touched, now)
 		}
-		if before != nil {
-			touched = append(touched, before)
-		}
+		touched = append(touched, workloadChange{before: before, now: now})
 	}
 	if len(touched) > 0 {
 		for ref, cp := range c.policies {
@@ -195,11 +240,33 @@ func (c *Compiler) addSelection(cp *compiledPolicy, w WorkloadKey) {
 
 // selectLocked records the workloads cp selects and returns them.
 func (c *Compiler) selectLocked(cp *compiledPolicy) map[WorkloadKey]bool {
+	keys := c.matchLocked(cp)
+	// Sized maps: a full compile makes hundreds of thousands of selections.
+	m := c.members[cp.ref]
+	if m == nil {
+		m = make(map[WorkloadKey]bool, len(keys))
+		c.members[cp.ref] = m
+	}
+	for _, key := range keys {
+		sel := c.selected[key]
+		if sel == nil {
+			sel = make(map[PolicyRef]*compiledPolicy, 8)
+			c.selected[key] = sel
+		}
+		sel[cp.ref] = cp
+		m[key] = true
+	}
+	return m
+}
+
+// matchLocked returns the workloads cp selects.
+func (c *Compiler) matchLocked(cp *compiledPolicy) []WorkloadKey {
 	s := c.store
+	var keys []WorkloadKey
 	visit := func(ws map[WorkloadKey]*Workload) {
 		for key, w := range ws {
 			if cp.podSel.Matches(labels.Set(w.Labels)) {
-				c.addSelection(cp, key)
+				keys = append(keys, key)
 			}
 		}
 	}
@@ -212,7 +279,7 @@ func (c *Compiler) selectLocked(cp *compiledPolicy) map[WorkloadKey]bool {
 			}
 		}
 	}
-	return c.members[cp.ref]
+	return keys
 }
 
 func (c *Compiler) planWorkloadLocked(w *Workload) *PlanWorkload {
@@ -220,6 +287,11 @@ func (c *Compiler) planWorkloadLocked(w *Workload) *PlanWorkload {
 	for _, cp := range c.selected[w.Key()] {
 		sel = append(sel, cp)
 	}
+	return newPlanWorkload(w, sel)
+}
+
+// newPlanWorkload builds the programs of w from the policies selecting it.
+func newPlanWorkload(w *Workload, sel []*compiledPolicy) *PlanWorkload {
 	return &PlanWorkload{
 		Key:     w.Key(),
 		IPs:     slices.Clone(w.IPs),
@@ -242,7 +314,7 @@ func (c *Compiler) planPolicyLocked(cp *compiledPolicy) *PlanPolicy {
 
 // refreshRulesLocked recomputes the rules of cp that involve a touched
 // workload; it returns a new PlanPolicy when some rule changed, else nil.
-func (c *Compiler) refreshRulesLocked(cp *compiledPolicy, pp *PlanPolicy, touched []*Workload, ch *Changes) *PlanPolicy {
+func (c *Compiler) refreshRulesLocked(cp *compiledPolicy, pp *PlanPolicy, touched []workloadChange, ch *Changes) *PlanPolicy {
 	s := c.store
 	var out *PlanPolicy
 	for _, dir := range Directions {
@@ -271,25 +343,210 @@ func (c *Compiler) refreshRulesLocked(cp *compiledPolicy, pp *PlanPolicy, touche
 	return out
 }
 
-// ruleInvolves reports whether a peer or named port of r concerns one of ws.
-func ruleInvolves(r *compiledRule, ws []*Workload, s *Store) bool {
-	for _, w := range ws {
+// workloadChange is a workload before and after a change (nil when absent).
+type workloadChange struct{ before, now *Workload }
+
+// ruleInvolves reports whether the compiled form of r (its addresses or its
+// resolved named ports) can differ because of one of the changes: a pods or
+// namespaces peer's match or the matched addresses changed, or the named-port
+// targets the workload contributes changed.
+func ruleInvolves(r *compiledRule, changes []workloadChange, s *Store) bool {
+	for _, ch := range changes {
+		w := ch.now
+		if w == nil {
+			w = ch.before
+		}
+		if w == nil {
+			continue // added and deleted again since the last compile
+		}
 		ns := s.namespaceLocked(w.Namespace)
+		sameIPs := ch.before != nil && ch.now != nil && slices.Equal(ch.before.IPs, ch.now.IPs)
 		for i := range r.peers {
-			if r.peers[i].matchesWorkload(w, ns) {
+			p := &r.peers[i]
+			if p.kind != peerPods && p.kind != peerNamespaces {
+				continue
+			}
+			was := ch.before != nil && p.matchesWorkload(ch.before, ns)
+			is := ch.now != nil && p.matchesWorkload(ch.now, ns)
+			if was != is || (was && !sameIPs) {
 				return true
 			}
 		}
-		for _, p := range r.ports {
-			if p.name == "" {
-				continue
-			}
-			if _, ok := w.namedPort(p.name, p.protocol); ok {
-				return true
-			}
+		if len(r.ports) > 0 && !slices.Equal(namedPortTargets(r, ch.before, ns), namedPortTargets(r, ch.now, ns)) {
+			return true
 		}
 	}
 	return false
+}
+
+// namedPortDestination reports whether w can be the destination of traffic that
+// r matches, so that its named ports must be resolved for r: for an ingress rule
+// the workloads the policy selects; for an egress rule the workloads its peers
+// select (every workload when a peer is a CIDR or FQDN, or when there are none).
+func namedPortDestination(r *compiledRule, w *Workload, ns *Namespace) bool {
+	if r.direction == Ingress {
+		return r.policy.selects(w, ns)
+	}
+	if r.anyPeer {
+		return true
+	}
+	for i := range r.peers {
+		p := &r.peers[i]
+		switch p.kind {
+		case peerPods, peerNamespaces:
+			if p.matchesWorkload(w, ns) {
+				return true
+			}
+		default:
+			return true
+		}
+	}
+	return false
+}
+
+// namedPortTargets returns the named-port targets w contributes to r (nil when
+// w is nil, not a destination of r, or defines none of r's names).
+func namedPortTargets(r *compiledRule, w *Workload, ns *Namespace) []NamedPortTarget {
+	if w == nil {
+		return nil
+	}
+	var out []NamedPortTarget
+	dest := -1
+	for _, p := range r.ports {
+		if p.name == "" {
+			continue
+		}
+		port, ok := w.namedPort(p.name, p.protocol)
+		if !ok {
+			continue
+		}
+		if dest < 0 {
+			dest = 0
+			if namedPortDestination(r, w, ns) {
+				dest = 1
+			}
+		}
+		if dest == 0 {
+			return nil
+		}
+		for _, ip := range w.IPs {
+			out = append(out, NamedPortTarget{Addr: ip, Protocol: p.protocol, Port: uint16(port)})
+		}
+	}
+	return out
+}
+
+// memberNamedPortsLocked resolves the named ports of an ingress rule on the
+// members of its policy, memoized per subject and port for this compile.
+func (c *Compiler) memberNamedPortsLocked(r *compiledRule) []NamedPortTarget {
+	cp := r.policy
+	var subject strings.Builder
+	subject.WriteString(cp.namespace)
+	subject.WriteByte(0)
+	if cp.nsSel != nil {
+		subject.WriteString(cp.nsSel.String())
+	}
+	subject.WriteByte(0)
+	subject.WriteString(cp.podSel.String())
+	var parts [][]NamedPortTarget
+	for _, p := range r.ports {
+		if p.name == "" {
+			continue
+		}
+		key := subject.String() + "\x00" + p.name + "\x00" + string(p.protocol)
+		ts, ok := c.named[key]
+		if !ok || c.named == nil {
+			for k := range c.members[cp.ref] {
+				w := c.store.workloads[k]
+				if w == nil {
+					continue
+				}
+				if port, ok := w.namedPort(p.name, p.protocol); ok {
+					for _, ip := range w.IPs {
+						ts = append(ts, NamedPortTarget{Addr: ip, Protocol: p.protocol, Port: uint16(port)})
+					}
+				}
+			}
+			sortNamedPorts(ts)
+			if c.named != nil {
+				c.named[key] = ts
+			}
+		}
+		parts = append(parts, ts)
+	}
+	if len(parts) == 1 {
+		return parts[0] // shared, read-only
+	}
+	var out []NamedPortTarget
+	for _, ts := range parts {
+		out = append(out, ts...)
+	}
+	sortNamedPorts(out)
+	return slices.Compact(out)
+}
+
+func sortNamedPorts(ts []NamedPortTarget) {
+	slices.SortFunc(ts, func(a, b NamedPortTarget) int {
+		if c := a.Addr.Compare(b.Addr); c != 0 {
+			return c
+		}
+		if a.Protocol != b.Protocol {
+			return strings.Compare(string(a.Protocol), string(b.Protocol))
+		}
+		return int(a.Port) - int(b.Port)
+	})
+}
+
+// peerKey identifies what a pods or namespaces peer selects.
+func peerKey(p *compiledPeer) string {
+	var b strings.Builder
+	b.WriteByte(byte('0' + p.kind))
+	b.WriteString(p.namespace)
+	b.WriteByte(0)
+	if p.nsSel != nil {
+		b.WriteString(p.nsSel.String())
+	}
+	b.WriteByte(0)
+	if p.kind == peerPods && p.podSel != nil {
+		b.WriteString(p.podSel.String())
+	}
+	return b.String()
+}
+
+// peerSelectionLocked returns (memoized for this compile) the workloads and
+// addresses a pods or namespaces peer selects.
+func (c *Compiler) peerSelectionLocked(p *compiledPeer) *peerSelection {
+	key := peerKey(p)
+	if ps, ok := c.peers[key]; ok && c.peers != nil {
+		return ps
+	}
+	s := c.store
+	ps := &peerSelection{}
+	visit := func(ws map[WorkloadKey]*Workload) {
+		for _, w := range ws {
+			if p.kind == peerPods && !p.podSel.Matches(labels.Set(w.Labels)) {
+				continue
+			}
+			ps.workloads = append(ps.workloads, w)
+			for _, ip := range w.IPs {
+				ps.prefixes = append(ps.prefixes, netip.PrefixFrom(ip, ip.BitLen()))
+			}
+		}
+	}
+	if p.namespace != "" {
+		visit(s.byNS[p.namespace])
+	} else {
+		for ns, ws := range s.byNS {
+			if p.nsSel.Matches(labels.Set(s.namespaceLocked(ns).Labels)) {
+				visit(ws)
+			}
+		}
+	}
+	ps.prefixes = mergePrefixes(ps.prefixes)
+	if c.peers != nil {
+		c.peers[key] = ps
+	}
+	return ps
 }
 
 func (c *Compiler) planRuleLocked(r *compiledRule) *PlanRule {
@@ -299,63 +556,78 @@ func (c *Compiler) planRuleLocked(r *compiledRule) *PlanRule {
 		Ref: ref, ID: RuleID(ref), Direction: r.direction, Action: r.action, Tier: r.policy.tier,
 		AnyPeer: r.anyPeer, AnyPort: r.anyPort, FQDN: r.hasFQDN,
 	}
-	var prefixes []netip.Prefix
+	var sets [][]netip.Prefix
+	var selections []*peerSelection
+	allDestinations := r.anyPeer
 	for i := range r.peers {
 		p := &r.peers[i]
 		switch p.kind {
 		case peerCIDR:
-			prefixes = append(prefixes, p.prefixes...)
+			sets = append(sets, p.prefixes)
+			allDestinations = true
 		case peerFQDN:
 			pr.Patterns = append(pr.Patterns, p.pattern.String())
+			allDestinations = true
 		case peerPods, peerNamespaces:
-			visit := func(ws map[WorkloadKey]*Workload) {
-				for _, w := range ws {
-					if p.kind == peerPods && !p.podSel.Matches(labels.Set(w.Labels)) {
-						continue
-					}
-					for _, ip := range w.IPs {
-						prefixes = append(prefixes, netip.PrefixFrom(ip, ip.BitLen()))
-					}
-				}
-			}
-			if p.namespace != "" {
-				visit(s.byNS[p.namespace])
-				continue
-			}
-			for ns, ws := range s.byNS {
-				if p.nsSel.Matches(labels.Set(s.namespaceLocked(ns).Labels)) {
-					visit(ws)
-				}
-			}
+			sel := c.peerSelectionLocked(p)
+			selections = append(selections, sel)
+			sets = append(sets, sel.prefixes)
 		}
 	}
-	pr.Prefixes = mergePrefixes(prefixes)
+	switch {
+	case len(sets) == 1 && len(selections) == 1:
+		pr.Prefixes = sets[0] // shared, read-only
+	case len(sets) > 0:
+		var all []netip.Prefix
+		for _, ps := range sets {
+			all = append(all, ps...)
+		}
+		pr.Prefixes = mergePrefixes(all)
+	}
+	hasNamed := false
 	for _, p := range r.ports {
 		switch {
 		case p.all:
 			pr.Ports = append(pr.Ports, PortRange{Protocol: p.protocol, All: true})
 		case p.name != "":
-			for _, w := range s.workloads {
-				if port, ok := w.namedPort(p.name, p.protocol); ok {
-					for _, ip := range w.IPs {
-						pr.NamedPorts = append(pr.NamedPorts, NamedPortTarget{Addr: ip, Protocol: p.protocol, Port: uint16(port)})
-					}
-				}
-			}
+			hasNamed = true
 		default:
 			pr.Ports = append(pr.Ports, PortRange{Protocol: p.protocol, First: uint16(p.first), Last: uint16(p.last)})
 		}
 	}
-	sort.Slice(pr.NamedPorts, func(i, j int) bool {
-		a, b := pr.NamedPorts[i], pr.NamedPorts[j]
-		if c := a.Addr.Compare(b.Addr); c != 0 {
-			return c < 0
+	if !hasNamed {
+		return pr
+	}
+	// Named ports resolve on the rule's possible destinations only: the
+	// policy's members for ingress, the peers' workloads for egress.
+	resolve := func(w *Workload) {
+		for _, p := range r.ports {
+			if p.name == "" {
+				continue
+			}
+			if port, ok := w.namedPort(p.name, p.protocol); ok {
+				for _, ip := range w.IPs {
+					pr.NamedPorts = append(pr.NamedPorts, NamedPortTarget{Addr: ip, Protocol: p.protocol, Port: uint16(port)})
+				}
+			}
 		}
-		if a.Protocol != b.Protocol {
-			return a.Protocol < b.Protocol
+	}
+	switch {
+	case r.direction == Ingress:
+		pr.NamedPorts = c.memberNamedPortsLocked(r)
+		return pr
+	case allDestinations:
+		for _, w := range s.workloads {
+			resolve(w)
 		}
-		return a.Port < b.Port
-	})
+	default:
+		for _, sel := range selections {
+			for _, w := range sel.workloads {
+				resolve(w)
+			}
+		}
+	}
+	sortNamedPorts(pr.NamedPorts)
 	pr.NamedPorts = slices.Compact(pr.NamedPorts)
 	return pr
 }

@@ -225,7 +225,7 @@ func (e *Engine) selectingLocked(w *Workload, ns *Namespace, dir Direction, audi
 	}
 	t.admin = groupByPriority(admin)
 	t.baseline = groupByPriority(baseline)
-	sort.Slice(t.namespaced, func(i, j int) bool { return t.namespaced[i].ref.String() < t.namespaced[j].ref.String() })
+	sort.Slice(t.namespaced, func(i, j int) bool { return comparePolicyRefs(t.namespaced[i].ref, t.namespaced[j].ref) < 0 })
 	return t
 }
 
@@ -235,7 +235,7 @@ func groupByPriority(ps []*compiledPolicy) [][]*compiledPolicy {
 		if ps[i].priority != ps[j].priority {
 			return ps[i].priority < ps[j].priority
 		}
-		return ps[i].ref.String() < ps[j].ref.String()
+		return comparePolicyRefs(ps[i].ref, ps[j].ref) < 0
 	})
 	var groups [][]*compiledPolicy
 	for i := 0; i < len(ps); {

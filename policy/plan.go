@@ -81,7 +81,10 @@ type PlanRule struct {
 	AnyPort bool
 	Ports   []PortRange
 	// NamedPorts are the rule's named ports resolved on every workload that
-	// defines them (destination address, protocol, port).
+	// defines them and can be the rule's destination (destination address,
+	// protocol, port): for an ingress rule the workloads its policy selects, for
+	// an egress rule the workloads its peers select (every workload when a peer
+	// is a CIDR or an FQDN, or when the rule lists no peers).
 	NamedPorts []NamedPortTarget
 }
 
@@ -187,7 +190,7 @@ func buildProgram(sel []*compiledPolicy, dir Direction) Program {
 		}
 	}
 	prog.Isolated = len(prog.Namespaced) > 0
-	sort.Slice(prog.Namespaced, func(i, j int) bool { return prog.Namespaced[i].String() < prog.Namespaced[j].String() })
+	sort.Slice(prog.Namespaced, func(i, j int) bool { return comparePolicyRefs(prog.Namespaced[i], prog.Namespaced[j]) < 0 })
 	toRefs := func(gs [][]*compiledPolicy) [][]PolicyRef {
 		out := make([][]PolicyRef, len(gs))
 		for i, g := range gs {
@@ -206,11 +209,11 @@ func buildProgram(sel []*compiledPolicy, dir Direction) Program {
 
 // mergePrefixes sorts prefixes and drops those contained in another.
 func mergePrefixes(ps []netip.Prefix) []netip.Prefix {
-	sort.Slice(ps, func(i, j int) bool {
-		if c := ps[i].Addr().Compare(ps[j].Addr()); c != 0 {
-			return c < 0
+	slices.SortFunc(ps, func(a, b netip.Prefix) int {
+		if c := a.Addr().Compare(b.Addr()); c != 0 {
+			return c
 		}
-		return ps[i].Bits() < ps[j].Bits()
+		return a.Bits() - b.Bits()
 	})
 	out := ps[:0]
 	for _, p := range ps {

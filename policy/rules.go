@@ -27,6 +27,47 @@ func (r PolicyRef) String() string {
 	return r.Kind + "/" + r.Namespace + "/" + r.Name
 }
 
+// comparePolicyRefs orders references like their String forms, without
+// building the strings.
+func comparePolicyRefs(a, b PolicyRef) int {
+	pa, pb := a.parts(), b.parts()
+	i, j, x, y := 0, 0, 0, 0
+	for {
+		for i < len(pa) && x == len(pa[i]) {
+			i, x = i+1, 0
+		}
+		for j < len(pb) && y == len(pb[j]) {
+			j, y = j+1, 0
+		}
+		switch {
+		case i == len(pa) && j == len(pb):
+			return 0
+		case i == len(pa):
+			return -1
+		case j == len(pb):
+			return 1
+		}
+		if ca, cb := pa[i][x], pb[j][y]; ca != cb {
+			if ca < cb {
+				return -1
+			}
+			return 1
+		}
+		x, y = x+1, y+1
+	}
+}
+
+// parts returns the pieces of String().
+func (r PolicyRef) parts() [5]string {
+	if r.Kind == "" {
+		return [5]string{}
+	}
+	if r.Namespace == "" {
+		return [5]string{r.Kind, "/", r.Name}
+	}
+	return [5]string{r.Kind, "/", r.Namespace, "/", r.Name}
+}
+
 // RuleRef identifies one rule of one policy.
 type RuleRef struct {
 	Policy PolicyRef
