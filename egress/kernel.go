@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/egressd/egressd/policy"
 	"github.com/google/nftables"
@@ -88,7 +89,9 @@ func (e *Enforcer) discard() {
 // applyFull renders the whole plan; an existing table is adopted in the same
 // transaction (FQDN sets and their elements are kept).
 func (e *Enforcer) applyFull(plan *policy.Plan) error {
+	t0 := time.Now()
 	st, t := e.build(plan)
+	e.log.Debug("full apply rendered", "took", time.Since(t0))
 	kchains := map[string]bool{}
 	ksets := map[string]*nftables.Set{}
 	if _, err := e.conn.ListTableOfFamily(e.opts.table, nftables.TableFamilyINet); err == nil {
@@ -204,7 +207,10 @@ func (e *Enforcer) emitFull(st *state, kchains map[string]bool, ksets map[string
 			return fmt.Errorf("egress: map %s: %w", vmapNames[i], err)
 		}
 	}
-	return e.flush("apply table")
+	t0 := time.Now()
+	err := e.flush("apply table")
+	e.log.Debug("full apply flushed", "flush", time.Since(t0))
+	return err
 }
 
 func sameKind(ks *nftables.Set, want *setDef) bool {

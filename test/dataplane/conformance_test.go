@@ -60,6 +60,7 @@ func TestConformance(t *testing.T) {
 			if i%3 == 0 {
 				fams = append(fams, scenarios.IPv6)
 			}
+			h.checkSCTP(t, sc.Name, plan)
 			if !h.check(ctx, t, sc.Name, eng, plan, sc.Externals, fams...) {
 				t.Logf("kernel ruleset:\n%s", h.ruleset())
 			}
@@ -138,6 +139,7 @@ func TestConformanceRandom(t *testing.T) {
 		if seed%10 == 0 {
 			fams = append(fams, scenarios.IPv6)
 		}
+		h.checkSCTP(t, sc.Name, plan)
 		if h.check(ctx, t, sc.Name, eng, plan, sc.Externals, fams...) {
 			passed++
 		} else {

@@ -297,3 +297,53 @@ func sortedLines(s string) string {
 	sort.Strings(l)
 	return strings.Join(l, "\n")
 }
+
+// sctpSignature counts, per chain, the rules that match SCTP and, per set, the
+// SCTP elements, in nft's text output (the kernel's listing or Render's).
+func sctpSignature(text string) map[string]int {
+	sig := map[string]int{}
+	var block string
+	for _, l := range strings.Split(text, "\n") {
+		f := strings.Fields(l)
+		if len(f) >= 2 && (f[0] == "chain" || f[0] == "set" || f[0] == "map") && strings.HasSuffix(strings.TrimSpace(l), "{") {
+			block = f[0] + " " + f[1]
+			continue
+		}
+		if block == "" {
+			continue
+		}
+		if i := strings.Index(l, " comment \""); i >= 0 {
+			l = l[:i]
+		}
+		if strings.HasPrefix(block, "chain") {
+			if strings.Contains(l, "sctp") {
+				sig[block]++
+			}
+			continue
+		}
+		sig[block] += strings.Count(l, ". sctp .")
+	}
+	for k, v := range sig {
+		if v == 0 {
+			delete(sig, k)
+		}
+	}
+	return sig
+}
+
+// checkSCTP compares the SCTP rules and set elements programmed in the kernel
+// with the rendering of the plan (the kernel has no SCTP sockets to probe with;
+// the rendering's TCP/UDP twins are probed with real packets).
+func (h *harness) checkSCTP(t testing.TB, name string, plan *policy.Plan) {
+	t.Helper()
+	out, err := h.node.Exec(context.Background(), "", "nft", "-s", "list", "table", "inet", h.enf.Table())
+	if err != nil {
+		t.Errorf("%s: nft list: %v %s", name, err, out)
+		return
+	}
+	want := sctpSignature(h.enf.Render(plan))
+	got := sctpSignature(string(out))
+	if fmt.Sprint(want) != fmt.Sprint(got) {
+		t.Errorf("%s: SCTP rules/elements in the kernel %v, rendered %v\nkernel:\n%s", name, got, want, out)
+	}
+}
