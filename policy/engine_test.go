@@ -296,7 +296,7 @@ spec: {podSelector: {}, ingress: [{action: Allow}]}`,
 			checks: []check{
 				{from: "z/a", to: "x/a", port: 80, want: deny, tier: policy.TierBaseline},
 				{from: "y/a", to: "y/b", port: 80, want: deny, tier: policy.TierBaseline}, // y's egress: no namespaced policy
-				{from: "x/a", to: "y/a", port: 80, want: deny},                           // x egress baseline
+				{from: "x/a", to: "y/a", port: 80, want: deny},                            // x egress baseline
 			},
 		},
 		{
@@ -531,7 +531,7 @@ spec: {podSelector: {matchLabels: {pod: b}}, ingress: [{from: [{namespaceSelecto
 			},
 		},
 		{
-			name: "NetworkPolicy ipBlock except, in both families",
+			name:    "NetworkPolicy ipBlock except, in both families",
 			family6: true,
 			yaml: `
 apiVersion: networking.k8s.io/v1
