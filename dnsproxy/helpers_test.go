@@ -278,7 +278,7 @@ func start(t testing.TB, upstreams []string, mutate func(*Config, *Deps)) *harne
 		QueryTimeout:   3 * time.Second,
 		HealthInterval: -1,
 	}
-	deps := Deps{Engine: h.eng, Sets: h.sets, SetNamer: setName, Reporter: h.rep}
+	deps := Deps{Engine: h.eng, Sets: h.sets, SetNamer: setName, Reporter: h.rep, Now: h.clock.Now}
 	if mutate != nil {
 		mutate(&cfg, &deps)
 	}

@@ -149,16 +149,20 @@ func (srv *Server) Start() error {
 		srv.addrs = append(srv.addrs, bound)
 	}
 	srv.started = true
+	var ready sync.WaitGroup
+	ready.Add(len(pcs) + len(lns))
 	for _, pc := range pcs {
 		srv.run(&dns.Server{PacketConn: pc, Handler: srv, MsgAcceptFunc: srv.accept,
-			UDPSize: 4096, ReadTimeout: srv.s.TCPReadTimeout, WriteTimeout: srv.s.TCPReadTimeout})
+			UDPSize: 4096, ReadTimeout: srv.s.TCPReadTimeout, WriteTimeout: srv.s.TCPReadTimeout,
+			NotifyStartedFunc: ready.Done})
 	}
 	idle := srv.s.TCPIdleTimeout
 	for _, ln := range lns {
 		srv.run(&dns.Server{Listener: ln, Handler: srv, MsgAcceptFunc: srv.accept,
 			ReadTimeout: srv.s.TCPReadTimeout, WriteTimeout: srv.s.TCPReadTimeout,
-			IdleTimeout: func() time.Duration { return idle }})
+			IdleTimeout: func() time.Duration { return idle }, NotifyStartedFunc: ready.Done})
 	}
+	ready.Wait() // Shutdown before the servers run would not stop them
 	srv.fwd.start()
 	return nil
 }
