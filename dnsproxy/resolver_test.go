@@ -41,7 +41,20 @@ func TestAllowedLookupProgramsSetsBeforeReply(t *testing.T) {
 	up := startCoreDNS(t)
 	sets := newSets(t)
 	gate := &gatedSets{Manager: sets, entered: make(chan struct{}, 1), release: make(chan struct{})}
-	h := start(t, []string{up}, func(c *Config, d *Deps) { d.Sets = gate })
+	var obsMu sync.Mutex
+	var upCalls, setCalls, queryCalls int
+	h := start(t, []string{up}, func(c *Config, d *Deps) {
+		d.Sets = gate
+		d.Observer = Observer{
+			Upstream: func(string, time.Duration, error) { obsMu.Lock(); upCalls++; obsMu.Unlock() },
+			SetWrite: func(n int, _ time.Duration, err error) {
+				obsMu.Lock()
+				setCalls += n
+				obsMu.Unlock()
+			},
+			Query: func(time.Duration, int) { obsMu.Lock(); queryCalls++; obsMu.Unlock() },
+		}
+	})
 
 	type result struct {
 		m  *dns.Msg
@@ -88,6 +101,16 @@ func TestAllowedLookupProgramsSetsBeforeReply(t *testing.T) {
 		if ttl > 310 {
 			t.Errorf("reply TTL %d exceeds the timeout written", ttl)
 		}
+	}
+	evs := h.rep.find(EventLookupAllowed)
+	if len(evs) != 1 || evs[0].Workload != "payments/gateway-0" || evs[0].Rule != "apis" || evs[0].Response != "NOERROR" {
+		t.Errorf("allowed events %+v", evs)
+	}
+	time.Sleep(50 * time.Millisecond) // Query is observed after the write to the socket
+	obsMu.Lock()
+	defer obsMu.Unlock()
+	if upCalls != 1 || setCalls != 1 || queryCalls != 1 {
+		t.Errorf("observer calls: upstream %d, set elements %d, queries %d", upCalls, setCalls, queryCalls)
 	}
 }
 
