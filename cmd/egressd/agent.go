@@ -1,0 +1,199 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"sync/atomic"
+	"time"
+
+	"github.com/egressd/egressd/dnsproxy"
+	"github.com/egressd/egressd/egress"
+	"github.com/egressd/egressd/policy"
+	"github.com/egressd/egressd/source/file"
+	"github.com/egressd/egressd/telemetry"
+)
+
+// agent wires the sources, the policy store, the dataplane and the resolver.
+type agent struct {
+	cfg      *config
+	log      *slog.Logger
+	store    *policy.Store
+	engine   *policy.Engine
+	compiler *policy.Compiler
+	source   *file.Source
+	enforcer *egress.Enforcer
+	dns      *dnsproxy.Server
+	metrics  *telemetry.Metrics
+	events   *telemetry.Reporter
+
+	ready    atomic.Bool
+	synced   atomic.Int64 // plan generation in the kernel
+	lastErr  atomic.Value // string
+	syncReq  chan struct{}
+	needFull bool // the next sync renders the whole table
+	started  time.Time
+}
+
+func newAgent(cfg *config, log *slog.Logger) *agent {
+	store := policy.NewStore()
+	return &agent{
+		cfg:      cfg,
+		log:      log,
+		store:    store,
+		engine:   policy.NewEngine(store, cfg.engineOptions()),
+		compiler: policy.NewCompiler(store, cfg.engineOptions()),
+		source:   file.New(store, cfg.Policies, cfg.Workloads, log.With("component", "source")),
+		syncReq:  make(chan struct{}, 1),
+		started:  time.Now(),
+	}
+}
+
+// run starts everything and blocks until ctx ends.
+func (a *agent) run(ctx context.Context) error {
+	var err error
+	stopTelemetry, err := a.startTelemetry(ctx)
+	if err != nil {
+		return err
+	}
+	defer stopTelemetry()
+	if _, err := a.source.Load(); err != nil {
+		// Invalid objects are reported and skipped; valid ones are in force.
+		a.log.Warn("policy files have problems", "err", err)
+	}
+	if a.cfg.Dataplane == "nftables" {
+		opts := []egress.Option{
+			egress.WithNode(a.cfg.NodeName),
+			egress.WithDefaultVerdict(policy.Verdict(a.cfg.DefaultVerdict)),
+			egress.WithLogger(a.log.With("component", "egress")),
+			egress.WithRevocation(func(c policy.Connection) policy.Verdict { return a.engine.Decide(c).Verdict }),
+			egress.WithDNSExempt(a.listenAddrPorts()...),
+		}
+		if a.enforcer, err = egress.New(opts...); err != nil {
+			return fmt.Errorf("dataplane: %w", err)
+		}
+		// Leave the kernel state in place for the next agent.
+		defer a.enforcer.Close()
+	}
+	if err := a.sync(ctx); err != nil {
+		return fmt.Errorf("initial sync: %w", err)
+	}
+	stopDNS, err := a.startDNS(ctx)
+	if err != nil {
+		return err
+	}
+	defer stopDNS()
+	srv, err := a.startHTTP()
+	if err != nil {
+		return err
+	}
+	defer srv.Close()
+	a.ready.Store(true)
+	a.log.Info("egressd ready", "listen", a.cfg.Listen, "dataplane", a.cfg.Dataplane, "policies", len(a.store.Policies()), "workloads", len(a.store.Workloads()))
+
+	go a.source.Watch(ctx, a.cfg.ReloadInterval, a.requestSync)
+	for {
+		select {
+		case <-ctx.Done():
+			a.log.Info("shutting down; kernel state stays in place for the next agent")
+			return nil
+		case <-a.syncReq:
+			if err := a.sync(ctx); err != nil {
+				a.log.Error("sync failed; previous kernel state stays", "err", err)
+			}
+		}
+	}
+}
+
+func (a *agent) requestSync() {
+	select {
+	case a.syncReq <- struct{}{}:
+	default:
+	}
+}
+
+// sync compiles the store and applies the difference to the kernel.
+func (a *agent) sync(ctx context.Context) (err error) {
+	start := time.Now()
+	plan, changes := a.compiler.Compile()
+	defer func() { a.metrics.ObserveDataplaneApply(time.Since(start), err) }()
+	if a.needFull {
+		changes = policy.Changes{Full: true}
+	}
+	if a.enforcer != nil && !changes.Empty() {
+		if err := a.enforcer.Apply(ctx, plan, changes); err != nil {
+			a.lastErr.Store(err.Error())
+			// The kernel may hold an older plan: render everything next time.
+			a.needFull = true
+			return err
+		}
+	}
+	a.needFull = false
+	a.synced.Store(int64(plan.Generation))
+	a.lastErr.Store("")
+	a.log.Info("policy synced", "generation", plan.Generation, "full", changes.Full,
+		"policies", len(changes.Policies), "rules", len(changes.Rules), "workloads", len(changes.Workloads),
+		"took", time.Since(start))
+	return nil
+}
+
+// listenAddrPorts are the resolver addresses pods may always reach.
+func (a *agent) listenAddrPorts() []netip.AddrPort {
+	var out []netip.AddrPort
+	for _, l := range a.cfg.Listen {
+		if ap, err := netip.ParseAddrPort(l); err == nil {
+			out = append(out, ap)
+		}
+	}
+	return out
+}
+
+func (a *agent) startHTTP() (*http.Server, error) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !a.ready.Load() {
+			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			return
+		}
+		if msg, _ := a.lastErr.Load().(string); msg != "" {
+			http.Error(w, "last sync failed: "+msg, http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintf(w, "ready generation=%d\n", a.synced.Load())
+	})
+	a.registerMetrics(mux)
+	ln, err := net.Listen("tcp", a.cfg.HTTPAddr)
+	if err != nil {
+		return nil, fmt.Errorf("--http-addr %s: %w", a.cfg.HTTPAddr, err)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			a.log.Error("http server", "err", err)
+		}
+	}()
+	return srv, nil
+}
+
+func newLogger(cfg *config) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(cfg.LogLevel)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: %w", cfg.LogLevel, err)
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	switch cfg.LogFormat {
+	case "text":
+		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: want text or json", cfg.LogFormat)
+}

@@ -1,0 +1,161 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"net/netip"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/egressd/egressd/policy"
+)
+
+// config is the agent's configuration; every field is a flag documented in
+// docs/egressd.md.
+type config struct {
+	Policies       string
+	Workloads      string
+	ReloadInterval time.Duration
+
+	Listen          []string
+	Upstreams       []string
+	BlockedResponse string
+	Sinkhole        string
+	MinSetTTL       time.Duration
+	SetGrace        time.Duration
+	CacheSize       int
+	ServeStale      time.Duration
+	RateLimit       float64
+
+	Dataplane      string
+	NetNS          string
+	NodeName       string
+	DefaultVerdict string
+	Lookups        string
+	ClusterDomain  string
+	SearchDomains  []string
+	StateFile      string
+
+	AuditLog     string
+	AuditStdout  bool
+	OTLPEndpoint string
+	OTLPProtocol string
+	HTTPAddr     string
+	LogLevel     string
+	LogFormat    string
+}
+
+type listFlag struct{ v *[]string }
+
+func (l listFlag) String() string {
+	if l.v == nil {
+		return ""
+	}
+	return strings.Join(*l.v, ",")
+}
+
+func (l listFlag) Set(s string) error {
+	for _, part := range strings.Split(s, ",") {
+		if part = strings.TrimSpace(part); part != "" {
+			*l.v = append(*l.v, part)
+		}
+	}
+	return nil
+}
+
+// parseFlags parses args into a config; usage errors come back as errors.
+func parseFlags(args []string, stderr *os.File) (*config, error) {
+	c := &config{}
+	fs := flag.NewFlagSet("egressd", flag.ContinueOnError)
+	if stderr != nil {
+		fs.SetOutput(stderr)
+	}
+	fs.StringVar(&c.Policies, "policies", "", "policy file or directory (FirewallPolicy, ClusterFirewallPolicy, NetworkPolicy YAML); standalone mode")
+	fs.StringVar(&c.Workloads, "workloads", "", "workloads file (namespaces and pods with labels and IPs); standalone mode")
+	fs.DurationVar(&c.ReloadInterval, "reload-interval", 2*time.Second, "how often the policy and workload files are checked for changes")
+	fs.Var(listFlag{&c.Listen}, "listen", "DNS listen address host:port, UDP and TCP; repeatable or comma-separated (default 169.254.20.10:53)")
+	fs.Var(listFlag{&c.Upstreams}, "upstream", "upstream resolver host:port; repeatable, tried in order with failover (default: nameservers of /etc/resolv.conf)")
+	fs.StringVar(&c.BlockedResponse, "blocked-response", "nxdomain", "answer to a blocked lookup: nxdomain, refused or sinkhole")
+	fs.StringVar(&c.Sinkhole, "sinkhole", "0.0.0.0,::", "addresses answered for blocked lookups with --blocked-response=sinkhole")
+	fs.DurationVar(&c.MinSetTTL, "min-set-ttl", 5*time.Second, "minimum lifetime of an answer address in an FQDN kernel set")
+	fs.DurationVar(&c.SetGrace, "set-grace", 10*time.Second, "grace added to max(answer TTL, --min-set-ttl) for FQDN kernel set entries")
+	fs.IntVar(&c.CacheSize, "cache-size", 10000, "number of cached answers (negative disables the cache)")
+	fs.DurationVar(&c.ServeStale, "serve-stale", 0, "keep expired answers this long and serve them when every upstream fails (0: off)")
+	fs.Float64Var(&c.RateLimit, "rate-limit", 0, "per-client query rate limit in queries per second (0: off); excess queries get REFUSED")
+	fs.StringVar(&c.Dataplane, "dataplane", "nftables", "kernel dataplane: nftables, or none (DNS policy only)")
+	fs.StringVar(&c.NodeName, "node-name", os.Getenv("NODE_NAME"), "this node's name: only its workloads are enforced (default $NODE_NAME; empty enforces all)")
+	fs.StringVar(&c.DefaultVerdict, "default-verdict", "Allow", "verdict for traffic no policy decides: Allow or Deny")
+	fs.StringVar(&c.Lookups, "lookups", "Observe", "node default for lookups no Allow FQDN rule matches, for restricted workloads: Observe or Enforce")
+	fs.StringVar(&c.ClusterDomain, "cluster-domain", "cluster.local", "cluster DNS domain; names inside it are never blocked by FQDN rules")
+	fs.Var(listFlag{&c.SearchDomains}, "search-domain", "extra search domain whose names are never blocked by FQDN rules; repeatable")
+	fs.StringVar(&c.AuditLog, "audit-log", "", "file to append audit events to (JSON lines)")
+	fs.BoolVar(&c.AuditStdout, "audit-stdout", false, "also write audit events to stdout")
+	fs.StringVar(&c.OTLPEndpoint, "otlp-endpoint", "", "OTLP trace endpoint host:port (empty: no traces)")
+	fs.StringVar(&c.OTLPProtocol, "otlp-protocol", "grpc", "OTLP protocol: grpc or http")
+	fs.StringVar(&c.HTTPAddr, "http-addr", "127.0.0.1:9464", "address of /metrics, /healthz and /readyz")
+	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn, error")
+	fs.StringVar(&c.LogFormat, "log-format", "text", "log format: text or json")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	if len(c.Listen) == 0 {
+		c.Listen = []string{"169.254.20.10:53"}
+	}
+	return c, c.validate()
+}
+
+func (c *config) validate() error {
+	var errs []error
+	switch c.BlockedResponse {
+	case "nxdomain", "refused", "sinkhole":
+	default:
+		errs = append(errs, fmt.Errorf("--blocked-response %q: want nxdomain, refused or sinkhole", c.BlockedResponse))
+	}
+	switch c.Dataplane {
+	case "nftables", "none":
+	default:
+		errs = append(errs, fmt.Errorf("--dataplane %q: want nftables or none", c.Dataplane))
+	}
+	switch policy.Verdict(c.DefaultVerdict) {
+	case policy.Allow, policy.Deny:
+	default:
+		errs = append(errs, fmt.Errorf("--default-verdict %q: want Allow or Deny", c.DefaultVerdict))
+	}
+	switch policy.LookupMode(c.Lookups) {
+	case policy.LookupsObserve, policy.LookupsEnforce:
+	default:
+		errs = append(errs, fmt.Errorf("--lookups %q: want Observe or Enforce", c.Lookups))
+	}
+	switch c.OTLPProtocol {
+	case "grpc", "http":
+	default:
+		errs = append(errs, fmt.Errorf("--otlp-protocol %q: want grpc or http", c.OTLPProtocol))
+	}
+	for _, s := range strings.Split(c.Sinkhole, ",") {
+		if _, err := netip.ParseAddr(strings.TrimSpace(s)); err != nil {
+			errs = append(errs, fmt.Errorf("--sinkhole %q: %v", s, err))
+		}
+	}
+	if c.Policies == "" && c.Workloads == "" {
+		errs = append(errs, errors.New("--policies and/or --workloads are needed in standalone mode"))
+	}
+	if c.MinSetTTL < 0 || c.SetGrace < 0 || c.ReloadInterval <= 0 {
+		errs = append(errs, errors.New("--min-set-ttl and --set-grace must not be negative, --reload-interval must be positive"))
+	}
+	return errors.Join(errs...)
+}
+
+// engineOptions are the policy engine's node settings from the flags.
+func (c *config) engineOptions() policy.Options {
+	return policy.Options{
+		DefaultVerdict: policy.Verdict(c.DefaultVerdict),
+		Lookups:        policy.LookupMode(c.Lookups),
+		ClusterDomain:  c.ClusterDomain,
+		SearchDomains:  c.SearchDomains,
+	}
+}

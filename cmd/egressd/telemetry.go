@@ -1,0 +1,104 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/miekg/dns"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+
+	"github.com/egressd/egressd/dnsproxy"
+	"github.com/egressd/egressd/telemetry"
+)
+
+// startTelemetry opens the audit log and the trace exporter and builds the
+// reporter every component reports through; the returned function flushes
+// and closes them.
+func (a *agent) startTelemetry(ctx context.Context) (func(), error) {
+	a.metrics = telemetry.NewMetrics()
+	var audit *telemetry.AuditLog
+	if a.cfg.AuditLog != "" || a.cfg.AuditStdout {
+		opts := telemetry.AuditOptions{Path: a.cfg.AuditLog, OnDrop: a.metrics.AuditDropHook()}
+		if a.cfg.AuditStdout {
+			opts.Stdout = os.Stdout
+		}
+		var err error
+		if audit, err = telemetry.NewAuditLog(opts); err != nil {
+			return nil, fmt.Errorf("--audit-log: %w", err)
+		}
+	}
+	var tp *sdktrace.TracerProvider
+	if a.cfg.OTLPEndpoint != "" {
+		host, _ := os.Hostname()
+		var err error
+		tp, err = telemetry.NewTracerProvider(ctx, telemetry.Config{
+			Endpoint: a.cfg.OTLPEndpoint, Protocol: a.cfg.OTLPProtocol, Insecure: true,
+			ServiceName: "egressd", HostName: host, NodeName: a.cfg.NodeName,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("--otlp-endpoint: %w", err)
+		}
+	}
+	opts := telemetry.ReporterOptions{Audit: audit, Metrics: a.metrics}
+	if tp != nil {
+		opts.TracerProvider = tp
+	}
+	a.events = telemetry.NewReporter(opts)
+	return func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if tp != nil {
+			if err := tp.Shutdown(sctx); err != nil {
+				a.log.Warn("trace exporter shutdown", "err", err)
+			}
+		}
+		if audit != nil {
+			if err := audit.Close(); err != nil {
+				a.log.Warn("audit log close", "err", err)
+			}
+		}
+	}, nil
+}
+
+// dnsReporter adapts the resolver's events to the telemetry reporter.
+type dnsReporter struct{ r *telemetry.Reporter }
+
+func (d dnsReporter) report(ctx context.Context, name string, ev dnsproxy.Event) {
+	ns, _, _ := strings.Cut(ev.Workload, "/")
+	d.r.Report(ctx, telemetry.Event{
+		Time: ev.Time, Event: name, Workload: ev.Workload, Namespace: ns, Client: ev.Client,
+		QName: ev.QName, QType: ev.QType, Policy: ev.Policy, Rule: ev.Rule, Tier: ev.Tier,
+		Reason: ev.Reason, Response: ev.Response,
+	})
+}
+
+func (d dnsReporter) LookupBlocked(ctx context.Context, ev dnsproxy.Event) {
+	d.report(ctx, telemetry.EventLookupBlocked, ev)
+}
+
+func (d dnsReporter) LookupAudit(ctx context.Context, ev dnsproxy.Event) {
+	d.report(ctx, telemetry.EventLookupAudit, ev)
+}
+
+func (d dnsReporter) LookupAllowed(ctx context.Context, ev dnsproxy.Event) {
+	d.report(ctx, telemetry.EventLookupAllowed, ev)
+}
+
+func (a *agent) reporter() dnsproxy.Reporter { return dnsReporter{a.events} }
+
+// observer feeds the resolver's latencies into the metrics.
+func (a *agent) observer() dnsproxy.Observer {
+	m := a.metrics
+	return dnsproxy.Observer{
+		Upstream: func(_ string, d time.Duration, err error) {
+			if err == nil {
+				m.ObserveUpstream(d)
+			}
+		},
+		SetWrite: func(_ int, d time.Duration, err error) { m.ObserveSetWrite(d, err) },
+		Query:    func(_ time.Duration, rcode int) { m.DNSQuery(dns.RcodeToString[rcode]) },
+	}
+}
