@@ -1,0 +1,601 @@
+// Package jaeger builds (once per machine, cached) and starts a real Jaeger v2 for tests:
+// OTLP gRPC and OTLP HTTP receivers, in-memory storage and the query API, all on
+// 127.0.0.1 with free ports, so tests using it may run in parallel.
+//
+//	srv := jaeger.Start(t)               // builds or reuses the binary; stopped at t.Cleanup
+//	// export spans to srv.OTLPGRPC ("127.0.0.1:port") or srv.OTLPHTTP ("http://127.0.0.1:port")
+//	span := srv.WaitForSpan(t, "egressd", "dns.lookup.blocked", 30*time.Second, nil)
+//
+// The binary is built from the Go module github.com/jaegertracing/jaeger at Version in a
+// throwaway tools module (see shared RECIPES "Traces") into
+// $HOME/.cache/egressd/jaeger-<Version>/jaeger (EGRESSD_CACHE overrides
+// $HOME/.cache/egressd; EGRESSD_JAEGER names a binary to use instead). It is never rebuilt
+// while the cached binary exists. A first build takes about 3+ minutes on 2 cores; a file
+// lock makes concurrent test processes wait for one build.
+package jaeger
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/egressd/egressd/test/testenv"
+)
+
+// Version of the github.com/jaegertracing/jaeger Go module that is built (Jaeger v2).
+const Version = "v1.76.0"
+
+// Module and package of the Jaeger v2 binary.
+const (
+	module = "github.com/jaegertracing/jaeger"
+	pkg    = module + "/cmd/jaeger"
+)
+
+// CacheDir is the directory of the cached build: $EGRESSD_CACHE (or
+// $HOME/.cache/egressd) + "/jaeger-" + Version.
+func CacheDir() string {
+	base := os.Getenv("EGRESSD_CACHE")
+	if base == "" {
+		home, err := os.UserHomeDir()
+		if err != nil || home == "" {
+			home = os.TempDir()
+		}
+		base = filepath.Join(home, ".cache", "egressd")
+	}
+	return filepath.Join(base, "jaeger-"+Version)
+}
+
+// BinaryPath is where the cached binary lives (or EGRESSD_JAEGER when set).
+func BinaryPath() string {
+	if p := os.Getenv("EGRESSD_JAEGER"); p != "" {
+		return p
+	}
+	return filepath.Join(CacheDir(), "jaeger")
+}
+
+var buildMu sync.Mutex
+
+// EnsureBinary returns the path of the Jaeger binary, building it first if it is not
+// cached. logw, if not nil, receives the build's progress.
+func EnsureBinary(ctx context.Context, logw io.Writer) (string, error) {
+	bin := BinaryPath()
+	if isExecutable(bin) {
+		return bin, nil
+	}
+	if os.Getenv("EGRESSD_JAEGER") != "" {
+		return "", fmt.Errorf("EGRESSD_JAEGER=%s is not an executable file", bin)
+	}
+	buildMu.Lock()
+	defer buildMu.Unlock()
+	dir := CacheDir()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	// Serialise builds across processes (go test runs packages in parallel).
+	lock, err := os.OpenFile(filepath.Join(dir, ".lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return "", err
+	}
+	defer lock.Close()
+	if err := flock(ctx, lock); err != nil {
+		return "", err
+	}
+	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
+	if isExecutable(bin) { // built by another process meanwhile
+		return bin, nil
+	}
+	if err := build(ctx, dir, bin, logw); err != nil {
+		return "", err
+	}
+	return bin, nil
+}
+
+func flock(ctx context.Context, f *os.File) error {
+	for {
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) {
+			return fmt.Errorf("lock %s: %w", f.Name(), err)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for another Jaeger build: %w", ctx.Err())
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+func isExecutable(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0
+}
+
+func goTool() string {
+	if p, err := exec.LookPath("go"); err == nil {
+		return p
+	}
+	return filepath.Join(runtime.GOROOT(), "bin", "go")
+}
+
+const toolsGoMod = `module egressd.test/jaegertools
+
+go 1.26.0
+
+replace github.com/Shopify/sarama => github.com/Shopify/sarama v1.33.0
+`
+
+const toolsGo = `//go:build tools
+
+package tools
+
+import _ "` + pkg + `"
+`
+
+// build makes the tools module in dir/src and builds the binary into bin (atomically).
+func build(ctx context.Context, dir, bin string, logw io.Writer) error {
+	src := filepath.Join(dir, "src")
+	if err := os.MkdirAll(src, 0o755); err != nil {
+		return err
+	}
+	if _, err := os.Stat(filepath.Join(src, "go.sum")); err != nil {
+		// Fresh module (keep an existing go.mod/go.sum from an interrupted build: it
+		// already has the resolved versions).
+		if err := os.WriteFile(filepath.Join(src, "go.mod"), []byte(toolsGoMod), 0o644); err != nil {
+			return err
+		}
+	}
+	if err := os.WriteFile(filepath.Join(src, "tools.go"), []byte(toolsGo), 0o644); err != nil {
+		return err
+	}
+	logf, err := os.Create(filepath.Join(dir, "build.log"))
+	if err != nil {
+		return err
+	}
+	defer logf.Close()
+	out := io.Writer(logf)
+	if logw != nil {
+		out = io.MultiWriter(logf, logw)
+	}
+	env := append(os.Environ(),
+		"GOFLAGS=-mod=mod",
+		"GOWORK=off",
+		// Some dependency versions are not known to the reachable checksum database.
+		"GONOSUMDB=github.com/open-telemetry,go.opentelemetry.io",
+		"CGO_ENABLED=0",
+	)
+	tmp := bin + ".tmp"
+	steps := [][]string{
+		{"get", pkg + "@" + Version},
+		{"build", "-trimpath", "-o", tmp, pkg},
+	}
+	start := time.Now()
+	for _, args := range steps {
+		fmt.Fprintf(out, "+ go %s\n", strings.Join(args, " "))
+		cmd := exec.CommandContext(ctx, goTool(), args...)
+		cmd.Dir = src
+		cmd.Env = env
+		cmd.Stdout = out
+		cmd.Stderr = out
+		if err := cmd.Run(); err != nil {
+			return fmt.Errorf("building Jaeger %s: go %s: %w (log: %s)", Version, strings.Join(args, " "), err, logf.Name())
+		}
+	}
+	if err := os.Rename(tmp, bin); err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "built %s in %s\n", bin, time.Since(start).Round(time.Second))
+	return nil
+}
+
+// Require returns the Jaeger binary, building it if needed (up to 30 minutes). When it
+// cannot be had, the test is skipped outside CI and fails in CI (test/testenv).
+func Require(t testing.TB) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+	defer cancel()
+	if !isExecutable(BinaryPath()) {
+		t.Logf("building Jaeger %s into %s (once per machine, ~3+ minutes)", Version, CacheDir())
+	}
+	start := time.Now()
+	bin, err := EnsureBinary(ctx, nil)
+	if err != nil {
+		testenv.Unavailable(t, "Jaeger %s: %v", Version, err)
+		return ""
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Logf("Jaeger ready after %s", d.Round(time.Second))
+	}
+	return bin
+}
+
+// Server is a running Jaeger.
+type Server struct {
+	// OTLPGRPC is the OTLP gRPC receiver, "127.0.0.1:port" (plain text).
+	OTLPGRPC string
+	// OTLPHTTP is the OTLP HTTP receiver base URL, "http://127.0.0.1:port"
+	// (traces go to /v1/traces).
+	OTLPHTTP string
+	// QueryURL is the query API/UI base URL, "http://127.0.0.1:port".
+	QueryURL string
+
+	cmd    *exec.Cmd
+	logs   *bytes.Buffer
+	logMu  *sync.Mutex
+	exited chan struct{}
+	dir    string
+}
+
+// Start builds or reuses the binary, starts Jaeger with a config on free 127.0.0.1 ports
+// in a temporary directory, waits until it is ready and stops it at the end of the test
+// (its log is printed if the test failed).
+func Start(t testing.TB) *Server {
+	t.Helper()
+	bin := Require(t)
+	var lastErr error
+	for range 3 { // a free port may be taken between choosing and binding it
+		ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+		s, err := StartBinary(ctx, bin, t.TempDir())
+		cancel()
+		if err == nil {
+			t.Cleanup(func() {
+				if t.Failed() {
+					t.Logf("jaeger log:\n%s", s.Logs())
+				}
+				s.Stop()
+			})
+			return s
+		}
+		lastErr = err
+	}
+	t.Fatalf("starting Jaeger: %v", lastErr)
+	return nil
+}
+
+// StartBinary starts the Jaeger binary with a config file written to dir and waits until
+// the query API answers and both OTLP receivers accept connections. Stop it with Stop.
+func StartBinary(ctx context.Context, bin, dir string) (*Server, error) {
+	ports, err := freePorts(4)
+	if err != nil {
+		return nil, err
+	}
+	grpcAddr := fmt.Sprintf("127.0.0.1:%d", ports[0])
+	httpAddr := fmt.Sprintf("127.0.0.1:%d", ports[1])
+	queryAddr := fmt.Sprintf("127.0.0.1:%d", ports[2])
+	queryGRPC := fmt.Sprintf("127.0.0.1:%d", ports[3])
+	cfg := fmt.Sprintf(configTemplate, queryAddr, queryGRPC, grpcAddr, httpAddr)
+	cfgPath := filepath.Join(dir, "jaeger.yaml")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
+		return nil, err
+	}
+	s := &Server{
+		OTLPGRPC: grpcAddr,
+		OTLPHTTP: "http://" + httpAddr,
+		QueryURL: "http://" + queryAddr,
+		logs:     &bytes.Buffer{},
+		logMu:    &sync.Mutex{},
+		exited:   make(chan struct{}),
+		dir:      dir,
+	}
+	cmd := exec.Command(bin, "--config", cfgPath)
+	cmd.Dir = dir
+	cmd.Stdout = lockedWriter{s}
+	cmd.Stderr = lockedWriter{s}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	s.cmd = cmd
+	go func() { cmd.Wait(); close(s.exited) }()
+	if err := s.waitReady(ctx, grpcAddr, httpAddr); err != nil {
+		s.Stop()
+		return nil, fmt.Errorf("%w\njaeger log:\n%s", err, s.Logs())
+	}
+	return s, nil
+}
+
+// configTemplate: Jaeger v2 (OpenTelemetry Collector) with OTLP receivers, memory
+// storage and the query extension; the collector's own metrics endpoint (:8888) is off.
+const configTemplate = `service:
+  extensions: [jaeger_storage, jaeger_query]
+  pipelines:
+    traces:
+      receivers: [otlp]
+      processors: [batch]
+      exporters: [jaeger_storage_exporter]
+  telemetry:
+    metrics:
+      level: none
+    logs:
+      level: info
+
+extensions:
+  jaeger_query:
+    storage:
+      traces: mem
+    http:
+      endpoint: %s
+    grpc:
+      endpoint: %s
+  jaeger_storage:
+    backends:
+      mem:
+        memory:
+          max_traces: 100000
+
+receivers:
+  otlp:
+    protocols:
+      grpc:
+        endpoint: %s
+      http:
+        endpoint: %s
+
+processors:
+  batch:
+    timeout: 100ms
+
+exporters:
+  jaeger_storage_exporter:
+    trace_storage: mem
+`
+
+type lockedWriter struct{ s *Server }
+
+func (w lockedWriter) Write(p []byte) (int, error) {
+	w.s.logMu.Lock()
+	defer w.s.logMu.Unlock()
+	if w.s.logs.Len() > 4<<20 { // bound memory
+		return len(p), nil
+	}
+	return w.s.logs.Write(p)
+}
+
+// Logs returns Jaeger's output so far.
+func (s *Server) Logs() string {
+	s.logMu.Lock()
+	defer s.logMu.Unlock()
+	return s.logs.String()
+}
+
+func (s *Server) waitReady(ctx context.Context, addrs ...string) error {
+	client := &http.Client{Timeout: 2 * time.Second}
+	for {
+		select {
+		case <-s.exited:
+			return fmt.Errorf("jaeger exited before it was ready: %v", s.cmd.ProcessState)
+		default:
+		}
+		ready := true
+		for _, a := range addrs {
+			c, err := net.DialTimeout("tcp", a, time.Second)
+			if err != nil {
+				ready = false
+				break
+			}
+			c.Close()
+		}
+		if ready {
+			resp, err := client.Get(s.QueryURL + "/api/services")
+			if err == nil {
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode == http.StatusOK {
+					return nil
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("jaeger not ready: %w", ctx.Err())
+		case <-s.exited:
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// Stop terminates Jaeger (SIGTERM, then SIGKILL after 10s) and waits for it.
+func (s *Server) Stop() {
+	if s.cmd == nil || s.cmd.Process == nil {
+		return
+	}
+	select {
+	case <-s.exited:
+		return
+	default:
+	}
+	s.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-s.exited:
+	case <-time.After(10 * time.Second):
+		s.cmd.Process.Kill()
+		<-s.exited
+	}
+}
+
+func freePorts(n int) ([]int, error) {
+	ls := make([]net.Listener, 0, n)
+	defer func() {
+		for _, l := range ls {
+			l.Close()
+		}
+	}()
+	ports := make([]int, 0, n)
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		ls = append(ls, l)
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
+}
+
+// Trace, Span and KeyValue are the parts of the query API's JSON (GET /api/traces) that
+// tests look at.
+type Trace struct {
+	TraceID   string             `json:"traceID"`
+	Spans     []Span             `json:"spans"`
+	Processes map[string]Process `json:"processes"`
+}
+
+// Span of a Trace.
+type Span struct {
+	TraceID       string     `json:"traceID"`
+	SpanID        string     `json:"spanID"`
+	OperationName string     `json:"operationName"`
+	StartTime     int64      `json:"startTime"` // µs since the epoch
+	Duration      int64      `json:"duration"`  // µs
+	Tags          []KeyValue `json:"tags"`
+	ProcessID     string     `json:"processID"`
+	// Process is filled in by Traces from the trace's processes.
+	Process Process `json:"-"`
+}
+
+// Process is the resource of a span: service name and resource attributes as tags.
+type Process struct {
+	ServiceName string     `json:"serviceName"`
+	Tags        []KeyValue `json:"tags"`
+}
+
+// KeyValue is a tag; Value is a string, float64 or bool as decoded from JSON.
+type KeyValue struct {
+	Key   string `json:"key"`
+	Type  string `json:"type"`
+	Value any    `json:"value"`
+}
+
+// Tag returns the value of the span tag key.
+func (s Span) Tag(key string) (any, bool) { return tag(s.Tags, key) }
+
+// TagString returns the tag as a string ("" when absent); numbers are formatted with %v.
+func (s Span) TagString(key string) string {
+	v, ok := s.Tag(key)
+	if !ok {
+		return ""
+	}
+	if str, ok := v.(string); ok {
+		return str
+	}
+	return fmt.Sprint(v)
+}
+
+// Tag returns the value of the process (resource) tag key.
+func (p Process) Tag(key string) (any, bool) { return tag(p.Tags, key) }
+
+func tag(kvs []KeyValue, key string) (any, bool) {
+	for _, kv := range kvs {
+		if kv.Key == key {
+			return kv.Value, true
+		}
+	}
+	return nil, false
+}
+
+// Traces queries GET /api/traces for the service (and operation, if not empty) over the
+// last hour.
+func (s *Server) Traces(ctx context.Context, service, operation string) ([]Trace, error) {
+	q := url.Values{"service": {service}, "lookback": {"1h"}, "limit": {"1000"}}
+	if operation != "" {
+		q.Set("operation", operation)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.QueryURL+"/api/traces?"+q.Encode(), nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode == http.StatusNotFound { // service not known yet
+		return nil, nil
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET /api/traces: %s: %s", resp.Status, body)
+	}
+	var out struct {
+		Data []Trace `json:"data"`
+	}
+	if err := json.Unmarshal(body, &out); err != nil {
+		return nil, fmt.Errorf("GET /api/traces: %w", err)
+	}
+	for i := range out.Data {
+		tr := &out.Data[i]
+		for j := range tr.Spans {
+			tr.Spans[j].Process = tr.Processes[tr.Spans[j].ProcessID]
+		}
+	}
+	return out.Data, nil
+}
+
+// Spans returns every span of the service's traces named operation ("" = all).
+func (s *Server) Spans(ctx context.Context, service, operation string) ([]Span, error) {
+	traces, err := s.Traces(ctx, service, operation)
+	if err != nil {
+		return nil, err
+	}
+	var spans []Span
+	for _, tr := range traces {
+		for _, sp := range tr.Spans {
+			if operation == "" || sp.OperationName == operation {
+				spans = append(spans, sp)
+			}
+		}
+	}
+	return spans, nil
+}
+
+// WaitForSpan polls the query API until a span of service named operation for which
+// match returns true (match nil: any) is stored, and returns it; it fails the test after
+// timeout.
+func (s *Server) WaitForSpan(t testing.TB, service, operation string, timeout time.Duration, match func(Span) bool) Span {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var lastErr error
+	var seen int
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		spans, err := s.Spans(ctx, service, operation)
+		cancel()
+		if err != nil {
+			lastErr = err
+		}
+		seen = len(spans)
+		for _, sp := range spans {
+			if match == nil || match(sp) {
+				return sp
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no matching %s span of service %s in Jaeger after %s (%d spans of that name seen, last error %v)",
+				operation, service, timeout, seen, lastErr)
+		}
+		select {
+		case <-s.exited:
+			t.Fatalf("jaeger exited: %v\n%s", s.cmd.ProcessState, s.Logs())
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
