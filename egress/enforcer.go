@@ -62,6 +62,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"slices"
 	"sort"
@@ -231,36 +232,46 @@ func (e *Enforcer) Remove(ctx context.Context) error {
 
 // --- state -------------------------------------------------------------------------
 
-type polObjs struct {
-	chains []string
-	sets   []string
-}
-
 type wlState struct {
-	ips  []netip.Addr
-	prog [2]string // head program chain per direction (policy.Directions order), "" none
+	ips   []netip.Addr
+	progs []string // program chains the workload uses (adm_*, prog_*)
 }
 
-// state is what the kernel holds (as this Enforcer programmed it).
+// state is the model of what the kernel holds (as this Enforcer programmed
+// it) and of what it should hold.
 type state struct {
-	def       policy.Verdict
-	chains    map[string]*chainDef
-	sets      map[string]*setDef
-	vmaps     [numVmaps]map[netip.Addr]vtarget
-	policies  map[policy.PolicyRef]*polObjs
-	progUsers map[string]int
-	wls       map[policy.WorkloadKey]*wlState
-	plan      *policy.Plan
+	def policy.Verdict
+	// Kernel contents.
+	chains map[string]*chainDef
+	sets   map[string]*setDef
+	vmaps  [numVmaps]map[netip.Addr]vtarget
+	// Wanted contents.
+	base       map[string]*chainDef
+	pols       map[policy.PolicyRef]*polRender
+	polChains  map[string]*chainDef // every non-empty policy chain, by name
+	chainUsers map[string]int       // policy chain → program chains jumping to it
+	setDefs    map[string]*setDef
+	setRefs    map[string]int // set → policies using it
+	progs      map[string]*progDef
+	polProgs   map[policy.PolicyRef]map[string]bool // policy → program chains naming it
+	wls        map[policy.WorkloadKey]*wlState
+	plan       *policy.Plan
 }
 
 func newState(def policy.Verdict) *state {
 	st := &state{
-		def:       def,
-		chains:    map[string]*chainDef{},
-		sets:      map[string]*setDef{},
-		policies:  map[policy.PolicyRef]*polObjs{},
-		progUsers: map[string]int{},
-		wls:       map[policy.WorkloadKey]*wlState{},
+		def:        def,
+		chains:     map[string]*chainDef{},
+		sets:       map[string]*setDef{},
+		base:       map[string]*chainDef{},
+		pols:       map[policy.PolicyRef]*polRender{},
+		polChains:  map[string]*chainDef{},
+		chainUsers: map[string]int{},
+		setDefs:    map[string]*setDef{},
+		setRefs:    map[string]int{},
+		progs:      map[string]*progDef{},
+		polProgs:   map[policy.PolicyRef]map[string]bool{},
+		wls:        map[policy.WorkloadKey]*wlState{},
 	}
 	for i := range st.vmaps {
 		st.vmaps[i] = map[netip.Addr]vtarget{}
@@ -268,15 +279,17 @@ func newState(def policy.Verdict) *state {
 	return st
 }
 
-// tx is the set of changes of one Apply, against a state.
+// tx is what one Apply touched: chain and set names whose wanted contents may
+// have changed, program chains to re-render, and map elements.
 type tx struct {
-	chains map[string]*chainDef // nil value: delete
-	sets   map[string]*setDef   // nil value: delete
+	chains map[string]bool
+	sets   map[string]bool
+	dirty  map[string]bool // program chains
 	vm     [numVmaps]map[netip.Addr]*vtarget
 }
 
 func newTx() *tx {
-	t := &tx{chains: map[string]*chainDef{}, sets: map[string]*setDef{}}
+	t := &tx{chains: map[string]bool{}, sets: map[string]bool{}, dirty: map[string]bool{}}
 	for i := range t.vm {
 		t.vm[i] = map[netip.Addr]*vtarget{}
 	}
@@ -297,83 +310,108 @@ func (e *Enforcer) enforced(w *policy.PlanWorkload) bool {
 	return w != nil && (e.opts.node == "" || w.Node == e.opts.node)
 }
 
-// setPolicy renders a policy (nil: removed) into the tx and the state's bookkeeping.
-func (e *Enforcer) setPolicy(st *state, t *tx, ref policy.PolicyRef, pp *policy.PlanPolicy) {
-	old := st.policies[ref]
-	var objs *polObjs
-	keep := map[string]bool{}
+// setPolicy renders a policy (nil: removed) into the state and marks what it
+// touched; the program chains that name it are re-rendered (a policy chain
+// that becomes empty or non-empty changes their jumps).
+func (st *state) setPolicy(t *tx, ref policy.PolicyRef, pp *policy.PlanPolicy) {
+	old := st.pols[ref]
+	var nw *polRender
 	if pp != nil {
-		chains, sets := e.renderPolicy(pp)
-		objs = &polObjs{}
-		for _, c := range chains {
-			t.chains[c.name] = c
-			objs.chains = append(objs.chains, c.name)
-			keep[c.name] = true
-		}
-		for _, s := range sets {
-			t.sets[s.name] = s
-			objs.sets = append(objs.sets, s.name)
-			keep[s.name] = true
-		}
-		st.policies[ref] = objs
+		nw = renderPolicy(pp)
+		st.pols[ref] = nw
 	} else {
-		delete(st.policies, ref)
+		delete(st.pols, ref)
 	}
 	if old != nil {
-		for _, c := range old.chains {
-			if !keep[c] {
-				t.chains[c] = nil
-			}
+		for n := range old.chains {
+			delete(st.polChains, n)
+			t.chains[n] = true
 		}
 		for _, s := range old.sets {
-			if !keep[s] {
-				t.sets[s] = nil
+			if st.setRefs[s.name]--; st.setRefs[s.name] <= 0 {
+				delete(st.setRefs, s.name)
+				delete(st.setDefs, s.name)
 			}
+			t.sets[s.name] = true
 		}
 	}
+	if nw != nil {
+		for n, c := range nw.chains {
+			st.polChains[n] = c
+			t.chains[n] = true
+		}
+		for _, s := range nw.sets {
+			st.setRefs[s.name]++
+			st.setDefs[s.name] = s
+			t.sets[s.name] = true
+		}
+	}
+	for p := range st.polProgs[ref] {
+		t.dirty[p] = true
+	}
+}
+
+// useProg takes (n>0) or releases (n<0) a program chain.
+func (st *state) useProg(t *tx, pd *progDef, n int) string {
+	if cur, ok := st.progs[pd.name]; ok {
+		pd = cur
+	} else {
+		st.progs[pd.name] = pd
+		for _, ref := range pd.refs() {
+			m := st.polProgs[ref]
+			if m == nil {
+				m = map[string]bool{}
+				st.polProgs[ref] = m
+			}
+			m[pd.name] = true
+		}
+	}
+	pd.users += n
+	if pd.users <= 0 || n > 0 && pd.users == n {
+		t.dirty[pd.name] = true // new or gone
+	}
+	return pd.name
 }
 
 // setWorkload updates the maps and program chains of one workload (pw nil or
 // not enforced: removed).
 func (e *Enforcer) setWorkload(st *state, t *tx, key policy.WorkloadKey, pw *policy.PlanWorkload) {
 	old := st.wls[key]
-	var nw *wlState
 	want := map[int]map[netip.Addr]vtarget{}
+	put := func(i int, ip netip.Addr, v vtarget) {
+		if want[i] == nil {
+			want[i] = map[netip.Addr]vtarget{}
+		}
+		want[i][ip] = v
+	}
 	if e.enforced(pw) {
-		nw = &wlState{ips: slices.Clone(pw.IPs)}
-		for di, dir := range policy.Directions {
+		nw := &wlState{ips: slices.Clone(pw.IPs)}
+		for _, dir := range policy.Directions {
 			prog := pw.Program(dir)
-			var tgt vtarget
+			var tgt, pass vtarget
 			if prog.Empty() {
 				if st.def != policy.Deny {
 					continue
 				}
 				tgt = vtarget{kind: vDrop}
 			} else {
-				head := programChain(dir, prog.Key(), false)
-				nw.prog[di] = head
-				if st.progUsers[head] == 0 {
-					for _, c := range e.renderProgram(dir, prog, st.def) {
-						t.chains[c.name] = c
-					}
+				rk := restKey(prog)
+				rest := st.useProg(t, &progDef{name: restChain(dir, rk), dir: dir, groups: prog.Baseline, isolated: prog.Isolated, ns: prog.Namespaced}, 1)
+				nw.progs = append(nw.progs, rest)
+				tgt = vtarget{kind: vJump, chain: rest}
+				if len(prog.Admin) > 0 {
+					adm := st.useProg(t, &progDef{name: adminChain(dir, adminKey(prog)), dir: dir, admin: true, groups: prog.Admin}, 1)
+					nw.progs = append(nw.progs, adm)
+					tgt = vtarget{kind: vJump, chain: adm}
+					pass = vtarget{kind: vGoto, chain: rest}
 				}
-				st.progUsers[head]++
-				tgt = vtarget{kind: vJump, chain: head}
 			}
 			for _, ip := range pw.IPs {
 				ip = ip.Unmap()
 				f := famOf(ip)
-				i := vmapIndex(dir, f, false)
-				if want[i] == nil {
-					want[i] = map[netip.Addr]vtarget{}
-				}
-				want[i][ip] = tgt
-				if len(prog.Admin) > 0 {
-					p := vmapIndex(dir, f, true)
-					if want[p] == nil {
-						want[p] = map[netip.Addr]vtarget{}
-					}
-					want[p][ip] = vtarget{kind: vGoto, chain: programChain(dir, prog.Key(), true)}
+				put(vmapIndex(dir, f, false), ip, tgt)
+				if pass.kind != 0 {
+					put(vmapIndex(dir, f, true), ip, pass)
 				}
 			}
 		}
@@ -382,18 +420,8 @@ func (e *Enforcer) setWorkload(st *state, t *tx, key policy.WorkloadKey, pw *pol
 		delete(st.wls, key)
 	}
 	if old != nil {
-		for di, dir := range policy.Directions {
-			head := old.prog[di]
-			if head == "" {
-				continue
-			}
-			st.progUsers[head]--
-			if st.progUsers[head] <= 0 {
-				delete(st.progUsers, head)
-				t.chains[head] = nil
-				t.chains[head+"_rest"] = nil
-			}
-			_ = dir
+		for _, name := range old.progs {
+			st.useProg(t, st.progs[name], -1)
 		}
 		for i := range t.vm {
 			for _, ip := range old.ips {
@@ -401,7 +429,7 @@ func (e *Enforcer) setWorkload(st *state, t *tx, key policy.WorkloadKey, pw *pol
 				if _, ok := want[i][ip]; ok {
 					continue
 				}
-				if _, ok := st.vmaps[i][ip]; ok {
+				if _, ok := st.vmaps[i][ip]; ok || t.vm[i][ip] != nil {
 					t.vm[i][ip] = nil
 				}
 			}
@@ -413,6 +441,75 @@ func (e *Enforcer) setWorkload(st *state, t *tx, key policy.WorkloadKey, pw *pol
 			t.vm[i][ip] = &tgt
 		}
 	}
+}
+
+// settle re-renders the dirty program chains and updates the policy chains'
+// users.
+func (st *state) settle(t *tx) {
+	has := func(n string) bool { return st.polChains[n] != nil }
+	for name := range t.dirty {
+		pd := st.progs[name]
+		if pd == nil {
+			continue
+		}
+		t.chains[name] = true
+		for _, j := range pd.jumps {
+			st.chainUsers[j]--
+			if st.chainUsers[j] <= 0 {
+				delete(st.chainUsers, j)
+			}
+			t.chains[j] = true
+		}
+		pd.jumps = nil
+		if pd.users <= 0 {
+			delete(st.progs, name)
+			for _, ref := range pd.refs() {
+				if m := st.polProgs[ref]; m != nil {
+					delete(m, name)
+					if len(m) == 0 {
+						delete(st.polProgs, ref)
+					}
+				}
+			}
+			continue
+		}
+		pd.chain = renderProg(pd, st.def, has)
+		for _, j := range pd.jumps {
+			st.chainUsers[j]++
+			t.chains[j] = true
+		}
+	}
+}
+
+// wantChain returns the chain the kernel should hold under a name (nil: none).
+func (st *state) wantChain(n string) *chainDef {
+	if c := st.base[n]; c != nil {
+		return c
+	}
+	if pd := st.progs[n]; pd != nil {
+		return pd.chain
+	}
+	if st.chainUsers[n] > 0 {
+		return st.polChains[n]
+	}
+	return nil
+}
+
+// wantAll returns every chain and set the kernel should hold.
+func (st *state) wantAll() (map[string]*chainDef, map[string]*setDef) {
+	chains := map[string]*chainDef{}
+	for n, c := range st.base {
+		chains[n] = c
+	}
+	for n, pd := range st.progs {
+		chains[n] = pd.chain
+	}
+	for n := range st.chainUsers {
+		if c := st.polChains[n]; c != nil {
+			chains[n] = c
+		}
+	}
+	return chains, maps.Clone(st.setDefs)
 }
 
 // Apply brings the kernel in line with plan. The first call, or changes.Full,
@@ -456,26 +553,29 @@ func (e *Enforcer) Apply(ctx context.Context, plan *policy.Plan, changes policy.
 	return nil
 }
 
-// build renders the whole plan into a tx against an empty state.
-func (e *Enforcer) build(plan *policy.Plan) (*state, *tx) {
+// build renders the whole plan into a new state (its kernel part empty).
+func (e *Enforcer) build(plan *policy.Plan) *state {
 	st := newState(e.defVerdict(plan))
 	t := newTx()
 	for _, c := range e.baseChains() {
-		t.chains[c.name] = c
+		st.base[c.name] = c
 	}
-	refs := make([]policy.PolicyRef, 0, len(plan.Policies))
-	for ref := range plan.Policies {
-		refs = append(refs, ref)
-	}
-	sort.Slice(refs, func(i, j int) bool { return refs[i].String() < refs[j].String() })
-	for _, ref := range refs {
-		e.setPolicy(st, t, ref, plan.Policies[ref])
+	for ref, pp := range plan.Policies {
+		st.setPolicy(t, ref, pp)
 	}
 	for key, pw := range plan.Workloads {
 		e.setWorkload(st, t, key, pw)
 	}
+	st.settle(t)
+	for i := range t.vm {
+		for ip, v := range t.vm[i] {
+			if v != nil {
+				st.vmaps[i][ip] = *v
+			}
+		}
+	}
 	st.plan = plan
-	return st, t
+	return st
 }
 
 func (e *Enforcer) applyIncremental(plan *policy.Plan, ch policy.Changes) error {
@@ -489,11 +589,12 @@ func (e *Enforcer) applyIncremental(plan *policy.Plan, ch policy.Changes) error 
 		pols[r.Policy] = true
 	}
 	for ref := range pols {
-		e.setPolicy(st, t, ref, plan.Policies[ref])
+		st.setPolicy(t, ref, plan.Policies[ref])
 	}
 	for _, key := range ch.Workloads {
 		e.setWorkload(st, t, key, plan.Workloads[key])
 	}
+	st.settle(t)
 	if err := e.emitIncremental(st, t); err != nil {
 		return err
 	}
@@ -504,36 +605,9 @@ func (e *Enforcer) applyIncremental(plan *policy.Plan, ch policy.Changes) error 
 // Render returns the ruleset the plan renders to, in nft syntax (for debugging;
 // sets list their elements, FQDN sets are shown empty).
 func (e *Enforcer) Render(plan *policy.Plan) string {
-	st, t := e.build(plan)
-	commit(st, t)
+	st := e.build(plan)
+	st.chains, st.sets = st.wantAll()
 	return st.text(e.opts.table)
-}
-
-// commit applies a tx to the state's kernel model.
-func commit(st *state, t *tx) {
-	for n, c := range t.chains {
-		if c == nil {
-			delete(st.chains, n)
-		} else {
-			st.chains[n] = c
-		}
-	}
-	for n, s := range t.sets {
-		if s == nil {
-			delete(st.sets, n)
-		} else {
-			st.sets[n] = s
-		}
-	}
-	for i := range t.vm {
-		for ip, v := range t.vm[i] {
-			if v == nil {
-				delete(st.vmaps[i], ip)
-			} else {
-				st.vmaps[i][ip] = *v
-			}
-		}
-	}
 }
 
 func (st *state) text(table string) string {
@@ -551,7 +625,7 @@ func (st *state) text(table string) string {
 		switch s.kind {
 		case skPrefix:
 			typ, flags = ipKw(s.fam)+"_addr", "interval"
-			for _, r := range ranges(s.prefixes) {
+			for _, r := range s.ranges {
 				if r.lo == r.hi {
 					elems = append(elems, r.lo.String())
 				} else {

@@ -3,10 +3,8 @@ package egress
 import (
 	"errors"
 	"fmt"
-	"net/netip"
 	"slices"
 	"sort"
-	"strings"
 	"time"
 
 	"github.com/egressd/egressd/policy"
@@ -36,11 +34,20 @@ func (e *Enforcer) chainObj(c *chainDef) *nftables.Chain {
 	return ch
 }
 
-func (e *Enforcer) addRules(c *chainDef) {
+func (e *Enforcer) addRules(c *chainDef) error {
 	ch := &nftables.Chain{Name: c.name, Table: e.table}
-	for i := range c.rules {
-		e.conn.AddRule(&nftables.Rule{Table: e.table, Chain: ch, Exprs: e.exprs(&c.rules[i])})
+	var err error
+	anon := func(m *match) (string, uint32) {
+		s, elems := e.portSet(m)
+		if aerr := e.conn.AddSet(s, elems); aerr != nil && err == nil {
+			err = fmt.Errorf("chain %s: port set: %w", c.name, aerr)
+		}
+		return s.Name, s.ID
 	}
+	for i := range c.rules {
+		e.conn.AddRule(&nftables.Rule{Table: e.table, Chain: ch, Exprs: e.exprs(&c.rules[i], anon)})
+	}
+	return err
 }
 
 func (e *Enforcer) addElems(s *nftables.Set, elems []nftables.SetElement, chunk int) error {
@@ -87,62 +94,67 @@ func (e *Enforcer) discard() {
 }
 
 // applyFull renders the whole plan; an existing table is adopted in the same
-// transaction (FQDN sets and their elements are kept).
+// transaction (FQDN sets and their elements are kept, so are content-named
+// sets: their name is a digest of their elements).
 func (e *Enforcer) applyFull(plan *policy.Plan) error {
 	t0 := time.Now()
-	st, t := e.build(plan)
+	st := e.build(plan)
+	chains, sets := st.wantAll()
 	e.log.Debug("full apply rendered", "took", time.Since(t0))
 	kchains := map[string]bool{}
 	ksets := map[string]*nftables.Set{}
 	if _, err := e.conn.ListTableOfFamily(e.opts.table, nftables.TableFamilyINet); err == nil {
-		chains, err := e.conn.ListChainsOfTableFamily(nftables.TableFamilyINet)
+		kc, err := e.conn.ListChainsOfTableFamily(nftables.TableFamilyINet)
 		if err != nil {
 			return fmt.Errorf("egress: list chains: %w", err)
 		}
-		for _, c := range chains {
+		for _, c := range kc {
 			if c.Table.Name == e.opts.table {
 				kchains[c.Name] = true
 			}
 		}
-		sets, err := e.conn.GetSets(e.table)
+		ks, err := e.conn.GetSets(e.table)
 		if err != nil {
 			return fmt.Errorf("egress: list sets: %w", err)
 		}
-		for _, s := range sets {
-			ksets[s.Name] = s
+		for _, s := range ks {
+			if !s.Anonymous {
+				ksets[s.Name] = s
+			}
 		}
 	} else if !errors.Is(err, unix.ENOENT) {
 		return fmt.Errorf("egress: list table: %w", err)
 	}
-	commit(st, t)
-	if err := e.emitFull(st, kchains, ksets); err != nil {
+	if err := e.emitFull(st, chains, sets, kchains, ksets); err != nil {
 		e.discard()
 		return err
 	}
+	st.chains, st.sets = chains, sets
 	e.st = st
-	e.log.Debug("applied full ruleset", "chains", len(st.chains), "sets", len(st.sets), "adopted", len(kchains) > 0)
+	e.log.Debug("applied full ruleset", "chains", len(chains), "sets", len(sets), "adopted", len(kchains) > 0)
 	return nil
 }
 
-func (e *Enforcer) emitFull(st *state, kchains map[string]bool, ksets map[string]*nftables.Set) error {
+func (e *Enforcer) emitFull(st *state, chains map[string]*chainDef, sets map[string]*setDef, kchains map[string]bool, ksets map[string]*nftables.Set) error {
 	c := e.conn
 	c.AddTable(e.table)
-	names := sortedKeys(st.chains)
+	names := sortedKeys(chains)
 	// Hooked chains and new chains first (jump targets must exist).
 	for _, n := range names {
-		if !kchains[n] || st.chains[n].base != nil {
-			c.AddChain(e.chainObj(st.chains[n]))
+		if !kchains[n] || chains[n].base != nil {
+			c.AddChain(e.chainObj(chains[n]))
 		}
 	}
 	// Empty every existing chain: no rule references an old object any more.
 	for _, n := range sortedKeys(kchains) {
 		c.FlushChain(&nftables.Chain{Name: n, Table: e.table})
 	}
-	// Maps and rule sets that stay are emptied and refilled; unwanted ones go.
+	// Maps are emptied and refilled; FQDN sets and content-named sets that stay
+	// are kept as they are; unwanted ones go.
 	kept := map[string]bool{}
 	for _, n := range sortedKeys(ksets) {
 		ks := ksets[n]
-		want, isSet := st.sets[n]
+		want, isSet := sets[n]
 		isMap := slices.Contains(vmapNames[:], n)
 		switch {
 		case isMap && ks.IsMap:
@@ -151,8 +163,7 @@ func (e *Enforcer) emitFull(st *state, kchains map[string]bool, ksets map[string
 		case isSet && want.kind == skFQDN && ks.Concatenation && ks.HasTimeout:
 			kept[n] = true // keep the resolver's elements and their timeouts
 		case isSet && want.kind != skFQDN && sameKind(ks, want):
-			c.FlushSet(ks)
-			kept[n] = true
+			kept[n] = true // the name is a digest of the elements
 		default:
 			c.DelSet(ks)
 		}
@@ -160,17 +171,12 @@ func (e *Enforcer) emitFull(st *state, kchains map[string]bool, ksets map[string
 	// Chains that are no longer wanted (now empty and unreferenced: every chain was
 	// flushed and every map emptied above).
 	for _, n := range sortedKeys(kchains) {
-		if _, ok := st.chains[n]; !ok {
+		if _, ok := chains[n]; !ok {
 			c.DelChain(&nftables.Chain{Name: n, Table: e.table})
 		}
 	}
-	for _, n := range sortedKeys(st.sets) {
-		s := st.sets[n]
-		obj := e.nftSet(s)
+	for _, n := range sortedKeys(sets) {
 		if kept[n] {
-			if err := e.addElems(obj, e.setElems(s), elemChunk); err != nil {
-				return fmt.Errorf("egress: set %s: %w", n, err)
-			}
 			continue
 		}
 		if ksets[n] != nil {
@@ -179,11 +185,8 @@ func (e *Enforcer) emitFull(st *state, kchains map[string]bool, ksets map[string
 			// so fail loudly (names encode the kind, this does not happen).
 			return fmt.Errorf("egress: set %s exists with another definition", n)
 		}
-		if err := c.AddSet(obj, nil); err != nil {
-			return fmt.Errorf("egress: set %s: %w", n, err)
-		}
-		if err := e.addElems(obj, e.setElems(s), elemChunk); err != nil {
-			return fmt.Errorf("egress: set %s: %w", n, err)
+		if err := e.addSet(sets[n]); err != nil {
+			return err
 		}
 	}
 	for i := range st.vmaps {
@@ -195,7 +198,9 @@ func (e *Enforcer) emitFull(st *state, kchains map[string]bool, ksets map[string
 		}
 	}
 	for _, n := range names {
-		e.addRules(st.chains[n])
+		if err := e.addRules(chains[n]); err != nil {
+			return err
+		}
 	}
 	for i, m := range st.vmaps {
 		obj := e.vmapSet(i)
@@ -213,6 +218,17 @@ func (e *Enforcer) emitFull(st *state, kchains map[string]bool, ksets map[string
 	return err
 }
 
+func (e *Enforcer) addSet(s *setDef) error {
+	obj := e.nftSet(s)
+	if err := e.conn.AddSet(obj, nil); err != nil {
+		return fmt.Errorf("egress: set %s: %w", s.name, err)
+	}
+	if err := e.addElems(obj, e.setElems(s), elemChunk); err != nil {
+		return fmt.Errorf("egress: set %s: %w", s.name, err)
+	}
+	return nil
+}
+
 func sameKind(ks *nftables.Set, want *setDef) bool {
 	switch want.kind {
 	case skPrefix:
@@ -223,12 +239,13 @@ func sameKind(ks *nftables.Set, want *setDef) bool {
 	return false
 }
 
-// emitIncremental sends the difference between the state (the kernel) and tx.
+// emitIncremental sends the difference between the kernel part of the state
+// and what it wants, for the names tx touched.
 func (e *Enforcer) emitIncremental(st *state, t *tx) error {
 	c := e.conn
 	var addChains, changed, delChains []*chainDef
 	for _, n := range sortedKeys(t.chains) {
-		nc, oc := t.chains[n], st.chains[n]
+		nc, oc := st.wantChain(n), st.chains[n]
 		switch {
 		case nc == nil && oc != nil:
 			delChains = append(delChains, oc)
@@ -240,24 +257,14 @@ func (e *Enforcer) emitIncremental(st *state, t *tx) error {
 	}
 	var delSets []*setDef
 	for _, n := range sortedKeys(t.sets) {
-		ns, os := t.sets[n], st.sets[n]
+		ns, os := st.setDefs[n], st.sets[n]
 		switch {
 		case ns == nil && os != nil:
 			delSets = append(delSets, os)
 		case ns != nil && os == nil:
-			obj := e.nftSet(ns)
-			if err := c.AddSet(obj, nil); err != nil {
+			if err := e.addSet(ns); err != nil {
 				e.discard()
-				return fmt.Errorf("egress: set %s: %w", n, err)
-			}
-			if err := e.addElems(obj, e.setElems(ns), elemChunk); err != nil {
-				e.discard()
-				return fmt.Errorf("egress: set %s: %w", n, err)
-			}
-		case ns != nil && ns.kind != skFQDN && !ns.equalContent(os):
-			if err := e.updateSet(os, ns); err != nil {
-				e.discard()
-				return fmt.Errorf("egress: set %s: %w", n, err)
+				return err
 			}
 		}
 	}
@@ -266,31 +273,38 @@ func (e *Enforcer) emitIncremental(st *state, t *tx) error {
 	}
 	for _, ch := range changed {
 		c.FlushChain(e.chainObj(ch))
-		e.addRules(ch)
+		if err := e.addRules(ch); err != nil {
+			e.discard()
+			return err
+		}
 	}
 	for _, ch := range addChains {
-		e.addRules(ch)
+		if err := e.addRules(ch); err != nil {
+			e.discard()
+			return err
+		}
 	}
+	type vmDiff struct{ del, add []nftables.SetElement }
+	var vd [numVmaps]vmDiff
 	for i := range t.vm {
-		var del, add []nftables.SetElement
 		for ip, v := range t.vm[i] {
 			old, had := st.vmaps[i][ip]
 			switch {
 			case v == nil && had:
-				del = append(del, vmapElem(ip, old))
+				vd[i].del = append(vd[i].del, vmapElem(ip, old))
 			case v != nil && had && old != *v:
-				del = append(del, vmapElem(ip, old))
-				add = append(add, vmapElem(ip, *v))
+				vd[i].del = append(vd[i].del, vmapElem(ip, old))
+				vd[i].add = append(vd[i].add, vmapElem(ip, *v))
 			case v != nil && !had:
-				add = append(add, vmapElem(ip, *v))
+				vd[i].add = append(vd[i].add, vmapElem(ip, *v))
 			}
 		}
 		obj := e.vmapSet(i)
-		if err := e.delElems(obj, del, vmapChunk); err != nil {
+		if err := e.delElems(obj, vd[i].del, vmapChunk); err != nil {
 			e.discard()
 			return err
 		}
-		if err := e.addElems(obj, add, vmapChunk); err != nil {
+		if err := e.addElems(obj, vd[i].add, vmapChunk); err != nil {
 			e.discard()
 			return err
 		}
@@ -308,69 +322,29 @@ func (e *Enforcer) emitIncremental(st *state, t *tx) error {
 		e.discard()
 		return err
 	}
-	commit(st, t)
-	return nil
-}
-
-// updateSet queues the element changes that turn old into new.
-func (e *Enforcer) updateSet(old, nw *setDef) error {
-	obj := e.nftSet(nw)
-	switch nw.kind {
-	case skPrefix:
-		or, nr := ranges(old.prefixes), ranges(nw.prefixes)
-		in := func(rs []addrRange, r addrRange) bool {
-			i := sort.Search(len(rs), func(i int) bool { return rs[i].lo.Compare(r.lo) >= 0 })
-			return i < len(rs) && rs[i] == r
+	// The kernel now holds what the state wants for the touched names.
+	for _, n := range sortedKeys(t.chains) {
+		if nc := st.wantChain(n); nc != nil {
+			st.chains[n] = nc
+		} else {
+			delete(st.chains, n)
 		}
-		var del, add []addrRange
-		for _, r := range or {
-			if !in(nr, r) {
-				del = append(del, r)
+	}
+	for n := range t.sets {
+		if ns := st.setDefs[n]; ns != nil {
+			st.sets[n] = ns
+		} else {
+			delete(st.sets, n)
+		}
+	}
+	for i := range t.vm {
+		for ip, v := range t.vm[i] {
+			if v == nil {
+				delete(st.vmaps[i], ip)
+			} else {
+				st.vmaps[i][ip] = *v
 			}
 		}
-		for _, r := range nr {
-			if !in(or, r) {
-				add = append(add, r)
-			}
-		}
-		if err := e.delElems(obj, rangeElems(del), elemChunk); err != nil {
-			return err
-		}
-		return e.addElems(obj, rangeElems(add), elemChunk)
-	case skNamedPort:
-		oldSet := map[namedKey]bool{}
-		for _, n := range old.nports {
-			oldSet[namedKey{n.Addr, n.Protocol, n.Port}] = true
-		}
-		newSet := map[namedKey]bool{}
-		for _, n := range nw.nports {
-			newSet[namedKey{n.Addr, n.Protocol, n.Port}] = true
-		}
-		var del, add []policy.NamedPortTarget
-		for _, n := range old.nports {
-			if !newSet[namedKey{n.Addr, n.Protocol, n.Port}] {
-				del = append(del, n)
-			}
-		}
-		for _, n := range nw.nports {
-			if !oldSet[namedKey{n.Addr, n.Protocol, n.Port}] {
-				add = append(add, n)
-			}
-		}
-		if err := e.delElems(obj, namedElems(del), elemChunk); err != nil {
-			return err
-		}
-		return e.addElems(obj, namedElems(add), elemChunk)
 	}
 	return nil
-}
-
-type namedKey struct {
-	addr  netip.Addr
-	proto policy.Protocol
-	port  uint16
-}
-
-func (k namedKey) String() string {
-	return strings.Join([]string{k.addr.String(), string(k.proto), fmt.Sprint(k.port)}, "/")
 }

@@ -1,6 +1,8 @@
 package egress
 
 import (
+	"crypto/sha256"
+	"encoding/base32"
 	"fmt"
 	"hash/fnv"
 	"net/netip"
@@ -103,23 +105,52 @@ func policyChain(ref policy.PolicyRef, d policy.Direction, kind string) string {
 	return n
 }
 
-// programChain names the chain of a program and its after-admin part ("rest").
-func programChain(d policy.Direction, key string, rest bool) string {
-	n := "prog_" + dirTag(d) + "_" + hashName(key)
-	if rest {
-		n += "_rest"
+// restChain names the shared chain of a program's part after the Admin tier
+// (namespaced policies, or Baseline groups, then the default verdict), keyed by
+// restKey.
+func restChain(d policy.Direction, key string) string {
+	return "prog_" + dirTag(d) + "_" + hashName(key)
+}
+
+// adminChain names the shared chain of a program's Admin groups, keyed by
+// adminKey; it ends in the pass map (the workload's own rest chain).
+func adminChain(d policy.Direction, key string) string {
+	return "adm_" + dirTag(d) + "_" + hashName(key)
+}
+
+func groupsKey(tag string, gs [][]policy.PolicyRef) string {
+	var b strings.Builder
+	for _, g := range gs {
+		b.WriteString(tag)
+		for _, r := range g {
+			b.WriteString(r.String())
+			b.WriteByte(',')
+		}
 	}
-	return n
+	return b.String()
 }
 
-// Rule sets carry the direction: a rule name may repeat across the ingress and
-// egress lists of one policy, and PlanRule.ID derives from the name.
-func prefixSetName(r *policy.PlanRule, f fam) string {
-	return "r" + dirTag(r.Direction) + "_" + r.ID + "_" + f.suffix()
+// adminKey and restKey split Program.Key into its two shared parts.
+func adminKey(p *policy.Program) string { return groupsKey("A|", p.Admin) }
+
+func restKey(p *policy.Program) string {
+	if p.Isolated {
+		var b strings.Builder
+		b.WriteString("N|")
+		for _, r := range p.Namespaced {
+			b.WriteString(r.String())
+			b.WriteByte(',')
+		}
+		return b.String()
+	}
+	return groupsKey("B|", p.Baseline)
 }
 
-func namedSetName(r *policy.PlanRule, f fam) string {
-	return "np" + dirTag(r.Direction) + "_" + r.ID + "_" + f.suffix()
+// contentName names a set by a digest of its content: rules with equal
+// prefix lists (or named-port lists) share one set.
+func contentName(prefix string, f fam, content string) string {
+	h := sha256.Sum256([]byte(content))
+	return prefix + strings.TrimPrefix(f.suffix(), "v") + "_" + strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(h[:10]))
 }
 
 // --- rule model -------------------------------------------------------------
@@ -134,17 +165,27 @@ const (
 	mDport                          // th dport lo-hi
 	mCtState                        // ct state <bits>
 	mDaddr                          // ip daddr == addr
+	mAddrRange                      // ip saddr|daddr lo[-hi] (a rule's single range, inline)
+	mPortSet                        // meta l4proto . th dport { P . lo-hi, ... } (anonymous set)
 )
+
+// portItem is one element of a rule's port list.
+type portItem struct {
+	proto  uint8
+	lo, hi uint16
+}
 
 type match struct {
 	kind  matchKind
-	src   bool // mAddrSet: saddr (else daddr)
+	src   bool // mAddrSet, mAddrRange: saddr (else daddr)
 	set   string
 	proto uint8
 	lo    uint16
 	hi    uint16
 	ct    uint32
-	addr  netip.Addr
+	addr  netip.Addr // mDaddr; mAddrRange: first address
+	last  netip.Addr // mAddrRange: last address
+	ports []portItem // mPortSet
 }
 
 type verdictKind uint8
@@ -190,15 +231,11 @@ const (
 )
 
 type setDef struct {
-	name     string
-	kind     setKind
-	fam      fam
-	prefixes []netip.Prefix
-	nports   []policy.NamedPortTarget
-}
-
-func (s *setDef) equalContent(o *setDef) bool {
-	return s.kind == o.kind && s.fam == o.fam && slices.Equal(s.prefixes, o.prefixes) && slices.Equal(s.nports, o.nports)
+	name   string
+	kind   setKind
+	fam    fam
+	ranges []addrRange
+	nports []policy.NamedPortTarget
 }
 
 // vtarget is the value of a verdict-map element.
@@ -216,21 +253,51 @@ type variant struct {
 	m   []match
 }
 
-// ruleVariants returns the (family, matches) combinations that together match
-// exactly the packets rule r matches, for the policy's direction.
-func ruleVariants(r *policy.PlanRule) []variant {
+// ruleRender is a rule's rendering: the (family, matches) combinations that
+// together match exactly the packets the rule matches, and the named sets they
+// use.
+type ruleRender struct {
+	variants []variant
+	sets     []*setDef
+}
+
+// renderRuleMatches renders the matches of rule r. A family's prefixes become
+// one inline match when they merge into a single range, else an interval set
+// named by its content (shared by every rule with the same addresses); a port
+// list of more than one entry becomes one anonymous set
+// (meta l4proto . th dport); named ports a content-named set.
+func renderRuleMatches(r *policy.PlanRule) ruleRender {
+	var out ruleRender
+	src := r.Direction == policy.Ingress
 	var peers []variant
 	if r.AnyPeer {
 		peers = append(peers, variant{})
 	} else {
 		for _, f := range []fam{fam4, fam6} {
-			if hasFamily(r.Prefixes, f) {
-				peers = append(peers, variant{fam: f, m: []match{{kind: mAddrSet, src: r.Direction == policy.Ingress, set: prefixSetName(r, f)}}})
+			var ps []netip.Prefix
+			for _, p := range r.Prefixes {
+				if famOf(p.Addr()) == f {
+					ps = append(ps, netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-unmapBits(p.Addr())).Masked())
+				}
 			}
+			if len(ps) == 0 {
+				continue
+			}
+			rs := ranges(ps)
+			if len(rs) == 1 {
+				peers = append(peers, variant{fam: f, m: []match{{kind: mAddrRange, src: src, addr: rs[0].lo, last: rs[0].hi}}})
+				continue
+			}
+			s := &setDef{kind: skPrefix, fam: f, ranges: rs}
+			s.name = contentName("r", f, rangesText(rs))
+			out.sets = append(out.sets, s)
+			peers = append(peers, variant{fam: f, m: []match{{kind: mAddrSet, src: src, set: s.name}}})
 		}
 		if r.FQDN && r.Direction == policy.Egress {
 			for _, f := range []fam{fam4, fam6} {
-				peers = append(peers, variant{fam: f, m: []match{{kind: mFQDN, set: FQDNSetName(r.ID, ipsetFam(f))}}})
+				s := &setDef{name: FQDNSetName(r.ID, ipsetFam(f)), kind: skFQDN, fam: f}
+				out.sets = append(out.sets, s)
+				peers = append(peers, variant{fam: f, m: []match{{kind: mFQDN, set: s.name}}})
 			}
 		}
 	}
@@ -238,20 +305,43 @@ func ruleVariants(r *policy.PlanRule) []variant {
 	if r.AnyPort {
 		ports = append(ports, variant{})
 	} else {
+		var items []portItem
 		for _, p := range r.Ports {
-			m := []match{{kind: mProto, proto: protoNum[p.Protocol]}}
-			if !p.All {
-				m = append(m, match{kind: mDport, lo: p.First, hi: p.Last})
+			it := portItem{proto: protoNum[p.Protocol], lo: p.First, hi: p.Last}
+			if p.All {
+				it.lo, it.hi = 0, 65535
+			}
+			items = append(items, it)
+		}
+		items = mergePorts(items)
+		switch {
+		case len(items) == 1:
+			m := []match{{kind: mProto, proto: items[0].proto}}
+			if items[0].lo != 0 || items[0].hi != 65535 {
+				m = append(m, match{kind: mDport, lo: items[0].lo, hi: items[0].hi})
 			}
 			ports = append(ports, variant{m: m})
+		case len(items) > 1:
+			ports = append(ports, variant{m: []match{{kind: mPortSet, ports: items}}})
 		}
 		for _, f := range []fam{fam4, fam6} {
-			if hasNamed(r.NamedPorts, f) {
-				ports = append(ports, variant{fam: f, m: []match{{kind: mNamedPort, set: namedSetName(r, f)}}})
+			var ns []policy.NamedPortTarget
+			for _, n := range r.NamedPorts {
+				if famOf(n.Addr) == f {
+					n.Addr = n.Addr.Unmap()
+					ns = append(ns, n)
+				}
 			}
+			if len(ns) == 0 {
+				continue
+			}
+			ns = sortNamed(ns)
+			s := &setDef{kind: skNamedPort, fam: f, nports: ns}
+			s.name = contentName("np", f, namedText(ns))
+			out.sets = append(out.sets, s)
+			ports = append(ports, variant{fam: f, m: []match{{kind: mNamedPort, set: s.name}}})
 		}
 	}
-	var out []variant
 	for _, pe := range peers {
 		for _, po := range ports {
 			f := pe.fam
@@ -262,10 +352,66 @@ func ruleVariants(r *policy.PlanRule) []variant {
 				f = po.fam
 			}
 			m := append(slices.Clone(pe.m), po.m...)
-			out = append(out, variant{fam: f, m: m})
+			out.variants = append(out.variants, variant{fam: f, m: m})
 		}
 	}
 	return out
+}
+
+// mergePorts sorts port items and merges overlapping or adjacent ranges of a
+// protocol.
+func mergePorts(items []portItem) []portItem {
+	slices.SortFunc(items, func(a, b portItem) int {
+		if a.proto != b.proto {
+			return int(a.proto) - int(b.proto)
+		}
+		return int(a.lo) - int(b.lo)
+	})
+	out := items[:0]
+	for _, it := range items {
+		if n := len(out); n > 0 && out[n-1].proto == it.proto && int(it.lo) <= int(out[n-1].hi)+1 {
+			if it.hi > out[n-1].hi {
+				out[n-1].hi = it.hi
+			}
+			continue
+		}
+		out = append(out, it)
+	}
+	return out
+}
+
+func sortNamed(ns []policy.NamedPortTarget) []policy.NamedPortTarget {
+	slices.SortFunc(ns, func(a, b policy.NamedPortTarget) int {
+		if c := a.Addr.Compare(b.Addr); c != 0 {
+			return c
+		}
+		if a.Protocol != b.Protocol {
+			return strings.Compare(string(a.Protocol), string(b.Protocol))
+		}
+		return int(a.Port) - int(b.Port)
+	})
+	return slices.CompactFunc(ns, func(a, b policy.NamedPortTarget) bool { return a == b })
+}
+
+func rangesText(rs []addrRange) string {
+	var b strings.Builder
+	for _, r := range rs {
+		b.WriteString(r.lo.String())
+		if r.hi != r.lo {
+			b.WriteByte('-')
+			b.WriteString(r.hi.String())
+		}
+		b.WriteByte(',')
+	}
+	return b.String()
+}
+
+func namedText(ns []policy.NamedPortTarget) string {
+	var b strings.Builder
+	for _, n := range ns {
+		fmt.Fprintf(&b, "%s . %s . %d,", n.Addr, strings.ToLower(string(n.Protocol)), n.Port)
+	}
+	return b.String()
 }
 
 func ipsetFam(f fam) ipset.Family {
@@ -282,59 +428,6 @@ func famOf(a netip.Addr) fam {
 	return fam6
 }
 
-func hasFamily(ps []netip.Prefix, f fam) bool {
-	for _, p := range ps {
-		if famOf(p.Addr()) == f {
-			return true
-		}
-	}
-	return false
-}
-
-func hasNamed(ns []policy.NamedPortTarget, f fam) bool {
-	for _, n := range ns {
-		if famOf(n.Addr) == f {
-			return true
-		}
-	}
-	return false
-}
-
-// ruleSets returns the sets a rule needs (prefix and named-port sets with their
-// content; FQDN sets without content).
-func ruleSets(r *policy.PlanRule) []*setDef {
-	var out []*setDef
-	for _, f := range []fam{fam4, fam6} {
-		if !r.AnyPeer {
-			var ps []netip.Prefix
-			for _, p := range r.Prefixes {
-				if famOf(p.Addr()) == f {
-					ps = append(ps, netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-unmapBits(p.Addr())).Masked())
-				}
-			}
-			if len(ps) > 0 {
-				out = append(out, &setDef{name: prefixSetName(r, f), kind: skPrefix, fam: f, prefixes: ps})
-			}
-		}
-		if !r.AnyPort {
-			var ns []policy.NamedPortTarget
-			for _, n := range r.NamedPorts {
-				if famOf(n.Addr) == f {
-					n.Addr = n.Addr.Unmap()
-					ns = append(ns, n)
-				}
-			}
-			if len(ns) > 0 {
-				out = append(out, &setDef{name: namedSetName(r, f), kind: skNamedPort, fam: f, nports: ns})
-			}
-		}
-		if r.FQDN && r.Direction == policy.Egress && !r.AnyPeer {
-			out = append(out, &setDef{name: FQDNSetName(r.ID, ipsetFam(f)), kind: skFQDN, fam: f})
-		}
-	}
-	return out
-}
-
 func unmapBits(a netip.Addr) int {
 	if a.Is4In6() {
 		return 96
@@ -342,9 +435,9 @@ func unmapBits(a netip.Addr) int {
 	return 0
 }
 
-// ruleVerdict renders the rules of one plan rule with the given verdict.
-func (e *Enforcer) renderRule(out []rule, r *policy.PlanRule, v verdictKind) []rule {
-	for _, va := range ruleVariants(r) {
+// renderRule appends the rules of one plan rule with the given verdict.
+func renderRule(out []rule, r *policy.PlanRule, rr *ruleRender, v verdictKind) []rule {
+	for _, va := range rr.variants {
 		base := rule{fam: va.fam, m: va.m, v: v, comment: r.Ref.String()}
 		switch v {
 		case vDrop:
@@ -372,6 +465,77 @@ func (e *Enforcer) renderRule(out []rule, r *policy.PlanRule, v verdictKind) []r
 	return out
 }
 
+// polRender is the rendering of one policy: its non-empty chains (every kind
+// it could need; programs jump only to those and only those are in the
+// kernel) and the named sets its rules use.
+type polRender struct {
+	chains map[string]*chainDef
+	sets   []*setDef
+}
+
+// renderPolicy renders a policy (both directions). Namespaced policies have a
+// deny chain (_nd) and an allow chain (_na); Admin and Baseline policies an
+// ordered chain (first match, for a priority group of one) and deny-, allow-
+// and pass-check chains (_d, _a, _p, for groups of equal priority). Empty
+// chains are left out.
+func renderPolicy(pp *policy.PlanPolicy) *polRender {
+	out := &polRender{chains: map[string]*chainDef{}}
+	seen := map[string]bool{}
+	add := func(name string, rules []rule) {
+		if len(rules) > 0 {
+			out.chains[name] = newChain(name, rules)
+		}
+	}
+	for _, dir := range policy.Directions {
+		rules := pp.Rules(dir)
+		rrs := make([]ruleRender, len(rules))
+		for i, r := range rules {
+			rrs[i] = renderRuleMatches(r)
+			for _, s := range rrs[i].sets {
+				if !seen[s.name] {
+					seen[s.name] = true
+					out.sets = append(out.sets, s)
+				}
+			}
+		}
+		if pp.Tier == policy.TierNamespaced {
+			var deny, allow []rule
+			for i, r := range rules {
+				switch r.Action {
+				case policy.ActionDeny:
+					deny = renderRule(deny, r, &rrs[i], vDrop)
+				case policy.ActionAllow:
+					allow = renderRule(allow, r, &rrs[i], vAccept)
+				}
+			}
+			add(policyChain(pp.Ref, dir, "nd"), deny)
+			add(policyChain(pp.Ref, dir, "na"), allow)
+			continue
+		}
+		var ordered, deny, allow, pass []rule
+		for i, r := range rules {
+			rr := &rrs[i]
+			ordered = renderRule(ordered, r, rr, actionVerdict(r.Action))
+			switch r.Action {
+			case policy.ActionDeny:
+				deny = renderRule(deny, r, rr, vDrop)
+			case policy.ActionAllow:
+				deny = renderRule(deny, r, rr, vReturn)
+				allow = renderRule(allow, r, rr, vAccept)
+			case policy.ActionPass:
+				deny = renderRule(deny, r, rr, vReturn)
+				allow = renderRule(allow, r, rr, vReturn)
+				pass = renderRule(pass, r, rr, vVmap)
+			}
+		}
+		add(policyChain(pp.Ref, dir, ""), ordered)
+		add(policyChain(pp.Ref, dir, "d"), trimTrailingReturns(deny))
+		add(policyChain(pp.Ref, dir, "a"), trimTrailingReturns(allow))
+		add(policyChain(pp.Ref, dir, "p"), pass)
+	}
+	return out
+}
+
 func actionVerdict(a policy.Action) verdictKind {
 	switch a {
 	case policy.ActionAllow:
@@ -380,52 +544,6 @@ func actionVerdict(a policy.Action) verdictKind {
 		return vDrop
 	}
 	return vVmap // Pass
-}
-
-// renderPolicy returns the chains and sets of a policy (both directions).
-func (e *Enforcer) renderPolicy(pp *policy.PlanPolicy) ([]*chainDef, []*setDef) {
-	var chains []*chainDef
-	var sets []*setDef
-	for _, dir := range policy.Directions {
-		rules := pp.Rules(dir)
-		for _, r := range rules {
-			sets = append(sets, ruleSets(r)...)
-		}
-		if pp.Tier == policy.TierNamespaced {
-			var deny, allow []rule
-			for _, r := range rules {
-				switch r.Action {
-				case policy.ActionDeny:
-					deny = e.renderRule(deny, r, vDrop)
-				case policy.ActionAllow:
-					allow = e.renderRule(allow, r, vAccept)
-				}
-			}
-			chains = append(chains, newChain(policyChain(pp.Ref, dir, "nd"), deny), newChain(policyChain(pp.Ref, dir, "na"), allow))
-			continue
-		}
-		var ordered, deny, allow, pass []rule
-		for _, r := range rules {
-			ordered = e.renderRule(ordered, r, actionVerdict(r.Action))
-			switch r.Action {
-			case policy.ActionDeny:
-				deny = e.renderRule(deny, r, vDrop)
-			case policy.ActionAllow:
-				deny = e.renderRule(deny, r, vReturn)
-				allow = e.renderRule(allow, r, vAccept)
-			case policy.ActionPass:
-				deny = e.renderRule(deny, r, vReturn)
-				allow = e.renderRule(allow, r, vReturn)
-				pass = e.renderRule(pass, r, vVmap)
-			}
-		}
-		chains = append(chains,
-			newChain(policyChain(pp.Ref, dir, ""), ordered),
-			newChain(policyChain(pp.Ref, dir, "d"), trimTrailingReturns(deny)),
-			newChain(policyChain(pp.Ref, dir, "a"), trimTrailingReturns(allow)),
-			newChain(policyChain(pp.Ref, dir, "p"), pass))
-	}
-	return chains, sets
 }
 
 // trimTrailingReturns drops return rules at the end of a chain (they change
@@ -437,44 +555,75 @@ func trimTrailingReturns(rs []rule) []rule {
 	return rs
 }
 
-// renderProgram returns the chain of a program and of its after-admin part.
-func (e *Enforcer) renderProgram(dir policy.Direction, prog *policy.Program, def policy.Verdict) []*chainDef {
-	key := prog.Key()
-	rest := programChain(dir, key, true)
-	groups := func(gs [][]policy.PolicyRef) []rule {
-		var rs []rule
+// progDef is a shared program chain: the Admin part (adm_*) or the rest
+// (prog_*) of the programs of the workloads using it.
+type progDef struct {
+	name     string
+	dir      policy.Direction
+	admin    bool
+	groups   [][]policy.PolicyRef // Admin groups, or Baseline groups when !isolated
+	isolated bool
+	ns       []policy.PolicyRef
+	users    int
+	jumps    []string    // policy chains the rendered chain jumps to
+	chain    *chainDef   // rendered
+}
+
+func (p *progDef) refs() []policy.PolicyRef {
+	var out []policy.PolicyRef
+	for _, g := range p.groups {
+		out = append(out, g...)
+	}
+	return append(out, p.ns...)
+}
+
+// renderProg renders a program chain; has reports whether a policy chain
+// exists (is not empty).
+func renderProg(p *progDef, def policy.Verdict, has func(string) bool) *chainDef {
+	var rs []rule
+	p.jumps = p.jumps[:0]
+	jump := func(name string) {
+		if has(name) {
+			rs = append(rs, rule{v: vJump, target: name})
+			p.jumps = append(p.jumps, name)
+		}
+	}
+	groups := func(gs [][]policy.PolicyRef) {
 		for _, g := range gs {
 			if len(g) == 1 {
-				rs = append(rs, rule{v: vJump, target: policyChain(g[0], dir, "")})
+				jump(policyChain(g[0], p.dir, ""))
 				continue
 			}
 			for _, kind := range []string{"d", "a", "p"} {
 				for _, ref := range g {
-					rs = append(rs, rule{v: vJump, target: policyChain(ref, dir, kind)})
+					jump(policyChain(ref, p.dir, kind))
 				}
 			}
 		}
-		return rs
 	}
-	head := groups(prog.Admin)
-	head = append(head, rule{v: vGoto, target: rest})
-	var tail []rule
-	if prog.Isolated {
+	switch {
+	case p.admin:
+		groups(p.groups)
+		// Then the workload's rest chain, through the pass map.
+		for _, f := range []fam{fam4, fam6} {
+			rs = append(rs, rule{fam: f, v: vVmap, vmapSrc: p.dir == policy.Egress, target: vmapNames[vmapIndex(p.dir, f, true)]})
+		}
+	case p.isolated:
 		for _, kind := range []string{"nd", "na"} {
-			for _, ref := range prog.Namespaced {
-				tail = append(tail, rule{v: vJump, target: policyChain(ref, dir, kind)})
+			for _, ref := range p.ns {
+				jump(policyChain(ref, p.dir, kind))
 			}
 		}
-		tail = append(tail, rule{v: vDrop, counter: true, log: true, comment: "isolated"})
-	} else {
-		tail = groups(prog.Baseline)
+		rs = append(rs, rule{v: vDrop, counter: true, log: true, comment: "isolated"})
+	default:
+		groups(p.groups)
 		if def == policy.Deny {
-			tail = append(tail, rule{v: vDrop, counter: true, log: true, comment: "default"})
+			rs = append(rs, rule{v: vDrop, counter: true, log: true, comment: "default"})
 		} else {
-			tail = append(tail, rule{v: vAccept})
+			rs = append(rs, rule{v: vAccept})
 		}
 	}
-	return []*chainDef{newChain(programChain(dir, key, false), head), newChain(rest, tail)}
+	return newChain(p.name, rs)
 }
 
 // baseChains returns the hooked chains.
@@ -565,6 +714,29 @@ func (m *match) text(f fam) string {
 		return "ct state " + strings.Join(s, ",")
 	case mDaddr:
 		return ipKw(f) + " daddr " + m.addr.String()
+	case mAddrRange:
+		dir := " daddr "
+		if m.src {
+			dir = " saddr "
+		}
+		if m.addr == m.last {
+			return ipKw(f) + dir + m.addr.String()
+		}
+		return ipKw(f) + dir + m.addr.String() + "-" + m.last.String()
+	case mPortSet:
+		var es []string
+		for _, p := range m.ports {
+			n, ok := protoName[p.proto]
+			if !ok {
+				n = strconv.Itoa(int(p.proto))
+			}
+			if p.lo == p.hi {
+				es = append(es, fmt.Sprintf("%s . %d", n, p.lo))
+			} else {
+				es = append(es, fmt.Sprintf("%s . %d-%d", n, p.lo, p.hi))
+			}
+		}
+		return "meta l4proto . th dport { " + strings.Join(es, ", ") + " }"
 	}
 	return "?"
 }
@@ -574,7 +746,7 @@ func (r *rule) text() string {
 	if r.fam != famAny {
 		needs := true
 		for _, m := range r.m {
-			if m.kind == mAddrSet || m.kind == mFQDN || m.kind == mNamedPort || m.kind == mDaddr {
+			if m.kind == mAddrSet || m.kind == mFQDN || m.kind == mNamedPort || m.kind == mDaddr || m.kind == mAddrRange {
 				needs = false
 			}
 		}

@@ -58,7 +58,7 @@ func dportPayload(dreg uint32) *expr.Payload {
 }
 
 // exprs turns a rule into nftables expressions.
-func (e *Enforcer) exprs(r *rule) []expr.Any {
+func (e *Enforcer) exprs(r *rule, anon func(*match) (string, uint32)) []expr.Any {
 	var out []expr.Any
 	if r.fam != famAny {
 		out = append(out,
@@ -105,6 +105,19 @@ func (e *Enforcer) exprs(r *rule) []expr.Any {
 				&expr.Cmp{Op: expr.CmpOpNeq, Register: reg1, Data: []byte{0, 0, 0, 0}})
 		case mDaddr:
 			out = append(out, addrPayload(r.fam, false, reg1), &expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: m.addr.AsSlice()})
+		case mAddrRange:
+			out = append(out, addrPayload(r.fam, m.src, reg1))
+			if m.addr == m.last {
+				out = append(out, &expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: m.addr.AsSlice()})
+			} else {
+				out = append(out, &expr.Range{Op: expr.CmpOpEq, Register: reg1, FromData: m.addr.AsSlice(), ToData: m.last.AsSlice()})
+			}
+		case mPortSet:
+			name, id := anon(m)
+			out = append(out,
+				&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg1},
+				dportPayload(reg32(1)),
+				&expr.Lookup{SourceRegister: reg1, SetName: name, SetID: id})
 		}
 	}
 	if r.counter {
@@ -159,6 +172,21 @@ func (e *Enforcer) nftSet(s *setDef) *nftables.Set {
 		ns.HasTimeout = true
 	}
 	return ns
+}
+
+// portSet returns the anonymous set (meta l4proto . th dport, intervals) of a
+// rule's port list, with its elements.
+func (e *Enforcer) portSet(m *match) (*nftables.Set, []nftables.SetElement) {
+	s := &nftables.Set{Table: e.table, Anonymous: true, Constant: true, Interval: true, Concatenation: true,
+		KeyType: nftables.MustConcatSetType(nftables.TypeInetProto, nftables.TypeInetService), KeyByteOrder: binaryutil.BigEndian}
+	key := func(proto uint8, port uint16) []byte {
+		return []byte{proto, 0, 0, 0, byte(port >> 8), byte(port), 0, 0}
+	}
+	elems := make([]nftables.SetElement, 0, len(m.ports))
+	for _, p := range m.ports {
+		elems = append(elems, nftables.SetElement{Key: key(p.proto, p.lo), KeyEnd: key(p.proto, p.hi)})
+	}
+	return s, elems
 }
 
 func (e *Enforcer) vmapSet(i int) *nftables.Set {
@@ -237,7 +265,7 @@ func namedElems(ns []policy.NamedPortTarget) []nftables.SetElement {
 func (e *Enforcer) setElems(s *setDef) []nftables.SetElement {
 	switch s.kind {
 	case skPrefix:
-		return rangeElems(ranges(s.prefixes))
+		return rangeElems(s.ranges)
 	case skNamedPort:
 		return namedElems(s.nports)
 	}
