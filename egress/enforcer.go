@@ -132,7 +132,9 @@ func WithRevocation(decide func(policy.Connection) policy.Verdict) Option {
 type Enforcer struct {
 	mu    sync.Mutex
 	opts  options
-	conn  *nftables.Conn
+	conn  *nftables.Conn // listings and Remove
+	enc   *nftables.Conn // encodes transactions for bat
+	bat   *batcher
 	table *nftables.Table
 	log   *slog.Logger
 	st    *state // nil: the next Apply is full
@@ -156,6 +158,15 @@ func New(opts ...Option) (*Enforcer, error) {
 		return nil, err
 	}
 	e.conn = conn
+	if e.bat, err = dialBatcher(o.netns, 256<<20); err != nil {
+		conn.CloseLasting()
+		return nil, fmt.Errorf("egress: netlink: %w", err)
+	}
+	if e.enc, err = e.bat.encoder(); err != nil {
+		conn.CloseLasting()
+		e.bat.close()
+		return nil, fmt.Errorf("egress: netlink: %w", err)
+	}
 	return e, nil
 }
 
@@ -203,6 +214,9 @@ func (e *Enforcer) Close() error {
 	}
 	err := e.conn.CloseLasting()
 	e.conn = nil
+	if berr := e.bat.close(); err == nil {
+		err = berr
+	}
 	return err
 }
 

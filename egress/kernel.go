@@ -39,20 +39,20 @@ func (e *Enforcer) addRules(c *chainDef) error {
 	var err error
 	anon := func(m *match) (string, uint32) {
 		s, elems := e.portSet(m)
-		if aerr := e.conn.AddSet(s, elems); aerr != nil && err == nil {
+		if aerr := e.enc.AddSet(s, elems); aerr != nil && err == nil {
 			err = fmt.Errorf("chain %s: port set: %w", c.name, aerr)
 		}
 		return s.Name, s.ID
 	}
 	for i := range c.rules {
-		e.conn.AddRule(&nftables.Rule{Table: e.table, Chain: ch, Exprs: e.exprs(&c.rules[i], anon)})
+		e.enc.AddRule(&nftables.Rule{Table: e.table, Chain: ch, Exprs: e.exprs(&c.rules[i], anon)})
 	}
 	return err
 }
 
 func (e *Enforcer) addElems(s *nftables.Set, elems []nftables.SetElement, chunk int) error {
 	for i := 0; i < len(elems); i += chunk {
-		if err := e.conn.SetAddElements(s, elems[i:min(i+chunk, len(elems))]); err != nil {
+		if err := e.enc.SetAddElements(s, elems[i:min(i+chunk, len(elems))]); err != nil {
 			return err
 		}
 	}
@@ -61,7 +61,7 @@ func (e *Enforcer) addElems(s *nftables.Set, elems []nftables.SetElement, chunk 
 
 func (e *Enforcer) delElems(s *nftables.Set, elems []nftables.SetElement, chunk int) error {
 	for i := 0; i < len(elems); i += chunk {
-		if err := e.conn.SetDeleteElements(s, elems[i:min(i+chunk, len(elems))]); err != nil {
+		if err := e.enc.SetDeleteElements(s, elems[i:min(i+chunk, len(elems))]); err != nil {
 			return err
 		}
 	}
@@ -80,16 +80,17 @@ func sortedKeys[V any](m map[string]V) []string {
 // flush sends the queued batch; on an encoding error the connection is replaced
 // so that no half-built batch survives.
 func (e *Enforcer) flush(what string) error {
-	if err := e.conn.Flush(); err != nil {
+	if err := e.enc.Flush(); err != nil {
 		return fmt.Errorf("egress: %s: %w", what, err)
 	}
 	return nil
 }
 
+// discard drops whatever the encoder holds (after an encoding or kernel
+// error), so that no half-built batch survives.
 func (e *Enforcer) discard() {
-	_ = e.conn.CloseLasting()
-	if c, err := e.dial(); err == nil {
-		e.conn = c
+	if c, err := e.bat.encoder(); err == nil {
+		e.enc = c
 	}
 }
 
@@ -136,7 +137,7 @@ func (e *Enforcer) applyFull(plan *policy.Plan) error {
 }
 
 func (e *Enforcer) emitFull(st *state, chains map[string]*chainDef, sets map[string]*setDef, kchains map[string]bool, ksets map[string]*nftables.Set) error {
-	c := e.conn
+	c := e.enc
 	c.AddTable(e.table)
 	names := sortedKeys(chains)
 	// Hooked chains and new chains first (jump targets must exist).
@@ -220,7 +221,7 @@ func (e *Enforcer) emitFull(st *state, chains map[string]*chainDef, sets map[str
 
 func (e *Enforcer) addSet(s *setDef) error {
 	obj := e.nftSet(s)
-	if err := e.conn.AddSet(obj, nil); err != nil {
+	if err := e.enc.AddSet(obj, nil); err != nil {
 		return fmt.Errorf("egress: set %s: %w", s.name, err)
 	}
 	if err := e.addElems(obj, e.setElems(s), elemChunk); err != nil {
@@ -242,7 +243,7 @@ func sameKind(ks *nftables.Set, want *setDef) bool {
 // emitIncremental sends the difference between the kernel part of the state
 // and what it wants, for the names tx touched.
 func (e *Enforcer) emitIncremental(st *state, t *tx) error {
-	c := e.conn
+	c := e.enc
 	var addChains, changed, delChains []*chainDef
 	for _, n := range sortedKeys(t.chains) {
 		nc, oc := st.wantChain(n), st.chains[n]
