@@ -2,7 +2,7 @@ package egress_test
 
 import (
 	"context"
-		"testing"
+	"testing"
 	"time"
 
 	"github.com/egressd/egressd/egress"

@@ -565,8 +565,8 @@ type progDef struct {
 	isolated bool
 	ns       []policy.PolicyRef
 	users    int
-	jumps    []string    // policy chains the rendered chain jumps to
-	chain    *chainDef   // rendered
+	jumps    []string  // policy chains the rendered chain jumps to
+	chain    *chainDef // rendered
 }
 
 func (p *progDef) refs() []policy.PolicyRef {
