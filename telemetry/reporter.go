@@ -2,6 +2,7 @@ package telemetry
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"time"
 
@@ -90,13 +91,19 @@ func NewReporter(o ReporterOptions) *Reporter {
 // Config.SampleAllowed) and the counters in Metrics. It never blocks on I/O: audit lines
 // beyond the queue and spans beyond the batch queue are dropped and counted.
 //
-// The span is a child of the span in ctx, if any, and starts and ends at ev.Time.
+// The span is a child of the span in ctx, if any, and starts and ends at ev.Time. An
+// empty Time is set to now; an empty Namespace is taken from Workload ("namespace/name").
 func (r *Reporter) Report(ctx context.Context, ev Event) {
 	if r == nil {
 		return
 	}
 	if ev.Time.IsZero() {
 		ev.Time = r.now()
+	}
+	if ev.Namespace == "" {
+		if ns, _, ok := strings.Cut(ev.Workload, "/"); ok {
+			ev.Namespace = ns
+		}
 	}
 	r.metrics.countEvent(&ev)
 	if r.audit != nil && (ev.Event != EventLookupAllowed || r.auditAllowed) {

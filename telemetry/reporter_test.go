@@ -197,3 +197,33 @@ func BenchmarkReportAllowedUnsampled(b *testing.B) {
 		r.Report(context.Background(), ev)
 	}
 }
+
+func TestReportFillsTimeAndNamespace(t *testing.T) {
+	r, exp, a, path := newTestReporter(t, 0, false)
+	r.Report(context.Background(), Event{Event: EventPacketDenied, Workload: "shop/web-1", Client: "10.0.2.3"})
+	a.Flush()
+	lines := readLines(t, path)
+	if len(lines) != 1 {
+		t.Fatalf("%d lines", len(lines))
+	}
+	var ev Event
+	if err := json.Unmarshal([]byte(lines[0]), &ev); err != nil {
+		t.Fatal(err)
+	}
+	if ev.Namespace != "shop" || ev.Time.IsZero() {
+		t.Errorf("namespace %q time %v", ev.Namespace, ev.Time)
+	}
+	spans := exp.GetSpans()
+	if len(spans) != 1 || spans[0].Name != EventPacketDenied {
+		t.Fatalf("spans %v", spans)
+	}
+	found := false
+	for _, kv := range spans[0].Attributes {
+		if kv.Key == AttrNamespace && kv.Value.AsString() == "shop" {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("span lacks %s=shop: %v", AttrNamespace, spans[0].Attributes)
+	}
+}
