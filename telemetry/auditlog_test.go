@@ -334,10 +334,29 @@ func TestAuditLogReopenAfterRotation(t *testing.T) {
 	}
 
 	// Reopen failing (directory gone) keeps writing to the old file.
-	a2, err := NewAuditLog(AuditOptions{Path: filepath.Join(dir, "sub", "a.log")})
-	if err == nil {
-		a2.Close()
-		t.Fatal("opening under a missing directory succeeded")
+	sub := filepath.Join(dir, "sub")
+	if err := os.Mkdir(sub, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	a2, err := NewAuditLog(AuditOptions{Path: filepath.Join(sub, "a.log")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a2.Write(blockedEvent(1))
+	moved := filepath.Join(dir, "moved")
+	if err := os.Rename(sub, moved); err != nil {
+		t.Fatal(err)
+	}
+	if err := a2.Reopen(); err == nil {
+		t.Fatal("Reopen into a missing directory succeeded")
+	}
+	a2.Write(blockedEvent(2))
+	a2.Close()
+	if n := len(readLines(t, filepath.Join(moved, "a.log"))); n != 2 {
+		t.Errorf("old file has %d lines after failed Reopen, want 2", n)
+	}
+	if _, err := NewAuditLog(AuditOptions{Path: filepath.Join(dir, "nope", "a.log")}); err == nil {
+		t.Error("opening under a missing directory succeeded")
 	}
 }
 
