@@ -210,8 +210,13 @@ func build(ctx context.Context, dir, bin string, logw io.Writer) error {
 // message instead of a timeout panic; the go build cache keeps the progress. Prebuild
 // with `go run ./test/jaeger/cmd/jaeger-build` (e.g. in make test / .ci/run) to keep the
 // build out of test time.
+//
+// Under go test -short (make unit) the test is skipped: a real Jaeger is not a unit test.
 func Require(t testing.TB) string {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("-short: needs a real Jaeger (test/jaeger)")
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Minute)
 	defer cancel()
 	if d, ok := t.(interface{ Deadline() (time.Time, bool) }); ok {
