@@ -132,7 +132,8 @@ func benchSize() (nsCount, pods int) {
 }
 
 // BenchmarkApplyFull: the whole table (10,000 workloads, 1,002 policies) in one
-// transaction, adopting the table of the previous iteration.
+// transaction: first-ms into an empty namespace, p50/p99/max adopting the table
+// of the previous iteration.
 func BenchmarkApplyFull(b *testing.B) {
 	fd := throwawayNetNS(b)
 	nsCount, pods := benchSize()
@@ -148,7 +149,7 @@ func BenchmarkApplyFull(b *testing.B) {
 	if err := e.Apply(ctx, plan, policy.Changes{Full: true}); err != nil {
 		b.Fatal(err)
 	}
-	b.ReportMetric(float64(time.Since(t0).Milliseconds()), "first-ms")
+	first := time.Since(t0)
 	var ds []time.Duration
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
@@ -160,6 +161,8 @@ func BenchmarkApplyFull(b *testing.B) {
 	}
 	b.StopTimer()
 	reportPercentiles(b, ds)
+	// After ResetTimer (which drops metrics reported before it).
+	b.ReportMetric(float64(first.Microseconds())/1000, "first-ms")
 }
 
 // BenchmarkApplyIncremental: one policy change (a port), one pod added and one

@@ -18,42 +18,54 @@
 // own clients) is not filtered: Kubernetes expects the node to reach its pods.
 //
 // Dispatch maps eg_v4/eg_v6 (source workload address) and in_v4/in_v6
-// (destination workload address) map each enforced workload address to "jump
-// prog_<e|i>_<hash(Program.Key())>". A workload whose program is empty has no
-// entry (the base chain's accept is the default), or "drop" when the default
-// verdict is Deny. Program chains are shared by every workload with the same
-// program, so the number of rules a packet crosses depends on the policies that
-// select its workload, never on the number of policies on the node:
+// (destination workload address) map each enforced workload address to the
+// first chain of its program for the direction. A workload whose program is
+// empty has no entry (the base chain's accept is the default), or "drop" when
+// the default verdict is Deny. A program is split into two shared parts, so
+// the number of rules a packet crosses depends on the policies that select its
+// workload, never on the number of policies on the node:
 //
-//	prog_e_<h>       per Admin priority group: jump pol_e_<p> (a group of one), or
-//	                 jump every pol_e_<p>_d, then every pol_e_<p>_a, then every
-//	                 pol_e_<p>_p (equal priority: deny beats allow beats pass);
-//	                 goto prog_e_<h>_rest
-//	prog_e_<h>_rest  isolated: jump every pol_e_<p>_nd, then every pol_e_<p>_na, drop;
-//	                 else the Baseline groups like Admin, then the default verdict.
+//	adm_<e|i>_<h>   the Admin groups (h: hash of the groups), shared by every
+//	                workload with the same Admin policies: per group, jump
+//	                pol_<p> (a group of one), or jump every pol_<p>_d, then
+//	                every pol_<p>_a, then every pol_<p>_p (equal priority: deny
+//	                beats allow beats pass); then "ip saddr vmap @egp_v4" (ingress
+//	                ip daddr vmap @inp_v4), the pass map, which sends the workload
+//	                to its own rest chain (goto).
+//	prog_<e|i>_<h>  the rest (h: hash of the namespaced policies or Baseline
+//	                groups): isolated, jump every pol_<p>_nd, then every
+//	                pol_<p>_na, drop; else the Baseline groups like Admin, then
+//	                the default verdict.
+//
+// A workload with Admin policies is dispatched to adm_*, others to prog_*.
 //
 // Per-policy chains pol_<e|i>_<hash(PolicyRef)>[_d|_a|_p|_nd|_na] are shared by
-// every workload the policy selects. A rule renders as "<peer> <port> <verdict>",
-// one nft rule per (peer variant × port variant): peers are interval sets
-// r_<ruleID>_v4/_v6 of the rule's prefixes (daddr for egress, saddr for
-// ingress), and for FQDN rules the concatenated timeout sets fq_<ruleID>_v4/_v6
-// (ip saddr . ip daddr, filled by the resolver, see FQDNSetName); ports are
-// "meta l4proto P th dport A-B" or the set np_<ruleID>_v4/_v6 (ip daddr . meta
-// l4proto . th dport) of resolved named ports. Verdicts: Allow accept, Deny
-// counter [log group N] drop, Pass "ip saddr vmap @egp_v4" (ingress: ip daddr
-// vmap @inp_v4), a map from the workload's address to "goto
-// prog_<dir>_<h>_rest" of its own program.
+// every workload the policy selects; only non-empty chains that some program
+// chain jumps to are in the kernel (no _nd for a policy without Deny rules,
+// check chains only for groups of equal priority). A rule renders as "<peer>
+// <port> <verdict>", one nft rule per family variant: a family's peers are
+// matched inline when they merge into one address range, else by an interval
+// set r4_/r6_<digest of the ranges> shared by every rule with the same
+// addresses (daddr for egress, saddr for ingress); FQDN rules match the
+// concatenated timeout sets fq_<ruleID>_v4/_v6 (ip saddr . ip daddr, filled by
+// the resolver, see FQDNSetName). Ports: one entry renders inline ("meta
+// l4proto P th dport A-B"), several one anonymous interval set "meta l4proto
+// . th dport { tcp . 80, udp . 53 }"; resolved named ports the set
+// np4_/np6_<digest> (ip daddr . meta l4proto . th dport). Verdicts: Allow
+// accept, Deny counter [log group N] drop, Pass the pass map.
 //
 // # Transactions
 //
 // The first Apply (or Changes.Full) renders the whole table in one netlink
 // batch. When the table exists (a restart), it is adopted in the same single
-// batch: every existing chain is flushed and refilled, maps and rule sets are
-// flushed and refilled, objects no longer wanted are deleted, FQDN sets are kept
-// with their elements and timeouts. nftables applies the batch atomically, so no
-// packet ever sees a partial ruleset. Later Applies send only differences:
-// re-rendered chains of changed policies, set element changes of changed rules,
-// program chains that appear or disappear, and map elements of changed workloads.
+// batch: every existing chain is flushed and refilled, maps are flushed and
+// refilled, content-named sets and FQDN sets (with their elements and
+// timeouts) are kept, objects no longer wanted are deleted. nftables applies
+// the batch atomically, so no packet ever sees a partial ruleset. Later Applies
+// send only differences: policy and program chains whose rendering changed
+// (flushed and refilled), chains and sets that appear or disappear, and map
+// elements of changed workloads. Batches are sent in one sendmsg without
+// per-message acknowledgements (see batcher).
 package egress
 
 import (
