@@ -42,7 +42,7 @@ cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
   for ns in $NODE $POD $EXT; do ip netns del "$ns" 2>/dev/null || true; done
-  rm -rf "$work"
+  rm -rf "$work" "/etc/netns/$POD"
 }
 trap cleanup EXIT
 cleanup_ns_only() { for ns in $NODE $POD $EXT; do ip netns del "$ns" 2>/dev/null || true; done; }
@@ -59,8 +59,9 @@ ip -n $POD addr add 10.244.0.5/32 dev eth0
 ip -n $POD link set eth0 up
 ip -n $NODE link set veth-pod up
 ip -n $NODE route add 10.244.0.5/32 dev veth-pod
-ip -n $POD route add 169.254.1.1 dev eth0
-ip -n $POD route add default via 169.254.1.1 dev eth0
+ip -n $POD route add default dev eth0
+# the pod's resolver is egressd (ip netns exec bind-mounts this over /etc/resolv.conf)
+mkdir -p /etc/netns/$POD && echo "nameserver 169.254.20.10" > /etc/netns/$POD/resolv.conf
 ip netns exec $NODE sysctl -qw net.ipv4.conf.veth-pod.proxy_arp=1
 # node <-> external network
 ip -n $NODE link add veth-ext type veth peer name eth0 netns $EXT
@@ -76,7 +77,7 @@ pids+=($!)
 
 say "upstream resolver (dnsmasq) and trace backend (Jaeger) inside the node"
 ip netns exec $NODE dnsmasq --keep-in-foreground --no-resolv --no-hosts --bind-interfaces \
-  --listen-address=127.0.0.1 --port=5300 --log-facility=- \
+  --listen-address=127.0.0.1 --port=5300 --log-facility=- --local-ttl=60 \
   --address=/api.github.com/192.0.2.10 --address=/pool.minepool.com/192.0.2.20 \
   --address=/example.org/192.0.2.20 >"$work/dnsmasq.log" 2>&1 &
 pids+=($!)
@@ -106,8 +107,8 @@ pod() { ip netns exec $POD "$@"; }
 say "1. allowed lookup from the pod: api.github.com"
 run pod dig +noall +answer +comments @169.254.20.10 api.github.com A | grep -E 'status|IN'
 echo "the answer was written into the rule's kernel set before the reply:"
-ip netns exec $NODE nft list ruleset | grep -A3 'set fq_' | grep -E 'set fq_|elements' || true
-run pod curl -sS --max-time 3 http://api.github.com/ --resolve api.github.com:80:192.0.2.10
+ip netns exec $NODE nft list ruleset | grep -A3 'set fq_.*_v4' | grep -E 'set fq_|elements' || true
+run pod curl -sS --max-time 3 http://api.github.com/
 
 say "2. blocked lookup from the pod: pool.minepool.com"
 run pod dig +noall +comments @169.254.20.10 pool.minepool.com A | grep -E 'status|EDE' || true
