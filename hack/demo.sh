@@ -33,7 +33,7 @@ if [ ${#need[@]} -gt 0 ]; then
   echo "installing ${need[*]}"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
-jaeger=$(./hack/jaeger.sh)
+jaeger=$(go run ./test/jaeger/cmd/jaeger-build)
 
 work=$(mktemp -d /tmp/egressd-demo.XXXXXX)
 NODE=egd-demo-node POD=egd-demo-pod EXT=egd-demo-ext

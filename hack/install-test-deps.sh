@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Installs what the tests need on a Debian machine: kernel CLI tools for assertions
-# and debugging, DNS clients and load tools. Idempotent; does nothing for tools
-# already present. Needs root (CI runs as root).
+# and debugging, DNS clients and servers, load tools; then builds the heavy real
+# components (Jaeger) once per machine into ${EGRESSD_CACHE:-$HOME/.cache/egressd}, so
+# that the first build does not count against test timeouts. Idempotent. Needs root
+# to install packages (CI runs as root).
 set -euo pipefail
+cd "$(dirname "$0")/.."
 
 # tool -> Debian package
 declare -A pkgs=(
@@ -12,20 +15,24 @@ declare -A pkgs=(
   [conntrack]=conntrack
   [iperf3]=iperf3
   [dig]=dnsutils
+  [dnsperf]=dnsperf
   [curl]=curl
+  [dnsmasq]=dnsmasq-base
 )
 missing=()
 for tool in "${!pkgs[@]}"; do
   command -v "$tool" >/dev/null 2>&1 || missing+=("${pkgs[$tool]}")
 done
-if [ ${#missing[@]} -eq 0 ]; then
-  exit 0
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "install-test-deps: missing ${missing[*]} and not root; install them or run as root" >&2
+    exit 1
+  fi
+  echo "install-test-deps: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-if [ "$(id -u)" -ne 0 ]; then
-  echo "install-test-deps: missing ${missing[*]} and not root; install them or run as root" >&2
-  exit 1
-fi
-echo "install-test-deps: installing ${missing[*]}"
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+
+echo "install-test-deps: Jaeger (cached after the first build)"
+go run ./test/jaeger/cmd/jaeger-build >/dev/null
