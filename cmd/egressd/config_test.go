@@ -1,0 +1,55 @@
+package main
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestFlagsDefaultsAndValidation(t *testing.T) {
+	c, err := parseFlags([]string{"--policies", "p.yaml"}, nil)
+	if err != nil {
+		t.Fatalf("minimal flags: %v", err)
+	}
+	if len(c.Listen) != 1 || c.Listen[0] != "169.254.20.10:53" {
+		t.Errorf("default listen = %v, want 169.254.20.10:53", c.Listen)
+	}
+	if c.BlockedResponse != "nxdomain" || c.DefaultVerdict != "Allow" || c.Lookups != "Observe" || c.Dataplane != "nftables" {
+		t.Errorf("defaults: %+v", c)
+	}
+	bad := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--policies", "p", "--blocked-response", "drop"}, "--blocked-response"},
+		{[]string{"--policies", "p", "--dataplane", "iptables"}, "--dataplane"},
+		{[]string{"--policies", "p", "--default-verdict", "deny"}, "--default-verdict"},
+		{[]string{"--policies", "p", "--lookups", "Block"}, "--lookups"},
+		{[]string{"--policies", "p", "--otlp-protocol", "udp"}, "--otlp-protocol"},
+		{[]string{"--policies", "p", "--sinkhole", "nope"}, "--sinkhole"},
+		{[]string{}, "--policies"},
+		{[]string{"--policies", "p", "extra"}, "unexpected arguments"},
+	}
+	for _, b := range bad {
+		_, err := parseFlags(b.args, nil)
+		if err == nil || !strings.Contains(err.Error(), b.want) {
+			t.Errorf("%v: error %v, want one naming %s", b.args, err, b.want)
+		}
+	}
+}
+
+func TestListFlagsAcceptRepeatsAndCommas(t *testing.T) {
+	c, err := parseFlags([]string{"--policies", "p", "--upstream", "10.0.0.1:53,10.0.0.2:53", "--upstream", "10.0.0.3:53", "--listen", "127.0.0.1:5353"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(c.Upstreams, " ") != "10.0.0.1:53 10.0.0.2:53 10.0.0.3:53" || strings.Join(c.Listen, " ") != "127.0.0.1:5353" {
+		t.Errorf("upstreams %v listen %v", c.Upstreams, c.Listen)
+	}
+	rc, err := c.resolverConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rc.Upstreams) != 3 || !rc.SinkholeIPv4.IsValid() || !rc.SinkholeIPv6.IsValid() {
+		t.Errorf("resolver config: %+v", rc)
+	}
+}
