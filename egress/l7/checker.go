@@ -1,0 +1,251 @@
+// Package l7 is egressd's HTTP/TLS egress proxy. It closes the shared-IP hole
+// of IP-based FQDN enforcement: where many names share an address (CDNs,
+// cloud front doors), allowing one name opens them all at L3; the proxy checks
+// the name the workload actually asks for (HTTP Host, CONNECT authority, TLS
+// SNI) against the same policy.
+//
+// Two front ends share one Checker:
+//   - Explicit (NewExplicit): an HTTP proxy (github.com/elazarl/goproxy) with
+//     CONNECT, for clients configured with a proxy (curl --proxy, HTTPS_PROXY);
+//   - Transparent (NewTransparent): connections redirected by nftables (see
+//     egress.ApplyRedirect); TLS is not terminated, the SNI is read from the
+//     ClientHello and the bytes are spliced to the original destination.
+//
+// See docs/l7.md for the precise decision and the configuration.
+package l7
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+
+	"github.com/egressd/egressd/policy"
+	"github.com/egressd/egressd/policy/domain"
+)
+
+// Reasons of a denial (Verdict.Reason, the event's reason).
+const (
+	ReasonNameDenied    = "name-denied"          // DecideLookup blocks the name
+	ReasonConnDenied    = "connection-denied"    // Decide blocks (workload → address, port)
+	ReasonOtherName     = "address-of-other-name" // the address is allowed only for another name
+	ReasonAddrMismatch  = "address-mismatch"     // original destination is not an address of the name
+	ReasonResolveFailed = "resolve-failed"       // the name did not resolve
+	ReasonNoSNI         = "no-sni"               // TLS without server_name
+	ReasonECH           = "ech"                  // encrypted ClientHello: the real name is hidden
+	ReasonBadHello      = "bad-client-hello"     // not a TLS ClientHello, malformed or too large
+	ReasonHelloTimeout  = "client-hello-timeout" // the ClientHello did not arrive in time
+	ReasonNoHost        = "no-host"              // HTTP request without a host
+	ReasonHostMismatch  = "host-mismatch"        // Host header differs from the request target
+	ReasonIPLiteral     = "address-literal"      // a bare address where a name is needed
+	ReasonBadRequest    = "bad-request"          // unparsable HTTP request
+)
+
+// Resolver returns the addresses of host. The agent resolves through the node
+// resolver, so the proxy sees the same (cached) answers as the workload.
+type Resolver func(ctx context.Context, host string) ([]netip.Addr, error)
+
+// Checker decides requests of workloads. Its fields are read-only after first use.
+type Checker struct {
+	Engine *policy.Engine
+	// Plan returns the compiled plan in force (policy.Compiler.Plan); it tells
+	// whether an allowing rule matched the address by an FQDN peer or
+	// otherwise (CIDR, pods, no peers). Nil: every allowing rule that does not
+	// match the name by FQDN counts as matching the address by another name.
+	Plan func() *policy.Plan
+	// Resolve resolves names; nil uses net.DefaultResolver.
+	Resolve Resolver
+}
+
+// Request is what the proxy is asked to reach.
+type Request struct {
+	Client netip.Addr // source address of the workload
+	Host   string     // name (or address literal) asked for
+	Port   int
+	// Dst is the original destination (transparent mode); invalid in
+	// explicit mode, where the proxy picks among the name's addresses.
+	Dst netip.Addr
+}
+
+// Verdict is the decision on a request.
+type Verdict struct {
+	Allowed  bool
+	Workload policy.WorkloadKey // zero when the client is not a workload
+	Name     string             // normalized name ("" for an address literal)
+	// Addrs are the destinations the proxy may connect to, in order.
+	Addrs []netip.Addr
+	// Why a request was denied, and by which policy/rule/tier.
+	Reason string
+	Policy string
+	Rule   string
+	Tier   string
+}
+
+// Describe is the one-line reason given to clients: "<reason> by <policy>".
+func (v Verdict) Describe() string {
+	if v.Policy == "" {
+		return v.Reason
+	}
+	s := v.Reason + " by " + v.Policy
+	if v.Rule != "" {
+		s += " rule " + v.Rule
+	}
+	return s
+}
+
+func (c *Checker) resolve(ctx context.Context, host string) ([]netip.Addr, error) {
+	if c.Resolve != nil {
+		return c.Resolve(ctx, host)
+	}
+	return net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+}
+
+func fromOutcome(v *Verdict, o policy.Outcome, reason string) {
+	v.Reason, v.Policy, v.Rule, v.Tier = reason, o.Policy.String(), o.Rule, string(o.Tier)
+}
+
+// Check decides a request (DESIGN §1, docs/l7.md "Decision"):
+//
+//  1. the name must be allowed: Engine.DecideLookup(workload, name);
+//  2. the proxy resolves the name itself (Resolve) and records the answers
+//     for the workload (Store.RecordLookup), as the node resolver would;
+//     in transparent mode the original destination must be one of them;
+//  3. every candidate address (the original destination, or the answers) is
+//     checked with Engine.Decide(workload address → address, port, TCP); and
+//     when the egress verdict is an Allow rule that matched the address only
+//     through an FQDN peer, that rule must match this name (Engine.FQDNRules):
+//     an address allowed for api.good.com does not open evil.shared-cdn.com.
+//
+// An address literal as the host skips 1 and 2 and passes 3 only when the
+// address is allowed independently of names.
+func (c *Checker) Check(ctx context.Context, r Request) Verdict {
+	e := c.Engine
+	w, known := e.Store().WorkloadByIP(r.Client)
+	v := Verdict{Workload: w}
+	host := strings.TrimSuffix(strings.TrimSpace(r.Host), ".")
+	if host == "" {
+		v.Reason = ReasonNoHost
+		return v
+	}
+	var cands []netip.Addr
+	if ip, err := netip.ParseAddr(strings.Trim(host, "[]")); err == nil {
+		ip = ip.Unmap()
+		if r.Dst.IsValid() && ip != r.Dst.Unmap() {
+			v.Reason = ReasonAddrMismatch
+			return v
+		}
+		cands = []netip.Addr{ip}
+	} else {
+		name, err := domain.NormalizeName(host)
+		if err != nil {
+			v.Reason = policy.ReasonInvalidName
+			return v
+		}
+		v.Name = name
+		if known {
+			if ld := e.DecideLookup(w, name); ld.Blocked() {
+				fromOutcome(&v, ld.Outcome, ReasonNameDenied)
+				return v
+			}
+		}
+		addrs, err := c.resolve(ctx, name)
+		if err != nil || len(addrs) == 0 {
+			v.Reason = ReasonResolveFailed
+			return v
+		}
+		for i := range addrs {
+			addrs[i] = addrs[i].Unmap()
+		}
+		if known {
+			e.Store().RecordLookup(w, name, addrs...)
+		}
+		cands = addrs
+		if r.Dst.IsValid() {
+			if !slices.Contains(addrs, r.Dst.Unmap()) {
+				v.Reason = ReasonAddrMismatch
+				return v
+			}
+			cands = []netip.Addr{r.Dst.Unmap()}
+		}
+	}
+	var first *Verdict
+	for _, ip := range cands {
+		d := e.Decide(policy.Connection{Src: r.Client, Dst: ip, Port: int32(r.Port), Protocol: policy.ProtocolTCP})
+		deny := Verdict{}
+		switch {
+		case d.Verdict == policy.Deny:
+			fromOutcome(&deny, d.Deciding().Outcome, ReasonConnDenied)
+		case !c.nameConsistent(w, v.Name, ip, d.Egress):
+			fromOutcome(&deny, d.Egress.Outcome, ReasonOtherName)
+		default:
+			v.Addrs = append(v.Addrs, ip)
+			continue
+		}
+		if first == nil {
+			first = &deny
+		}
+	}
+	if len(v.Addrs) > 0 {
+		v.Allowed = true
+		return v
+	}
+	v.Reason, v.Policy, v.Rule, v.Tier = first.Reason, first.Policy, first.Rule, first.Tier
+	if v.Name == "" && v.Reason == ReasonOtherName {
+		v.Reason = ReasonIPLiteral
+	}
+	return v
+}
+
+// nameConsistent reports whether an allowed egress decision for ip still holds
+// when name is the only name the workload resolved to ip.
+func (c *Checker) nameConsistent(w policy.WorkloadKey, name string, ip netip.Addr, eg policy.DirectionDecision) bool {
+	if !eg.Applies || eg.Reason != policy.ReasonRule || eg.Verdict != policy.Allow {
+		return true // not decided by a rule (default, not selected, self)
+	}
+	ref := policy.RuleRef{Policy: eg.Policy, Rule: eg.Rule}
+	if name != "" && slices.Contains(c.Engine.FQDNRules(w, name), ref) {
+		return true
+	}
+	if c.Plan == nil {
+		return false
+	}
+	pr := findRule(c.Plan(), ref)
+	if pr == nil {
+		return false
+	}
+	if pr.AnyPeer {
+		return true
+	}
+	for _, p := range pr.Prefixes {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+func findRule(p *policy.Plan, ref policy.RuleRef) *policy.PlanRule {
+	if p == nil {
+		return nil
+	}
+	pp := p.Policies[ref.Policy]
+	if pp == nil {
+		return nil
+	}
+	for _, r := range pp.Egress {
+		if r.Ref == ref {
+			return r
+		}
+	}
+	return nil
+}
+
+// errDenied is returned by dial paths that refused a request.
+var errDenied = errors.New("l7: denied by policy")
+
+func hostPort(host string, port int) string {
+	return net.JoinHostPort(host, fmt.Sprint(port))
+}
