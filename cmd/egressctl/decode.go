@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"os"
@@ -16,6 +15,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/egressd/egressd/policy"
+	"github.com/egressd/egressd/policy/manifest"
 )
 
 // decodeProblems turns the (joined) error of manifest.DecodeFile into problems.
@@ -28,7 +28,7 @@ func decodeProblems(file string, err error) []problem {
 	if readErr != nil {
 		return []problem{{Source: file, Reason: pathError(readErr)}}
 	}
-	docs := splitDocuments(data)
+	docs := manifest.SplitDocuments(data)
 	var out []problem
 	for _, leaf := range leaves(err) {
 		msg := leaf.Error()
@@ -253,21 +253,4 @@ func jsonFields(t reflect.Type) map[string]reflect.Type {
 		out[name] = f.Type
 	}
 	return out
-}
-
-// splitDocuments splits YAML at "---" lines exactly as policy/manifest does,
-// so that document numbers agree with its errors.
-func splitDocuments(data []byte) [][]byte {
-	var docs [][]byte
-	var cur []byte
-	for _, line := range bytes.SplitAfter(data, []byte("\n")) {
-		t := bytes.TrimRight(line, " \t\r\n")
-		if bytes.Equal(t, []byte("---")) || bytes.HasPrefix(t, []byte("--- ")) {
-			docs = append(docs, cur)
-			cur = nil
-			continue
-		}
-		cur = append(cur, line...)
-	}
-	return append(docs, cur)
 }

@@ -4,8 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
-	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -44,34 +42,6 @@ type policySet struct {
 	problems []problem
 }
 
-// policyFiles lists the files of path the way manifest.DecodePath reads them:
-// the file itself, or every .yaml/.yml/.json file of the directory tree in
-// lexical order.
-func policyFiles(path string) ([]string, error) {
-	st, err := os.Stat(path)
-	if err != nil {
-		return nil, err
-	}
-	if !st.IsDir() {
-		return []string{path}, nil
-	}
-	var files []string
-	err = filepath.WalkDir(path, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		switch strings.ToLower(filepath.Ext(p)) {
-		case ".yaml", ".yml", ".json":
-			if !d.IsDir() {
-				files = append(files, p)
-			}
-		}
-		return nil
-	})
-	sort.Strings(files)
-	return files, err
-}
-
 // readPolicies decodes and validates every policy object of the paths. Decode
 // errors, validation errors (one problem per field) and objects defined twice
 // are all reported; objects that decoded are kept even when invalid.
@@ -79,7 +49,7 @@ func readPolicies(paths []string) *policySet {
 	ps := &policySet{}
 	seenFile := map[string]bool{}
 	for _, path := range paths {
-		files, err := policyFiles(path)
+		files, err := manifest.Files(path)
 		if err != nil {
 			ps.problems = append(ps.problems, problem{Source: path, Reason: pathError(err)})
 		}

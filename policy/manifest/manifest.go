@@ -80,7 +80,7 @@ func Decode(source string, r io.Reader) ([]Object, error) {
 	}
 	var objs []Object
 	var errs []error
-	for i, doc := range splitDocuments(data) {
+	for i, doc := range SplitDocuments(data) {
 		src := fmt.Sprintf("%s:%d", source, i+1)
 		if len(bytes.TrimSpace(stripComments(doc))) == 0 {
 			continue
@@ -154,8 +154,9 @@ func decodeOne(src string, doc []byte) ([]Object, error) {
 	return nil, fmt.Errorf("%s: unsupported kind %s/%s (want %s FirewallPolicy or ClusterFirewallPolicy, or networking.k8s.io/v1 NetworkPolicy)", src, tm.APIVersion, tm.Kind, policy.APIVersion)
 }
 
-// splitDocuments splits YAML at "---" separator lines.
-func splitDocuments(data []byte) [][]byte {
+// SplitDocuments splits YAML at "---" separator lines; Decode numbers
+// documents in this order, from 1.
+func SplitDocuments(data []byte) [][]byte {
 	var docs [][]byte
 	var cur []byte
 	for _, line := range bytes.SplitAfter(data, []byte("\n")) {
@@ -191,15 +192,15 @@ func DecodeFile(path string) ([]Object, error) {
 	return Decode(path, f)
 }
 
-// DecodePath reads a file, or every .yaml/.yml/.json file of a directory tree
-// in lexical order.
-func DecodePath(path string) ([]Object, error) {
+// Files lists the files DecodePath reads for path: the file itself, or every
+// .yaml/.yml/.json file of a directory tree in lexical order.
+func Files(path string) ([]string, error) {
 	st, err := os.Stat(path)
 	if err != nil {
 		return nil, err
 	}
 	if !st.IsDir() {
-		return DecodeFile(path)
+		return []string{path}, nil
 	}
 	var files []string
 	err = filepath.WalkDir(path, func(p string, d os.DirEntry, err error) error {
@@ -218,6 +219,16 @@ func DecodePath(path string) ([]Object, error) {
 		return nil, err
 	}
 	sort.Strings(files)
+	return files, nil
+}
+
+// DecodePath reads a file, or every .yaml/.yml/.json file of a directory tree
+// in lexical order.
+func DecodePath(path string) ([]Object, error) {
+	files, err := Files(path)
+	if err != nil {
+		return nil, err
+	}
 	var objs []Object
 	var errs []error
 	for _, f := range files {
