@@ -1,0 +1,565 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+	"github.com/vishvananda/netlink"
+
+	"github.com/egressd/egressd/test/netmodel"
+	"github.com/egressd/egressd/test/testenv"
+)
+
+const (
+	// resolverIP is the node-local resolver address (on the node's lo).
+	resolverIP   = "169.254.20.10"
+	resolverAddr = resolverIP + ":53"
+	// upstreamAddr is the CoreDNS authoritative server inside the node.
+	upstreamAddr = "127.0.0.1:5300"
+	// silentAddr is a UDP/TCP socket in the node that reads queries and never answers.
+	silentAddr     = "127.0.0.1:5399"
+	coreDNSVersion = "v1.13.1"
+)
+
+// Addresses served by the external peer: its own (192.0.2.10, 2001:db8::10) and two
+// /16s routed to it and local there (AnyIP), so that every answer of the race zone is
+// a distinct reachable address.
+var (
+	extV4      = netip.MustParseAddr("192.0.2.10")
+	extV6      = netip.MustParseAddr("2001:db8::10")
+	cdnEdge    = netip.MustParseAddr("10.98.0.1")  // final A of the CNAME chain
+	neverAsked = netip.MustParseAddr("10.98.0.99") // never in any answer
+	raceNet    = netip.MustParsePrefix("10.99.0.0/16")
+	cdnNet     = netip.MustParsePrefix("10.98.0.0/16")
+)
+
+const zone = `$ORIGIN .
+@ 3600 IN SOA ns.example.com. admin.example.com. 1 7200 3600 1209600 30
+@ 3600 IN NS ns.example.com.
+ns.example.com. 60 IN A 127.0.0.1
+api.example.com. 60 IN A 192.0.2.10
+api.example.com. 60 IN AAAA 2001:db8::10
+evil.example.com. 60 IN A 192.0.2.10
+wild.example.com. 60 IN A 192.0.2.10
+x.wild.example.com. 60 IN A 192.0.2.10
+a.b.wild.example.com. 60 IN A 192.0.2.10
+deep.example.com. 60 IN A 192.0.2.10
+c.deep.example.com. 60 IN A 192.0.2.10
+a.b.c.deep.example.com. 60 IN A 192.0.2.10
+alias.example.com. 60 IN CNAME mid.example.net.
+mid.example.net. 60 IN CNAME edge.example.net.
+edge.example.net. 60 IN A 10.98.0.1
+pool.minepool.com. 60 IN A 192.0.2.10
+`
+
+const policies = `apiVersion: egressd.io/v1alpha1
+kind: ClusterFirewallPolicy
+metadata: {name: deny-mining}
+spec:
+  tier: Admin
+  priority: 10
+  subject:
+    namespaceSelector: {}
+  egress:
+  - name: mining-pools
+    action: Deny
+    to:
+    - fqdn: {matchPattern: "*.minepool.com"}
+---
+apiVersion: egressd.io/v1alpha1
+kind: FirewallPolicy
+metadata: {name: egress-allow, namespace: builds}
+spec:
+  podSelector: {}
+  egress:
+  - name: names
+    action: Allow
+    to:
+    - fqdn: {matchName: api.example.com}
+    - fqdn: {matchPattern: "*.wild.example.com"}
+    - fqdn: {matchPattern: "**.deep.example.com"}
+    - fqdn: {matchName: alias.example.com}
+    - fqdn: {matchPattern: "*.race.example.com"}
+    ports: [{port: 80, protocol: TCP}]
+`
+
+// world is one node with a restricted pod (builds/runner-0), the external peer, the
+// upstream (CoreDNS) and a silent upstream inside the node.
+type world struct {
+	t    *testing.T
+	dir  string
+	node *netmodel.Node
+	pod  *netmodel.Pod
+	ext  *netmodel.Pod
+	pr   *netmodel.Prober
+}
+
+var (
+	buildOnce sync.Once
+	buildDir  string
+	agentBin  string
+	buildErr  error
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if buildDir != "" {
+		os.RemoveAll(buildDir)
+	}
+	os.Exit(code)
+}
+
+// requireE2E checks root and tools.
+func requireE2E(t *testing.T) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("-short: end-to-end test in network namespaces")
+	}
+	testenv.RequireRoot(t)
+	testenv.RequireTools(t, "ip", "nft", "dig")
+}
+
+// agentBinary builds cmd/egressd once per test process.
+func agentBinary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		buildDir, buildErr = os.MkdirTemp("", "egressd-e2e-")
+		if buildErr != nil {
+			return
+		}
+		agentBin = filepath.Join(buildDir, "egressd")
+		cmd := exec.Command("go", "build", "-o", agentBin, "github.com/egressd/egressd/cmd/egressd")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("go build ./cmd/egressd: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return agentBin
+}
+
+func newWorld(t *testing.T) *world {
+	t.Helper()
+	requireE2E(t)
+	agentBinary(t)
+	w := &world{t: t, dir: t.TempDir(), pr: &netmodel.Prober{Timeout: 2 * time.Second}}
+	w.node = netmodel.NewTestNode(t, netmodel.Options{})
+	pods, err := w.node.AddPodSpecs(netmodel.PodSpec{Name: "builds/runner-0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.pod = pods[0]
+	if w.ext, err = w.node.AddExternal(netmodel.ExternalSpec{}); err != nil {
+		t.Fatal(err)
+	}
+	// The node-local resolver address on the node's lo.
+	nl := w.node.Netlink()
+	lo, err := nl.LinkByName("lo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nl.AddrAdd(lo, &netlink.Addr{IPNet: &net.IPNet{IP: net.ParseIP(resolverIP), Mask: net.CIDRMask(32, 32)}}); err != nil {
+		t.Fatal(err)
+	}
+	// raceNet and cdnNet: routed to the external peer, local there.
+	for _, p := range []netip.Prefix{raceNet, cdnNet} {
+		if err := nl.RouteAdd(&netlink.Route{Dst: ipnet(p), Gw: extV4.AsSlice()}); err != nil {
+			t.Fatalf("route %v: %v", p, err)
+		}
+		elo, err := w.ext.Netlink().LinkByName("lo")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := w.ext.Netlink().RouteAdd(&netlink.Route{Dst: ipnet(p), LinkIndex: elo.Attrs().Index, Type: syscall.RTN_LOCAL, Table: syscall.RT_TABLE_LOCAL, Scope: netlink.SCOPE_HOST}); err != nil {
+			t.Fatalf("local route %v: %v", p, err)
+		}
+	}
+	w.write("policies.yaml", policies)
+	w.write("workloads.yaml", fmt.Sprintf("namespaces:\n- {name: builds}\npods:\n- {namespace: builds, name: runner-0, ips: [%s, %s]}\n", w.pod.IPv4, w.pod.IPv6))
+	w.startCoreDNS()
+	w.startSilent()
+	return w
+}
+
+func ipnet(p netip.Prefix) *net.IPNet {
+	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
+}
+
+func (w *world) write(name, content string) string {
+	p := filepath.Join(w.dir, name)
+	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+		w.t.Fatal(err)
+	}
+	return p
+}
+
+// coreDNSBinary reuses the binary the dnsproxy tests cache, or builds it the same way.
+func coreDNSBinary(t *testing.T) string {
+	home, err := os.UserHomeDir()
+	if err != nil {
+		testenv.Unavailable(t, "no home directory for the CoreDNS cache: %v", err)
+	}
+	dir := filepath.Join(home, ".cache", "egressd", "coredns-"+coreDNSVersion)
+	bin := filepath.Join(dir, "coredns")
+	if _, err := os.Stat(bin); err == nil {
+		return bin
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		testenv.Unavailable(t, "cache dir: %v", err)
+	}
+	lock, err := os.OpenFile(filepath.Join(dir, ".lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		testenv.Unavailable(t, "lock: %v", err)
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		testenv.Unavailable(t, "lock: %v", err)
+	}
+	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
+	if _, err := os.Stat(bin); err == nil {
+		return bin
+	}
+	t.Logf("building CoreDNS %s into %s (about 2 minutes)", coreDNSVersion, dir)
+	cmd := exec.Command("go", "install", "github.com/coredns/coredns@"+coreDNSVersion)
+	cmd.Dir = os.TempDir()
+	cmd.Env = append(os.Environ(), "GOBIN="+dir, "GOFLAGS=")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		testenv.Unavailable(t, "go install coredns: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// startCoreDNS runs the authoritative upstream inside the node: the root zone above
+// (file plugin, CNAME chains followed) and race.example.com by template
+// (r-A-B.race.example.com. A 10.99.A.B).
+func (w *world) startCoreDNS() {
+	bin := coreDNSBinary(w.t)
+	db := w.write("db.root", zone)
+	corefile := fmt.Sprintf(`race.example.com.:5300 {
+  bind 127.0.0.1
+  template IN A race.example.com {
+    match "^r-(?P<a>[0-9]+)-(?P<b>[0-9]+)[.]race[.]example[.]com[.]$"
+    answer "{{ .Name }} 60 IN A 10.99.{{ .Group.a }}.{{ .Group.b }}"
+  }
+  template IN AAAA race.example.com {
+    rcode NOERROR
+  }
+}
+.:5300 {
+  bind 127.0.0.1
+  file %s .
+}
+`, db)
+	cf := w.write("Corefile", corefile)
+	w.startProc("coredns", bin, "-conf", cf)
+	w.waitDNS(upstreamAddr, "api.example.com.")
+}
+
+// startSilent opens a UDP socket and a TCP listener in the node that read and never
+// answer: an upstream that is down without telling (timeouts, not ICMP errors).
+func (w *world) startSilent() {
+	var pc net.PacketConn
+	var ln net.Listener
+	err := w.node.Do(func() (err error) {
+		if pc, err = net.ListenPacket("udp", silentAddr); err != nil {
+			return err
+		}
+		ln, err = net.Listen("tcp", silentAddr)
+		return err
+	})
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	w.t.Cleanup(func() { pc.Close(); ln.Close() })
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			if _, _, err := pc.ReadFrom(buf); err != nil {
+				return
+			}
+		}
+	}()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { io.Copy(io.Discard, c); c.Close() }()
+		}
+	}()
+}
+
+// proc is a process running inside the node namespace.
+type proc struct {
+	name   string
+	cmd    *exec.Cmd
+	out    *lockedBuf
+	exited chan struct{}
+}
+
+type lockedBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuf) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuf) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// startProc starts a program inside the node namespace; it is killed at cleanup.
+func (w *world) startProc(name, bin string, args ...string) *proc {
+	w.t.Helper()
+	p := &proc{name: name, cmd: exec.Command(bin, args...), out: &lockedBuf{}, exited: make(chan struct{})}
+	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
+	p.cmd.Dir = w.dir
+	if err := w.node.Do(p.cmd.Start); err != nil {
+		w.t.Fatalf("start %s: %v", name, err)
+	}
+	go func() { p.cmd.Wait(); close(p.exited) }()
+	w.t.Cleanup(func() {
+		p.cmd.Process.Kill()
+		<-p.exited
+		if w.t.Failed() {
+			w.t.Logf("%s output:\n%s", name, tail(p.out.String(), 4000))
+		}
+	})
+	return p
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return "…" + s[len(s)-n:]
+	}
+	return s
+}
+
+// waitDNS waits until addr (inside the node) answers qname.
+func (w *world) waitDNS(addr, qname string) {
+	w.t.Helper()
+	var lastErr error
+	for i := 0; i < 100; i++ {
+		r, err := w.exchange(w.node.NS, addr, "udp", qname, dns.TypeA, time.Second)
+		if err == nil && r.Rcode == dns.RcodeSuccess {
+			return
+		}
+		lastErr = err
+		time.Sleep(100 * time.Millisecond)
+	}
+	w.t.Fatalf("%s does not answer %s: %v", addr, qname, lastErr)
+}
+
+// exchange sends one query from inside ns (the socket is created there).
+func (w *world) exchange(ns *netmodel.NS, addr, network, qname string, qtype uint16, timeout time.Duration) (*dns.Msg, error) {
+	m := new(dns.Msg)
+	m.SetQuestion(dns.Fqdn(qname), qtype)
+	m.SetEdns0(1232, false)
+	var r *dns.Msg
+	var qerr error
+	err := ns.Do(func() error {
+		c := &dns.Client{Net: network, Timeout: timeout}
+		r, _, qerr = c.Exchange(m, addr)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return r, qerr
+}
+
+// agentOpts are the flags of one agent.
+type agentOpts struct {
+	listen, upstream, httpAddr string
+	dataplane                  string
+	extra                      []string
+}
+
+type agent struct {
+	*proc
+	w        *world
+	httpAddr string
+	audit    string
+}
+
+var agentSeq int
+
+// startAgent runs the real egressd binary inside the node and waits for /readyz.
+func (w *world) startAgent(o agentOpts) *agent {
+	w.t.Helper()
+	if o.listen == "" {
+		o.listen = resolverAddr
+	}
+	if o.upstream == "" {
+		o.upstream = upstreamAddr
+	}
+	if o.httpAddr == "" {
+		o.httpAddr = "127.0.0.1:9464"
+	}
+	if o.dataplane == "" {
+		o.dataplane = "nftables"
+	}
+	agentSeq++
+	a := &agent{w: w, httpAddr: o.httpAddr, audit: filepath.Join(w.dir, fmt.Sprintf("audit-%d.jsonl", agentSeq))}
+	args := []string{
+		"--policies", filepath.Join(w.dir, "policies.yaml"), "--workloads", filepath.Join(w.dir, "workloads.yaml"),
+		"--listen", o.listen, "--upstream", o.upstream, "--dataplane", o.dataplane,
+		"--lookups", "Enforce", "--audit-log", a.audit, "--http-addr", o.httpAddr,
+	}
+	args = append(args, o.extra...)
+	a.proc = w.startProc(fmt.Sprintf("egressd-%d", agentSeq), agentBinary(w.t), args...)
+	a.waitReady()
+	return a
+}
+
+// http returns a client whose connections are made inside the node.
+func (w *world) http() *http.Client {
+	return &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		DisableKeepAlives: true,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			var c net.Conn
+			var derr error
+			if err := w.node.Do(func() error {
+				c, derr = (&net.Dialer{}).DialContext(ctx, network, addr)
+				return nil
+			}); err != nil {
+				return nil, err
+			}
+			return c, derr
+		},
+	}}
+}
+
+func (a *agent) waitReady() {
+	a.w.t.Helper()
+	hc := a.w.http()
+	for i := 0; i < 300; i++ {
+		select {
+		case <-a.exited:
+			a.w.t.Fatalf("%s exited: %v\n%s", a.name, a.cmd.ProcessState, a.out.String())
+		default:
+		}
+		resp, err := hc.Get("http://" + a.httpAddr + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	a.w.t.Fatalf("%s not ready:\n%s", a.name, a.out.String())
+}
+
+// stop sends SIGTERM and waits for the process to exit.
+func (a *agent) stop() {
+	a.w.t.Helper()
+	start := time.Now()
+	a.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-a.exited:
+		a.w.t.Logf("%s exited %s after SIGTERM", a.name, time.Since(start).Round(time.Millisecond))
+	case <-time.After(30 * time.Second):
+		a.w.t.Fatalf("%s did not exit after SIGTERM", a.name)
+	}
+}
+
+// auditLines returns the audit events of the agent.
+func (a *agent) auditLines() []map[string]any {
+	f, err := os.Open(a.audit)
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	var out []map[string]any
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		var m map[string]any
+		if json.Unmarshal(sc.Bytes(), &m) == nil {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// query asks the resolver from the pod.
+func (w *world) query(network, qname string, qtype uint16) *dns.Msg {
+	w.t.Helper()
+	r, err := w.exchange(w.pod.NS, resolverAddr, network, qname, qtype, 8*time.Second)
+	if err != nil {
+		w.t.Fatalf("query %s %s over %s: %v", qname, dns.TypeToString[qtype], network, err)
+	}
+	return r
+}
+
+func answerIPs(r *dns.Msg) []netip.Addr {
+	var out []netip.Addr
+	for _, rr := range r.Answer {
+		switch rr := rr.(type) {
+		case *dns.A:
+			a, _ := netip.AddrFromSlice(rr.A.To4())
+			out = append(out, a)
+		case *dns.AAAA:
+			a, _ := netip.AddrFromSlice(rr.AAAA)
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// connect opens a TCP connection from the pod to ip:80 and reports whether it worked.
+func (w *world) connect(ip netip.Addr) bool {
+	w.t.Helper()
+	ok, err := w.pr.Probe(context.Background(), w.pod, ip, 80, netmodel.TCP, 0)
+	if err != nil {
+		w.t.Fatalf("probe %v: %v", ip, err)
+	}
+	return ok
+}
+
+func (w *world) dig(args ...string) string {
+	w.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	out, err := w.pod.Exec(ctx, "", "dig", append([]string{"@" + resolverIP}, args...)...)
+	if err != nil {
+		w.t.Fatalf("dig %v: %v\n%s", args, err, out)
+	}
+	return string(out)
+}
+
+func digStatus(out string) string {
+	i := strings.Index(out, "status: ")
+	if i < 0 {
+		return ""
+	}
+	s := out[i+len("status: "):]
+	if j := strings.IndexByte(s, ','); j >= 0 {
+		s = s[:j]
+	}
+	return s
+}
