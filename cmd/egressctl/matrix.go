@@ -53,7 +53,7 @@ func runMatrix(args []string, stdout, stderr io.Writer) int {
 	fs.Var(&paths, "f", "policy file or directory `PATH` (repeatable)")
 	workloads := fs.String("workloads", "", "workloads `FILE`: namespaces and pods with labels, IPs and named ports")
 	portsFlag := fs.String("ports", "80,81", "destination `ports`, comma-separated; ranges like 8000-8010 allowed")
-	protosFlag := fs.String("protocols", "TCP", "`protocols`, comma-separated: TCP, UDP, SCTP")
+	protosFlag := fs.String("protocols", "TCP,UDP,SCTP", "`protocols`, comma-separated: TCP, UDP, SCTP")
 	family := newChoice("ipv4", "ipv4", "ipv6")
 	fs.Var(family, "family", "address `family`: ipv4 or ipv6")
 	out := newChoice("table", "table", "json")
