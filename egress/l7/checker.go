@@ -29,19 +29,19 @@ import (
 
 // Reasons of a denial (Verdict.Reason, the event's reason).
 const (
-	ReasonNameDenied    = "name-denied"          // DecideLookup blocks the name
-	ReasonConnDenied    = "connection-denied"    // Decide blocks (workload → address, port)
+	ReasonNameDenied    = "name-denied"           // DecideLookup blocks the name
+	ReasonConnDenied    = "connection-denied"     // Decide blocks (workload → address, port)
 	ReasonOtherName     = "address-of-other-name" // the address is allowed only for another name
-	ReasonAddrMismatch  = "address-mismatch"     // original destination is not an address of the name
-	ReasonResolveFailed = "resolve-failed"       // the name did not resolve
-	ReasonNoSNI         = "no-sni"               // TLS without server_name
-	ReasonECH           = "ech"                  // encrypted ClientHello: the real name is hidden
-	ReasonBadHello      = "bad-client-hello"     // not a TLS ClientHello, malformed or too large
-	ReasonHelloTimeout  = "client-hello-timeout" // the ClientHello did not arrive in time
-	ReasonNoHost        = "no-host"              // HTTP request without a host
-	ReasonHostMismatch  = "host-mismatch"        // Host header differs from the request target
-	ReasonIPLiteral     = "address-literal"      // a bare address where a name is needed
-	ReasonBadRequest    = "bad-request"          // unparsable HTTP request
+	ReasonAddrMismatch  = "address-mismatch"      // original destination is not an address of the name
+	ReasonResolveFailed = "resolve-failed"        // the name did not resolve
+	ReasonNoSNI         = "no-sni"                // TLS without server_name
+	ReasonECH           = "ech"                   // encrypted ClientHello: the real name is hidden
+	ReasonBadHello      = "bad-client-hello"      // not a TLS ClientHello, malformed or too large
+	ReasonHelloTimeout  = "client-hello-timeout"  // the ClientHello did not arrive in time
+	ReasonNoHost        = "no-host"               // HTTP request without a host
+	ReasonHostMismatch  = "host-mismatch"         // Host header differs from the request target
+	ReasonIPLiteral     = "address-literal"       // a bare address where a name is needed
+	ReasonBadRequest    = "bad-request"           // unparsable HTTP request
 )
 
 // Resolver returns the addresses of host. The agent resolves through the node

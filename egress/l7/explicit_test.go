@@ -40,7 +40,7 @@ func newTestChecker(t testing.TB) (*Checker, *policy.Store) {
 	store := policy.NewStore()
 	if err := store.LoadWorkloads(&policy.Workloads{
 		Namespaces: []policy.Namespace{{Name: "apps"}},
-		Pods: []policy.Workload{{Namespace: "apps", Name: "client", IPs: []netip.Addr{netip.MustParseAddr("127.0.0.1")}}},
+		Pods:       []policy.Workload{{Namespace: "apps", Name: "client", IPs: []netip.Addr{netip.MustParseAddr("127.0.0.1")}}},
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -86,7 +86,7 @@ func TestCheck(t *testing.T) {
 		{"evil.example.com", "", false, ReasonOtherName}, // same IP, other name
 		{"bad.example.com", "", false, ReasonNameDenied},
 		{"good.example.com", "127.0.0.9", false, ReasonAddrMismatch}, // SNI spoofing
-		{"other.example.com", "", true, ""},                         // allowed by CIDR
+		{"other.example.com", "", true, ""},                          // allowed by CIDR
 		{"127.0.0.4", "", true, ""},
 		{"127.0.0.3", "", false, ReasonIPLiteral},
 		{"nxdomain.example.com", "", false, ReasonResolveFailed},
