@@ -2,10 +2,14 @@ package dnsproxy
 
 import (
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/miekg/dns"
+
+	"github.com/egressd/egressd/policy"
 )
 
 // cacheEntry is a stored answer. Its message is never modified after put:
@@ -15,23 +19,62 @@ type cacheEntry struct {
 	stored  time.Time
 	ttl     uint32 // lifetime in seconds
 	expires time.Time
+
+	// wire is the packed reply of the fast path, built on its first hit.
+	wire atomic.Pointer[wireForm]
+	// touched is the Unix second the fast path last promoted the entry in
+	// the LRU (fast hits do not take the LRU's lock on every query).
+	touched atomic.Int64
+	// mu guards wl: per workload, the cached decision and what was written
+	// to the kernel sets for this answer (fastpath.go).
+	mu sync.Mutex
+	wl map[policy.WorkloadKey]*wlRecord
 }
 
 // cache holds answers keyed by question and the flags that change them.
+// idx mirrors the LRU's keys for the fast path's lock-light lookups: it is
+// changed only under mu.Lock, together with the LRU's membership (Add,
+// Remove and the eviction callback).
 type cache struct {
 	s   *settings
 	lru *lru.Cache[string, *cacheEntry]
+	mu  sync.RWMutex
+	idx map[string]*cacheEntry
 }
 
 func newCache(s *settings) (*cache, error) {
 	if s.CacheSize < 0 {
 		return &cache{s: s}, nil
 	}
-	l, err := lru.New[string, *cacheEntry](s.CacheSize)
+	c := &cache{s: s, idx: make(map[string]*cacheEntry)}
+	l, err := lru.NewWithEvict[string, *cacheEntry](s.CacheSize, func(k string, _ *cacheEntry) {
+		delete(c.idx, k) // called under c.mu.Lock: every membership change holds it
+	})
 	if err != nil {
 		return nil, err
 	}
-	return &cache{s: s, lru: l}, nil
+	c.lru = l
+	return c, nil
+}
+
+// fresh returns the live entry of key (a cache key as bytes) for the fast
+// path, or nil when there is none or it expired. It does not allocate.
+func (c *cache) fresh(key []byte, now time.Time) *cacheEntry {
+	if c.lru == nil {
+		return nil
+	}
+	c.mu.RLock()
+	e := c.idx[string(key)]
+	c.mu.RUnlock()
+	if e == nil || !now.Before(e.expires) {
+		return nil
+	}
+	// Keep hot entries recent in the LRU, at most once a second each.
+	if sec := now.Unix(); e.touched.Load() != sec {
+		e.touched.Store(sec)
+		c.lru.Get(string(key))
+	}
+	return e
 }
 
 // cacheKey identifies a question: lower-cased name, type, class and the flags
@@ -79,7 +122,11 @@ func (c *cache) get(key string, now time.Time) (m *dns.Msg, fresh, ok bool) {
 		stale := c.s.staleTTL
 		return copyWithTTL(e.msg, func(uint32) uint32 { return stale }), false, true
 	}
-	c.lru.Remove(key)
+	c.mu.Lock()
+	if cur, ok := c.lru.Peek(key); ok && cur == e {
+		c.lru.Remove(key)
+	}
+	c.mu.Unlock()
 	return nil, false, false
 }
 
@@ -107,7 +154,11 @@ func (c *cache) put(key string, m *dns.Msg, now time.Time) *dns.Msg {
 	if ttl == 0 || c.lru == nil {
 		return stored
 	}
-	c.lru.Add(key, &cacheEntry{msg: stored, stored: now, ttl: ttl, expires: now.Add(time.Duration(ttl) * time.Second)})
+	e := &cacheEntry{msg: stored, stored: now, ttl: ttl, expires: now.Add(time.Duration(ttl) * time.Second)}
+	c.mu.Lock()
+	c.lru.Add(key, e)
+	c.idx[key] = e
+	c.mu.Unlock()
 	return stored
 }
 

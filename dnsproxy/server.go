@@ -55,6 +55,7 @@ type Server struct {
 
 	flight   singleflight.Group
 	inflight atomic.Int64
+	fast     fastState // the UDP cache-hit path (fastpath.go)
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -153,7 +154,7 @@ func (srv *Server) Start() error {
 	ready.Add(len(pcs) + len(lns))
 	for _, pc := range pcs {
 		srv.run(&dns.Server{PacketConn: pc, Handler: srv, MsgAcceptFunc: srv.accept,
-			UDPSize: 4096, ReadTimeout: srv.s.TCPReadTimeout, WriteTimeout: srv.s.TCPReadTimeout,
+			DecorateReader: srv.decorateReader, UDPSize: 4096, ReadTimeout: srv.s.TCPReadTimeout, WriteTimeout: srv.s.TCPReadTimeout,
 			NotifyStartedFunc: ready.Done})
 	}
 	idle := srv.s.TCPIdleTimeout

@@ -1,0 +1,527 @@
+package dnsproxy
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/egressd/egressd/ipset"
+	"github.com/egressd/egressd/policy"
+)
+
+// The UDP fast path answers fresh cache hits at the wire level, in the read
+// loop of each socket: parse the question from the raw query, find the packed
+// reply of the cache entry, patch ID, question spelling and TTLs in place and
+// write it with one syscall — no dns.Msg unpack/pack, no goroutine. Policy is
+// decided for every query, as on the slow path (decisions cached per
+// workload, answer and store generation), and the kernel sets are written
+// when the pairs of this answer were not written recently enough for the
+// reply's TTL. Everything else (misses, stale answers, blocked lookups,
+// replies that need truncation, unusual queries, failed set writes) goes on
+// to the miekg/dns server and ServeDNS unchanged.
+
+// wireForm is a cache entry packed as a reply: ID 0, the question in lower
+// case, no OPT record, TTLs as stored.
+type wireForm struct {
+	b     []byte
+	qend  int       // end of the question section
+	ttls  []ttlSlot // every record's TTL field (OPT excluded: there is none)
+	addrs []addrSlot
+}
+
+type ttlSlot struct {
+	off    int
+	ttl    uint32
+	answer bool
+}
+
+// addrSlot is an A/AAAA of the answer section (the whole CNAME chain).
+type addrSlot struct {
+	ip   netip.Addr
+	slot int // index in ttls
+}
+
+// wlRecord is what the fast path keeps per cache entry and workload, valid
+// for one store generation.
+type wlRecord struct {
+	gen      uint64
+	decision policy.LookupDecision
+	rules    []policy.RuleRef
+	// until is when the earliest kernel entry written for this answer and
+	// workload expires (zero: nothing written yet).
+	until time.Time
+}
+
+// fastReader is the dns.Reader of one UDP socket: it loops over the socket
+// answering what the fast path can and hands the rest to the server.
+type fastReader struct {
+	dns.Reader
+	srv      *Server
+	buf, out []byte
+	key      []byte
+	direct   int8 // 1: write without the OOB source fix-up (bound to one address); -1: with; 0: unknown
+}
+
+// decorateReader is the dns.Server hook of the UDP listeners.
+func (srv *Server) decorateReader(r dns.Reader) dns.Reader {
+	return &fastReader{Reader: r, srv: srv, buf: make([]byte, 4096), out: make([]byte, 0, 4096), key: make([]byte, 0, 264)}
+}
+
+func (r *fastReader) ReadUDP(conn *net.UDPConn, _ time.Duration) ([]byte, *dns.SessionUDP, error) {
+	// No read deadline: Shutdown unblocks the read with its own deadline.
+	for {
+		n, sess, err := dns.ReadFromSessionUDP(conn, r.buf)
+		if err != nil {
+			return nil, nil, err
+		}
+		if n >= 12 && r.serve(conn, r.buf[:n], sess) {
+			continue
+		}
+		m := make([]byte, n)
+		copy(m, r.buf[:n])
+		return m, sess, nil
+	}
+}
+
+// query is what the fast path reads from a raw query.
+type query struct {
+	id      uint16
+	qend    int // end of the question
+	qtype   uint16
+	edns    bool
+	udpSize uint16
+	do      bool
+}
+
+// parseQuery reads a plain query: QUERY opcode, one IN question with a name
+// of letters, digits, '-' and '_' (so that its text form is the wire form),
+// no answer or authority records and at most an EDNS0 version 0 OPT record.
+// It appends the cache key (as cacheKey builds it) to key. ok=false: leave
+// the query to the slow path.
+func parseQuery(b []byte, key []byte) (q query, k []byte, ok bool) {
+	if len(b) < 17 {
+		return q, key, false
+	}
+	q.id = binary.BigEndian.Uint16(b)
+	f0, f1 := b[2], b[3]
+	if f0&0xF8 != 0 || // QR or an opcode other than QUERY
+		binary.BigEndian.Uint16(b[4:]) != 1 || binary.BigEndian.Uint16(b[6:]) != 0 ||
+		binary.BigEndian.Uint16(b[8:]) != 0 {
+		return q, key, false
+	}
+	ar := binary.BigEndian.Uint16(b[10:])
+	if ar > 1 {
+		return q, key, false
+	}
+	i := 12
+	for {
+		l := int(b[i])
+		if l == 0 {
+			break
+		}
+		if l > 63 || i+1+l >= len(b) {
+			return q, key, false
+		}
+		for _, c := range b[i+1 : i+1+l] {
+			switch {
+			case 'a' <= c && c <= 'z', '0' <= c && c <= '9', c == '-', c == '_':
+			case 'A' <= c && c <= 'Z':
+				c += 'a' - 'A'
+			default:
+				return q, key, false
+			}
+			key = append(key, c)
+		}
+		key = append(key, '.')
+		i += 1 + l
+	}
+	if i == 12 || i-12+1 > 255 || i+5 > len(b) {
+		return q, key, false // root, too long, or short
+	}
+	q.qtype = binary.BigEndian.Uint16(b[i+1:])
+	if binary.BigEndian.Uint16(b[i+3:]) != dns.ClassINET {
+		return q, key, false
+	}
+	switch q.qtype {
+	case dns.TypeAXFR, dns.TypeIXFR, dns.TypeOPT:
+		return q, key, false
+	}
+	q.qend = i + 5
+	if ar == 1 {
+		o := b[q.qend:]
+		if len(o) < 11 || o[0] != 0 || binary.BigEndian.Uint16(o[1:]) != dns.TypeOPT ||
+			o[6] != 0 || // version
+			int(binary.BigEndian.Uint16(o[9:]))+11 != len(o) {
+			return q, key, false
+		}
+		q.edns, q.udpSize, q.do = true, binary.BigEndian.Uint16(o[3:]), o[7]&0x80 != 0
+	} else if q.qend != len(b) {
+		return q, key, false
+	}
+	flags := byte(0)
+	if f0&1 != 0 { // RD
+		flags |= 1
+	}
+	if f1&0x10 != 0 { // CD
+		flags |= 2
+	}
+	if q.do {
+		flags |= 4
+	}
+	key = append(key, 0, byte(q.qtype>>8), byte(q.qtype), 0, byte(dns.ClassINET), flags)
+	return q, key, true
+}
+
+// wireOf returns the packed reply of e, building it on first use; nil when
+// the entry cannot be served at the wire level.
+func (e *cacheEntry) wireOf(key []byte) *wireForm {
+	if wf := e.wire.Load(); wf != nil {
+		return wf
+	}
+	flags := key[len(key)-1]
+	m := copyWithTTL(e.msg, func(t uint32) uint32 { return t })
+	m.Response, m.Opcode, m.RecursionAvailable, m.Truncated = true, dns.OpcodeQuery, true, false
+	m.RecursionDesired, m.CheckingDisabled = flags&1 != 0, flags&2 != 0
+	if len(m.Question) != 1 {
+		return nil
+	}
+	m.Question[0].Name = string(key[:len(key)-6])
+	m.Compress = true
+	b, err := m.Pack()
+	if err != nil {
+		return nil
+	}
+	wf := &wireForm{b: b, qend: 12 + len(key) - 6 + 1 + 4}
+	if !wf.index(len(m.Answer), len(m.Ns), len(m.Extra)) {
+		return nil
+	}
+	e.wire.Store(wf)
+	return wf
+}
+
+// index finds the TTL field and the A/AAAA data of every record.
+func (wf *wireForm) index(an, ns, ar int) bool {
+	b := wf.b
+	i := wf.qend
+	for n := 0; n < an+ns+ar; n++ {
+		// owner name
+		for {
+			if i >= len(b) {
+				return false
+			}
+			l := int(b[i])
+			if l&0xC0 == 0xC0 {
+				i += 2
+				break
+			}
+			i += 1 + l
+			if l == 0 {
+				break
+			}
+		}
+		if i+10 > len(b) {
+			return false
+		}
+		typ := binary.BigEndian.Uint16(b[i:])
+		rdlen := int(binary.BigEndian.Uint16(b[i+8:]))
+		if i+10+rdlen > len(b) {
+			return false
+		}
+		wf.ttls = append(wf.ttls, ttlSlot{off: i + 4, ttl: binary.BigEndian.Uint32(b[i+4:]), answer: n < an})
+		rd := b[i+10 : i+10+rdlen]
+		if n < an {
+			switch {
+			case typ == dns.TypeA && rdlen == 4:
+				wf.addrs = append(wf.addrs, addrSlot{netip.AddrFrom4([4]byte(rd)), len(wf.ttls) - 1})
+			case typ == dns.TypeAAAA && rdlen == 16:
+				wf.addrs = append(wf.addrs, addrSlot{netip.AddrFrom16([16]byte(rd)).Unmap(), len(wf.ttls) - 1})
+			}
+		}
+		i += 10 + rdlen
+	}
+	return i == len(b)
+}
+
+// workloadOf returns the workload of a client (nil: not a workload), cached
+// per store generation.
+func (srv *Server) workloadOf(client netip.Addr, gen uint64) *policy.Workload {
+	c := &srv.fast.wls
+	c.mu.RLock()
+	if c.gen == gen && c.m != nil {
+		if w, ok := c.m[client]; ok {
+			c.mu.RUnlock()
+			return w
+		}
+	}
+	c.mu.RUnlock()
+	store := srv.deps.Engine.Store()
+	var wl *policy.Workload
+	if key, ok := store.WorkloadByIP(client); ok {
+		if w, ok := store.Workload(key); ok {
+			wl = &w
+		}
+	}
+	c.mu.Lock()
+	if c.gen != gen || c.m == nil || len(c.m) >= 65536 {
+		c.gen, c.m = gen, make(map[netip.Addr]*policy.Workload)
+	}
+	c.m[client] = wl
+	c.mu.Unlock()
+	return wl
+}
+
+// fastState is the fast path's part of a Server.
+type fastState struct {
+	wls  wlCache
+	hits atomic.Uint64 // queries answered by the fast path
+}
+
+// wlCache maps client addresses to workloads for one store generation.
+type wlCache struct {
+	mu  sync.RWMutex
+	gen uint64
+	m   map[netip.Addr]*policy.Workload
+}
+
+// record returns the decision and rules of workload w for the entry's name,
+// computed once per store generation.
+func (srv *Server) record(e *cacheEntry, w *policy.Workload, gen uint64) *wlRecord {
+	k := w.Key()
+	e.mu.Lock()
+	rec := e.wl[k]
+	e.mu.Unlock()
+	if rec != nil && rec.gen == gen {
+		return rec
+	}
+	name := e.msg.Question[0].Name
+	eng := srv.deps.Engine
+	rec = &wlRecord{gen: gen, decision: eng.DecideLookup(k, name)}
+	if !rec.decision.Blocked() {
+		rec.rules = eng.FQDNRules(k, name)
+	}
+	e.mu.Lock()
+	if e.wl == nil {
+		e.wl = make(map[policy.WorkloadKey]*wlRecord, 1)
+	}
+	e.wl[k] = rec
+	e.mu.Unlock()
+	return rec
+}
+
+// serve answers b from the cache when it can; false leaves it to the server.
+func (r *fastReader) serve(conn *net.UDPConn, b []byte, sess *dns.SessionUDP) bool {
+	srv := r.srv
+	start := time.Now()
+	q, key, ok := parseQuery(b, r.key[:0])
+	r.key = key
+	if !ok {
+		return false
+	}
+	now := srv.now()
+	e := srv.cache.fresh(key, now)
+	if e == nil || len(e.msg.Question) != 1 {
+		return false
+	}
+	wf := e.wireOf(key)
+	if wf == nil {
+		return false
+	}
+	// Records of the packed answer may point into the question (name
+	// compression): only a query spelled as stored gets the packed answer
+	// unchanged (mixed-case spellings, as 0x20 randomisation, take the slow path).
+	if !bytes.Equal(b[12:q.qend-4], wf.b[12:wf.qend-4]) {
+		return false
+	}
+	ua, _ := sess.RemoteAddr().(*net.UDPAddr)
+	if ua == nil {
+		return false
+	}
+	client := addrOf(ua)
+
+	// decide
+	var wl *policy.Workload
+	var rec *wlRecord
+	var gen uint64
+	if eng := srv.deps.Engine; eng != nil {
+		gen = eng.Store().Generation()
+		if wl = srv.workloadOf(client, gen); wl != nil {
+			if rec = srv.record(e, wl, gen); rec.decision.Blocked() {
+				return false
+			}
+		}
+	}
+
+	// reply: the packed answer with the client's ID, spelling and flags,
+	// TTLs decremented by age (and clamped for workloads, as program does)
+	out := append(r.out[:0], wf.b...)
+	binary.BigEndian.PutUint16(out, q.id)
+	age := uint32(now.Sub(e.stored) / time.Second)
+	minAddr := ^uint32(0)
+	for _, a := range wf.addrs {
+		t := wf.ttls[a.slot].ttl
+		minAddr = min(minAddr, t-min(age, t))
+	}
+	clamp := wl != nil && len(rec.rules) > 0 && len(wf.addrs) > 0 && srv.deps.Sets != nil
+	for _, s := range wf.ttls {
+		t := s.ttl - min(age, s.ttl)
+		if clamp && s.answer {
+			t = min(t, minAddr)
+		}
+		binary.BigEndian.PutUint32(out[s.off:], t)
+	}
+	size := dns.MinMsgSize
+	if q.edns {
+		out = append(out, 0, 0, byte(dns.TypeOPT), 0, 0, 0, 0, 0, 0, 0, 0)
+		o := out[len(out)-11:]
+		binary.BigEndian.PutUint16(o[3:], srv.s.MaxUDPSize)
+		if q.do {
+			o[7] = 0x80
+		}
+		binary.BigEndian.PutUint16(out[10:], binary.BigEndian.Uint16(out[10:])+1)
+		size = int(min(max(q.udpSize, dns.MinMsgSize), srv.s.MaxUDPSize))
+	}
+	r.out = out
+	if len(out) > size {
+		return false // truncation: the slow path does it
+	}
+	if !srv.rl.allow(client, now) {
+		return false // the slow path refuses it (and counts it)
+	}
+
+	// program: only when the entries written for this answer and workload
+	// would expire too early for this reply
+	if clamp {
+		need := time.Duration(max(minAddr, srv.s.minSetTTL)+srv.s.grace/2) * time.Second
+		e.mu.Lock()
+		until := rec.until
+		e.mu.Unlock()
+		if until.Before(now.Add(need)) {
+			if !srv.fastProgram(e, wf, wl, rec, age, now) {
+				return false // the slow path writes again and answers SERVFAIL on failure
+			}
+		}
+	}
+
+	srv.st.queries.Add(1)
+	srv.st.cacheHits.Add(1)
+	srv.fast.hits.Add(1)
+	rcode := int(out[3] & 0xF)
+	if wl != nil { // reported before the reply, as handle does
+		srv.fastEvents(wl, rec, client, b[12:q.qend-4], q.qtype, rcode, start)
+	}
+	var err error
+	if r.direct == 0 {
+		r.direct = -1
+		if la, ok := conn.LocalAddr().(*net.UDPAddr); ok && !la.IP.IsUnspecified() {
+			r.direct = 1
+		}
+	}
+	if r.direct > 0 {
+		_, err = conn.WriteToUDP(out, ua)
+	} else {
+		_, err = dns.WriteToSessionUDP(conn, out, sess)
+	}
+	if srv.deps.Observer.Query != nil {
+		if err != nil {
+			rcode = -1
+		}
+		srv.deps.Observer.Query(time.Since(start), rcode)
+	}
+	return true
+}
+
+// fastProgram writes the pairs of the answer for the workload, as program
+// does for the same reply, and notes until when they last.
+func (srv *Server) fastProgram(e *cacheEntry, wf *wireForm, w *policy.Workload, rec *wlRecord, age uint32, now time.Time) bool {
+	var srcs [2][]netip.Addr
+	for _, ip := range w.IPs {
+		ip = ip.Unmap()
+		if ip.Is4() {
+			srcs[0] = append(srcs[0], ip)
+		} else {
+			srcs[1] = append(srcs[1], ip)
+		}
+	}
+	var elems [2][]ipset.Element
+	ips := make([]netip.Addr, 0, len(wf.addrs))
+	minTimeout := ^uint32(0)
+	for _, a := range wf.addrs {
+		t := wf.ttls[a.slot].ttl
+		t -= min(age, t)
+		ips = append(ips, a.ip)
+		fi := 0
+		if !a.ip.Is4() {
+			fi = 1
+		}
+		to := srv.s.setTimeout(t)
+		if len(srcs[fi]) > 0 {
+			minTimeout = min(minTimeout, to)
+		}
+		for _, src := range srcs[fi] {
+			elems[fi] = append(elems[fi], ipset.Pair(src, a.ip, time.Duration(to)*time.Second))
+		}
+	}
+	var ops []ipset.Op
+	n := 0
+	for _, rule := range rec.rules {
+		for fi, fam := range [2]ipset.Family{ipset.IPv4, ipset.IPv6} {
+			if len(elems[fi]) == 0 {
+				continue
+			}
+			ops = append(ops, ipset.Op{Kind: ipset.OpAdd, Set: srv.deps.SetNamer(rule, fam), Elements: elems[fi]})
+			n += len(elems[fi])
+		}
+	}
+	if len(ops) > 0 {
+		ctx, cancel := context.WithTimeout(srv.ctx, srv.s.SetWriteTimeout)
+		start := time.Now()
+		err := srv.deps.Sets.Apply(ctx, ops...)
+		cancel()
+		if srv.deps.Observer.SetWrite != nil {
+			srv.deps.Observer.SetWrite(n, time.Since(start), err)
+		}
+		if err != nil {
+			// Not counted: the slow path retries and counts its own write.
+			return false
+		}
+		srv.st.setWrites.Add(1)
+		srv.st.setElements.Add(uint64(n))
+	}
+	if minTimeout == ^uint32(0) {
+		minTimeout = 1 << 30 // nothing to write for this workload's families
+	}
+	e.mu.Lock()
+	rec.until = now.Add(time.Duration(minTimeout) * time.Second)
+	e.mu.Unlock()
+	if len(ops) > 0 && srv.deps.RecordLookup != nil {
+		srv.deps.RecordLookup(w.Key(), e.msg.Question[0].Name, ips)
+	}
+	return true
+}
+
+// fastEvents reports an answered lookup of a workload, as handle does.
+func (srv *Server) fastEvents(wl *policy.Workload, rec *wlRecord, client netip.Addr, qname []byte, qtype uint16, rcode int, start time.Time) {
+	req := request{start: start, client: client, q: &dns.Msg{Question: []dns.Question{{Name: wireName(qname), Qtype: qtype, Qclass: dns.ClassINET}}}}
+	if a := rec.decision.Audit; a != nil && a.Verdict == policy.Deny {
+		srv.st.audited.Add(1)
+		srv.deps.Reporter.LookupAudit(srv.ctx, srv.event(&req, wl, EventLookupAudit, *a, "NOERROR"))
+	}
+	srv.deps.Reporter.LookupAllowed(srv.ctx, srv.event(&req, wl, EventLookupAllowed, rec.decision.Outcome, dns.RcodeToString[rcode]))
+}
+
+// wireName is the text form of an uncompressed wire name of plain labels.
+func wireName(b []byte) string {
+	out := make([]byte, 0, len(b))
+	for i := 0; i < len(b) && b[i] != 0; i += 1 + int(b[i]) {
+		out = append(out, b[i+1:i+1+int(b[i])]...)
+		out = append(out, '.')
+	}
+	return string(out)
+}
