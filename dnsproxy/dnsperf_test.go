@@ -1,6 +1,7 @@
 package dnsproxy
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -9,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -27,7 +29,10 @@ func TestDNSPerfCacheHitVsCoreDNS(t *testing.T) {
 	}
 	perf := testenv.RequireTools(t, "dnsperf")[0]
 	up := startCoreDNS(t)
-	h := start(t, []string{up}, func(c *Config, _ *Deps) { c.UDPSockets = 2; c.MaxTTL = time.Hour })
+	// Events are built and handed to a reporter that counts them (the test
+	// recorder would keep millions).
+	rep := &countingReporter{}
+	h := start(t, []string{up}, func(c *Config, d *Deps) { c.UDPSockets = 2; c.MaxTTL = time.Hour; d.Reporter = rep })
 	// CoreDNS as cache+forward in front of the same authoritative server.
 	dir := t.TempDir()
 	port := freePort(t)
@@ -91,5 +96,11 @@ func TestDNSPerfCacheHitVsCoreDNS(t *testing.T) {
 	t.Logf("medians of %d rounds: egressd %.0f qps (not a workload), %.0f qps (workload, policy + sets), CoreDNS %.0f qps", rounds, median(ours), median(wl), median(theirs))
 	t.Logf("egressd/CoreDNS cache-hit QPS ratio: median %.2f (per round %.2f), workload %.2f (budget ≥ 1.5)", median(ratios), ratios, median(wl)/median(theirs))
 	st := h.srv.Stats()
-	t.Logf("egressd stats: queries %d (slow path), cache hits %d, misses %d, set writes %d", st.Queries, st.CacheHits, st.CacheMisses, st.SetWrites)
+	t.Logf("egressd stats: queries %d (fast path %d), cache hits %d, misses %d, set writes %d, events %d", st.Queries, h.srv.fast.hits.Load(), st.CacheHits, st.CacheMisses, st.SetWrites, rep.n.Load())
 }
+
+type countingReporter struct{ n atomic.Uint64 }
+
+func (r *countingReporter) LookupBlocked(context.Context, Event) { r.n.Add(1) }
+func (r *countingReporter) LookupAudit(context.Context, Event)   { r.n.Add(1) }
+func (r *countingReporter) LookupAllowed(context.Context, Event) { r.n.Add(1) }
