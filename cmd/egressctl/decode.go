@@ -12,7 +12,6 @@ import (
 
 	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/util/validation/field"
-	"sigs.k8s.io/yaml"
 
 	"github.com/egressd/egressd/policy"
 	"github.com/egressd/egressd/policy/manifest"
@@ -102,7 +101,7 @@ func documentAt(docs [][]byte, loc string) (map[string]any, string) {
 		return nil, ""
 	}
 	var obj map[string]any
-	if err := yaml.Unmarshal(docs[n-1], &obj); err != nil {
+	if err := manifest.Unmarshal(docs[n-1], &obj, false); err != nil {
 		return nil, ""
 	}
 	for _, p := range parts[1:] {

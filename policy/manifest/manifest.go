@@ -6,6 +6,7 @@ package manifest
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -16,7 +17,6 @@ import (
 
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"sigs.k8s.io/yaml"
 
 	"github.com/egressd/egressd/policy"
 )
@@ -97,11 +97,11 @@ func Decode(source string, r io.Reader) ([]Object, error) {
 
 func decodeOne(src string, doc []byte) ([]Object, error) {
 	var tm metav1.TypeMeta
-	if err := yaml.Unmarshal(doc, &tm); err != nil {
+	if err := Unmarshal(doc, &tm, false); err != nil {
 		return nil, fmt.Errorf("%s: not a YAML/JSON object: %w", src, err)
 	}
 	strict := func(into any) error {
-		if err := yaml.UnmarshalStrict(doc, into); err != nil {
+		if err := Unmarshal(doc, into, true); err != nil {
 			return fmt.Errorf("%s: %s: %w", src, tm.Kind, err)
 		}
 		return nil
@@ -111,13 +111,13 @@ func decodeOne(src string, doc []byte) ([]Object, error) {
 		var list struct {
 			Items []map[string]any `json:"items"`
 		}
-		if err := yaml.Unmarshal(doc, &list); err != nil {
+		if err := Unmarshal(doc, &list, false); err != nil {
 			return nil, fmt.Errorf("%s: %s: %w", src, tm.Kind, err)
 		}
 		var out []Object
 		var errs []error
 		for j, item := range list.Items {
-			b, err := yaml.Marshal(item)
+			b, err := json.Marshal(item)
 			if err != nil {
 				errs = append(errs, fmt.Errorf("%s: items[%d]: %w", src, j, err))
 				continue
@@ -253,7 +253,7 @@ func LoadWorkloads(path string) (*policy.Workloads, error) {
 // DecodeWorkloads decodes a workloads document.
 func DecodeWorkloads(source string, data []byte) (*policy.Workloads, error) {
 	var ws policy.Workloads
-	if err := yaml.UnmarshalStrict(data, &ws); err != nil {
+	if err := Unmarshal(data, &ws, true); err != nil {
 		return nil, fmt.Errorf("%s: %w", source, err)
 	}
 	return &ws, nil
