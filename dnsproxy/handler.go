@@ -82,12 +82,17 @@ func (srv *Server) handle(ctx context.Context, req *request) *dns.Msg {
 		}
 	}
 
+	if m := srv.tunnelRefused(ctx, req, wl); m != nil {
+		return m
+	}
+
 	// answer
 	reply, err := srv.resolve(ctx, req)
 	if err != nil {
 		srv.st.servFail.Add(1)
 		return srv.failure(req, dns.ExtendedErrorCodeNoReachableAuthority, "egressd: no upstream answered")
 	}
+	srv.tunnelObserve(ctx, req, wl, reply)
 
 	// program
 	if wl != nil {

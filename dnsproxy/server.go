@@ -41,6 +41,8 @@ type Deps struct {
 	Observer Observer
 	// Now is the clock of the cache and the rate limiter (default time.Now).
 	Now func() time.Time
+	// Tunnel is DNS tunnel detection (tunnelhook.go); nil: off.
+	Tunnel TunnelDetector
 }
 
 // Server is the node-local resolver: a dns.Handler and the listeners serving

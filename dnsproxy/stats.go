@@ -35,6 +35,11 @@ type Event struct {
 	// Response is the response code sent ("NXDOMAIN", "REFUSED", "NOERROR"
 	// for a sinkhole or an answered query).
 	Response string
+	// Domain (registered domain), Score and Features are set on tunnel
+	// events (EventTunnelSuspected, EventTunnelBlocked; tunnelhook.go).
+	Domain   string
+	Score    float64
+	Features map[string]float64
 }
 
 // Reporter receives lookup events. Calls are made on the query path: an

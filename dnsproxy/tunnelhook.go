@@ -1,0 +1,101 @@
+package dnsproxy
+
+import (
+	"context"
+	"net/netip"
+
+	"github.com/miekg/dns"
+
+	"github.com/egressd/egressd/policy"
+)
+
+// Tunnel-detection event names (DESIGN.md §4, §6).
+const (
+	EventTunnelSuspected = "dns.tunnel.suspected"
+	EventTunnelBlocked   = "dns.tunnel.blocked"
+)
+
+// TunnelDetector is the resolver's view of DNS tunnel detection (the agent
+// adapts dnsproxy/tunnel to it). Calls are made on the query path and must be
+// cheap; implementations are safe for concurrent use.
+type TunnelDetector interface {
+	// Blocked reports whether the workload's lookups of qname are refused
+	// (its registered domain is quarantined), with the Extended DNS Error text.
+	Blocked(workload string, client netip.Addr, qname string) (bool, string)
+	// Observe records an answered lookup: query name and type, response code
+	// and size of the reply in bytes.
+	Observe(ctx context.Context, workload string, client netip.Addr, qname string, qtype uint16, rcode, answerSize int) TunnelVerdict
+}
+
+// TunnelVerdict is the outcome of one observed lookup.
+type TunnelVerdict struct {
+	// Suspected: report a dns.tunnel.suspected event.
+	Suspected bool
+	// Domain is the registered domain; Score the pair's score; Reason the
+	// comma-separated reasons; Features the feature values (set when Suspected).
+	Domain   string
+	Score    float64
+	Reason   string
+	Features map[string]float64
+}
+
+// TunnelReporter is implemented by Reporters that take tunnel events
+// (dns.tunnel.suspected, dns.tunnel.blocked: Event.Event says which). A
+// Reporter without it does not receive them.
+type TunnelReporter interface {
+	TunnelEvent(ctx context.Context, ev Event)
+}
+
+// tunnelRefused answers a lookup of a quarantined (workload, domain) pair:
+// REFUSED with an Extended DNS Error "Prohibited" (RFC 8914 code 18), and a
+// dns.tunnel.blocked event. It returns nil when the lookup may proceed.
+func (srv *Server) tunnelRefused(ctx context.Context, req *request, wl *policy.Workload) *dns.Msg {
+	t := srv.deps.Tunnel
+	if t == nil {
+		return nil
+	}
+	name := ""
+	if wl != nil {
+		name = wl.Key().String()
+	}
+	q := req.q.Question[0]
+	blocked, text := t.Blocked(name, req.client, q.Name)
+	if !blocked {
+		return nil
+	}
+	srv.st.blocked.Add(1)
+	m := srv.rcode(req, dns.RcodeRefused)
+	srv.addEDE(req, m, dns.ExtendedErrorCodeProhibited, text)
+	if r, ok := srv.deps.Reporter.(TunnelReporter); ok {
+		ev := srv.event(req, wl, EventTunnelBlocked, policy.Outcome{Reason: "tunnel-quarantine"}, "REFUSED")
+		r.TunnelEvent(ctx, ev)
+	}
+	return m
+}
+
+const dnsHeaderLen = 12
+
+// tunnelObserve feeds an answered lookup to the detector and reports a
+// dns.tunnel.suspected event when the detector says so.
+func (srv *Server) tunnelObserve(ctx context.Context, req *request, wl *policy.Workload, reply *dns.Msg) {
+	t := srv.deps.Tunnel
+	if t == nil || reply == nil {
+		return
+	}
+	name := ""
+	if wl != nil {
+		name = wl.Key().String()
+	}
+	q := req.q.Question[0]
+	// The answer's size: the reply without its header and question.
+	size := max(reply.Len()-dnsHeaderLen-len(q.Name)-5, 0)
+	v := t.Observe(ctx, name, req.client, q.Name, q.Qtype, reply.Rcode, size)
+	if !v.Suspected {
+		return
+	}
+	if r, ok := srv.deps.Reporter.(TunnelReporter); ok {
+		ev := srv.event(req, wl, EventTunnelSuspected, policy.Outcome{Reason: v.Reason}, dns.RcodeToString[reply.Rcode])
+		ev.Domain, ev.Score, ev.Features = v.Domain, v.Score, v.Features
+		r.TunnelEvent(ctx, ev)
+	}
+}
