@@ -43,6 +43,9 @@ type Hooks struct {
 	Decided func(mode Mode, allowed bool, reason string)
 	// Logger gets errors and debug lines.
 	Logger *slog.Logger
+	// Dial connects to servers; default a net.Dialer (tests dial inside a
+	// network namespace).
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 func (h *Hooks) log() *slog.Logger {
@@ -231,11 +234,16 @@ func splice(a, b net.Conn, idle time.Duration) {
 }
 
 // dialFirst connects to the first address of addrs that answers.
-func dialFirst(ctx context.Context, addrs []netip.Addr, port int, timeout time.Duration) (net.Conn, error) {
-	d := net.Dialer{Timeout: timeout}
+func (h *Hooks) dialFirst(ctx context.Context, addrs []netip.Addr, port int, timeout time.Duration) (net.Conn, error) {
+	dial := h.Dial
+	if dial == nil {
+		dial = (&net.Dialer{}).DialContext
+	}
 	var errs []error
 	for _, ip := range addrs {
-		c, err := d.DialContext(ctx, "tcp", netip.AddrPortFrom(ip, uint16(port)).String())
+		dctx, cancel := context.WithTimeout(ctx, timeout)
+		c, err := dial(dctx, "tcp", netip.AddrPortFrom(ip, uint16(port)).String())
+		cancel()
 		if err == nil {
 			return c, nil
 		}

@@ -40,7 +40,7 @@ func NewExplicit(c *Checker, limits Limits, hooks Hooks) *Explicit {
 			if d == nil {
 				return nil, errDenied
 			}
-			return dialFirst(ctx, d.addrs, d.port, p.limits.DialTimeout)
+			return p.hooks.dialFirst(ctx, d.addrs, d.port, p.limits.DialTimeout)
 		},
 		Proxy:                 nil,
 		MaxIdleConnsPerHost:   16,
@@ -128,7 +128,7 @@ func (p *Explicit) onConnect(authority string, ctx *goproxy.ProxyCtx) (*goproxy.
 	}
 	p.hooks.decided(r.Context(), ev)
 	return &goproxy.ConnectAction{Action: goproxy.ConnectHijack, Hijack: func(req *http.Request, client net.Conn, _ *goproxy.ProxyCtx) {
-		server, err := dialFirst(req.Context(), v.Addrs, port, p.limits.DialTimeout)
+		server, err := p.hooks.dialFirst(req.Context(), v.Addrs, port, p.limits.DialTimeout)
 		if err != nil {
 			fmt.Fprintf(client, "HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
 			_ = client.Close()

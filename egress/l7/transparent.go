@@ -48,7 +48,7 @@ func NewTransparent(c *Checker, limits Limits, hooks Hooks) *Transparent {
 			if d == nil {
 				return nil, errDenied
 			}
-			return dialFirst(ctx, d.addrs, d.port, t.limits.DialTimeout)
+			return t.hooks.dialFirst(ctx, d.addrs, d.port, t.limits.DialTimeout)
 		},
 		MaxIdleConnsPerHost: 16,
 		IdleConnTimeout:     t.limits.IdleTimeout,
@@ -233,7 +233,7 @@ func (t *Transparent) handle(c net.Conn) {
 		return
 	}
 	t.hooks.decided(ctx, ev)
-	server, err := dialFirst(ctx, []netip.Addr{dst.Addr()}, int(dst.Port()), t.limits.DialTimeout)
+	server, err := t.hooks.dialFirst(ctx, []netip.Addr{dst.Addr()}, int(dst.Port()), t.limits.DialTimeout)
 	if err != nil {
 		t.hooks.log().Debug("transparent: dial", "dst", dst, "err", err)
 		reset(c)
