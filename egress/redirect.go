@@ -31,9 +31,9 @@ const (
 // be node-local addresses the proxy listens on and that the egress_local chain
 // accepts from pods (WithDNSExempt).
 type Redirect struct {
-	Table   string     // default DefaultTable
-	NetNS   int        // network namespace fd; 0: the current one
-	Ports   []uint16   // default 80, 443
+	Table   string   // default DefaultTable
+	NetNS   int      // network namespace fd; 0: the current one
+	Ports   []uint16 // default 80, 443
 	To4     netip.AddrPort
 	To6     netip.AddrPort // invalid: IPv6 is not redirected
 	Sources []netip.Addr   // workload addresses to redirect
