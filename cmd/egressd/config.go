@@ -15,6 +15,8 @@ import (
 // config is the agent's configuration; every field is a flag documented in
 // docs/egressd.md.
 type config struct {
+	tunnelConfig // tunnel.go
+
 	Policies       string
 	Workloads      string
 	ReloadInterval time.Duration
@@ -97,6 +99,7 @@ func parseFlags(args []string, stderr *os.File) (*config, error) {
 	fs.StringVar(&c.HTTPAddr, "http-addr", "127.0.0.1:9464", "address of /metrics, /healthz and /readyz")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.StringVar(&c.LogFormat, "log-format", "text", "log format: text or json")
+	registerTunnelFlags(fs, c)
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}

@@ -84,6 +84,7 @@ func (a *agent) startDNS(ctx context.Context) (func(), error) {
 		return nil, fmt.Errorf("resolver: %w", err)
 	}
 	deps := dnsproxy.Deps{Engine: a.engine, Reporter: a.reporter(), Observer: a.observer()}
+	deps.Tunnel = a.tunnelDetector() // tunnel.go
 	var sets *nftset.Manager
 	if a.enforcer != nil {
 		if sets, err = nftset.New(nftset.WithTable(a.enforcer.Table())); err != nil {
