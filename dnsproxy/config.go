@@ -118,6 +118,11 @@ type Config struct {
 	// SetWriteTimeout bounds one kernel set write (default 1s); a failed or
 	// timed-out write answers SERVFAIL.
 	SetWriteTimeout time.Duration
+	// MaxIPsPerName bounds the addresses tracked per (workload, name) for the
+	// checkpoint and the reference model (default 1024); beyond it the least
+	// recently answered address is forgotten and counted in Stats.IPEvictions.
+	// Its kernel set entry is not removed: it expires with its own timeout.
+	MaxIPsPerName int
 }
 
 // Defaults returns c with every zero field set to its default.
@@ -127,6 +132,9 @@ func (c Config) Defaults() Config {
 	}
 	if c.UDPSockets == 0 {
 		c.UDPSockets = runtime.NumCPU()
+	}
+	if c.MaxIPsPerName <= 0 {
+		c.MaxIPsPerName = 1024
 	}
 	def := func(d *time.Duration, v time.Duration) {
 		if *d == 0 {

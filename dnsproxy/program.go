@@ -110,5 +110,8 @@ func (srv *Server) program(ctx context.Context, w *policy.Workload, rules []poli
 		return nil, err
 	}
 	srv.st.setElements.Add(uint64(n))
+	if len(reply.Question) == 1 {
+		srv.trackAnswer(w.Key(), reply.Question[0].Name, addrs) // tracker.go
+	}
 	return ips, nil
 }

@@ -65,8 +65,11 @@ type Server struct {
 	mu      sync.Mutex
 	servers []*dns.Server
 	addrs   []netip.AddrPort
+	groups  []reuseGroup // the sockets of every listen address (handover)
 	started bool
 	wg      sync.WaitGroup
+
+	track *tracker // name → IP state (tracker.go, checkpoint.go)
 }
 
 // New validates cfg and returns a resolver that has not started listening.
@@ -93,6 +96,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	srv := &Server{s: s, deps: deps}
 	srv.ctx, srv.cancel = context.WithCancel(context.Background())
 	srv.st = counters{}
+	srv.track = newTracker(s.MaxIPsPerName)
 	srv.fwd = newForwarder(s, &srv.st, &srv.deps.Observer)
 	if srv.cache, err = newCache(s); err != nil {
 		return nil, err
@@ -106,7 +110,11 @@ func New(cfg Config, deps Deps) (*Server, error) {
 func (srv *Server) now() time.Time { return srv.deps.Now() }
 
 // Stats returns a snapshot of the counters.
-func (srv *Server) Stats() Stats { return srv.st.snapshot() }
+func (srv *Server) Stats() Stats {
+	st := srv.st.snapshot()
+	st.IPEvictions = srv.track.evictions.Load()
+	return st
+}
 
 // CacheLen returns the number of cached answers.
 func (srv *Server) CacheLen() int { return srv.cache.len() }
@@ -150,6 +158,12 @@ func (srv *Server) Start() error {
 		}
 		pcs, lns = append(pcs, p...), append(lns, l)
 		srv.addrs = append(srv.addrs, bound)
+		srv.groups = append(srv.groups, reuseGroup{udp: p, tcp: l})
+	}
+	// A steering program left by a predecessor's handover would send every
+	// query to one of our sockets: back to hashing over the whole group.
+	for _, g := range srv.groups {
+		g.unsteer()
 	}
 	srv.started = true
 	var ready sync.WaitGroup
@@ -350,4 +364,100 @@ func (srv *Server) handleWire(b []byte, client netip.AddrPort, tcp bool) []byte 
 		return nil
 	}
 	return out
+}
+
+// reuseGroup is our part of the SO_REUSEPORT groups of one listen address:
+// its UDP sockets and its TCP listener.
+type reuseGroup struct {
+	udp []net.PacketConn
+	tcp net.Listener
+}
+
+type syscallConn interface {
+	SyscallConn() (syscall.RawConn, error)
+}
+
+func control(c any, fn func(fd int) error) error {
+	sc, ok := c.(syscallConn)
+	if !ok {
+		return fmt.Errorf("dnsproxy: %T has no file descriptor", c)
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var ferr error
+	if err := rc.Control(func(fd uintptr) { ferr = fn(int(fd)) }); err != nil {
+		return err
+	}
+	return ferr
+}
+
+// steerTo attaches to the group of c a classic BPF program that returns the
+// socket index k: every new datagram (or connection) goes to the k-th socket
+// of the group, or is spread by hash when the group has no k-th socket.
+func steerTo(c any, k uint32) error {
+	prog := []unix.SockFilter{{Code: unix.BPF_RET | unix.BPF_K, K: k}}
+	return control(c, func(fd int) error {
+		return unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_REUSEPORT_CBPF,
+			&unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]})
+	})
+}
+
+func (g reuseGroup) steer() error {
+	var errs []error
+	if len(g.udp) > 0 {
+		errs = append(errs, steerTo(g.udp[0], uint32(len(g.udp))))
+	}
+	if g.tcp != nil {
+		errs = append(errs, steerTo(g.tcp, 1))
+	}
+	return errors.Join(errs...)
+}
+
+func (g reuseGroup) unsteer() {
+	detach := func(fd int) error {
+		return unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_DETACH_REUSEPORT_BPF, 0)
+	}
+	if len(g.udp) > 0 {
+		_ = control(g.udp[0], detach) // ENOENT: nothing attached
+	}
+	if g.tcp != nil {
+		_ = control(g.tcp, detach)
+	}
+}
+
+// Handover hands the listen addresses over to a successor process that has
+// bound the same addresses (SO_REUSEPORT) after this one, then shuts down,
+// losing no query:
+//
+//  1. a reuseport steering program (classic BPF) is attached to every group:
+//     it returns the index of the first socket after ours, which is the
+//     successor's (sockets join a group in bind order; ours joined first,
+//     or were compacted to the front when our own predecessor left). From
+//     then on the kernel queues every new datagram and connection on the
+//     successor's sockets; with no successor the index does not exist and
+//     the kernel spreads by hash as before.
+//  2. for settle, this process keeps serving what was queued on its sockets
+//     before the program was attached (and TCP connections already accepted).
+//  3. Shutdown: listeners close, queries in progress finish (until ctx).
+//
+// The successor detaches the program when it starts (Start), so a later
+// handover starts from plain hashing again.
+func (srv *Server) Handover(ctx context.Context, settle time.Duration) error {
+	srv.mu.Lock()
+	groups := srv.groups
+	srv.mu.Unlock()
+	var errs []error
+	for _, g := range groups {
+		if err := g.steer(); err != nil {
+			errs = append(errs, fmt.Errorf("dnsproxy: handover: %w", err))
+		}
+	}
+	select {
+	case <-time.After(settle):
+	case <-ctx.Done():
+	}
+	errs = append(errs, srv.Shutdown(ctx))
+	return errors.Join(errs...)
 }

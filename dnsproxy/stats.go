@@ -110,6 +110,9 @@ type Stats struct {
 	Malformed uint64
 	// Truncated counts replies truncated to the client's buffer size.
 	Truncated uint64
+	// IPEvictions counts answer addresses forgotten because a (workload, name)
+	// had more than MaxIPsPerName addresses tracked (tracker.go).
+	IPEvictions uint64
 }
 
 type counters struct {

@@ -16,6 +16,7 @@ import (
 // docs/egressd.md.
 type config struct {
 	tunnelConfig // tunnel.go
+	l7Config     // l7.go
 
 	Policies       string
 	Workloads      string
@@ -39,6 +40,10 @@ type config struct {
 	ClusterDomain  string
 	SearchDomains  []string
 	StateFile      string
+
+	CheckpointInterval time.Duration
+	HandoverSettle     time.Duration
+	MaxIPsPerName      int
 
 	AuditLog     string
 	AuditStdout  bool
@@ -92,6 +97,10 @@ func parseFlags(args []string, stderr *os.File) (*config, error) {
 	fs.StringVar(&c.Lookups, "lookups", "Observe", "node default for lookups no Allow FQDN rule matches, for restricted workloads: Observe or Enforce")
 	fs.StringVar(&c.ClusterDomain, "cluster-domain", "cluster.local", "cluster DNS domain; names inside it are never blocked by FQDN rules")
 	fs.Var(listFlag{&c.SearchDomains}, "search-domain", "extra search domain whose names are never blocked by FQDN rules; repeatable")
+	fs.StringVar(&c.StateFile, "state-file", "/var/lib/egressd/state.json", "checkpoint of the name → IP state, written atomically every --checkpoint-interval and on shutdown, restored on start (empty: none)")
+	fs.DurationVar(&c.CheckpointInterval, "checkpoint-interval", 10*time.Second, "how often --state-file is written")
+	fs.DurationVar(&c.HandoverSettle, "handover-settle", 500*time.Millisecond, "on SIGTERM, how long the resolver keeps serving queries already queued on its sockets after steering new ones to its successor")
+	fs.IntVar(&c.MaxIPsPerName, "max-ips-per-name", 1024, "addresses tracked per (workload, name); beyond it the least recently answered is forgotten (its kernel entry expires on its own)")
 	fs.StringVar(&c.AuditLog, "audit-log", "", "file to append audit events to (JSON lines)")
 	fs.BoolVar(&c.AuditStdout, "audit-stdout", false, "also write audit events to stdout")
 	fs.StringVar(&c.OTLPEndpoint, "otlp-endpoint", "", "OTLP trace endpoint host:port (empty: no traces)")
@@ -100,6 +109,7 @@ func parseFlags(args []string, stderr *os.File) (*config, error) {
 	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.StringVar(&c.LogFormat, "log-format", "text", "log format: text or json")
 	registerTunnelFlags(fs, c)
+	registerL7Flags(fs, c)
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -146,6 +156,9 @@ func (c *config) validate() error {
 	}
 	if c.Policies == "" && c.Workloads == "" {
 		errs = append(errs, errors.New("--policies and/or --workloads are needed in standalone mode"))
+	}
+	if c.CheckpointInterval <= 0 || c.HandoverSettle < 0 || c.MaxIPsPerName < 1 {
+		errs = append(errs, errors.New("--checkpoint-interval and --max-ips-per-name must be positive, --handover-settle must not be negative"))
 	}
 	if c.MinSetTTL < 0 || c.SetGrace < 0 || c.ReloadInterval <= 0 {
 		errs = append(errs, errors.New("--min-set-ttl and --set-grace must not be negative, --reload-interval must be positive"))

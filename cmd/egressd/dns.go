@@ -6,10 +6,12 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"strings"
 	"time"
 
 	"github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/egressd/egressd/dnsproxy"
 	"github.com/egressd/egressd/egress"
@@ -56,6 +58,8 @@ func (c *config) resolverConfig() (dnsproxy.Config, error) {
 		CacheSize:  c.CacheSize,
 		ServeStale: c.ServeStale,
 		RateLimit:  c.RateLimit,
+
+		MaxIPsPerName: c.MaxIPsPerName,
 	}
 	for _, s := range strings.Split(c.Sinkhole, ",") {
 		a, err := netip.ParseAddr(strings.TrimSpace(s))
@@ -96,21 +100,105 @@ func (a *agent) startDNS(ctx context.Context) (func(), error) {
 	if err != nil {
 		return nil, fmt.Errorf("resolver: %w", err)
 	}
+	// The name → IP state of the previous process, before the first query.
+	cp := &checkpointer{a: a, srv: srv, path: a.cfg.StateFile}
+	cp.merge(ctx)
 	if err := srv.Start(); err != nil {
 		return nil, fmt.Errorf("resolver: %w", err)
 	}
 	a.dns = srv
+	a.registerResolverMetrics(srv)
 	a.log.Info("resolver listening", "addrs", srv.Addrs(), "upstreams", rc.Upstreams, "blocked-response", rc.BlockMode)
+	cctx, stopCP := context.WithCancel(context.Background())
+	cpDone := make(chan struct{})
+	go func() { defer close(cpDone); cp.loop(cctx, a.cfg.CheckpointInterval) }()
 	return func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		// Hand the sockets over to a successor (if one bound them), finish
+		// the queries in progress, then write the final checkpoint.
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second+a.cfg.HandoverSettle)
 		defer cancel()
-		if err := srv.Shutdown(sctx); err != nil {
+		start := time.Now()
+		if err := srv.Handover(sctx, a.cfg.HandoverSettle); err != nil {
 			a.log.Warn("resolver shutdown", "err", err)
 		}
+		stopCP()
+		<-cpDone
+		cp.write()
+		a.log.Info("resolver stopped", "took", time.Since(start), "stats", fmt.Sprintf("%+v", srv.Stats()))
 		if sets != nil {
 			sets.Close()
 		}
 	}, nil
+}
+
+// checkpointer writes the resolver's name → IP state to --state-file and
+// merges what another process wrote there: at start (the previous process's
+// last periodic checkpoint) and whenever the file changes under us (the
+// previous process's final checkpoint, written after we started).
+type checkpointer struct {
+	a       *agent
+	srv     *dnsproxy.Server
+	path    string
+	written time.Time // mtime of our last write
+}
+
+func (c *checkpointer) merge(ctx context.Context) {
+	if c.path == "" {
+		return
+	}
+	fi, err := os.Stat(c.path)
+	if err != nil || fi.ModTime().Equal(c.written) {
+		return
+	}
+	st, err := dnsproxy.ReadCheckpoint(c.path)
+	if err != nil {
+		c.a.log.Warn("state file unreadable; starting without it", "path", c.path, "err", err)
+		return
+	}
+	if st.PID == os.Getpid() {
+		return
+	}
+	n, err := c.srv.Restore(ctx, st)
+	if err != nil {
+		c.a.log.Warn("restoring state", "path", c.path, "err", err)
+	}
+	c.a.log.Info("state restored", "path", c.path, "entries", n, "of", len(st.Entries), "from-pid", st.PID, "written", st.Written)
+}
+
+func (c *checkpointer) write() {
+	if c.path == "" {
+		return
+	}
+	if err := dnsproxy.WriteCheckpoint(c.path, c.srv.Checkpoint()); err != nil {
+		c.a.log.Warn("writing state file", "err", err)
+		return
+	}
+	if fi, err := os.Stat(c.path); err == nil {
+		c.written = fi.ModTime()
+	}
+}
+
+func (c *checkpointer) loop(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			c.merge(ctx)
+			c.write()
+		}
+	}
+}
+
+// registerResolverMetrics exports resolver counters that are kept by the
+// resolver itself.
+func (a *agent) registerResolverMetrics(srv *dnsproxy.Server) {
+	_ = a.metrics.Registry.Register(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "egressd_dns_ip_evictions_total",
+		Help: "Answer addresses forgotten because a (workload, name) had more than --max-ips-per-name addresses tracked.",
+	}, func() float64 { return float64(srv.Stats().IPEvictions) }))
 }
 
 // registerMetrics serves /metrics.

@@ -429,6 +429,7 @@ func (w *world) startAgent(o agentOpts) *agent {
 		"--policies", filepath.Join(w.dir, "policies.yaml"), "--workloads", filepath.Join(w.dir, "workloads.yaml"),
 		"--listen", o.listen, "--upstream", o.upstream, "--dataplane", o.dataplane,
 		"--lookups", "Enforce", "--audit-log", a.audit, "--http-addr", o.httpAddr,
+		"--state-file", filepath.Join(w.dir, "state.json"), "--checkpoint-interval", "200ms",
 	}
 	args = append(args, o.extra...)
 	a.proc = w.startProc(fmt.Sprintf("egressd-%d", agentSeq), agentBinary(w.t), args...)

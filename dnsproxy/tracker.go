@@ -1,0 +1,161 @@
+package dnsproxy
+
+import (
+	"container/list"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/egressd/egressd/policy"
+)
+
+// tracker remembers, per (workload, name), every address handed out with the
+// time its kernel set entry expires: the name → IP state that the checkpoint
+// carries across restarts. Names whose answers rotate through many addresses
+// (S3-like) are bounded: each (workload, name) keeps at most max addresses,
+// the least recently answered one is forgotten first (LRU) and counted. The
+// kernel entry of a forgotten address is left to expire with its own timeout,
+// so every address handed to a workload stays allowed for its TTL plus grace.
+type tracker struct {
+	max       int
+	mu        sync.Mutex
+	names     map[trackKey]*trackedName
+	evictions atomic.Uint64
+}
+
+type trackKey struct {
+	w    policy.WorkloadKey
+	name string // lower case, fully qualified
+}
+
+type trackedName struct {
+	lru *list.List // of *trackedIP, most recent first
+	idx map[netip.Addr]*list.Element
+}
+
+type trackedIP struct {
+	ip      netip.Addr
+	expires time.Time
+}
+
+func newTracker(max int) *tracker {
+	return &tracker{max: max, names: map[trackKey]*trackedName{}}
+}
+
+func trackName(name string) string {
+	name = strings.ToLower(name)
+	if !strings.HasSuffix(name, ".") {
+		name += "."
+	}
+	return name
+}
+
+// record notes that w was answered ips for name, each allowed until its
+// expiry; it returns the number of addresses evicted by the bound.
+func (t *tracker) record(w policy.WorkloadKey, name string, ips []netip.Addr, expires []time.Time) int {
+	k := trackKey{w, trackName(name)}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	tn := t.names[k]
+	if tn == nil {
+		tn = &trackedName{lru: list.New(), idx: map[netip.Addr]*list.Element{}}
+		t.names[k] = tn
+	}
+	for i, ip := range ips {
+		ip = ip.Unmap()
+		if e, ok := tn.idx[ip]; ok {
+			ti := e.Value.(*trackedIP)
+			if expires[i].After(ti.expires) {
+				ti.expires = expires[i]
+			}
+			tn.lru.MoveToFront(e)
+			continue
+		}
+		tn.idx[ip] = tn.lru.PushFront(&trackedIP{ip, expires[i]})
+	}
+	evicted := 0
+	for tn.lru.Len() > t.max {
+		e := tn.lru.Back()
+		delete(tn.idx, e.Value.(*trackedIP).ip)
+		tn.lru.Remove(e)
+		evicted++
+	}
+	if evicted > 0 {
+		t.evictions.Add(uint64(evicted))
+	}
+	return evicted
+}
+
+// Tracked is one tracked address of a (workload, name).
+type Tracked struct {
+	Workload policy.WorkloadKey
+	Name     string
+	IP       netip.Addr
+	Expires  time.Time
+}
+
+// snapshot returns the entries that have not expired at now (oldest answer
+// first per name, so that restoring them in order keeps the LRU order) and
+// forgets the expired ones.
+func (t *tracker) snapshot(now time.Time) []Tracked {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var out []Tracked
+	for k, tn := range t.names {
+		for e := tn.lru.Back(); e != nil; {
+			prev := e.Prev()
+			ti := e.Value.(*trackedIP)
+			if !ti.expires.After(now) {
+				delete(tn.idx, ti.ip)
+				tn.lru.Remove(e)
+			} else {
+				out = append(out, Tracked{k.w, k.name, ti.ip, ti.expires})
+			}
+			e = prev
+		}
+		if tn.lru.Len() == 0 {
+			delete(t.names, k)
+		}
+	}
+	slices.SortStableFunc(out, func(a, b Tracked) int {
+		if c := strings.Compare(a.Workload.String(), b.Workload.String()); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Name, b.Name)
+	})
+	return out
+}
+
+// len returns the number of tracked addresses.
+func (t *tracker) len() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n := 0
+	for _, tn := range t.names {
+		n += tn.lru.Len()
+	}
+	return n
+}
+
+// trackAnswer records the addresses of an answer just written to the kernel
+// (program.go), with the expiry of their set entries.
+func (srv *Server) trackAnswer(w policy.WorkloadKey, qname string, addrs []answerAddr) {
+	if srv.track == nil || len(addrs) == 0 {
+		return
+	}
+	now := srv.now()
+	ips := make([]netip.Addr, len(addrs))
+	exp := make([]time.Time, len(addrs))
+	for i, a := range addrs {
+		ips[i] = a.ip
+		exp[i] = now.Add(time.Duration(srv.s.setTimeout(a.ttl)) * time.Second)
+	}
+	srv.track.record(w, qname, ips, exp)
+}
+
+// Tracked returns the name → IP state: every address handed to a workload
+// whose kernel set entry has not expired yet.
+func (srv *Server) Tracked() []Tracked { return srv.track.snapshot(srv.now()) }
