@@ -34,9 +34,11 @@ lint: vet
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt: files above need formatting"; exit 1; }
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@2025.1.1 $(PKGS)
 
-## generate: deepcopy for the API types (controller-gen).
+## generate: deepcopy and the CRDs in deploy/crds (schemas, CEL rules, printer
+## columns from the kubebuilder markers in policy/types.go) with controller-gen.
 generate:
 	$(GO) run sigs.k8s.io/controller-tools/cmd/controller-gen@v0.19.0 object paths=./policy/
+	$(GO) run sigs.k8s.io/controller-tools/cmd/controller-gen@v0.19.0 crd paths=./policy/ output:crd:dir=deploy/crds
 
 ## bench: every benchmark; numbers go to docs/benchmarks.md.
 bench:

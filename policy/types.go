@@ -22,6 +22,8 @@ const (
 )
 
 // Action is what a rule does with matching traffic.
+//
+// +kubebuilder:validation:Enum=Allow;Deny;Pass
 type Action string
 
 const (
@@ -36,6 +38,8 @@ const (
 )
 
 // Mode says whether a policy is enforced or only evaluated and reported.
+//
+// +kubebuilder:validation:Enum=Enforce;Audit
 type Mode string
 
 const (
@@ -64,6 +68,8 @@ const (
 
 // LookupMode says whether lookups that no rule allows are blocked for workloads
 // whose egress is restricted.
+//
+// +kubebuilder:validation:Enum=Observe;Enforce
 type LookupMode string
 
 const (
@@ -75,6 +81,8 @@ const (
 )
 
 // Protocol is a transport protocol.
+//
+// +kubebuilder:validation:Enum=TCP;UDP;SCTP
 type Protocol string
 
 const (
@@ -121,13 +129,19 @@ type PodsPeer struct {
 // FQDNPeer selects destinations by DNS name; exactly one field is set.
 //
 // +kubebuilder:object:generate=true
+// +kubebuilder:validation:XValidation:rule="has(self.matchName) != has(self.matchPattern)",message="set exactly one of matchName or matchPattern"
+// +kubebuilder:validation:XValidation:rule="!has(self.matchName) || !self.matchName.contains('*')",message="matchName is an exact name; use matchPattern for wildcards",fieldPath=".matchName"
 type FQDNPeer struct {
 	// MatchName is an exact name, e.g. api.github.com.
 	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
 	MatchName string `json:"matchName,omitempty"`
 	// MatchPattern is a wildcard pattern: "*" matches inside one label, a leading
 	// "**." matches one or more labels, a bare "*" matches every name.
 	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
 	MatchPattern string `json:"matchPattern,omitempty"`
 }
 
@@ -135,6 +149,8 @@ type FQDNPeer struct {
 // Namespaces, CIDR or FQDN is set (Except only with CIDR).
 //
 // +kubebuilder:object:generate=true
+// +kubebuilder:validation:XValidation:rule="[has(self.pods), has(self.namespaces), has(self.cidr), has(self.fqdn)].filter(x, x).size() == 1",message="a peer sets exactly one of pods, namespaces, cidr or fqdn"
+// +kubebuilder:validation:XValidation:rule="!has(self.except) || has(self.cidr)",message="except is only valid with cidr",fieldPath=".except"
 type Peer struct {
 	// Pods selects pods by label.
 	// +optional
@@ -144,9 +160,13 @@ type Peer struct {
 	Namespaces *metav1.LabelSelector `json:"namespaces,omitempty"`
 	// CIDR is an IPv4 or IPv6 prefix, e.g. 10.0.0.0/8.
 	// +optional
+	// +kubebuilder:validation:MaxLength=43
+	// +kubebuilder:validation:XValidation:rule="isCIDR(self) && cidr(self) == cidr(self).masked()",message="must be a CIDR without host bits set, e.g. 10.0.0.0/8"
 	CIDR string `json:"cidr,omitempty"`
 	// Except lists prefixes inside CIDR that are not matched.
 	// +optional
+	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:items:MaxLength=43
 	Except []string `json:"except,omitempty"`
 	// FQDN selects destinations by DNS name (egress only).
 	// +optional
@@ -156,6 +176,9 @@ type Peer struct {
 // PortRule matches a destination port or port range and a protocol.
 //
 // +kubebuilder:object:generate=true
+// +kubebuilder:validation:XValidation:rule="!has(self.endPort) || has(self.port)",message="endPort needs port",fieldPath=".endPort"
+// +kubebuilder:validation:XValidation:rule="!has(self.endPort) || !has(self.port) || (type(self.port) == int && self.endPort >= self.port)",message="endPort needs a numeric port and must be >= port",fieldPath=".endPort"
+// +kubebuilder:validation:XValidation:rule="!has(self.port) || type(self.port) != int || (self.port >= 1 && self.port <= 65535)",message="must be between 1 and 65535",fieldPath=".port"
 type PortRule struct {
 	// Port is a number (1-65535) or the name of a container port of the
 	// destination pod. Omitted matches every port of the protocol.
@@ -163,6 +186,8 @@ type PortRule struct {
 	Port *intstr.IntOrString `json:"port,omitempty"`
 	// EndPort makes Port the start of a range [Port, EndPort]; Port must be a number.
 	// +optional
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=65535
 	EndPort *int32 `json:"endPort,omitempty"`
 	// Protocol is TCP (default), UDP or SCTP.
 	// +optional
@@ -176,27 +201,41 @@ type Rule struct {
 	// Name optionally names the rule in verdicts, logs and spans; otherwise the
 	// rule is named by its position, e.g. "egress[0]".
 	// +optional
+	// +kubebuilder:validation:MaxLength=63
 	Name string `json:"name,omitempty"`
 	// Action is Allow, Deny or Pass (Admin tier only).
+	// +required
 	Action Action `json:"action"`
 	// To lists the destinations of an egress rule; empty matches every destination.
 	// +optional
+	// +kubebuilder:validation:MaxItems=256
 	To []Peer `json:"to,omitempty"`
 	// From lists the sources of an ingress rule; empty matches every source.
 	// +optional
+	// +kubebuilder:validation:MaxItems=256
 	From []Peer `json:"from,omitempty"`
 	// Ports lists the destination ports; empty matches every port and protocol.
 	// +optional
+	// +kubebuilder:validation:MaxItems=64
 	Ports []PortRule `json:"ports,omitempty"`
 }
 
 // ClusterFirewallPolicySpec is the spec of a ClusterFirewallPolicy.
 //
 // +kubebuilder:object:generate=true
+// +kubebuilder:validation:XValidation:rule="self.tier == 'Admin' || ((!has(self.ingress) || self.ingress.all(r, r.action != 'Pass')) && (!has(self.egress) || self.egress.all(r, r.action != 'Pass')))",message="Pass is only allowed in the Admin tier"
+// +kubebuilder:validation:XValidation:rule="!has(self.ingress) || self.ingress.all(r, !has(r.to))",message="an ingress rule lists its peers in from",fieldPath=".ingress"
+// +kubebuilder:validation:XValidation:rule="!has(self.egress) || self.egress.all(r, !has(r.from))",message="an egress rule lists its peers in to",fieldPath=".egress"
+// +kubebuilder:validation:XValidation:rule="!has(self.ingress) || self.ingress.all(r, !has(r.from) || r.from.all(p, !has(p.fqdn)))",message="fqdn peers are only valid in egress rules",fieldPath=".ingress"
 type ClusterFirewallPolicySpec struct {
 	// Tier is Admin (before namespaced policies) or Baseline (after them).
+	// +required
+	// +kubebuilder:validation:Enum=Admin;Baseline
 	Tier Tier `json:"tier"`
 	// Priority orders policies inside the tier, lower first (0-1000).
+	// +required
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=1000
 	Priority int32 `json:"priority"`
 	// Mode is Enforce (default) or Audit.
 	// +optional
@@ -205,9 +244,11 @@ type ClusterFirewallPolicySpec struct {
 	Subject Subject `json:"subject"`
 	// Ingress rules, evaluated in order; first match wins.
 	// +optional
+	// +kubebuilder:validation:MaxItems=256
 	Ingress []Rule `json:"ingress,omitempty"`
 	// Egress rules, evaluated in order; first match wins.
 	// +optional
+	// +kubebuilder:validation:MaxItems=256
 	Egress []Rule `json:"egress,omitempty"`
 }
 
@@ -224,6 +265,8 @@ const (
 type PolicyStatus struct {
 	// Conditions: Accepted, Invalid (with reason and field), Programmed.
 	// +optional
+	// +listType=map
+	// +listMapKey=type
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
 }
 
@@ -233,8 +276,14 @@ type PolicyStatus struct {
 // +genclient:nonNamespaced
 // +kubebuilder:object:root=true
 // +kubebuilder:object:generate=true
-// +kubebuilder:resource:scope=Cluster
+// +kubebuilder:resource:scope=Cluster,shortName=cfwp,categories=egressd
 // +kubebuilder:subresource:status
+// +kubebuilder:printcolumn:name="Tier",type=string,JSONPath=`.spec.tier`
+// +kubebuilder:printcolumn:name="Priority",type=integer,JSONPath=`.spec.priority`
+// +kubebuilder:printcolumn:name="Mode",type=string,JSONPath=`.spec.mode`
+// +kubebuilder:printcolumn:name="Accepted",type=string,JSONPath=`.status.conditions[?(@.type=="Accepted")].status`
+// +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Invalid")].reason`,priority=1
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type ClusterFirewallPolicy struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`
@@ -256,6 +305,10 @@ type ClusterFirewallPolicyList struct {
 // FirewallPolicySpec is the spec of a FirewallPolicy.
 //
 // +kubebuilder:object:generate=true
+// +kubebuilder:validation:XValidation:rule="(!has(self.ingress) || self.ingress.all(r, r.action != 'Pass')) && (!has(self.egress) || self.egress.all(r, r.action != 'Pass'))",message="Pass is only allowed in the Admin tier"
+// +kubebuilder:validation:XValidation:rule="!has(self.ingress) || self.ingress.all(r, !has(r.to))",message="an ingress rule lists its peers in from",fieldPath=".ingress"
+// +kubebuilder:validation:XValidation:rule="!has(self.egress) || self.egress.all(r, !has(r.from))",message="an egress rule lists its peers in to",fieldPath=".egress"
+// +kubebuilder:validation:XValidation:rule="!has(self.ingress) || self.ingress.all(r, !has(r.from) || r.from.all(p, !has(p.fqdn)))",message="fqdn peers are only valid in egress rules",fieldPath=".ingress"
 type FirewallPolicySpec struct {
 	// Mode is Enforce (default) or Audit.
 	// +optional
@@ -268,9 +321,11 @@ type FirewallPolicySpec struct {
 	Lookups LookupMode `json:"lookups,omitempty"`
 	// Ingress rules. Present (even empty) isolates the pods for ingress.
 	// +optional
+	// +kubebuilder:validation:MaxItems=256
 	Ingress []Rule `json:"ingress"`
 	// Egress rules. Present (even empty) isolates the pods for egress.
 	// +optional
+	// +kubebuilder:validation:MaxItems=256
 	Egress []Rule `json:"egress"`
 }
 
@@ -279,7 +334,13 @@ type FirewallPolicySpec struct {
 // +genclient
 // +kubebuilder:object:root=true
 // +kubebuilder:object:generate=true
+// +kubebuilder:resource:shortName=fwp,categories=egressd
 // +kubebuilder:subresource:status
+// +kubebuilder:printcolumn:name="Mode",type=string,JSONPath=`.spec.mode`
+// +kubebuilder:printcolumn:name="Lookups",type=string,JSONPath=`.spec.lookups`
+// +kubebuilder:printcolumn:name="Accepted",type=string,JSONPath=`.status.conditions[?(@.type=="Accepted")].status`
+// +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Invalid")].reason`,priority=1
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type FirewallPolicy struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`
