@@ -128,8 +128,7 @@ func (e *Enforcer) exprs(r *rule, anon func(*match) (string, uint32)) []expr.Any
 		out = append(out, &expr.Verdict{Kind: expr.VerdictAccept})
 	case vDrop:
 		if r.log && e.opts.logGroup >= 0 {
-			prefix := "egressd deny"
-			out = append(out, &expr.Log{Key: 1<<unix.NFTA_LOG_GROUP | 1<<unix.NFTA_LOG_PREFIX, Group: uint16(e.opts.logGroup), Data: []byte(prefix)})
+			out = append(out, &expr.Log{Key: 1<<unix.NFTA_LOG_GROUP | 1<<unix.NFTA_LOG_PREFIX, Group: uint16(e.opts.logGroup), Data: []byte(LogPrefix)})
 		}
 		out = append(out, &expr.Verdict{Kind: expr.VerdictDrop})
 	case vReturn:
