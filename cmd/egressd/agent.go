@@ -72,7 +72,7 @@ func (a *agent) run(ctx context.Context) error {
 			egress.WithDefaultVerdict(policy.Verdict(a.cfg.DefaultVerdict)),
 			egress.WithLogger(a.log.With("component", "egress")),
 			egress.WithRevocation(func(c policy.Connection) policy.Verdict { return a.engine.Decide(c).Verdict }),
-			egress.WithDNSExempt(a.listenAddrPorts()...),
+			egress.WithDNSExempt(append(a.listenAddrPorts(), a.l7Exempt()...)...), // l7.go: proxies
 		}
 		if a.enforcer, err = egress.New(opts...); err != nil {
 			return fmt.Errorf("dataplane: %w", err)
@@ -88,6 +88,11 @@ func (a *agent) run(ctx context.Context) error {
 		return err
 	}
 	defer stopDNS()
+	stopL7, err := a.startL7(ctx) // l7.go
+	if err != nil {
+		return err
+	}
+	defer stopL7()
 	srv, err := a.startHTTP()
 	if err != nil {
 		return err
