@@ -8,8 +8,6 @@ import (
 
 	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/miekg/dns"
-
-	"github.com/egressd/egressd/policy"
 )
 
 // cacheEntry is a stored answer. Its message is never modified after put:
@@ -28,7 +26,7 @@ type cacheEntry struct {
 	// mu guards wl: per workload, the cached decision and what was written
 	// to the kernel sets for this answer (fastpath.go).
 	mu sync.Mutex
-	wl map[policy.WorkloadKey]*wlRecord
+	wl []*wlRecord
 }
 
 // cache holds answers keyed by question and the flags that change them.

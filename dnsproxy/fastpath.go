@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -30,6 +31,7 @@ import (
 // wireForm is a cache entry packed as a reply: ID 0, the question in lower
 // case, no OPT record, TTLs as stored.
 type wireForm struct {
+	name  string // lower case, as in the question of b
 	b     []byte
 	qend  int       // end of the question section
 	ttls  []ttlSlot // every record's TTL field (OPT excluded: there is none)
@@ -51,7 +53,9 @@ type addrSlot struct {
 // wlRecord is what the fast path keeps per cache entry and workload, valid
 // for one store generation.
 type wlRecord struct {
+	key      policy.WorkloadKey
 	gen      uint64
+	wlName   string // "namespace/name"
 	decision policy.LookupDecision
 	rules    []policy.RuleRef
 	// until is when the earliest kernel entry written for this answer and
@@ -198,7 +202,7 @@ func (e *cacheEntry) wireOf(key []byte) *wireForm {
 	if err != nil {
 		return nil
 	}
-	wf := &wireForm{b: b, qend: 12 + len(key) - 6 + 1 + 4}
+	wf := &wireForm{name: m.Question[0].Name, b: b, qend: 12 + len(key) - 6 + 1 + 4}
 	if !wf.index(len(m.Answer), len(m.Ns), len(m.Extra)) {
 		return nil
 	}
@@ -294,23 +298,29 @@ type wlCache struct {
 // computed once per store generation.
 func (srv *Server) record(e *cacheEntry, w *policy.Workload, gen uint64) *wlRecord {
 	k := w.Key()
+	var rec *wlRecord
 	e.mu.Lock()
-	rec := e.wl[k]
+	for _, r := range e.wl {
+		if r.key == k {
+			rec = r
+			break
+		}
+	}
 	e.mu.Unlock()
 	if rec != nil && rec.gen == gen {
 		return rec
 	}
 	name := e.msg.Question[0].Name
 	eng := srv.deps.Engine
-	rec = &wlRecord{gen: gen, decision: eng.DecideLookup(k, name)}
+	rec = &wlRecord{key: k, gen: gen, wlName: k.String(), decision: eng.DecideLookup(k, name)}
 	if !rec.decision.Blocked() {
 		rec.rules = eng.FQDNRules(k, name)
 	}
 	e.mu.Lock()
-	if e.wl == nil {
-		e.wl = make(map[policy.WorkloadKey]*wlRecord, 1)
+	e.wl = slices.DeleteFunc(e.wl, func(r *wlRecord) bool { return r.key == k || r.gen != gen })
+	if len(e.wl) < 64 { // bounded: beyond, decisions are recomputed
+		e.wl = append(e.wl, rec)
 	}
-	e.wl[k] = rec
 	e.mu.Unlock()
 	return rec
 }
@@ -355,6 +365,20 @@ func (r *fastReader) serve(conn *net.UDPConn, b []byte, sess *dns.SessionUDP) bo
 			if rec = srv.record(e, wl, gen); rec.decision.Blocked() {
 				return false
 			}
+		}
+	}
+
+	// DNS tunnel detection sees every query; a quarantined pair is refused by
+	// the slow path.
+	var wlName string
+	if wl != nil {
+		wlName = rec.wlName
+	}
+	qname := ""
+	if srv.deps.Tunnel != nil {
+		qname = wf.name // the client's spelling: checked equal above
+		if blocked, _ := srv.deps.Tunnel.Blocked(wlName, client, qname); blocked {
+			return false
 		}
 	}
 
@@ -413,8 +437,11 @@ func (r *fastReader) serve(conn *net.UDPConn, b []byte, sess *dns.SessionUDP) bo
 	srv.st.cacheHits.Add(1)
 	srv.fast.hits.Add(1)
 	rcode := int(out[3] & 0xF)
+	if srv.deps.Tunnel != nil {
+		srv.fastObserve(wl, wlName, client, qname, q.qtype, rcode, len(out), start)
+	}
 	if wl != nil { // reported before the reply, as handle does
-		srv.fastEvents(wl, rec, client, b[12:q.qend-4], q.qtype, rcode, start)
+		srv.fastEvents(wl, rec, client, wf.name, q.qtype, rcode, start)
 	}
 	var err error
 	if r.direct == 0 {
@@ -500,15 +527,23 @@ func (srv *Server) fastProgram(e *cacheEntry, wf *wireForm, w *policy.Workload, 
 	e.mu.Lock()
 	rec.until = now.Add(time.Duration(minTimeout) * time.Second)
 	e.mu.Unlock()
-	if len(ops) > 0 && srv.deps.RecordLookup != nil {
-		srv.deps.RecordLookup(w.Key(), e.msg.Question[0].Name, ips)
+	if len(ops) > 0 {
+		addrs := make([]answerAddr, len(wf.addrs))
+		for i, a := range wf.addrs {
+			t := wf.ttls[a.slot].ttl
+			addrs[i] = answerAddr{a.ip, t - min(age, t)}
+		}
+		srv.trackAnswer(w.Key(), e.msg.Question[0].Name, addrs) // tracker.go, as program does
+		if srv.deps.RecordLookup != nil {
+			srv.deps.RecordLookup(w.Key(), e.msg.Question[0].Name, ips)
+		}
 	}
 	return true
 }
 
 // fastEvents reports an answered lookup of a workload, as handle does.
-func (srv *Server) fastEvents(wl *policy.Workload, rec *wlRecord, client netip.Addr, qname []byte, qtype uint16, rcode int, start time.Time) {
-	req := request{start: start, client: client, q: &dns.Msg{Question: []dns.Question{{Name: wireName(qname), Qtype: qtype, Qclass: dns.ClassINET}}}}
+func (srv *Server) fastEvents(wl *policy.Workload, rec *wlRecord, client netip.Addr, qname string, qtype uint16, rcode int, start time.Time) {
+	req := request{start: start, client: client, q: &dns.Msg{Question: []dns.Question{{Name: qname, Qtype: qtype, Qclass: dns.ClassINET}}}}
 	if a := rec.decision.Audit; a != nil && a.Verdict == policy.Deny {
 		srv.st.audited.Add(1)
 		srv.deps.Reporter.LookupAudit(srv.ctx, srv.event(&req, wl, EventLookupAudit, *a, "NOERROR"))
@@ -516,12 +551,17 @@ func (srv *Server) fastEvents(wl *policy.Workload, rec *wlRecord, client netip.A
 	srv.deps.Reporter.LookupAllowed(srv.ctx, srv.event(&req, wl, EventLookupAllowed, rec.decision.Outcome, dns.RcodeToString[rcode]))
 }
 
-// wireName is the text form of an uncompressed wire name of plain labels.
-func wireName(b []byte) string {
-	out := make([]byte, 0, len(b))
-	for i := 0; i < len(b) && b[i] != 0; i += 1 + int(b[i]) {
-		out = append(out, b[i+1:i+1+int(b[i])]...)
-		out = append(out, '.')
+// fastObserve feeds an answered lookup to tunnel detection, as tunnelObserve
+// does.
+func (srv *Server) fastObserve(wl *policy.Workload, wlName string, client netip.Addr, qname string, qtype uint16, rcode, size int, start time.Time) {
+	v := srv.deps.Tunnel.Observe(srv.ctx, wlName, client, qname, qtype, rcode, size)
+	if !v.Suspected {
+		return
 	}
-	return string(out)
+	if r, ok := srv.deps.Reporter.(TunnelReporter); ok {
+		req := request{start: start, client: client, q: &dns.Msg{Question: []dns.Question{{Name: qname, Qtype: qtype, Qclass: dns.ClassINET}}}}
+		ev := srv.event(&req, wl, EventTunnelSuspected, policy.Outcome{Reason: v.Reason}, dns.RcodeToString[rcode])
+		ev.Domain, ev.Score, ev.Features = v.Domain, v.Score, v.Features
+		r.TunnelEvent(srv.ctx, ev)
+	}
 }

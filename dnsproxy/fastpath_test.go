@@ -229,3 +229,47 @@ func TestFastPathSetEntriesOutliveReplies(t *testing.T) {
 		t.Error("fast path unused")
 	}
 }
+
+// fakeTunnel counts observed lookups and quarantines names on demand.
+type fakeTunnel struct {
+	mu       sync.Mutex
+	observed map[string]int
+	blocked  map[string]bool
+}
+
+func (f *fakeTunnel) Blocked(_ string, _ netip.Addr, qname string) (bool, string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.blocked[qname], "egressd: tunnel suspected"
+}
+
+func (f *fakeTunnel) Observe(_ context.Context, _ string, _ netip.Addr, qname string, _ uint16, _, _ int) TunnelVerdict {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.observed[qname]++
+	return TunnelVerdict{}
+}
+
+// Tunnel detection sees cache hits too, and a quarantined name stays refused
+// when cached.
+func TestFastPathFeedsTunnelDetection(t *testing.T) {
+	up := startCoreDNS(t)
+	tun := &fakeTunnel{observed: map[string]int{}, blocked: map[string]bool{}}
+	h := start(t, []string{up}, func(_ *Config, d *Deps) { d.Tunnel = tun })
+	for i := 0; i < 5; i++ {
+		h.query(t, gatewayIP, "udp", "api.test", dns.TypeA, true)
+	}
+	tun.mu.Lock()
+	n := tun.observed["api.test."]
+	tun.blocked["api.test."] = true
+	tun.mu.Unlock()
+	if n != 5 {
+		t.Errorf("%d lookups observed, want 5", n)
+	}
+	if r := h.query(t, gatewayIP, "udp", "api.test", dns.TypeA, true); r.Rcode != dns.RcodeRefused {
+		t.Errorf("quarantined: %v", r)
+	}
+	if h.srv.fast.hits.Load() == 0 {
+		t.Error("fast path unused")
+	}
+}
