@@ -74,6 +74,9 @@ func (a *agent) run(ctx context.Context) error {
 			egress.WithRevocation(func(c policy.Connection) policy.Verdict { return a.engine.Decide(c).Verdict }),
 			egress.WithDNSExempt(append(a.listenAddrPorts(), a.l7Exempt()...)...), // l7.go: proxies
 		}
+		if a.cfg.NFLogGroup > 0 {
+			opts = append(opts, egress.WithNFLog(uint16(a.cfg.NFLogGroup)))
+		}
 		if a.enforcer, err = egress.New(opts...); err != nil {
 			return fmt.Errorf("dataplane: %w", err)
 		}
@@ -102,6 +105,7 @@ func (a *agent) run(ctx context.Context) error {
 	a.log.Info("egressd ready", "listen", a.cfg.Listen, "dataplane", a.cfg.Dataplane, "policies", len(a.store.Policies()), "workloads", len(a.store.Workloads()))
 
 	go a.source.Watch(ctx, a.cfg.ReloadInterval, a.requestSync)
+	go a.reportDenied(ctx) // packets.go
 	for {
 		select {
 		case <-ctx.Done():
