@@ -49,9 +49,13 @@ type config struct {
 	AuditStdout  bool
 	OTLPEndpoint string
 	OTLPProtocol string
-	HTTPAddr     string
-	LogLevel     string
-	LogFormat    string
+	// NFLogGroup > 0 logs dropped packets to that nflog group and reports them
+	// as packet.denied events, at most DeniedEventsRate per second.
+	NFLogGroup       int
+	DeniedEventsRate float64
+	HTTPAddr         string
+	LogLevel         string
+	LogFormat        string
 }
 
 type listFlag struct{ v *[]string }
@@ -105,6 +109,8 @@ func parseFlags(args []string, stderr *os.File) (*config, error) {
 	fs.BoolVar(&c.AuditStdout, "audit-stdout", false, "also write audit events to stdout")
 	fs.StringVar(&c.OTLPEndpoint, "otlp-endpoint", "", "OTLP trace endpoint host:port (empty: no traces)")
 	fs.StringVar(&c.OTLPProtocol, "otlp-protocol", "grpc", "OTLP protocol: grpc or http")
+	fs.IntVar(&c.NFLogGroup, "nflog-group", 0, "log dropped packets to this nflog group (1-65535) and report them as packet.denied events (0: off)")
+	fs.Float64Var(&c.DeniedEventsRate, "denied-events-rate", 50, "most packet.denied events reported per second (the rest are counted in the next event)")
 	fs.StringVar(&c.HTTPAddr, "http-addr", "127.0.0.1:9464", "address of /metrics, /healthz and /readyz")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.StringVar(&c.LogFormat, "log-format", "text", "log format: text or json")
@@ -143,6 +149,9 @@ func (c *config) validate() error {
 	case policy.LookupsObserve, policy.LookupsEnforce:
 	default:
 		errs = append(errs, fmt.Errorf("--lookups %q: want Observe or Enforce", c.Lookups))
+	}
+	if c.NFLogGroup < 0 || c.NFLogGroup > 65535 || c.DeniedEventsRate <= 0 {
+		errs = append(errs, fmt.Errorf("--nflog-group must be 0-65535 and --denied-events-rate positive"))
 	}
 	switch c.OTLPProtocol {
 	case "grpc", "http":
