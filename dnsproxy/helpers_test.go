@@ -359,18 +359,31 @@ type fakeUpstream struct {
 	handler func(w dns.ResponseWriter, q *dns.Msg)
 }
 
+// listenUDPAndTCP binds UDP and TCP on one free loopback port; the TCP port of
+// a free UDP port may be taken, so it retries with another port.
+func listenUDPAndTCP(t testing.TB) (net.PacketConn, net.Listener) {
+	t.Helper()
+	var lastErr error
+	for range 20 {
+		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ln, err := net.Listen("tcp", pc.LocalAddr().String())
+		if err == nil {
+			return pc, ln
+		}
+		pc.Close()
+		lastErr = err
+	}
+	t.Fatalf("no loopback port free for both UDP and TCP: %v", lastErr)
+	return nil, nil
+}
+
 func startFakeUpstream(t testing.TB, handler func(w dns.ResponseWriter, q *dns.Msg)) *fakeUpstream {
 	t.Helper()
 	f := &fakeUpstream{queries: map[string]int{}, handler: handler}
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", pc.LocalAddr().String())
-	if err != nil {
-		pc.Close()
-		t.Fatal(err)
-	}
+	pc, ln := listenUDPAndTCP(t)
 	f.addr = pc.LocalAddr().String()
 	h := dns.HandlerFunc(func(w dns.ResponseWriter, q *dns.Msg) {
 		if len(q.Question) == 1 {
