@@ -309,10 +309,12 @@ func TestL7EndToEnd(t *testing.T) {
 	})
 	t.Run("split-client-hello", func(t *testing.T) {
 		c := e.dialFromClient(t, netip.AddrPortFrom(e.ext.IPv4, 443))
-		tc := tls.Client(&chunked{Conn: c, size: 7, pause: 3 * time.Millisecond}, &tls.Config{ServerName: "good.test", RootCAs: e.caPool})
+		// Go's ClientHello is ~1.8 KB (post-quantum key share): 64-byte segments make
+		// ~30 of them, well inside the 1 s hello timeout on a busy machine.
+		tc := tls.Client(&chunked{Conn: c, size: 64, pause: 3 * time.Millisecond}, &tls.Config{ServerName: "good.test", RootCAs: e.caPool})
 		tc.SetDeadline(time.Now().Add(10 * time.Second))
 		if err := tc.Handshake(); err != nil {
-			t.Fatalf("handshake with a hello in 7-byte segments: %v", err)
+			t.Fatalf("handshake with a hello in 64-byte segments: %v", err)
 		}
 		tc.Close()
 	})
