@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/egressd/egressd/policy"
@@ -97,6 +98,10 @@ func (e *Enforcer) discard() {
 // applyFull renders the whole plan; an existing table is adopted in the same
 // transaction (FQDN sets and their elements are kept, so are content-named
 // sets: their name is a digest of their elements).
+// foreignObject reports whether a chain or set of the table belongs to another
+// component (the L7 redirect, "l7_*"): a full apply leaves those untouched.
+func foreignObject(name string) bool { return strings.HasPrefix(name, "l7_") }
+
 func (e *Enforcer) applyFull(plan *policy.Plan) error {
 	t0 := time.Now()
 	st := e.build(plan)
@@ -110,7 +115,7 @@ func (e *Enforcer) applyFull(plan *policy.Plan) error {
 			return fmt.Errorf("egress: list chains: %w", err)
 		}
 		for _, c := range kc {
-			if c.Table.Name == e.opts.table {
+			if c.Table.Name == e.opts.table && !foreignObject(c.Name) {
 				kchains[c.Name] = true
 			}
 		}
@@ -119,7 +124,7 @@ func (e *Enforcer) applyFull(plan *policy.Plan) error {
 			return fmt.Errorf("egress: list sets: %w", err)
 		}
 		for _, s := range ks {
-			if !s.Anonymous {
+			if !s.Anonymous && !foreignObject(s.Name) {
 				ksets[s.Name] = s
 			}
 		}

@@ -12,8 +12,9 @@ import (
 )
 
 // Objects of the L7 redirect (egress/l7 transparent mode), in the enforcer's
-// table. They are not part of a Plan: a full Apply removes them, so the
-// owner calls ApplyRedirect again after it (it is idempotent and cheap).
+// table. They are not part of a Plan; the enforcer leaves every "l7_" object
+// alone, also when it adopts the table on a full Apply, so a redirect survives
+// policy syncs and agent restarts. ApplyRedirect is idempotent and cheap.
 const (
 	RedirectChain    = "l7_redirect" // hook prerouting, type nat, priority dstnat
 	redirectSrc4     = "l7_src_v4"   // selected workload addresses
