@@ -18,6 +18,7 @@ declare -A pkgs=(
   [dnsperf]=dnsperf
   [curl]=curl
   [dnsmasq]=dnsmasq-base
+  [etcd]=etcd-server
 )
 missing=()
 for tool in "${!pkgs[@]}"; do
@@ -36,3 +37,6 @@ fi
 
 echo "install-test-deps: Jaeger (cached after the first build)"
 go run ./test/jaeger/cmd/jaeger-build >/dev/null
+
+echo "install-test-deps: kube-apiserver (cached after the first build, ~5+ minutes)"
+go run ./test/kubeapi/cmd/kubeapi-build >/dev/null
