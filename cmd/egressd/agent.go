@@ -16,6 +16,7 @@ import (
 	"github.com/egressd/egressd/egress"
 	"github.com/egressd/egressd/policy"
 	"github.com/egressd/egressd/source/file"
+	"github.com/egressd/egressd/source/kube"
 	"github.com/egressd/egressd/telemetry"
 )
 
@@ -27,6 +28,7 @@ type agent struct {
 	engine   *policy.Engine
 	compiler *policy.Compiler
 	source   *file.Source
+	kube     *kube.Source // cluster mode (kube.go)
 	enforcer *egress.Enforcer
 	dns      *dnsproxy.Server
 	metrics  *telemetry.Metrics
@@ -62,7 +64,11 @@ func (a *agent) run(ctx context.Context) error {
 		return err
 	}
 	defer stopTelemetry()
-	if _, err := a.source.Load(); err != nil {
+	if a.cfg.kubeMode() {
+		if err := a.startKube(ctx); err != nil {
+			return err
+		}
+	} else if _, err := a.source.Load(); err != nil {
 		// Invalid objects are reported and skipped; valid ones are in force.
 		a.log.Warn("policy files have problems", "err", err)
 	}
@@ -104,7 +110,9 @@ func (a *agent) run(ctx context.Context) error {
 	a.ready.Store(true)
 	a.log.Info("egressd ready", "listen", a.cfg.Listen, "dataplane", a.cfg.Dataplane, "policies", len(a.store.Policies()), "workloads", len(a.store.Workloads()))
 
-	go a.source.Watch(ctx, a.cfg.ReloadInterval, a.requestSync)
+	if !a.cfg.kubeMode() {
+		go a.source.Watch(ctx, a.cfg.ReloadInterval, a.requestSync)
+	}
 	go a.reportDenied(ctx) // packets.go
 	for {
 		select {

@@ -17,6 +17,7 @@ import (
 type config struct {
 	tunnelConfig // tunnel.go
 	l7Config     // l7.go
+	kubeConfig   // kube.go
 
 	Policies       string
 	Workloads      string
@@ -116,6 +117,7 @@ func parseFlags(args []string, stderr *os.File) (*config, error) {
 	fs.StringVar(&c.LogFormat, "log-format", "text", "log format: text or json")
 	registerTunnelFlags(fs, c)
 	registerL7Flags(fs, c)
+	registerKubeFlags(fs, c)
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -163,8 +165,8 @@ func (c *config) validate() error {
 			errs = append(errs, fmt.Errorf("--sinkhole %q: %v", s, err))
 		}
 	}
-	if c.Policies == "" && c.Workloads == "" {
-		errs = append(errs, errors.New("--policies and/or --workloads are needed in standalone mode"))
+	if err := c.validateKube(); err != nil { // cluster mode without --policies/--workloads
+		errs = append(errs, err)
 	}
 	if c.CheckpointInterval <= 0 || c.HandoverSettle < 0 || c.MaxIPsPerName < 1 {
 		errs = append(errs, errors.New("--checkpoint-interval and --max-ips-per-name must be positive, --handover-settle must not be negative"))

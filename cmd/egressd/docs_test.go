@@ -9,10 +9,10 @@ import (
 	"testing"
 )
 
-// Every flag of the agent is documented in docs/ (egressd.md, l7.md or detection.md).
+// Every flag of the agent is documented in docs/ (egressd.md, l7.md, detection.md or kubernetes.md).
 func TestEveryFlagIsDocumented(t *testing.T) {
 	var docs strings.Builder
-	for _, f := range []string{"../../docs/egressd.md", "../../docs/l7.md", "../../docs/detection.md"} {
+	for _, f := range []string{"../../docs/egressd.md", "../../docs/l7.md", "../../docs/detection.md", "../../docs/kubernetes.md"} {
 		b, err := os.ReadFile(f)
 		if err != nil {
 			t.Fatal(err)
