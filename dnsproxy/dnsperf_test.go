@@ -16,6 +16,7 @@ import (
 
 	"github.com/miekg/dns"
 
+	"github.com/egressd/egressd/test/coredns"
 	"github.com/egressd/egressd/test/testenv"
 )
 
@@ -38,7 +39,7 @@ func TestDNSPerfCacheHitVsCoreDNS(t *testing.T) {
 	port := freePort(t)
 	corefile := fmt.Sprintf(".:%d {\n bind 127.0.0.1\n cache 3600\n forward . %s\n}\n", port, up)
 	os.WriteFile(filepath.Join(dir, "Corefile"), []byte(corefile), 0o644)
-	cmd := exec.Command(coreDNSBinary(t), "-conf", filepath.Join(dir, "Corefile"))
+	cmd := exec.Command(coredns.Binary(t), "-conf", filepath.Join(dir, "Corefile"))
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"text/template"
 	"time"
@@ -23,10 +22,8 @@ import (
 	"github.com/egressd/egressd/ipset/fake"
 	"github.com/egressd/egressd/policy"
 	"github.com/egressd/egressd/policy/manifest"
-	"github.com/egressd/egressd/test/testenv"
+	"github.com/egressd/egressd/test/coredns"
 )
-
-const coreDNSVersion = "v1.13.1"
 
 // Test clients (testdata/workloads.yaml).
 var (
@@ -37,45 +34,6 @@ var (
 )
 
 const bigCount = 150
-
-// coreDNSBinary returns the CoreDNS binary, built with go install into
-// $HOME/.cache/egressd/coredns-<version>/ when it is not there yet (~2 min).
-func coreDNSBinary(t testing.TB) string {
-	t.Helper()
-	home, err := os.UserHomeDir()
-	if err != nil {
-		testenv.Unavailable(t, "no home directory for the CoreDNS cache: %v", err)
-	}
-	dir := filepath.Join(home, ".cache", "egressd", "coredns-"+coreDNSVersion)
-	bin := filepath.Join(dir, "coredns")
-	if _, err := os.Stat(bin); err == nil {
-		return bin
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		testenv.Unavailable(t, "cache dir: %v", err)
-	}
-	// One build at a time across test processes.
-	lock, err := os.OpenFile(filepath.Join(dir, ".lock"), os.O_CREATE|os.O_RDWR, 0o644)
-	if err != nil {
-		testenv.Unavailable(t, "lock: %v", err)
-	}
-	defer lock.Close()
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
-		testenv.Unavailable(t, "lock: %v", err)
-	}
-	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
-	if _, err := os.Stat(bin); err == nil {
-		return bin
-	}
-	t.Logf("building CoreDNS %s into %s (about 2 minutes)", coreDNSVersion, dir)
-	cmd := exec.Command("go", "install", "github.com/coredns/coredns@"+coreDNSVersion)
-	cmd.Dir = os.TempDir()
-	cmd.Env = append(os.Environ(), "GOBIN="+dir, "GOFLAGS=")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		testenv.Unavailable(t, "go install coredns: %v\n%s", err, out)
-	}
-	return bin
-}
 
 // freePort returns a port free for both UDP and TCP on 127.0.0.1 (as far as
 // one can tell without holding it).
@@ -102,7 +60,7 @@ func freePort(t testing.TB) int {
 // (testdata/db.test.tmpl) on 127.0.0.1 and returns its address.
 func startCoreDNS(t testing.TB) string {
 	t.Helper()
-	bin := coreDNSBinary(t)
+	bin := coredns.Binary(t)
 	dir := t.TempDir()
 	var big []string
 	for i := 1; i <= bigCount; i++ {

@@ -35,8 +35,9 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-echo "install-test-deps: Jaeger (cached after the first build)"
+echo "install-test-deps: Jaeger and CoreDNS (cached after the first build)"
 go run ./test/jaeger/cmd/jaeger-build >/dev/null
+go run ./test/coredns/cmd/coredns-build >/dev/null
 
 echo "install-test-deps: kube-apiserver (cached after the first build, ~5+ minutes)"
 go run ./test/kubeapi/cmd/kubeapi-build >/dev/null

@@ -22,6 +22,7 @@ import (
 	"github.com/miekg/dns"
 	"github.com/vishvananda/netlink"
 
+	"github.com/egressd/egressd/test/coredns"
 	"github.com/egressd/egressd/test/netmodel"
 	"github.com/egressd/egressd/test/testenv"
 )
@@ -33,8 +34,7 @@ const (
 	// upstreamAddr is the CoreDNS authoritative server inside the node.
 	upstreamAddr = "127.0.0.1:5300"
 	// silentAddr is a UDP/TCP socket in the node that reads queries and never answers.
-	silentAddr     = "127.0.0.1:5399"
-	coreDNSVersion = "v1.13.1"
+	silentAddr = "127.0.0.1:5399"
 )
 
 // Addresses served by the external peer: its own (192.0.2.10, 2001:db8::10) and two
@@ -210,47 +210,11 @@ func (w *world) write(name, content string) string {
 	return p
 }
 
-// coreDNSBinary reuses the binary the dnsproxy tests cache, or builds it the same way.
-func coreDNSBinary(t *testing.T) string {
-	home, err := os.UserHomeDir()
-	if err != nil {
-		testenv.Unavailable(t, "no home directory for the CoreDNS cache: %v", err)
-	}
-	dir := filepath.Join(home, ".cache", "egressd", "coredns-"+coreDNSVersion)
-	bin := filepath.Join(dir, "coredns")
-	if _, err := os.Stat(bin); err == nil {
-		return bin
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		testenv.Unavailable(t, "cache dir: %v", err)
-	}
-	lock, err := os.OpenFile(filepath.Join(dir, ".lock"), os.O_CREATE|os.O_RDWR, 0o644)
-	if err != nil {
-		testenv.Unavailable(t, "lock: %v", err)
-	}
-	defer lock.Close()
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
-		testenv.Unavailable(t, "lock: %v", err)
-	}
-	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
-	if _, err := os.Stat(bin); err == nil {
-		return bin
-	}
-	t.Logf("building CoreDNS %s into %s (about 2 minutes)", coreDNSVersion, dir)
-	cmd := exec.Command("go", "install", "github.com/coredns/coredns@"+coreDNSVersion)
-	cmd.Dir = os.TempDir()
-	cmd.Env = append(os.Environ(), "GOBIN="+dir, "GOFLAGS=")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		testenv.Unavailable(t, "go install coredns: %v\n%s", err, out)
-	}
-	return bin
-}
-
 // startCoreDNS runs the authoritative upstream inside the node: the root zone above
 // (file plugin, CNAME chains followed) and race.example.com by template
 // (r-A-B.race.example.com. A 10.99.A.B).
 func (w *world) startCoreDNS() {
-	bin := coreDNSBinary(w.t)
+	bin := coredns.Binary(w.t)
 	db := w.write("db.root", zone)
 	corefile := fmt.Sprintf(`race.example.com.:5300 {
   bind 127.0.0.1
