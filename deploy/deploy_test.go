@@ -1,0 +1,283 @@
+// Package deploy holds the Kubernetes manifests; this test decodes every one of
+// them strictly into its API type and checks what the install promises.
+package deploy
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"sigs.k8s.io/yaml"
+
+	"github.com/egressd/egressd/policy"
+)
+
+var docSep = regexp.MustCompile(`(?m)^---\s*$`)
+
+// docs splits a YAML file into its non-empty documents.
+func docs(t *testing.T, path string) [][]byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out [][]byte
+	for _, d := range docSep.Split(string(b), -1) {
+		if strings.TrimSpace(stripComments(d)) != "" {
+			out = append(out, []byte(d))
+		}
+	}
+	return out
+}
+
+func stripComments(s string) string {
+	var b strings.Builder
+	for _, l := range strings.Split(s, "\n") {
+		if !strings.HasPrefix(strings.TrimSpace(l), "#") {
+			b.WriteString(l + "\n")
+		}
+	}
+	return b.String()
+}
+
+// decode decodes one document strictly into the type of its kind.
+func decode(t *testing.T, where string, doc []byte) any {
+	t.Helper()
+	var meta struct{ APIVersion, Kind string }
+	if err := yaml.Unmarshal(doc, &meta); err != nil {
+		t.Fatalf("%s: %v", where, err)
+	}
+	var obj any
+	switch meta.APIVersion + " " + meta.Kind {
+	case "v1 Namespace":
+		obj = &corev1.Namespace{}
+	case "v1 ServiceAccount":
+		obj = &corev1.ServiceAccount{}
+	case "v1 ConfigMap":
+		obj = &corev1.ConfigMap{}
+	case "apps/v1 DaemonSet":
+		obj = &appsv1.DaemonSet{}
+	case "rbac.authorization.k8s.io/v1 ClusterRole", "rbac.authorization.k8s.io/v1 Role":
+		obj = &rbacv1.ClusterRole{}
+	case "rbac.authorization.k8s.io/v1 ClusterRoleBinding", "rbac.authorization.k8s.io/v1 RoleBinding":
+		obj = &rbacv1.ClusterRoleBinding{}
+	case policy.APIVersion + " " + policy.KindFirewallPolicy:
+		obj = &policy.FirewallPolicy{}
+	case policy.APIVersion + " " + policy.KindClusterFirewallPolicy:
+		obj = &policy.ClusterFirewallPolicy{}
+	case "apiextensions.k8s.io/v1 CustomResourceDefinition", "kustomize.config.k8s.io/v1beta1 Kustomization":
+		obj = &unstructured.Unstructured{}
+		if err := yaml.Unmarshal(doc, &obj.(*unstructured.Unstructured).Object); err != nil {
+			t.Fatalf("%s: %v", where, err)
+		}
+		return obj
+	default:
+		t.Fatalf("%s: unexpected %s %s", where, meta.APIVersion, meta.Kind)
+	}
+	if err := yaml.UnmarshalStrict(doc, obj); err != nil {
+		t.Fatalf("%s: %s: %v", where, meta.Kind, err)
+	}
+	return obj
+}
+
+// TestManifestsDecode decodes every manifest under deploy/ (not the Helm templates)
+// strictly, validates the policies, and checks the DaemonSet's promises.
+func TestManifestsDecode(t *testing.T) {
+	var files []string
+	filepath.WalkDir(".", func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && (p == "helm" || p == "examples") {
+			return filepath.SkipDir
+		}
+		if strings.HasSuffix(p, ".yaml") {
+			files = append(files, p)
+		}
+		return nil
+	})
+	kinds := map[string]int{}
+	var ds *appsv1.DaemonSet
+	var roles []*rbacv1.ClusterRole
+	for _, f := range files {
+		for i, d := range docs(t, f) {
+			o := decode(t, f, d)
+			switch o := o.(type) {
+			case *appsv1.DaemonSet:
+				ds = o
+			case *rbacv1.ClusterRole:
+				roles = append(roles, o)
+			case *policy.FirewallPolicy:
+				if err := policy.ValidateFirewallPolicy(o); err != nil {
+					t.Errorf("%s[%d]: %v", f, i, err)
+				}
+			case *policy.ClusterFirewallPolicy:
+				if err := policy.ValidateClusterFirewallPolicy(o); err != nil {
+					t.Errorf("%s[%d]: %v", f, i, err)
+				}
+			}
+			var meta struct{ Kind string }
+			yaml.Unmarshal(d, &meta)
+			kinds[meta.Kind]++
+		}
+	}
+	for _, k := range []string{"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "ConfigMap", "DaemonSet", "CustomResourceDefinition", "Kustomization", "FirewallPolicy", "ClusterFirewallPolicy"} {
+		if kinds[k] == 0 {
+			t.Errorf("no %s manifest in deploy/", k)
+		}
+	}
+	checkDaemonSet(t, ds)
+	for _, r := range roles {
+		for _, rule := range r.Rules {
+			for _, v := range rule.Verbs {
+				if v == "*" || v == "delete" || v == "deletecollection" || (v == "create" && !slices.Equal(rule.Resources, []string{"leases"})) {
+					t.Errorf("role %s grants %s on %v: not least privilege", r.Name, v, rule.Resources)
+				}
+			}
+			if slices.Contains(rule.Resources, "secrets") || slices.Contains(rule.Resources, "*") {
+				t.Errorf("role %s grants %v", r.Name, rule.Resources)
+			}
+		}
+	}
+}
+
+func checkDaemonSet(t *testing.T, ds *appsv1.DaemonSet) {
+	t.Helper()
+	if ds == nil {
+		t.Fatal("no DaemonSet")
+	}
+	spec := ds.Spec.Template.Spec
+	if !spec.HostNetwork {
+		t.Error("DaemonSet: not hostNetwork")
+	}
+	if len(spec.Containers) != 1 {
+		t.Fatalf("DaemonSet: %d containers", len(spec.Containers))
+	}
+	c := spec.Containers[0]
+	sc := c.SecurityContext
+	if sc == nil || sc.Privileged == nil || *sc.Privileged || sc.Capabilities == nil {
+		t.Fatal("DaemonSet: privileged or no capabilities")
+	}
+	var add []string
+	for _, cp := range sc.Capabilities.Add {
+		add = append(add, string(cp))
+	}
+	slices.Sort(add)
+	if !slices.Equal(add, []string{"NET_ADMIN", "NET_RAW"}) {
+		t.Errorf("DaemonSet capabilities %v, want exactly NET_ADMIN and NET_RAW", add)
+	}
+	if !slices.Contains(sc.Capabilities.Drop, "ALL") {
+		t.Error("DaemonSet: capabilities not dropping ALL")
+	}
+	if c.LivenessProbe == nil || c.LivenessProbe.HTTPGet == nil || c.LivenessProbe.HTTPGet.Path != "/healthz" {
+		t.Error("DaemonSet: liveness probe is not GET /healthz")
+	}
+	if c.ReadinessProbe == nil || c.ReadinessProbe.HTTPGet == nil || c.ReadinessProbe.HTTPGet.Path != "/readyz" {
+		t.Error("DaemonSet: readiness probe is not GET /readyz")
+	}
+	if c.Resources.Requests.Cpu().IsZero() || c.Resources.Requests.Memory().IsZero() {
+		t.Error("DaemonSet: no resource requests")
+	}
+	var nodeName bool
+	for _, e := range c.Env {
+		if e.Name == "NODE_NAME" && e.ValueFrom != nil && e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == "spec.nodeName" {
+			nodeName = true
+		}
+	}
+	if !nodeName {
+		t.Error("DaemonSet: NODE_NAME does not come from spec.nodeName")
+	}
+	if !slices.Contains(c.Args, "--node-name=$(NODE_NAME)") {
+		t.Errorf("DaemonSet args %v lack --node-name=$(NODE_NAME)", c.Args)
+	}
+	for _, a := range c.Args {
+		if strings.HasPrefix(a, "--policies") || strings.HasPrefix(a, "--workloads") {
+			t.Errorf("DaemonSet arg %s selects standalone mode", a)
+		}
+	}
+}
+
+// TestKustomization: every resource of the kustomization exists, and every
+// manifest file (but the samples) is in it; kubectl renders it when present.
+func TestKustomization(t *testing.T) {
+	var k struct{ Resources []string }
+	b, _ := os.ReadFile("kustomization.yaml")
+	if err := yaml.Unmarshal(b, &k); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range k.Resources {
+		if _, err := os.Stat(r); err != nil {
+			t.Errorf("kustomization resource %s: %v", r, err)
+		}
+	}
+	all, _ := filepath.Glob("*.yaml")
+	crds, _ := filepath.Glob("crds/*.yaml")
+	for _, f := range append(all, crds...) {
+		if f != "kustomization.yaml" && !slices.Contains(k.Resources, f) {
+			t.Errorf("%s is not in kustomization.yaml", f)
+		}
+	}
+	kubectl, err := exec.LookPath("kubectl")
+	if err != nil {
+		t.Log("kubectl not on PATH: kustomize build not checked")
+		return
+	}
+	out, err := exec.Command(kubectl, "kustomize", ".").CombinedOutput()
+	if err != nil {
+		t.Fatalf("kubectl kustomize: %v\n%s", err, out)
+	}
+	if n := bytes.Count(out, []byte("\nkind: ")) + bytes.Count(out[:min(len(out), 6)], []byte("kind:")); n < 10 {
+		t.Errorf("kubectl kustomize rendered %d objects", n)
+	}
+}
+
+// TestHelmChart: the chart's CRDs are deploy/crds, its files parse, and (when helm
+// is on PATH) it renders into the same kinds as the kustomize base.
+func TestHelmChart(t *testing.T) {
+	crds, _ := filepath.Glob("crds/*.yaml")
+	for _, f := range crds {
+		a, _ := os.ReadFile(f)
+		b, err := os.ReadFile(filepath.Join("helm", "egressd", f))
+		if err != nil || !bytes.Equal(a, b) {
+			t.Errorf("helm/egressd/%s differs from deploy/%s: copy it after make generate", f, f)
+		}
+	}
+	for _, f := range []string{"helm/egressd/Chart.yaml", "helm/egressd/values.yaml"} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var m map[string]any
+		if err := yaml.Unmarshal(b, &m); err != nil {
+			t.Errorf("%s: %v", f, err)
+		}
+	}
+	helm, err := exec.LookPath("helm")
+	if err != nil {
+		t.Skip("helm not on PATH: chart rendering not checked")
+	}
+	out, err := exec.Command(helm, "template", "egressd", "helm/egressd", "--namespace", "egressd").CombinedOutput()
+	if err != nil {
+		t.Fatalf("helm template: %v\n%s", err, out)
+	}
+	var ds *appsv1.DaemonSet
+	for i, d := range docSep.Split(string(out), -1) {
+		if strings.TrimSpace(stripComments(d)) == "" {
+			continue
+		}
+		if o, ok := decode(t, "helm template", []byte(d)).(*appsv1.DaemonSet); ok {
+			ds = o
+		}
+		_ = i
+	}
+	checkDaemonSet(t, ds)
+}
