@@ -19,6 +19,7 @@ type upstream struct {
 	addr  string
 	fails atomic.Int32 // consecutive failures
 	down  atomic.Bool
+	pool  udpPool // ready UDP sockets (forward_pool.go)
 }
 
 // forwarder sends queries to the upstreams with failover.
@@ -70,6 +71,7 @@ func (f *forwarder) start() {
 func (f *forwarder) close() {
 	f.closeOnce.Do(func() { close(f.stop) })
 	f.wg.Wait()
+	f.closePools()
 }
 
 // probeAll sends "." NS to every upstream; any valid answer marks it up, a
@@ -167,8 +169,9 @@ func (f *forwarder) exchange(ctx context.Context, u *upstream, q *dns.Msg) (*dns
 }
 
 // exchangeProto sends q with a fresh random ID over a fresh socket (a new
-// ephemeral source port per exchange) and waits for an answer that matches the
-// question; others are dropped and counted.
+// ephemeral source port per exchange; UDP ones dialed ahead, forward_pool.go)
+// and waits for an answer that matches the question; others are dropped and
+// counted.
 func (f *forwarder) exchangeProto(ctx context.Context, u *upstream, q *dns.Msg, proto string) (r *dns.Msg, err error) {
 	f.st.upQueries.Add(1)
 	start := time.Now()
@@ -189,11 +192,18 @@ func (f *forwarder) exchangeProto(ctx context.Context, u *upstream, q *dns.Msg, 
 	if err != nil {
 		return nil, err
 	}
-	nc, err := f.dialer.DialContext(ctx, proto, u.addr)
+	var nc net.Conn
+	if proto == "udp" {
+		nc, err = f.udpConn(ctx, u) // unused, ready ahead; closed in the background
+		if err == nil {
+			defer f.releaseUDP(u, nc)
+		}
+	} else if nc, err = f.dialer.DialContext(ctx, proto, u.addr); err == nil {
+		defer nc.Close()
+	}
 	if err != nil {
 		return nil, err
 	}
-	defer nc.Close()
 	if dl, ok := ctx.Deadline(); ok {
 		nc.SetDeadline(dl)
 	}
