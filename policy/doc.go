@@ -15,4 +15,5 @@
 // FirewallPolicy Deny rule may match), then the Baseline tier (only when no
 // namespaced policy selected the workload), then the node default.
 // +groupName=egressd.io
+// +versionName=v1alpha1
 package policy

@@ -235,6 +235,7 @@ func (s *Source) Invalid() map[policy.PolicyRef]error {
 // the caches cannot sync.
 func (s *Source) Run(ctx context.Context, onChange func()) error {
 	defer s.queue.ShutDown()
+	go func() { <-ctx.Done(); s.queue.ShutDown() }() // unblocks the worker
 	s.factory.Start(ctx.Done())
 	s.svcFact.Start(ctx.Done())
 	s.dynFact.Start(ctx.Done())

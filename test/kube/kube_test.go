@@ -97,6 +97,23 @@ func applyCRDs(t *testing.T, ctx context.Context, dyn dynamic.Interface) {
 			return false
 		})
 	}
+	// Established precedes serving by a moment: wait until the resources list.
+	for _, gvr := range []schema.GroupVersionResource{kube.FirewallPolicies, kube.ClusterFirewallPolicies} {
+		var lastErr error
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			_, lastErr = dyn.Resource(gvr).List(ctx, metav1.ListOptions{Limit: 1})
+			if lastErr == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				crd, _ := dyn.Resource(crdGVR).Get(ctx, gvr.Resource+"."+gvr.Group, metav1.GetOptions{})
+				st, _, _ := unstructured.NestedFieldNoCopy(crd.Object, "status")
+				t.Fatalf("%s not served after 30s: %v\nCRD status: %v", gvr.Resource, lastErr, st)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
 }
 
 func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {

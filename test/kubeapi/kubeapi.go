@@ -193,6 +193,7 @@ func StartBinaries(ctx context.Context, apiserver, etcd, dir string, extraArgs .
 		fmt.Sprintf("--secure-port=%d", ports[2]),
 		"--bind-address=127.0.0.1",
 		"--advertise-address=127.0.0.1",
+		"--endpoint-reconciler-type=none", // a loopback advertise address needs it
 		"--service-cluster-ip-range=10.96.0.0/16",
 		"--disable-admission-plugins=ServiceAccount",
 		"--enable-priority-and-fairness=false",
