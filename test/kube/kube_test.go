@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -555,3 +556,43 @@ func percentile(ds []time.Duration, p int) time.Duration {
 	return s[i-1]
 }
 
+
+// TestManifestsServerDryRun: `kubectl apply --dry-run=server -k deploy/` and the
+// sample policies pass a real API server (the manifests are valid for real).
+func TestManifestsServerDryRun(t *testing.T) {
+	kubectl, err := exec.LookPath("kubectl")
+	if err != nil {
+		t.Skip("kubectl not on PATH")
+	}
+	cp := kubeapi.Start(t)
+	ctx := context.Background()
+	cs := kubernetes.NewForConfigOrDie(cp.Config)
+	dyn := dynamic.NewForConfigOrDie(cp.Config)
+	// Server dry run of namespaced objects needs their namespace and custom
+	// resources need their CRDs: create those for real first.
+	applyCRDs(t, ctx, dyn)
+	for _, ns := range []string{"egressd", "payments"} {
+		if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	root := repoRoot(t)
+	for _, args := range [][]string{
+		{"apply", "--dry-run=server", "-k", filepath.Join(root, "deploy")},
+		{"apply", "--dry-run=server", "-f", filepath.Join(root, "deploy", "samples")},
+	} {
+		out, err := exec.Command(kubectl, append([]string{"--kubeconfig", cp.Kubeconfig}, args...)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("kubectl %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		t.Logf("kubectl %s:\n%s", strings.Join(args[:3], " "), out)
+	}
+	// Invalid examples, when present, are rejected by the CRD schema.
+	invalid, _ := filepath.Glob(filepath.Join(root, "deploy", "examples", "invalid", "*.yaml"))
+	for _, f := range invalid {
+		out, err := exec.Command(kubectl, "--kubeconfig", cp.Kubeconfig, "apply", "--dry-run=server", "-f", f).CombinedOutput()
+		if err == nil {
+			t.Errorf("%s: accepted by the API server, want a schema rejection:\n%s", f, out)
+		}
+	}
+}
