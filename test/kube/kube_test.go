@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -45,6 +46,8 @@ type env struct {
 	engine *policy.Engine
 	src    *kube.Source
 	wake   chan struct{}
+	// onChange, if set (a func()), is also called on every source change.
+	onChange atomic.Value
 
 	mu   sync.Mutex
 	lags []time.Duration
@@ -158,6 +161,9 @@ func newEnv(t *testing.T) *env {
 			select {
 			case e.wake <- struct{}{}:
 			default:
+			}
+			if f, _ := e.onChange.Load().(func()); f != nil {
+				f()
 			}
 		}); err != nil && ctx.Err() == nil {
 			t.Errorf("source: %v", err)
@@ -555,7 +561,6 @@ func percentile(ds []time.Duration, p int) time.Duration {
 	}
 	return s[i-1]
 }
-
 
 // TestManifestsServerDryRun: `kubectl apply --dry-run=server -k deploy/` and the
 // sample policies pass a real API server (the manifests are valid for real).
