@@ -230,4 +230,3 @@ func build(ctx context.Context, dir, bin string, logw io.Writer) error {
 	fmt.Fprintf(out, "built %s in %s\n", bin, time.Since(start).Round(time.Second))
 	return nil
 }
-
