@@ -18,6 +18,7 @@ declare -A pkgs=(
   [dnsperf]=dnsperf
   [curl]=curl
   [dnsmasq]=dnsmasq-base
+  [kubectl]=kubernetes-client
   [etcd]=etcd-server
 )
 missing=()

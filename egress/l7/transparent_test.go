@@ -20,7 +20,7 @@ func transparentSetup(t *testing.T) (tp *Transparent, rec *recorder, tlsPort, ht
 	c, _ := newTestChecker(t)
 	lnT, err := net.Listen("tcp", "127.0.0.3:0")
 	if err != nil {
-		t.Skip("no 127.0.0.3:", err)
+		t.Fatalf("listen on 127.0.0.3 (Linux loopback serves all of 127/8): %v", err)
 	}
 	srvT := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprintf(w, "tls %s", r.Host) }))
 	srvT.Listener = lnT

@@ -32,6 +32,7 @@ import (
 	"github.com/egressd/egressd/policy"
 	"github.com/egressd/egressd/source/kube"
 	"github.com/egressd/egressd/test/kubeapi"
+	"github.com/egressd/egressd/test/testenv"
 )
 
 var crdGVR = schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}
@@ -565,10 +566,7 @@ func percentile(ds []time.Duration, p int) time.Duration {
 // TestManifestsServerDryRun: `kubectl apply --dry-run=server -k deploy/` and the
 // sample policies pass a real API server (the manifests are valid for real).
 func TestManifestsServerDryRun(t *testing.T) {
-	kubectl, err := exec.LookPath("kubectl")
-	if err != nil {
-		t.Skip("kubectl not on PATH")
-	}
+	kubectl := testenv.RequireTools(t, "kubectl")[0] // make test installs it
 	cp := kubeapi.Start(t)
 	ctx := context.Background()
 	cs := kubernetes.NewForConfigOrDie(cp.Config)

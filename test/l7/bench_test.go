@@ -6,7 +6,6 @@ import (
 	"io"
 	"net"
 	"net/netip"
-	"os"
 	"slices"
 	"testing"
 	"time"
@@ -15,12 +14,11 @@ import (
 )
 
 // TestL7Bench measures allowed HTTPS (new connection, TLS 1.3 handshake, one
-// GET) from a pod through the transparent proxy vs direct. Opt-in:
-// L7_BENCH=1 go test ./test/l7 -run TestL7Bench -v
-func TestL7Bench(t *testing.T) {
-	if os.Getenv("L7_BENCH") == "" {
-		t.Skip("set L7_BENCH=1")
-	}
+// GET) from a pod through the transparent proxy vs direct:
+//
+//	go test -run X -bench L7 -benchtime 1x ./test/l7
+func BenchmarkL7TransparentVsDirect(b *testing.B) {
+	t := b
 	e := setup(t)
 	// A pod no policy selects (its direct traffic is allowed at L3).
 	pods, err := e.node.AddPods("bench/b")

@@ -51,7 +51,7 @@ spec:
 `
 
 // testCA makes a CA and a server certificate for names, and writes the CA PEM.
-func testCA(t *testing.T, dir string, names ...string) (tls.Certificate, string) {
+func testCA(t testing.TB, dir string, names ...string) (tls.Certificate, string) {
 	t.Helper()
 	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "egressd test CA"},
@@ -78,7 +78,7 @@ func testCA(t *testing.T, dir string, names ...string) (tls.Certificate, string)
 }
 
 type env struct {
-	t       *testing.T
+	t       testing.TB
 	node    *netmodel.Node
 	client  *netmodel.Pod
 	ext     *netmodel.Pod // good.test and evil.test (one IP)
@@ -90,7 +90,7 @@ type env struct {
 	blocked []l7.Event
 }
 
-func setup(t *testing.T) *env {
+func setup(t testing.TB) *env {
 	testenv.RequireRoot(t)
 	testenv.RequireTools(t, "curl")
 	e := &env{t: t}
