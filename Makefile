@@ -32,7 +32,7 @@ fmt:
 
 lint: vet
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt: files above need formatting"; exit 1; }
-	$(GO) run honnef.co/go/tools/cmd/staticcheck@2025.1.1 $(PKGS)
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.6.1 $(PKGS)
 
 ## generate: deepcopy and the CRDs in deploy/crds (schemas, CEL rules, printer
 ## columns from the kubebuilder markers in policy/types.go) with controller-gen.

@@ -582,7 +582,6 @@ func TestMismatchedUpstreamAnswersAreDropped(t *testing.T) {
 func TestUpstreamQueriesUseFreshIDsAndPorts(t *testing.T) {
 	var mu sync.Mutex
 	ids, ports := map[uint16]bool{}, map[string]bool{}
-	var clientIDs []uint16
 	good := answerA("192.0.2.1", 0) // TTL 0: never cached
 	f := startFakeUpstream(t, func(w dns.ResponseWriter, q *dns.Msg) {
 		mu.Lock()
@@ -596,7 +595,6 @@ func TestUpstreamQueriesUseFreshIDsAndPorts(t *testing.T) {
 		m := new(dns.Msg)
 		m.SetQuestion("id.example.", dns.TypeA)
 		m.Id = 4242 // the same client ID every time
-		clientIDs = append(clientIDs, m.Id)
 		r, err := exchangeFrom(unknownIP, "udp", h.addr, m)
 		if err != nil || r.Id != 4242 {
 			t.Fatalf("%v %v", r, err)

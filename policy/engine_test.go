@@ -32,7 +32,6 @@ type semanticsCase struct {
 	lookups  []scenarios.Lookup
 	checks   []check
 	family6  bool
-	external bool
 }
 
 func addr(s string, v6 bool) netip.Addr {

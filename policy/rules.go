@@ -216,13 +216,3 @@ type compiledRule struct {
 
 // ref returns the rule's reference.
 func (r *compiledRule) ref() RuleRef { return RuleRef{Policy: r.policy.ref, Rule: r.name} }
-
-// matchesName reports whether an FQDN peer of the rule matches the normalized name.
-func (r *compiledRule) matchesName(name string) bool {
-	for i := range r.peers {
-		if r.peers[i].kind == peerFQDN && r.peers[i].pattern.Match(name) {
-			return true
-		}
-	}
-	return false
-}

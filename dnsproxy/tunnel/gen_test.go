@@ -49,7 +49,6 @@ type tunnelState struct {
 	domain string
 	seq    int
 	id     string
-	qtypes []uint16
 	chunk  int
 }
 

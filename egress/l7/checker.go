@@ -17,7 +17,6 @@ package l7
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net"
 	"net/netip"
 	"slices"
@@ -245,7 +244,3 @@ func findRule(p *policy.Plan, ref policy.RuleRef) *policy.PlanRule {
 
 // errDenied is returned by dial paths that refused a request.
 var errDenied = errors.New("l7: denied by policy")
-
-func hostPort(host string, port int) string {
-	return net.JoinHostPort(host, fmt.Sprint(port))
-}

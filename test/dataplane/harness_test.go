@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"net/netip"
 	"os/exec"
-	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -272,8 +271,7 @@ func (h *harness) check(ctx context.Context, t testing.TB, name string, eng *pol
 			}
 		}
 		if d := scenarios.Diff(want, got); len(d) > 0 {
-			var eps []scenarios.Endpoint
-			eps = scenarios.Endpoints(externals...)
+			eps := scenarios.Endpoints(externals...)
 			t.Errorf("%s %v: %d cell(s) differ from the engine; first %v\n%s\nrendered:\n%s", name, fam, len(d), d[0],
 				scenarios.Format(want, got, eps), h.enf.Render(plan))
 			ok = false
@@ -290,12 +288,6 @@ func nftHost() string {
 		return "error: " + err.Error() + ": " + string(out)
 	}
 	return string(out)
-}
-
-func sortedLines(s string) string {
-	l := strings.Split(s, "\n")
-	sort.Strings(l)
-	return strings.Join(l, "\n")
 }
 
 // sctpSignature counts, per chain, the rules that match SCTP and, per set, the

@@ -192,7 +192,7 @@ func Endpoints(externals ...External) []Endpoint {
 		}
 	}
 	for _, x := range externals {
-		out = append(out, Endpoint{Name: x.Name, IPv4: x.IPv4, IPv6: x.IPv6})
+		out = append(out, Endpoint(x))
 	}
 	return out
 }
