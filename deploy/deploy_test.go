@@ -19,6 +19,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/egressd/egressd/policy"
+	"github.com/egressd/egressd/test/testenv"
 )
 
 var docSep = regexp.MustCompile(`(?m)^---\s*$`)
@@ -261,10 +262,7 @@ func TestHelmChart(t *testing.T) {
 			t.Errorf("%s: %v", f, err)
 		}
 	}
-	helm, err := exec.LookPath("helm")
-	if err != nil {
-		t.Skip("helm not on PATH: chart rendering not checked")
-	}
+	helm := testenv.RequireTools(t, "helm")[0] // make test installs it
 	out, err := exec.Command(helm, "template", "egressd", "helm/egressd", "--namespace", "egressd").CombinedOutput()
 	if err != nil {
 		t.Fatalf("helm template: %v\n%s", err, out)

@@ -42,3 +42,15 @@ go run ./test/coredns/cmd/coredns-build >/dev/null
 
 echo "install-test-deps: kube-apiserver (cached after the first build, ~5+ minutes)"
 go run ./test/kubeapi/cmd/kubeapi-build >/dev/null
+
+# helm renders the chart in deploy/ (not packaged by Debian 12): built once from
+# its Go module into the cache and linked onto PATH.
+if ! command -v helm >/dev/null 2>&1; then
+  helm_dir=${EGRESSD_CACHE:-$HOME/.cache/egressd}/helm-v3.19.0
+  if [ ! -x "$helm_dir/helm" ]; then
+    echo "install-test-deps: building helm v3.19.0 (once, a few minutes)"
+    mkdir -p "$helm_dir"
+    (cd "$(mktemp -d)" && GOFLAGS= GOBIN="$helm_dir" go install helm.sh/helm/v3/cmd/helm@v3.19.0)
+  fi
+  ln -sf "$helm_dir/helm" /usr/local/bin/helm
+fi
