@@ -94,7 +94,7 @@ ip netns exec $NODE "$root/bin/egressd" \
   --policies deploy/examples/demo/policies.yaml --workloads deploy/examples/demo/workloads.yaml \
   --listen 169.254.20.10:53 --upstream 127.0.0.1:5300 \
   --audit-log "$work/audit.jsonl" --otlp-endpoint 127.0.0.1:4317 \
-  --http-addr 127.0.0.1:9464 --log-level warn 2>"$work/egressd.log" &
+  --nflog-group 100 --http-addr 127.0.0.1:9464 --log-level warn 2>"$work/egressd.log" &
 pids+=($!)
 for _ in $(seq 100); do
   ip netns exec $NODE curl -fs http://127.0.0.1:9464/readyz >/dev/null 2>&1 && break
@@ -139,5 +139,8 @@ else
   echo "dropped by nftables (table inet egressd)"
 fi
 ip netns exec $NODE nft list table inet egressd | grep -E 'counter packets [1-9]' | head -3 || true
+sleep 0.5
+echo "reported through nflog and explained by the policy engine:"
+grep '"packet.denied"' "$work/audit.jsonl" | head -1
 
 say "done: everything is removed on exit"
