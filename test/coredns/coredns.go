@@ -1,7 +1,8 @@
 // Package coredns provides the CoreDNS binary the tests use as a real upstream
 // resolver and as the NodeLocal-DNSCache-style baseline of the benchmarks: built
 // with `go install github.com/coredns/coredns@Version` once per machine into
-// ${EGRESSD_CACHE:-$HOME/.cache/egressd}/coredns-<Version>/ and reused after.
+// ${EGRESSD_CACHE:-$HOME/.cache/egressd}/coredns-<Version>/ (test/toolcache) and
+// reused after.
 package coredns
 
 import (
@@ -10,65 +11,38 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"syscall"
 	"testing"
 
 	"github.com/egressd/egressd/test/testenv"
+	"github.com/egressd/egressd/test/toolcache"
 )
 
 // Version is the CoreDNS release the tests use.
 const Version = "v1.13.1"
 
-// CacheDir is where the binary is kept.
-func CacheDir() (string, error) {
-	base := os.Getenv("EGRESSD_CACHE")
-	if base == "" {
-		home, err := os.UserHomeDir()
-		if err != nil {
-			return "", fmt.Errorf("no home directory for the cache: %w", err)
-		}
-		base = filepath.Join(home, ".cache", "egressd")
-	}
-	return filepath.Join(base, "coredns-"+Version), nil
-}
+// tool builds and caches the binary (test/toolcache).
+var tool = toolcache.Tool{Name: "coredns", Version: Version, Override: "EGRESSD_COREDNS", Build: build}
 
-// EnsureBinary returns the cached binary, building it first when it is missing;
-// concurrent callers (several test processes) build it once. Build output goes
+// CacheDir is where the binary is kept.
+func CacheDir() string { return tool.Dir() }
+
+// EnsureBinary returns the cached binary ($EGRESSD_COREDNS when set), building it
+// first when it is missing; concurrent callers build it once. Build output goes
 // to logw.
 func EnsureBinary(ctx context.Context, logw io.Writer) (string, error) {
-	dir, err := CacheDir()
-	if err != nil {
-		return "", err
-	}
-	bin := filepath.Join(dir, "coredns")
-	if _, err := os.Stat(bin); err == nil {
-		return bin, nil
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return "", err
-	}
-	lock, err := os.OpenFile(filepath.Join(dir, ".lock"), os.O_CREATE|os.O_RDWR, 0o644)
-	if err != nil {
-		return "", err
-	}
-	defer lock.Close()
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
-		return "", fmt.Errorf("lock %s: %w", dir, err)
-	}
-	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
-	if _, err := os.Stat(bin); err == nil {
-		return bin, nil
-	}
+	return tool.Ensure(ctx, logw)
+}
+
+func build(ctx context.Context, dir, bin string, logw io.Writer) error {
 	fmt.Fprintf(logw, "building CoreDNS %s into %s (about 2 minutes)\n", Version, dir)
-	cmd := exec.CommandContext(ctx, "go", "install", "github.com/coredns/coredns@"+Version)
+	cmd := exec.CommandContext(ctx, toolcache.GoTool(), "install", "github.com/coredns/coredns@"+Version)
 	cmd.Dir = os.TempDir()
 	cmd.Env = append(os.Environ(), "GOBIN="+dir, "GOFLAGS=")
 	cmd.Stdout, cmd.Stderr = logw, logw
 	if err := cmd.Run(); err != nil {
-		return "", fmt.Errorf("go install github.com/coredns/coredns@%s: %w", Version, err)
+		return fmt.Errorf("go install github.com/coredns/coredns@%s: %w", Version, err)
 	}
-	return bin, nil
+	return nil
 }
 
 // Binary returns the binary for a test: outside CI a failed build skips the

@@ -18,7 +18,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -34,6 +33,7 @@ import (
 	"time"
 
 	"github.com/egressd/egressd/test/testenv"
+	"github.com/egressd/egressd/test/toolcache"
 )
 
 // Version of the github.com/jaegertracing/jaeger Go module that is built (Jaeger v2).
@@ -45,92 +45,22 @@ const (
 	pkg    = module + "/cmd/jaeger"
 )
 
-// CacheDir is the directory of the cached build: $EGRESSD_CACHE (or
-// $HOME/.cache/egressd) + "/jaeger-" + Version.
-func CacheDir() string {
-	base := os.Getenv("EGRESSD_CACHE")
-	if base == "" {
-		home, err := os.UserHomeDir()
-		if err != nil || home == "" {
-			home = os.TempDir()
-		}
-		base = filepath.Join(home, ".cache", "egressd")
-	}
-	return filepath.Join(base, "jaeger-"+Version)
-}
+// CacheDir is where the binary is cached.
+func CacheDir() string { return tool.Dir() }
 
-// BinaryPath is where the cached binary lives (or EGRESSD_JAEGER when set).
-func BinaryPath() string {
-	if p := os.Getenv("EGRESSD_JAEGER"); p != "" {
-		return p
-	}
-	return filepath.Join(CacheDir(), "jaeger")
-}
+// BinaryPath is the binary used: $EGRESSD_JAEGER when set, else the cached one.
+func BinaryPath() string { return tool.Path() }
 
-var buildMu sync.Mutex
+// tool builds and caches the binary (test/toolcache).
+var tool = toolcache.Tool{Name: "jaeger", Version: Version, Override: "EGRESSD_JAEGER", Build: build}
 
-// EnsureBinary returns the path of the Jaeger binary, building it first if it is not
-// cached. logw, if not nil, receives the build's progress.
+// EnsureBinary returns the path of the Jaeger binary, building it first if it is
+// not cached; concurrent test processes build it once.
 func EnsureBinary(ctx context.Context, logw io.Writer) (string, error) {
-	bin := BinaryPath()
-	if isExecutable(bin) {
-		return bin, nil
+	if logw == nil {
+		logw = io.Discard
 	}
-	if os.Getenv("EGRESSD_JAEGER") != "" {
-		return "", fmt.Errorf("EGRESSD_JAEGER=%s is not an executable file", bin)
-	}
-	buildMu.Lock()
-	defer buildMu.Unlock()
-	dir := CacheDir()
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return "", err
-	}
-	// Serialise builds across processes (go test runs packages in parallel).
-	lock, err := os.OpenFile(filepath.Join(dir, ".lock"), os.O_CREATE|os.O_RDWR, 0o644)
-	if err != nil {
-		return "", err
-	}
-	defer lock.Close()
-	if err := flock(ctx, lock); err != nil {
-		return "", err
-	}
-	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
-	if isExecutable(bin) { // built by another process meanwhile
-		return bin, nil
-	}
-	if err := build(ctx, dir, bin, logw); err != nil {
-		return "", err
-	}
-	return bin, nil
-}
-
-func flock(ctx context.Context, f *os.File) error {
-	for {
-		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
-		if err == nil {
-			return nil
-		}
-		if !errors.Is(err, syscall.EWOULDBLOCK) {
-			return fmt.Errorf("lock %s: %w", f.Name(), err)
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("waiting for another Jaeger build: %w", ctx.Err())
-		case <-time.After(500 * time.Millisecond):
-		}
-	}
-}
-
-func isExecutable(p string) bool {
-	fi, err := os.Stat(p)
-	return err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0
-}
-
-func goTool() string {
-	if p, err := exec.LookPath("go"); err == nil {
-		return p
-	}
-	return "go" // not on PATH: let exec report it
+	return tool.Ensure(ctx, logw)
 }
 
 const toolsGoMod = `module egressd.test/jaegertools
@@ -186,7 +116,7 @@ func build(ctx context.Context, dir, bin string, logw io.Writer) error {
 	start := time.Now()
 	for _, args := range steps {
 		fmt.Fprintf(out, "+ go %s\n", strings.Join(args, " "))
-		cmd := exec.CommandContext(ctx, goTool(), args...)
+		cmd := exec.CommandContext(ctx, toolcache.GoTool(), args...)
 		cmd.Dir = src
 		cmd.Env = env
 		cmd.Stdout = out
@@ -225,7 +155,7 @@ func Require(t testing.TB) string {
 			defer c2()
 		}
 	}
-	if !isExecutable(BinaryPath()) {
+	if !toolcache.IsExecutable(BinaryPath()) {
 		t.Logf("building Jaeger %s into %s (once per machine, ~3+ minutes)", Version, CacheDir())
 	}
 	start := time.Now()

@@ -13,9 +13,9 @@ import (
 	"regexp"
 	"sort"
 	"strings"
-	"sync"
-	"syscall"
 	"time"
+
+	"github.com/egressd/egressd/test/toolcache"
 )
 
 // Version of the k8s.io/kubernetes Go module whose kube-apiserver is built; the staging
@@ -30,92 +30,22 @@ const (
 	pkg    = module + "/cmd/kube-apiserver"
 )
 
-// CacheDir is the directory of the cached build: $EGRESSD_CACHE (or
-// $HOME/.cache/egressd) + "/kube-apiserver-" + Version.
-func CacheDir() string {
-	base := os.Getenv("EGRESSD_CACHE")
-	if base == "" {
-		home, err := os.UserHomeDir()
-		if err != nil || home == "" {
-			home = os.TempDir()
-		}
-		base = filepath.Join(home, ".cache", "egressd")
-	}
-	return filepath.Join(base, "kube-apiserver-"+Version)
-}
+// CacheDir is where the binary is cached.
+func CacheDir() string { return tool.Dir() }
 
-// BinaryPath is where the cached binary lives (or EGRESSD_KUBE_APISERVER when set).
-func BinaryPath() string {
-	if p := os.Getenv("EGRESSD_KUBE_APISERVER"); p != "" {
-		return p
-	}
-	return filepath.Join(CacheDir(), "kube-apiserver")
-}
+// BinaryPath is the binary used: $EGRESSD_KUBE_APISERVER when set, else the cached one.
+func BinaryPath() string { return tool.Path() }
 
-var buildMu sync.Mutex
+// tool builds and caches the binary (test/toolcache).
+var tool = toolcache.Tool{Name: "kube-apiserver", Version: Version, Override: "EGRESSD_KUBE_APISERVER", Build: build}
 
 // EnsureBinary returns the path of the kube-apiserver binary, building it first if it is
-// not cached. logw, if not nil, receives the build's progress.
+// not cached; concurrent test processes build it once.
 func EnsureBinary(ctx context.Context, logw io.Writer) (string, error) {
-	bin := BinaryPath()
-	if isExecutable(bin) {
-		return bin, nil
+	if logw == nil {
+		logw = io.Discard
 	}
-	if os.Getenv("EGRESSD_KUBE_APISERVER") != "" {
-		return "", fmt.Errorf("EGRESSD_KUBE_APISERVER=%s is not an executable file", bin)
-	}
-	buildMu.Lock()
-	defer buildMu.Unlock()
-	dir := CacheDir()
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return "", err
-	}
-	// Serialise builds across processes (go test runs packages in parallel).
-	lock, err := os.OpenFile(filepath.Join(dir, ".lock"), os.O_CREATE|os.O_RDWR, 0o644)
-	if err != nil {
-		return "", err
-	}
-	defer lock.Close()
-	if err := flock(ctx, lock); err != nil {
-		return "", err
-	}
-	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
-	if isExecutable(bin) { // built by another process meanwhile
-		return bin, nil
-	}
-	if err := build(ctx, dir, bin, logw); err != nil {
-		return "", err
-	}
-	return bin, nil
-}
-
-func flock(ctx context.Context, f *os.File) error {
-	for {
-		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
-		if err == nil {
-			return nil
-		}
-		if !errors.Is(err, syscall.EWOULDBLOCK) {
-			return fmt.Errorf("lock %s: %w", f.Name(), err)
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("waiting for another kube-apiserver build: %w", ctx.Err())
-		case <-time.After(500 * time.Millisecond):
-		}
-	}
-}
-
-func isExecutable(p string) bool {
-	fi, err := os.Stat(p)
-	return err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0
-}
-
-func goTool() string {
-	if p, err := exec.LookPath("go"); err == nil {
-		return p
-	}
-	return "go" // not on PATH: let exec report it
+	return tool.Ensure(ctx, logw)
 }
 
 const toolsGo = `//go:build tools
@@ -172,7 +102,7 @@ func build(ctx context.Context, dir, bin string, logw io.Writer) error {
 	env := append(os.Environ(), "GOFLAGS=-mod=mod", "GOWORK=off")
 	run := func(args ...string) ([]byte, error) {
 		fmt.Fprintf(out, "+ go %s\n", strings.Join(args, " "))
-		cmd := exec.CommandContext(ctx, goTool(), args...)
+		cmd := exec.CommandContext(ctx, toolcache.GoTool(), args...)
 		cmd.Dir = src
 		cmd.Env = env
 		var stdout bytes.Buffer

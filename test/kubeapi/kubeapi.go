@@ -38,6 +38,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/egressd/egressd/test/testenv"
+	"github.com/egressd/egressd/test/toolcache"
 )
 
 // Require returns the kube-apiserver and etcd binaries, building kube-apiserver if
@@ -62,7 +63,7 @@ func Require(t testing.TB) (apiserver, etcd string) {
 			defer c2()
 		}
 	}
-	if !isExecutable(BinaryPath()) {
+	if !toolcache.IsExecutable(BinaryPath()) {
 		t.Logf("building kube-apiserver %s into %s (once per machine, ~5+ minutes)", Version, CacheDir())
 	}
 	start := time.Now()
