@@ -21,7 +21,7 @@ import (
 // < 200 MiB RSS; the set entries live in the kernel).
 func TestMemory100kCachedNames(t *testing.T) {
 	if testing.Short() {
-		t.Skip("short")
+		t.Skip("testing.Short(): 100k-name memory measurement")
 	}
 	const n = 100_000
 	up := startFakeUpstream(t, answerA("192.0.2.1", 3600))

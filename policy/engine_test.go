@@ -26,12 +26,12 @@ type check struct {
 }
 
 type semanticsCase struct {
-	name     string
-	yaml     string
-	opts     policy.Options
-	lookups  []scenarios.Lookup
-	checks   []check
-	family6  bool
+	name    string
+	yaml    string
+	opts    policy.Options
+	lookups []scenarios.Lookup
+	checks  []check
+	family6 bool
 }
 
 func addr(s string, v6 bool) netip.Addr {

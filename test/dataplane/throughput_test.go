@@ -84,7 +84,7 @@ func TestThroughput(t *testing.T) {
 	requireKernel(t)
 	testenv.RequireTools(t, "iperf3")
 	if testing.Short() {
-		t.Skip("throughput measurement (-short)")
+		t.Skip("testing.Short(): throughput measurement")
 	}
 	node := netmodel.NewTestNode(t, netmodel.Options{Ports: []int{80}})
 	pods, err := node.AddPodSpecs(

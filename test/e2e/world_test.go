@@ -129,7 +129,7 @@ func TestMain(m *testing.M) {
 func requireE2E(t *testing.T) {
 	t.Helper()
 	if testing.Short() {
-		t.Skip("-short: end-to-end test in network namespaces")
+		t.Skip("testing.Short(): end-to-end test in network namespaces")
 	}
 	testenv.RequireRoot(t)
 	testenv.RequireTools(t, "ip", "nft", "dig")
