@@ -99,7 +99,8 @@ func (e *Enforcer) discard() {
 // transaction (FQDN sets and their elements are kept, so are content-named
 // sets: their name is a digest of their elements).
 // foreignObject reports whether a chain or set of the table belongs to another
-// component (the L7 redirect, "l7_*"): a full apply leaves those untouched.
+// component (the L7 redirect and the DNS interception, "l7_*"): a full apply
+// leaves those untouched.
 func foreignObject(name string) bool { return strings.HasPrefix(name, "l7_") }
 
 func (e *Enforcer) applyFull(plan *policy.Plan) error {

@@ -97,6 +97,9 @@ func (a *agent) run(ctx context.Context) error {
 		return err
 	}
 	defer stopDNS()
+	if err := a.interceptDNS(); err != nil { // intercept.go
+		return err
+	}
 	stopL7, err := a.startL7(ctx) // l7.go
 	if err != nil {
 		return err

@@ -52,6 +52,7 @@ type config struct {
 	OTLPProtocol string
 	// NFLogGroup > 0 logs dropped packets to that nflog group and reports them
 	// as packet.denied events, at most DeniedEventsRate per second.
+	InterceptDNS     []string
 	NFLogGroup       int
 	DeniedEventsRate float64
 	HTTPAddr         string
@@ -110,6 +111,7 @@ func parseFlags(args []string, stderr *os.File) (*config, error) {
 	fs.BoolVar(&c.AuditStdout, "audit-stdout", false, "also write audit events to stdout")
 	fs.StringVar(&c.OTLPEndpoint, "otlp-endpoint", "", "OTLP trace endpoint host:port (empty: no traces)")
 	fs.StringVar(&c.OTLPProtocol, "otlp-protocol", "grpc", "OTLP protocol: grpc or http")
+	fs.Var(listFlag{&c.InterceptDNS}, "intercept-dns", "cluster DNS Service address host:port whose UDP and TCP DNS from pods is redirected (nftables DNAT in table egressd) to the resolver; repeatable")
 	fs.IntVar(&c.NFLogGroup, "nflog-group", 0, "log dropped packets to this nflog group (1-65535) and report them as packet.denied events (0: off)")
 	fs.Float64Var(&c.DeniedEventsRate, "denied-events-rate", 50, "most packet.denied events reported per second (the rest are counted in the next event)")
 	fs.StringVar(&c.HTTPAddr, "http-addr", "127.0.0.1:9464", "address of /metrics, /healthz and /readyz")
@@ -151,6 +153,14 @@ func (c *config) validate() error {
 	case policy.LookupsObserve, policy.LookupsEnforce:
 	default:
 		errs = append(errs, fmt.Errorf("--lookups %q: want Observe or Enforce", c.Lookups))
+	}
+	for _, s := range c.InterceptDNS {
+		if _, err := netip.ParseAddrPort(s); err != nil {
+			errs = append(errs, fmt.Errorf("--intercept-dns %q: want ip:port: %v", s, err))
+		}
+	}
+	if len(c.InterceptDNS) > 0 && c.Dataplane != "nftables" {
+		errs = append(errs, errors.New("--intercept-dns needs --dataplane nftables"))
 	}
 	if c.NFLogGroup < 0 || c.NFLogGroup > 65535 || c.DeniedEventsRate <= 0 {
 		errs = append(errs, fmt.Errorf("--nflog-group must be 0-65535 and --denied-events-rate positive"))
