@@ -81,9 +81,9 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/egressd/egressd/ipset/nftset"
 	"github.com/egressd/egressd/policy"
 	"github.com/google/nftables"
-	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 )
 
@@ -183,7 +183,7 @@ func New(opts ...Option) (*Enforcer, error) {
 }
 
 func (e *Enforcer) dial() (*nftables.Conn, error) {
-	copts := []nftables.ConnOption{nftables.AsLasting(), nftables.WithSockOptions(bigBuffers(256 << 20))}
+	copts := []nftables.ConnOption{nftables.AsLasting(), nftables.WithSockOptions(nftset.BufferForce(256 << 20))}
 	if e.opts.netns > 0 {
 		copts = append(copts, nftables.WithNetNSFd(e.opts.netns))
 	}
@@ -192,26 +192,6 @@ func (e *Enforcer) dial() (*nftables.Conn, error) {
 		return nil, fmt.Errorf("egress: netlink: %w", err)
 	}
 	return conn, nil
-}
-
-// bigBuffers raises the socket buffers: a batch is one sendmsg, and the kernel
-// queues one ack per message.
-func bigBuffers(n int) nftables.SockOption {
-	return func(c *netlink.Conn) error {
-		rc, err := c.SyscallConn()
-		if err != nil {
-			return nil
-		}
-		_ = rc.Control(func(fd uintptr) {
-			if unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, n) != nil {
-				_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUF, n)
-			}
-			if unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, n) != nil {
-				_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, n)
-			}
-		})
-		return nil
-	}
 }
 
 // Table returns the name of the table.

@@ -120,7 +120,7 @@ func New(opts ...Option) (*Manager, error) {
 	}
 	if m.conn == nil {
 		conn, err := nftables.New(nftables.WithNetNSFd(c.netns), nftables.AsLasting(),
-			nftables.WithSockOptions(bufferForce(c.sockBuf)))
+			nftables.WithSockOptions(BufferForce(c.sockBuf)))
 		if err != nil {
 			return nil, fmt.Errorf("nftset: open netlink: %w", err)
 		}
@@ -129,10 +129,10 @@ func New(opts ...Option) (*Manager, error) {
 	return m, nil
 }
 
-// bufferForce raises the socket buffers (SO_SNDBUFFORCE needs CAP_NET_ADMIN; when
+// BufferForce raises the socket buffers (SO_SNDBUFFORCE needs CAP_NET_ADMIN; when
 // it fails, the plain limits are kept): a batch is sent in one sendmsg, which
 // netlink refuses when it is larger than the send buffer.
-func bufferForce(n int) nftables.SockOption {
+func BufferForce(n int) nftables.SockOption {
 	return func(c *netlink.Conn) error {
 		rc, err := c.SyscallConn()
 		if err != nil {
@@ -167,7 +167,7 @@ func (m *Manager) discard() {
 		_ = m.conn.Flush()
 		return
 	}
-	fresh, err := nftables.New(nftables.WithNetNSFd(m.cfg.netns), nftables.AsLasting(), nftables.WithSockOptions(bufferForce(m.cfg.sockBuf)))
+	fresh, err := nftables.New(nftables.WithNetNSFd(m.cfg.netns), nftables.AsLasting(), nftables.WithSockOptions(BufferForce(m.cfg.sockBuf)))
 	if err != nil {
 		_ = m.conn.Flush()
 		return
