@@ -6,7 +6,6 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -157,19 +156,7 @@ func BenchmarkAllowedCacheMissAt5kQPS(b *testing.B) {
 	via := load(h.addr, secs)
 	direct := load(up.addr, secs)
 	b.StopTimer()
-	pct := func(d []time.Duration, p float64) time.Duration {
-		s := slices.Clone(d)
-		slices.Sort(s)
-		return s[min(len(s)-1, int(float64(len(s))*p))]
-	}
-	for _, p := range []struct {
-		name string
-		q    float64
-	}{{"p50", 0.50}, {"p99", 0.99}} {
-		b.ReportMetric(float64(pct(via, p.q).Microseconds()), p.name+"-µs")
-		b.ReportMetric(float64(pct(direct, p.q).Microseconds()), p.name+"-direct-µs")
-		b.ReportMetric(float64((pct(via, p.q) - pct(direct, p.q)).Microseconds()), p.name+"-added-µs")
-	}
+	reportAddedLatency(b, via, direct)
 	if st := h.srv.Stats(); st.SetWrites == 0 {
 		b.Fatal("no set writes")
 	}
