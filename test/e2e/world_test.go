@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -275,31 +274,14 @@ func (w *world) startSilent() {
 type proc struct {
 	name   string
 	cmd    *exec.Cmd
-	out    *lockedBuf
+	out    *testenv.SyncBuffer
 	exited chan struct{}
-}
-
-type lockedBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // startProc starts a program inside the node namespace; it is killed at cleanup.
 func (w *world) startProc(name, bin string, args ...string) *proc {
 	w.t.Helper()
-	p := &proc{name: name, cmd: exec.Command(bin, args...), out: &lockedBuf{}, exited: make(chan struct{})}
+	p := &proc{name: name, cmd: exec.Command(bin, args...), out: &testenv.SyncBuffer{}, exited: make(chan struct{})}
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	p.cmd.Dir = w.dir
 	if err := w.node.Do(p.cmd.Start); err != nil {
