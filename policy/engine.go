@@ -54,6 +54,8 @@ type Engine struct {
 	opts   Options
 	exempt []string // ".cluster.local" and search-domain suffixes
 	cache  tierCache
+	// tunnelCache memoizes TunnelDetection.
+	tunnelCache tunnelCache
 }
 
 // NewEngine returns an engine evaluating over store.

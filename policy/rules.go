@@ -96,6 +96,8 @@ type compiledPolicy struct {
 	priority int32
 	audit    bool
 	lookups  LookupMode
+	// tunnel is spec.tunnelDetection ("" when unset).
+	tunnel TunnelDetection
 	// namespace restricts the subject to one namespace (namespaced kinds).
 	namespace string
 	// nsSel selects the subject's namespaces (cluster kind); nil with namespace set.

@@ -31,6 +31,8 @@ type Store struct {
 	gen uint64
 	// audits counts Audit-mode policies.
 	audits int
+	// tunnels counts policies that set spec.tunnelDetection.
+	tunnels int
 }
 
 // changeLog is the set of keys changed since the last compile.
@@ -238,15 +240,23 @@ func (s *Store) UpsertNetworkPolicy(p *networkingv1.NetworkPolicy) error {
 func (s *Store) putPolicy(cp *compiledPolicy) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if old, ok := s.policies[cp.ref]; ok && old.audit {
-		s.audits--
+	if old, ok := s.policies[cp.ref]; ok {
+		s.countLocked(old, -1)
 	}
-	if cp.audit {
-		s.audits++
-	}
+	s.countLocked(cp, 1)
 	s.policies[cp.ref] = cp
 	s.pending.policies[cp.ref] = true
 	s.gen++
+}
+
+// countLocked adds d to the counters of policy features p has.
+func (s *Store) countLocked(p *compiledPolicy, d int) {
+	if p.audit {
+		s.audits += d
+	}
+	if p.tunnel != "" {
+		s.tunnels += d
+	}
 }
 
 // DeletePolicy removes a policy of any kind.
@@ -254,9 +264,7 @@ func (s *Store) DeletePolicy(ref PolicyRef) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if old, ok := s.policies[ref]; ok {
-		if old.audit {
-			s.audits--
-		}
+		s.countLocked(old, -1)
 		delete(s.policies, ref)
 		s.pending.policies[ref] = true
 		s.gen++

@@ -80,6 +80,23 @@ const (
 	LookupsEnforce LookupMode = "Enforce"
 )
 
+// TunnelDetection is the DNS tunnel detection action for the workloads a
+// policy selects (docs/detection.md): Off, Alert (report dns.tunnel.suspected)
+// or Block (Alert, plus the suspected registered domain is refused to the
+// workload for the quarantine period).
+//
+// +kubebuilder:validation:Enum=Off;Alert;Block
+type TunnelDetection string
+
+const (
+	// TunnelDetectionOff tracks nothing for the selected workloads.
+	TunnelDetectionOff TunnelDetection = "Off"
+	// TunnelDetectionAlert reports suspected tunnels.
+	TunnelDetectionAlert TunnelDetection = "Alert"
+	// TunnelDetectionBlock reports and quarantines suspected tunnels.
+	TunnelDetectionBlock TunnelDetection = "Block"
+)
+
 // Protocol is a transport protocol.
 //
 // +kubebuilder:validation:Enum=TCP;UDP;SCTP
@@ -242,6 +259,12 @@ type ClusterFirewallPolicySpec struct {
 	Mode Mode `json:"mode,omitempty"`
 	// Subject selects the workloads the policy applies to.
 	Subject Subject `json:"subject"`
+	// TunnelDetection sets the DNS tunnel detection action (Off, Alert,
+	// Block) of the selected workloads; unset leaves it to other policies and
+	// the node default. An Admin-tier setting overrides namespaced policies;
+	// a Baseline-tier one applies only where no namespaced policy sets it.
+	// +optional
+	TunnelDetection TunnelDetection `json:"tunnelDetection,omitempty"`
 	// Ingress rules, evaluated in order; first match wins.
 	// +optional
 	// +kubebuilder:validation:MaxItems=256
@@ -268,6 +291,29 @@ type PolicyStatus struct {
 	// +listType=map
 	// +listMapKey=type
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
+	// Nodes reports, per node running egressd, the policy generation that node
+	// has programmed into its kernel. Each agent writes only its own entry
+	// (server-side apply with a per-node field manager); the Programmed
+	// condition summarises them.
+	// +optional
+	// +listType=map
+	// +listMapKey=nodeName
+	Nodes []NodeStatus `json:"nodes,omitempty"`
+}
+
+// NodeStatus is one node's programming state of a policy.
+//
+// +kubebuilder:object:generate=true
+type NodeStatus struct {
+	// NodeName is the node the entry belongs to.
+	// +required
+	NodeName string `json:"nodeName"`
+	// ObservedGeneration is the policy generation programmed on the node.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+	// LastProgrammedTime is when the node last programmed the policy.
+	// +optional
+	LastProgrammedTime metav1.Time `json:"lastProgrammedTime,omitempty"`
 }
 
 // ClusterFirewallPolicy is a cluster-scoped policy in the Admin or Baseline tier.
@@ -282,6 +328,7 @@ type PolicyStatus struct {
 // +kubebuilder:printcolumn:name="Priority",type=integer,JSONPath=`.spec.priority`
 // +kubebuilder:printcolumn:name="Mode",type=string,JSONPath=`.spec.mode`
 // +kubebuilder:printcolumn:name="Accepted",type=string,JSONPath=`.status.conditions[?(@.type=="Accepted")].status`
+// +kubebuilder:printcolumn:name="Programmed",type=string,JSONPath=`.status.conditions[?(@.type=="Programmed")].message`,priority=1
 // +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Invalid")].reason`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type ClusterFirewallPolicy struct {
@@ -319,6 +366,11 @@ type FirewallPolicySpec struct {
 	// rule matches for the selected pods.
 	// +optional
 	Lookups LookupMode `json:"lookups,omitempty"`
+	// TunnelDetection sets the DNS tunnel detection action (Off, Alert,
+	// Block) of the selected pods; unset leaves it to other policies and the
+	// node default. When several policies set it, the strictest applies.
+	// +optional
+	TunnelDetection TunnelDetection `json:"tunnelDetection,omitempty"`
 	// Ingress rules. Present (even empty) isolates the pods for ingress.
 	// +optional
 	// +kubebuilder:validation:MaxItems=256
@@ -338,6 +390,7 @@ type FirewallPolicySpec struct {
 // +kubebuilder:subresource:status
 // +kubebuilder:printcolumn:name="Mode",type=string,JSONPath=`.spec.mode`
 // +kubebuilder:printcolumn:name="Lookups",type=string,JSONPath=`.spec.lookups`
+// +kubebuilder:printcolumn:name="Programmed",type=string,JSONPath=`.status.conditions[?(@.type=="Programmed")].message`,priority=1
 // +kubebuilder:printcolumn:name="Accepted",type=string,JSONPath=`.status.conditions[?(@.type=="Accepted")].status`
 // +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Invalid")].reason`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`

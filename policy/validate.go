@@ -116,6 +116,8 @@ func compileClusterFirewallPolicy(p *ClusterFirewallPolicy) (*compiledPolicy, er
 	var e field.ErrorList
 	cp.audit, e = compileMode(spec.Child("mode"), p.Spec.Mode)
 	errs = append(errs, e...)
+	cp.tunnel, e = compileTunnelDetection(spec.Child("tunnelDetection"), p.Spec.TunnelDetection)
+	errs = append(errs, e...)
 	cp.nsSel, e = compileSelector(spec.Child("subject", "namespaceSelector"), &p.Spec.Subject.NamespaceSelector)
 	errs = append(errs, e...)
 	cp.podSel, e = compileSelector(spec.Child("subject", "podSelector"), p.Spec.Subject.PodSelector)
@@ -145,6 +147,8 @@ func compileFirewallPolicy(p *FirewallPolicy) (*compiledPolicy, error) {
 	default:
 		errs = append(errs, field.NotSupported(spec.Child("lookups"), p.Spec.Lookups, []string{string(LookupsObserve), string(LookupsEnforce)}))
 	}
+	cp.tunnel, e = compileTunnelDetection(spec.Child("tunnelDetection"), p.Spec.TunnelDetection)
+	errs = append(errs, e...)
 	cp.podSel, e = compileSelector(spec.Child("podSelector"), &p.Spec.PodSelector)
 	errs = append(errs, e...)
 	cp.isolates[dirIndex(Ingress)] = p.Spec.Ingress != nil

@@ -58,6 +58,8 @@ func TestValidationRejectsWithFieldPath(t *testing.T) {
 		{"from in an egress rule", fp + "  podSelector: {}\n  egress: [{action: Allow, from: [{namespaces: {}}]}]\n", "spec.egress[0].from", "to"},
 		{"bad mode", fp + "  podSelector: {}\n  mode: DryRun\n", "spec.mode", "supported values"},
 		{"bad lookups mode", fp + "  podSelector: {}\n  lookups: Block\n", "spec.lookups", "supported values"},
+		{"bad tunnel detection", fp + "  podSelector: {}\n  tunnelDetection: Quarantine\n", "spec.tunnelDetection", "supported values"},
+		{"bad cluster tunnel detection", cfp + subj + "  tunnelDetection: on\n", "spec.tunnelDetection", "supported values"},
 		{"bad tier", cfp + "  tier: Namespaced\n  priority: 1\n  subject: {namespaceSelector: {}}\n", "spec.tier", "supported values"},
 		{"missing tier", cfp + "  priority: 1\n  subject: {namespaceSelector: {}}\n", "spec.tier", "Required"},
 		{"negative priority", cfp + "  tier: Admin\n  priority: -1\n  subject: {namespaceSelector: {}}\n", "spec.priority", "between 0 and 1000"},
