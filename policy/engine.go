@@ -321,7 +321,12 @@ func linearFinder(dir Direction, match func(*compiledRule) bool) ruleFinder {
 
 // evaluate runs the tier pipeline for one direction.
 func (e *Engine) evaluate(t *tiers, self endpoint, dir Direction, remote endpoint, port int32, proto Protocol) Outcome {
-	find := linearFinder(dir, func(r *compiledRule) bool { return e.ruleMatches(r, self, remote, port, proto) })
+	return e.evaluateWith(t, linearFinder(dir, func(r *compiledRule) bool { return e.ruleMatches(r, self, remote, port, proto) }))
+}
+
+// evaluateWith runs the tier pipeline with find (DecideFor, l7.go, matches
+// FQDN peers by one name).
+func (e *Engine) evaluateWith(t *tiers, find ruleFinder) Outcome {
 	if out, decided, pass := firstMatchTier(t.admin, TierAdmin, find); decided && !pass {
 		return out
 	}
