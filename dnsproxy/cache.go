@@ -1,6 +1,7 @@
 package dnsproxy
 
 import (
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -131,11 +132,24 @@ func (c *cache) get(key string, now time.Time) (m *dns.Msg, fresh, ok bool) {
 // put stores an upstream answer when it is cacheable and returns the message
 // as stored (TTLs clamped), or m unchanged when it is not cached.
 func (c *cache) put(key string, m *dns.Msg, now time.Time) *dns.Msg {
-	ttl, ok := c.lifetime(m)
+	stored, ttl, ok := c.prepare(m)
 	if !ok {
 		return m
 	}
-	var stored *dns.Msg
+	if ttl == 0 || c.lru == nil {
+		return stored
+	}
+	c.add(key, &cacheEntry{msg: stored, stored: now, ttl: ttl, expires: now.Add(time.Duration(ttl) * time.Second)})
+	return stored
+}
+
+// prepare returns the message to store for an answer (TTLs clamped) and its
+// lifetime; ok is false when the answer is not cacheable.
+func (c *cache) prepare(m *dns.Msg) (stored *dns.Msg, ttl uint32, ok bool) {
+	ttl, ok = c.lifetime(m)
+	if !ok {
+		return nil, 0, false
+	}
 	if m.Rcode == dns.RcodeSuccess && len(m.Answer) > 0 {
 		// Positive: TTLs clamped; the lifetime is the least of them.
 		stored = copyWithTTL(m, func(t uint32) uint32 { return min(max(t, c.s.minTTL), c.s.maxTTL) })
@@ -149,15 +163,70 @@ func (c *cache) put(key string, m *dns.Msg, now time.Time) *dns.Msg {
 		// Negative: no record outlives the negative TTL.
 		stored = copyWithTTL(m, func(t uint32) uint32 { return min(t, ttl) })
 	}
-	if ttl == 0 || c.lru == nil {
-		return stored
-	}
-	e := &cacheEntry{msg: stored, stored: now, ttl: ttl, expires: now.Add(time.Duration(ttl) * time.Second)}
+	return stored, ttl, true
+}
+
+func (c *cache) add(key string, e *cacheEntry) {
 	c.mu.Lock()
 	c.lru.Add(key, e)
 	c.idx[key] = e
 	c.mu.Unlock()
-	return stored
+}
+
+// snapshot returns the entries to checkpoint at now, least recently used
+// first: the most recently used ones whose packed answers fit in maxBytes,
+// fresh ones and, with serve-stale, stale ones still inside the window.
+func (c *cache) snapshot(now time.Time, maxBytes int) []CachedAnswer {
+	if c.lru == nil || maxBytes <= 0 {
+		return nil
+	}
+	keys := c.lru.Keys() // least recently used first
+	var out []CachedAnswer
+	size := 0
+	for i := len(keys) - 1; i >= 0; i-- {
+		e, ok := c.lru.Peek(keys[i])
+		if !ok || !now.Before(e.expires.Add(c.s.ServeStale)) {
+			continue
+		}
+		b, err := copyWithTTL(e.msg, func(t uint32) uint32 { return t }).Pack()
+		if err != nil {
+			continue
+		}
+		if size += len(b) + 96; size > maxBytes { // + the JSON around it
+			break
+		}
+		k := keys[i]
+		out = append(out, CachedAnswer{Msg: b, Flags: k[len(k)-1], Stored: e.stored.UTC(), Expires: e.expires.UTC()})
+	}
+	slices.Reverse(out)
+	return out
+}
+
+// restore puts a checkpointed answer back, cached at stored: its TTLs count
+// down from then. The expiry is the least of the one recorded and the one
+// this process's clamps give. It reports whether the answer was restored: not
+// when it is not cacheable, has expired beyond the serve-stale window, or a
+// fresher answer is cached already.
+func (c *cache) restore(key string, m *dns.Msg, stored, expires, now time.Time) bool {
+	if c.lru == nil {
+		return false
+	}
+	msg, ttl, ok := c.prepare(m)
+	if !ok || ttl == 0 {
+		return false
+	}
+	exp := stored.Add(time.Duration(ttl) * time.Second)
+	if expires.Before(exp) {
+		exp = expires
+	}
+	if !now.Before(exp.Add(c.s.ServeStale)) {
+		return false
+	}
+	if cur, ok := c.lru.Peek(key); ok && !cur.expires.Before(exp) {
+		return false
+	}
+	c.add(key, &cacheEntry{msg: msg, stored: stored, ttl: ttl, expires: exp})
+	return true
 }
 
 // lifetime says whether m may be cached and, for negative answers, for how

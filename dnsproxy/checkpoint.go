@@ -11,21 +11,47 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/miekg/dns"
+
 	"github.com/egressd/egressd/ipset"
 	"github.com/egressd/egressd/policy"
 )
 
-// CheckpointVersion is the format version of Checkpoint.
-const CheckpointVersion = 1
+// CheckpointVersion is the format version of Checkpoint. Version 1 (the
+// name → IP state without the cache) is still read.
+const CheckpointVersion = 2
+
+// CheckpointFormat names the format in every checkpoint file, so that a file
+// that is not a resolver checkpoint is recognised as foreign.
+const CheckpointFormat = "egressd.dnsproxy.checkpoint"
+
+// MaxCheckpointFile is the largest checkpoint file ReadCheckpoint accepts.
+const MaxCheckpointFile = 256 << 20
 
 // Checkpoint is the resolver state a new process takes over from the old one
 // (the agent's --state-file): every address handed to a workload for a name,
-// with the time its kernel set entry expires.
+// with the time its kernel set entry expires, and the answer cache.
 type Checkpoint struct {
+	Format  string            `json:"format,omitempty"` // CheckpointFormat (absent in version 1)
 	Version int               `json:"version"`
 	Written time.Time         `json:"written"`
 	PID     int               `json:"pid"`
 	Entries []CheckpointEntry `json:"entries"`
+	// Cache holds the cached answers, least recently used first (version 2).
+	Cache []CachedAnswer `json:"cache,omitempty"`
+}
+
+// CachedAnswer is one cached answer (positive or negative) in a checkpoint.
+type CachedAnswer struct {
+	// Msg is the answer as stored: packed, TTLs as clamped when it was cached.
+	Msg []byte `json:"msg"`
+	// Flags are the query flags of the cache key: 1 RD, 2 CD, 4 DO.
+	Flags uint8 `json:"flags"`
+	// Stored is when the answer was cached (its TTLs count down from then);
+	// Expires is when it stops being fresh (absolute). An expired answer is
+	// only in a checkpoint while serve-stale may still serve it.
+	Stored  time.Time `json:"stored"`
+	Expires time.Time `json:"expires"`
 }
 
 // CheckpointEntry is one (workload, name, address) with its expiry.
@@ -36,12 +62,16 @@ type CheckpointEntry struct {
 	Expires  time.Time  `json:"expires"`
 }
 
-// Checkpoint returns the current name → IP state.
+// Checkpoint returns the current name → IP state and the answer cache (at
+// most Config.CheckpointCacheBytes of packed answers, the most recently used
+// ones; stale answers only with serve-stale).
 func (srv *Server) Checkpoint() Checkpoint {
-	cp := Checkpoint{Version: CheckpointVersion, Written: srv.now().UTC(), PID: os.Getpid()}
+	now := srv.now()
+	cp := Checkpoint{Format: CheckpointFormat, Version: CheckpointVersion, Written: now.UTC(), PID: os.Getpid()}
 	for _, t := range srv.Tracked() {
 		cp.Entries = append(cp.Entries, CheckpointEntry{t.Workload.String(), t.Name, t.IP, t.Expires.UTC()})
 	}
+	cp.Cache = srv.cache.snapshot(now, srv.s.CheckpointCacheBytes)
 	return cp
 }
 
@@ -87,12 +117,20 @@ func ReadCheckpoint(path string) (Checkpoint, error) {
 	if err != nil {
 		return Checkpoint{}, err
 	}
+	if len(b) > MaxCheckpointFile {
+		return Checkpoint{}, fmt.Errorf("dnsproxy: checkpoint %s: %d bytes, more than the %d accepted", path, len(b), MaxCheckpointFile)
+	}
 	var cp Checkpoint
 	if err := json.Unmarshal(b, &cp); err != nil {
-		return Checkpoint{}, fmt.Errorf("dnsproxy: checkpoint %s: %w", path, err)
+		return Checkpoint{}, fmt.Errorf("dnsproxy: checkpoint %s: not a checkpoint (corrupt?): %w", path, err)
 	}
-	if cp.Version != CheckpointVersion {
-		return Checkpoint{}, fmt.Errorf("dnsproxy: checkpoint %s: version %d, want %d", path, cp.Version, CheckpointVersion)
+	switch {
+	case cp.Version == 1 && cp.Format == "" && len(cp.Cache) == 0:
+		// the name → IP state of a previous release
+	case cp.Format != CheckpointFormat:
+		return Checkpoint{}, fmt.Errorf("dnsproxy: checkpoint %s: format %q, want %q (not a resolver checkpoint)", path, cp.Format, CheckpointFormat)
+	case cp.Version != CheckpointVersion:
+		return Checkpoint{}, fmt.Errorf("dnsproxy: checkpoint %s: version %d, want %d or 1", path, cp.Version, CheckpointVersion)
 	}
 	return cp, nil
 }
@@ -104,6 +142,7 @@ func ReadCheckpoint(path string) (Checkpoint, error) {
 // written again into the kernel sets of the rules that allow it now, with the
 // time it has left (the entries usually survived in the kernel; this covers a
 // table that was recreated). It returns the number of entries restored.
+// The cached answers are restored separately (RestoreCache).
 func (srv *Server) Restore(ctx context.Context, cp Checkpoint) (int, error) {
 	now := srv.now()
 	var ops []ipset.Op
@@ -157,4 +196,27 @@ func (srv *Server) Restore(ctx context.Context, cp Checkpoint) (int, error) {
 		}
 	}
 	return n, nil
+}
+
+// RestoreCache puts the cached answers of a checkpoint back into the cache,
+// with the TTLs they have left (an answer cached 20s ago with TTL 60 is served
+// with TTL 40): answers that expired (beyond the serve-stale window), that do
+// not parse or whose question is not a plain IN question are dropped, and an
+// answer cached since by this process is kept. TTLs are clamped again with
+// this process's settings. It returns the number of answers restored.
+func (srv *Server) RestoreCache(cp Checkpoint) int {
+	now := srv.now()
+	n := 0
+	for _, ca := range cp.Cache {
+		m := new(dns.Msg)
+		if err := m.Unpack(ca.Msg); err != nil || !m.Response || len(m.Question) != 1 ||
+			m.Question[0].Qclass != dns.ClassINET || ca.Flags > 7 || ca.Stored.After(now) {
+			continue
+		}
+		key := cacheKey(m.Question[0], ca.Flags&1 != 0, ca.Flags&2 != 0, ca.Flags&4 != 0)
+		if srv.cache.restore(key, m, ca.Stored, ca.Expires, now) {
+			n++
+		}
+	}
+	return n
 }

@@ -92,6 +92,10 @@ type Config struct {
 	ServeStale time.Duration
 	// StaleTTL is the TTL of stale answers (default 30s).
 	StaleTTL time.Duration
+	// CheckpointCacheBytes bounds the cached answers a checkpoint carries
+	// (packed size, most recently used first; default 32 MiB, negative: the
+	// cache is not checkpointed).
+	CheckpointCacheBytes int
 
 	// RateLimit is the per-client query rate in queries per second (token
 	// bucket; 0 disables). Queries beyond it are answered REFUSED.
@@ -167,6 +171,9 @@ func (c Config) Defaults() Config {
 	}
 	if c.CacheSize == 0 {
 		c.CacheSize = 10000
+	}
+	if c.CheckpointCacheBytes == 0 {
+		c.CheckpointCacheBytes = 32 << 20
 	}
 	if c.RateLimit > 0 && c.RateBurst == 0 {
 		c.RateBurst = max(1, int(2*c.RateLimit))

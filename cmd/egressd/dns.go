@@ -152,17 +152,22 @@ func (c *checkpointer) merge(ctx context.Context) {
 	}
 	st, err := dnsproxy.ReadCheckpoint(c.path)
 	if err != nil {
-		c.a.log.Warn("state file unreadable; starting without it", "path", c.path, "err", err)
+		// Corrupt, foreign or from a future release: a cold start (the kernel
+		// set entries of the previous process expire on their own).
+		c.a.log.Error("state file unusable; starting without its name → IP state and cache", "path", c.path, "err", err)
+		c.written = fi.ModTime() // logged once, until the file changes
 		return
 	}
 	if st.PID == os.Getpid() {
 		return
 	}
+	cached := c.srv.RestoreCache(st)
 	n, err := c.srv.Restore(ctx, st)
 	if err != nil {
 		c.a.log.Warn("restoring state", "path", c.path, "err", err)
 	}
-	c.a.log.Info("state restored", "path", c.path, "entries", n, "of", len(st.Entries), "from-pid", st.PID, "written", st.Written)
+	c.a.log.Info("state restored", "path", c.path, "entries", n, "of", len(st.Entries),
+		"cached-answers", cached, "of-cached", len(st.Cache), "from-pid", st.PID, "written", st.Written)
 }
 
 func (c *checkpointer) write() {
