@@ -3,9 +3,11 @@ package dnsproxy
 import (
 	"context"
 	"net/netip"
+	"strings"
 
 	"github.com/miekg/dns"
 
+	"github.com/egressd/egressd/dnsproxy/tunnel"
 	"github.com/egressd/egressd/policy"
 )
 
@@ -37,6 +39,37 @@ type TunnelVerdict struct {
 	Score    float64
 	Reason   string
 	Features map[string]float64
+}
+
+// TunnelActions returns a per-workload action for tunnel.Config.ActionFor:
+// the one the policies' spec.tunnelDetection set for the workload
+// ("namespace/name"; policy.Engine.TunnelDetection, cached per store
+// generation, no allocation), or false when none does (the node default
+// applies). Keys without a "/" (clients that are not workloads) take the
+// default. A nil engine returns nil.
+func TunnelActions(eng *policy.Engine) func(workload string) (tunnel.Action, bool) {
+	if eng == nil {
+		return nil
+	}
+	return func(workload string) (tunnel.Action, bool) {
+		ns, name, ok := strings.Cut(workload, "/")
+		if !ok {
+			return tunnel.Off, false
+		}
+		ts, ok := eng.TunnelDetection(policy.WorkloadKey{Namespace: ns, Name: name})
+		if !ok {
+			return tunnel.Off, false
+		}
+		switch ts.Action {
+		case policy.TunnelDetectionOff:
+			return tunnel.Off, true
+		case policy.TunnelDetectionAlert:
+			return tunnel.Alert, true
+		case policy.TunnelDetectionBlock:
+			return tunnel.Block, true
+		}
+		return tunnel.Off, false
+	}
 }
 
 // TunnelReporter is implemented by Reporters that take tunnel events

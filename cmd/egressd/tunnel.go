@@ -34,16 +34,16 @@ func registerTunnelFlags(fs *flag.FlagSet, c *config) {
 	fs.Var(listFlag{&c.TunnelAllow}, "tunnel-allow", "registered domain never scored by tunnel detection, besides the built-in anti-virus/DNSBL list; repeatable")
 }
 
-// tunnelDetector returns the resolver's tunnel hook (nil when Off).
+// tunnelDetector returns the resolver's tunnel hook. The flag sets the node
+// default; policies' spec.tunnelDetection override it per workload (through
+// the engine), so the detector exists even when the default is Off.
 func (a *agent) tunnelDetector() dnsproxy.TunnelDetector {
-	if a.cfg.TunnelDetection == tunnel.Off {
-		return nil
-	}
 	d := tunnel.New(tunnel.Config{
-		Action: a.cfg.TunnelDetection, ActionSet: true, Allow: a.cfg.TunnelAllow,
+		Action: a.cfg.TunnelDetection, ActionSet: true, ActionFor: dnsproxy.TunnelActions(a.engine),
+		Allow:         a.cfg.TunnelAllow,
 		ClusterDomain: a.cfg.ClusterDomain, SearchDomains: a.cfg.SearchDomains,
 	})
-	a.log.Info("DNS tunnel detection", "action", a.cfg.TunnelDetection.String())
+	a.log.Info("DNS tunnel detection", "default", a.cfg.TunnelDetection.String(), "perWorkload", "policy spec.tunnelDetection")
 	return tunnelHook{d}
 }
 
@@ -51,9 +51,11 @@ func (a *agent) tunnelDetector() dnsproxy.TunnelDetector {
 // are not known workloads are tracked by address.
 type tunnelHook struct{ d *tunnel.Detector }
 
+// tunnelKey is the detector's key: the workload ("namespace/name"), or
+// "client:<address>" (no "/", so never taken for a workload).
 func tunnelKey(workload string, client netip.Addr) string {
 	if workload == "" {
-		return "client/" + client.String()
+		return "client:" + client.String()
 	}
 	return workload
 }

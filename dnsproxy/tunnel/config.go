@@ -49,10 +49,17 @@ func ParseAction(s string) (Action, error) {
 // (docs/detection.md explains each).
 type Config struct {
 	// Action is the cluster/node default (default Alert; set ActionSet to use
-	// Off explicitly). ActionFor, when set, overrides it per namespace.
+	// Off explicitly).
 	Action    Action
 	ActionSet bool
-	ActionFor func(namespace string) (Action, bool)
+	// ActionFor, when set, overrides Action per workload: it gets the
+	// workload key the detector was given ("namespace/name", or whatever the
+	// caller uses for clients that are not workloads) and returns the action
+	// and true, or false when the default applies. It is called once or twice
+	// per query (Blocked and Observe), so it must be cheap and must not
+	// allocate; the agent feeds it from policy.Engine.TunnelDetection (cached
+	// per store generation).
+	ActionFor func(workload string) (Action, bool)
 
 	// Threshold is the score at which a pair is suspected (default 1).
 	Threshold float64

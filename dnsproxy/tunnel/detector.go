@@ -78,7 +78,7 @@ type Verdict struct {
 	Suspected bool
 	// Blocked: the action is Block and the pair is now quarantined.
 	Blocked bool
-	// Action in force for the workload's namespace.
+	// Action in force for the workload.
 	Action Action
 	// Domain is the registered domain (empty when the name was ignored).
 	Domain string
@@ -132,11 +132,11 @@ func normalize(s string) string {
 	return strings.Trim(strings.ToLower(strings.TrimSpace(s)), ".")
 }
 
-// ActionFor returns the action in force for a workload ("namespace/name").
+// ActionFor returns the action in force for a workload: Config.ActionFor's
+// when it sets one, else the default Config.Action.
 func (d *Detector) ActionFor(workload string) Action {
 	if d.c.ActionFor != nil {
-		ns, _, _ := strings.Cut(workload, "/")
-		if a, ok := d.c.ActionFor(ns); ok {
+		if a, ok := d.c.ActionFor(workload); ok {
 			return a
 		}
 	}
@@ -197,9 +197,11 @@ func (d *Detector) key(workload, domain string) uint64 {
 func (d *Detector) shardOf(k uint64) *shard { return &d.shards[k>>60&(nShards-1)] }
 
 // Blocked reports whether lookups of qname by workload are refused because the
-// pair is quarantined, with the reason for the Extended DNS Error.
+// pair is quarantined, with the reason for the Extended DNS Error. Only
+// workloads whose action is Block now are refused: a quarantine ends early
+// when the workload's action changes to Alert or Off.
 func (d *Detector) Blocked(workload, qname string) (bool, string) {
-	if d.c.Action == Off && d.c.ActionFor == nil {
+	if d.ActionFor(workload) != Block {
 		return false, ""
 	}
 	domain, _, _, ok := d.RegisteredDomain(qname)
