@@ -63,6 +63,8 @@ type Options struct {
 	// DNSService is the cluster DNS Service, "namespace/name" (default
 	// kube-system/kube-dns).
 	DNSService string
+	// NoDNSService: do not watch a cluster DNS Service (DNSServiceIPs is empty).
+	NoDNSService bool
 	// Status enables the policy status writer (see StatusOptions).
 	Status StatusOptions
 	// Resync is the informers' resync period (0: none; the worker is level-triggered
@@ -100,9 +102,11 @@ type Source struct {
 	pods, nss, netpols, services cache.SharedIndexInformer
 	fwps, cfwps                  cache.SharedIndexInformer
 
-	queue  workqueue.TypedRateLimitingInterface[key]
-	synced atomic.Bool
-	status *statusWriter
+	queue      workqueue.TypedRateLimitingInterface[key]
+	synced     atomic.Bool
+	status     *statusWriter
+	nodeStatus *nodeStatus // this node's status.nodes entries (nodestatus.go)
+	nodeWrites atomic.Int64
 
 	mu sync.Mutex
 	// applied is the generation of each policy in the store (or rejected at
@@ -110,6 +114,8 @@ type Source struct {
 	applied map[policy.PolicyRef]int64
 	// invalid holds the validation error of each rejected policy.
 	invalid map[policy.PolicyRef]error
+	// inStore is the generation of the version of each policy the Store holds.
+	inStore map[policy.PolicyRef]int64
 	dnsIPs  []netip.Addr
 	// eventTimes records when each queued key was first seen since it was last
 	// handled (for latency metrics).
@@ -147,6 +153,7 @@ func NewForClients(kc kubernetes.Interface, dc dynamic.Interface, store *policy.
 		store: store, opts: opts, log: opts.Log, kube: kc, dyn: dc,
 		applied:    map[policy.PolicyRef]int64{},
 		invalid:    map[policy.PolicyRef]error{},
+		inStore:    map[policy.PolicyRef]int64{},
 		eventTimes: map[key]time.Time{},
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
 			workqueue.NewTypedItemExponentialFailureRateLimiter[key](50*time.Millisecond, 30*time.Second),
@@ -162,7 +169,9 @@ func NewForClients(kc kubernetes.Interface, dc dynamic.Interface, store *policy.
 	s.pods = s.factory.Core().V1().Pods().Informer()
 	s.nss = s.factory.Core().V1().Namespaces().Informer()
 	s.netpols = s.factory.Networking().V1().NetworkPolicies().Informer()
-	s.services = s.svcFact.Core().V1().Services().Informer()
+	if !opts.NoDNSService {
+		s.services = s.svcFact.Core().V1().Services().Informer()
+	}
 	s.fwps = s.dynFact.ForResource(FirewallPolicies).Informer()
 	s.cfwps = s.dynFact.ForResource(ClusterFirewallPolicies).Informer()
 	// Pods only carry what the Store needs: drop managed fields and most of the
@@ -172,7 +181,9 @@ func NewForClients(kc kubernetes.Interface, dc dynamic.Interface, store *policy.
 		kindPod: s.pods, kindNS: s.nss, kindNetpol: s.netpols, kindService: s.services,
 		kindFWP: s.fwps, kindCFWP: s.cfwps,
 	} {
-		kind := kind
+		if inf == nil {
+			continue
+		}
 		if _, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
 			AddFunc:    func(o any) { s.enqueue(kind, o) },
 			UpdateFunc: func(_, o any) { s.enqueue(kind, o) },
@@ -183,6 +194,9 @@ func NewForClients(kc kubernetes.Interface, dc dynamic.Interface, store *policy.
 	}
 	if opts.Status.Enabled {
 		s.status = newStatusWriter(s, opts.Status)
+		if opts.NodeName != "" {
+			s.nodeStatus = newNodeStatus(s, opts.NodeName)
+		}
 	}
 	return s, nil
 }
@@ -245,8 +259,12 @@ func (s *Source) Run(ctx context.Context, onChange func()) error {
 		s.dynFact.Shutdown()
 	}()
 	start := time.Now()
-	if !cache.WaitForCacheSync(ctx.Done(), s.pods.HasSynced, s.nss.HasSynced, s.netpols.HasSynced,
-		s.services.HasSynced, s.fwps.HasSynced, s.cfwps.HasSynced) {
+	syncs := []cache.InformerSynced{s.pods.HasSynced, s.nss.HasSynced, s.netpols.HasSynced,
+		s.fwps.HasSynced, s.cfwps.HasSynced}
+	if s.services != nil {
+		syncs = append(syncs, s.services.HasSynced)
+	}
+	if !cache.WaitForCacheSync(ctx.Done(), syncs...) {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
@@ -263,6 +281,12 @@ func (s *Source) Run(ctx context.Context, onChange func()) error {
 	}
 	if s.status != nil {
 		go s.status.run(ctx)
+	}
+	if s.nodeStatus != nil {
+		go s.nodeStatus.run(ctx)
+		if ns := s.opts.Status.LeaseNamespace; ns != "" {
+			go s.agentLease(ctx, ns, s.opts.NodeName, s.status.opts.NodeLeaseDuration)
+		}
 	}
 	for s.processBatch(ctx, onChange) {
 	}
@@ -337,6 +361,9 @@ func (s *Source) sync(k key) (bool, error) {
 	case kindNetpol:
 		inf = s.netpols
 	case kindService:
+		if s.services == nil {
+			return false, nil
+		}
 		inf = s.services
 	case kindFWP:
 		inf = s.fwps
@@ -504,10 +531,14 @@ func (s *Source) syncPolicy(k key, o any, exists bool) (bool, error) {
 		s.mu.Lock()
 		delete(s.applied, ref)
 		delete(s.invalid, ref)
+		delete(s.inStore, ref)
 		s.mu.Unlock()
 		s.store.DeletePolicy(ref)
 		if s.status != nil {
 			s.status.forget(ref)
+		}
+		if s.nodeStatus != nil {
+			s.nodeStatus.forget(ref)
 		}
 		return true, nil
 	}
@@ -550,6 +581,9 @@ func (s *Source) syncPolicy(k key, o any, exists bool) (bool, error) {
 		s.invalid[ref] = err
 	} else {
 		delete(s.invalid, ref)
+		if k.kind != kindNetpol {
+			s.inStore[ref] = gen
+		}
 	}
 	s.mu.Unlock()
 	s.requestStatus(ref)
@@ -585,8 +619,14 @@ func (s *Source) seen(ref policy.PolicyRef, gen int64) bool {
 }
 
 func (s *Source) requestStatus(ref policy.PolicyRef) {
-	if s.status != nil && ref.Kind != kindNetpol {
+	if ref.Kind == kindNetpol {
+		return
+	}
+	if s.status != nil {
 		s.status.enqueue(ref)
+	}
+	if s.nodeStatus != nil {
+		s.nodeStatus.check(ref)
 	}
 }
 

@@ -2,10 +2,14 @@ package kube
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
+	"slices"
+	"sort"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -13,6 +17,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/leaderelection"
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
 	"k8s.io/client-go/util/workqueue"
@@ -43,12 +50,22 @@ type StatusOptions struct {
 	// LeaseDuration, RenewDeadline and RetryPeriod of the leader election
 	// (defaults 15s, 10s, 2s).
 	LeaseDuration, RenewDeadline, RetryPeriod time.Duration
+	// NodeLeaseDuration of the per-node agent Leases (default 40s, renewed every
+	// quarter of it): a node counts for the Programmed condition while its Lease
+	// is unexpired; its status.nodes entries are pruned once the Lease expired
+	// and the entry is older than this duration.
+	NodeLeaseDuration time.Duration
 }
 
 // Condition reasons.
 const (
 	ReasonValid       = "Valid"
 	ReasonDecodeError = "DecodeError"
+	// Programmed: True/Programmed when every node runs metadata.generation,
+	// False/Pending when some do not yet, False/Invalid for an invalid policy.
+	ReasonProgrammed = "Programmed"
+	ReasonPending    = "Pending"
+	ReasonInvalid    = "Invalid"
 )
 
 type statusWriter struct {
@@ -57,6 +74,11 @@ type statusWriter struct {
 	queue   workqueue.TypedRateLimitingInterface[policy.PolicyRef]
 	leading atomic.Bool
 	writes  atomic.Int64
+
+	leaseFact informers.SharedInformerFactory
+	leases    cache.SharedIndexInformer // agent Leases; nil without a lease namespace
+	liveMu    sync.Mutex
+	lastLive  []string
 }
 
 func newStatusWriter(src *Source, opts StatusOptions) *statusWriter {
@@ -81,10 +103,36 @@ func newStatusWriter(src *Source, opts StatusOptions) *statusWriter {
 	if opts.RetryPeriod == 0 {
 		opts.RetryPeriod = 2 * time.Second
 	}
-	return &statusWriter{src: src, opts: opts,
+	if opts.NodeLeaseDuration < time.Second {
+		opts.NodeLeaseDuration = 40 * time.Second
+	}
+	w := &statusWriter{src: src, opts: opts,
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
 			workqueue.NewTypedItemExponentialFailureRateLimiter[policy.PolicyRef](100*time.Millisecond, time.Minute),
 			workqueue.TypedRateLimitingQueueConfig[policy.PolicyRef]{Name: "egressd-status"}),
+	}
+	if opts.LeaseNamespace != "" {
+		w.leaseFact, w.leases = newAgentLeaseInformer(src, opts.LeaseNamespace)
+		_, _ = w.leases.AddEventHandler(cache.ResourceEventHandlerFuncs{
+			AddFunc:    func(any) { w.checkLive() },
+			UpdateFunc: func(_, _ any) { w.checkLive() },
+			DeleteFunc: func(any) { w.checkLive() },
+		})
+	}
+	return w
+}
+
+// checkLive re-checks every policy when the set of nodes with a live agent
+// changed (a node joined, or its agent Lease expired).
+func (w *statusWriter) checkLive() {
+	live := w.liveNodes(time.Now())
+	w.liveMu.Lock()
+	changed := !slices.Equal(live, w.lastLive)
+	w.lastLive = live
+	w.liveMu.Unlock()
+	if changed && w.leading.Load() {
+		w.src.log.Info("policy status writer: nodes with an agent", "nodes", live)
+		w.queueAll()
 	}
 }
 
@@ -106,6 +154,24 @@ func (s *Source) StatusWrites() int64 {
 
 func (w *statusWriter) run(ctx context.Context) {
 	defer w.queue.ShutDown()
+	if w.leases != nil {
+		w.leaseFact.Start(ctx.Done())
+		defer w.leaseFact.Shutdown()
+		cache.WaitForCacheSync(ctx.Done(), w.leases.HasSynced)
+		go func() {
+			// Leases expire without an event.
+			t := time.NewTicker(max(w.opts.NodeLeaseDuration/8, 100*time.Millisecond))
+			defer t.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-t.C:
+					w.checkLive()
+				}
+			}
+		}()
+	}
 	go func() {
 		for w.processOne(ctx) {
 		}
@@ -148,6 +214,10 @@ func (w *statusWriter) run(ctx context.Context) {
 func (w *statusWriter) startLeading() {
 	w.leading.Store(true)
 	w.src.log.Info("policy status writer: writing policy status", "identity", w.opts.Identity)
+	w.queueAll()
+}
+
+func (w *statusWriter) queueAll() {
 	for _, inf := range []struct {
 		kind string
 		keys []string
@@ -242,7 +312,12 @@ func (w *statusWriter) write(ctx context.Context, ref policy.PolicyRef) error {
 		_ = runtime.DefaultUnstructuredConverter.FromUnstructured(st, &cur)
 	}
 	want := DesiredConditions(gen, verr)
-	same := true
+	prog, prune, recheck := w.programmed(u, gen, verr != nil, time.Now())
+	want = append(want, prog)
+	if recheck > 0 {
+		w.queue.AddAfter(ref, recheck)
+	}
+	same := len(prune) == 0
 	out := make([]metav1.Condition, 0, len(want))
 	for _, c := range want {
 		old := meta.FindStatusCondition(cur.Conditions, c.Type)
@@ -258,6 +333,9 @@ func (w *statusWriter) write(ctx context.Context, ref policy.PolicyRef) error {
 	}
 	if same {
 		return nil
+	}
+	if err := w.prune(ctx, ref, prune); err != nil {
+		return err
 	}
 	conds := make([]any, len(out))
 	for i := range out {
@@ -287,5 +365,96 @@ func (w *statusWriter) write(ctx context.Context, ref policy.PolicyRef) error {
 		return fmt.Errorf("apply status: %w", err)
 	}
 	w.writes.Add(1)
+	return nil
+}
+
+// programmed returns the Programmed condition of a policy at generation gen from
+// its status.nodes, the entries to prune (nodes whose agent Lease expired, with
+// an entry older than the node lease duration) and, when an entry will become
+// prunable later, after how long to look again.
+func (w *statusWriter) programmed(u *unstructured.Unstructured, gen int64, invalid bool, now time.Time) (metav1.Condition, []string, time.Duration) {
+	entries := nodeEntries(u)
+	live := w.liveNodes(now)
+	var prune []string
+	var recheck time.Duration
+	if live == nil { // no agent Leases: every node that reported counts
+		live = make([]string, 0, len(entries))
+		for n := range entries {
+			live = append(live, n)
+		}
+	} else {
+		for n, e := range entries {
+			if slices.Contains(live, n) {
+				continue
+			}
+			if age := now.Sub(e.at); age >= w.opts.NodeLeaseDuration {
+				prune = append(prune, n)
+			} else if d := w.opts.NodeLeaseDuration - age + 100*time.Millisecond; recheck == 0 || d < recheck {
+				recheck = d
+			}
+		}
+	}
+	done := 0
+	for _, n := range live {
+		if e, ok := entries[n]; ok && e.gen == gen {
+			done++
+		}
+	}
+	c := metav1.Condition{Type: policy.ConditionProgrammed, ObservedGeneration: gen,
+		Message: fmt.Sprintf("programmed on %d/%d nodes", done, len(live))}
+	switch {
+	case invalid:
+		c.Status, c.Reason = metav1.ConditionFalse, ReasonInvalid
+	case len(live) > 0 && done == len(live):
+		c.Status, c.Reason = metav1.ConditionTrue, ReasonProgrammed
+	default:
+		c.Status, c.Reason = metav1.ConditionFalse, ReasonPending
+	}
+	sort.Strings(prune)
+	return c, prune, recheck
+}
+
+// prune removes the status.nodes entries of gone nodes with a JSON patch whose
+// test operations make it fail (and be retried) when the list moved meanwhile.
+// The entries belong to the nodes' field managers, so an apply cannot drop them.
+func (w *statusWriter) prune(ctx context.Context, ref policy.PolicyRef, nodes []string) error {
+	if len(nodes) == 0 {
+		return nil
+	}
+	u, ok := w.src.cached(ref)
+	if !ok {
+		return nil
+	}
+	entries := nodeEntries(u)
+	idx := make([]int, 0, len(nodes))
+	name := map[int]string{}
+	for _, n := range nodes {
+		if e, ok := entries[n]; ok {
+			idx = append(idx, e.index)
+			name[e.index] = n
+		}
+	}
+	sort.Sort(sort.Reverse(sort.IntSlice(idx)))
+	var ops []map[string]any
+	for _, i := range idx {
+		p := fmt.Sprintf("/status/nodes/%d", i)
+		ops = append(ops,
+			map[string]any{"op": "test", "path": p + "/nodeName", "value": name[i]},
+			map[string]any{"op": "remove", "path": p})
+	}
+	body, err := json.Marshal(ops)
+	if err != nil {
+		return err
+	}
+	res := w.src.dyn.Resource(gvrOf(ref.Kind))
+	if ref.Namespace != "" {
+		_, err = res.Namespace(ref.Namespace).Patch(ctx, ref.Name, types.JSONPatchType, body, metav1.PatchOptions{}, "status")
+	} else {
+		_, err = res.Patch(ctx, ref.Name, types.JSONPatchType, body, metav1.PatchOptions{}, "status")
+	}
+	if err != nil {
+		return fmt.Errorf("prune status.nodes %v: %w", nodes, err)
+	}
+	w.src.log.Info("policy status writer: pruned nodes without an agent", "policy", ref.String(), "nodes", nodes)
 	return nil
 }
