@@ -35,6 +35,8 @@ const (
 	EventTunnelBlocked = "dns.tunnel.blocked"
 	// EventHTTPBlocked: the L7 proxy refused an HTTP request / CONNECT / TLS SNI.
 	EventHTTPBlocked = "http.egress.blocked"
+	// EventHTTPAudit: an L7 request an Audit-mode policy would have refused (it proceeded).
+	EventHTTPAudit = "http.egress.audit"
 	// EventPacketDenied: a packet dropped by the kernel dataplane (nflog).
 	EventPacketDenied = "packet.denied"
 )
@@ -42,7 +44,7 @@ const (
 // Events lists every known event name, in a stable order.
 var Events = []string{
 	EventLookupBlocked, EventLookupAudit, EventLookupAllowed,
-	EventTunnelSuspected, EventTunnelBlocked, EventHTTPBlocked, EventPacketDenied,
+	EventTunnelSuspected, EventTunnelBlocked, EventHTTPBlocked, EventHTTPAudit, EventPacketDenied,
 }
 
 // IsTunnel reports whether name is a tunnel-detection event (those carry Domain, Score

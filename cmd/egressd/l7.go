@@ -109,7 +109,7 @@ func (a *agent) startL7(ctx context.Context) (func(), error) {
 	if err := a.cfg.validateL7(); err != nil {
 		return nil, err
 	}
-	checker := &l7.Checker{Engine: a.engine, Plan: a.compiler.Plan, Resolve: a.nodeResolver()}
+	checker := &l7.Checker{Engine: a.engine, Resolve: a.nodeResolver()}
 	verdicts := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "egressd_l7_requests_total",
 		Help: "L7 proxy decisions by mode (http, connect, transparent-tls, transparent-http), verdict and reason.",
@@ -122,6 +122,7 @@ func (a *agent) startL7(ctx context.Context) (func(), error) {
 	hooks := l7.Hooks{
 		Logger:  a.log.With("component", "l7"),
 		Blocked: a.reportL7,
+		Audit:   a.reportL7,
 		Decided: func(m l7.Mode, allowed bool, reason string) {
 			v := "allowed"
 			if !allowed {
@@ -259,12 +260,21 @@ func (a *agent) nodeResolver() l7.Resolver {
 	}
 }
 
-// reportL7 maps a blocked request onto the telemetry event http.egress.blocked.
+// reportL7 maps a blocked request onto the telemetry event
+// http.egress.blocked, and an allowed one that Audit-mode policies would have
+// blocked onto http.egress.audit (with the audit verdict's reason, policy,
+// rule and tier).
 func (a *agent) reportL7(ctx context.Context, ev l7.Event) {
 	if a.events == nil {
 		return
 	}
-	v := ev.Verdict
+	name, v := telemetry.EventHTTPBlocked, ev.Verdict
+	if v.Allowed {
+		if v.Audit == nil {
+			return
+		}
+		name, v = telemetry.EventHTTPAudit, *v.Audit
+	}
 	attrs := map[string]string{
 		"server.address":    ev.Host,
 		"server.port":       strconv.Itoa(ev.Port),
@@ -275,7 +285,7 @@ func (a *agent) reportL7(ctx context.Context, ev l7.Event) {
 		attrs["destination.address"] = ev.Dst.String()
 	}
 	a.events.Report(ctx, telemetry.Event{
-		Event:    telemetry.EventHTTPBlocked,
+		Event:    name,
 		Workload: v.Workload.String(),
 		Client:   addrString(ev.Client),
 		QName:    ev.Host,

@@ -50,11 +50,6 @@ type Resolver func(ctx context.Context, host string) ([]netip.Addr, error)
 // Checker decides requests of workloads. Its fields are read-only after first use.
 type Checker struct {
 	Engine *policy.Engine
-	// Plan returns the compiled plan in force (policy.Compiler.Plan); it tells
-	// whether an allowing rule matched the address by an FQDN peer or
-	// otherwise (CIDR, pods, no peers). Nil: every allowing rule that does not
-	// match the name by FQDN counts as matching the address by another name.
-	Plan func() *policy.Plan
 	// Resolve resolves names; nil uses net.DefaultResolver.
 	Resolve Resolver
 }
@@ -81,6 +76,10 @@ type Verdict struct {
 	Policy string
 	Rule   string
 	Tier   string
+	// Audit is set on an allowed request that Audit-mode policies would have
+	// denied: their reason, policy, rule and tier (reported as
+	// http.egress.audit; the request proceeds).
+	Audit *Verdict
 }
 
 // Describe is the one-line reason given to clients: "<reason> by <policy>".
@@ -113,13 +112,15 @@ func fromOutcome(v *Verdict, o policy.Outcome, reason string) {
 //     for the workload (Store.RecordLookup), as the node resolver would;
 //     in transparent mode the original destination must be one of them;
 //  3. every candidate address (the original destination, or the answers) is
-//     checked with Engine.Decide(workload address → address, port, TCP); and
-//     when the egress verdict is an Allow rule that matched the address only
-//     through an FQDN peer, that rule must match this name (Engine.FQDNRules):
-//     an address allowed for api.good.com does not open evil.shared-cdn.com.
+//     checked with Engine.DecideFor(workload address → address, port, TCP;
+//     name): the connection is decided as if the workload had resolved only
+//     this name to the address, so an address allowed for api.good.com does
+//     not open evil.shared-cdn.com, and two names allowed by different rules
+//     on one address are each allowed by their own rule.
 //
 // An address literal as the host skips 1 and 2 and passes 3 only when the
-// address is allowed independently of names.
+// address is allowed without FQDN rules. Audit-mode policies that would deny
+// an allowed request are reported in Verdict.Audit.
 func (c *Checker) Check(ctx context.Context, r Request) Verdict {
 	e := c.Engine
 	w, known := e.Store().WorkloadByIP(r.Client)
@@ -130,6 +131,7 @@ func (c *Checker) Check(ctx context.Context, r Request) Verdict {
 		return v
 	}
 	var cands []netip.Addr
+	var audit *Verdict
 	if ip, err := netip.ParseAddr(strings.Trim(host, "[]")); err == nil {
 		ip = ip.Unmap()
 		if r.Dst.IsValid() && ip != r.Dst.Unmap() {
@@ -145,9 +147,14 @@ func (c *Checker) Check(ctx context.Context, r Request) Verdict {
 		}
 		v.Name = name
 		if known {
-			if ld := e.DecideLookup(w, name); ld.Blocked() {
+			ld := e.DecideLookup(w, name)
+			if ld.Blocked() {
 				fromOutcome(&v, ld.Outcome, ReasonNameDenied)
 				return v
+			}
+			if ld.Audit != nil && ld.Audit.Verdict == policy.Deny {
+				audit = &Verdict{Workload: w, Name: name}
+				fromOutcome(audit, *ld.Audit, ReasonNameDenied)
 			}
 		}
 		addrs, err := c.resolve(ctx, name)
@@ -170,25 +177,51 @@ func (c *Checker) Check(ctx context.Context, r Request) Verdict {
 			cands = []netip.Addr{r.Dst.Unmap()}
 		}
 	}
-	var first *Verdict
+	var first, firstAudit *Verdict
+	auditAllows := false
 	for _, ip := range cands {
-		d := e.Decide(policy.Connection{Src: r.Client, Dst: ip, Port: int32(r.Port), Protocol: policy.ProtocolTCP})
-		deny := Verdict{}
-		switch {
-		case d.Verdict == policy.Deny:
-			fromOutcome(&deny, d.Deciding().Outcome, ReasonConnDenied)
-		case !c.nameConsistent(w, v.Name, ip, d.Egress):
-			fromOutcome(&deny, d.Egress.Outcome, ReasonOtherName)
-		default:
-			v.Addrs = append(v.Addrs, ip)
+		conn := policy.Connection{Src: r.Client, Dst: ip, Port: int32(r.Port), Protocol: policy.ProtocolTCP}
+		d := e.DecideFor(conn, v.Name)
+		if d.Verdict == policy.Deny {
+			if first == nil {
+				first = &Verdict{}
+				// Why: denied whatever the names, or allowed only because the
+				// workload resolved another name to the address.
+				if all := e.Decide(conn); all.Verdict == policy.Deny {
+					fromOutcome(first, all.Deciding().Outcome, ReasonConnDenied)
+				} else {
+					fromOutcome(first, d.Deciding().Outcome, ReasonOtherName)
+				}
+			}
 			continue
 		}
-		if first == nil {
-			first = &deny
+		v.Addrs = append(v.Addrs, ip)
+		o := wouldDeny(d)
+		if o == nil {
+			auditAllows = true
+			continue
+		}
+		if firstAudit == nil {
+			firstAudit = &Verdict{Workload: w, Name: v.Name}
+			reason := ReasonConnDenied
+			if all := e.Decide(conn); wouldDeny(all) == nil && all.Verdict == policy.Allow {
+				reason = ReasonOtherName
+			}
+			fromOutcome(firstAudit, *o, reason)
 		}
 	}
 	if len(v.Addrs) > 0 {
 		v.Allowed = true
+		switch {
+		case audit != nil:
+			v.Audit = audit
+		case !auditAllows:
+			// every address the proxy may use would be denied
+			v.Audit = firstAudit
+		}
+		if v.Audit != nil && v.Name == "" && v.Audit.Reason == ReasonOtherName {
+			v.Audit.Reason = ReasonIPLiteral
+		}
 		return v
 	}
 	v.Reason, v.Policy, v.Rule, v.Tier = first.Reason, first.Policy, first.Rule, first.Tier
@@ -198,45 +231,12 @@ func (c *Checker) Check(ctx context.Context, r Request) Verdict {
 	return v
 }
 
-// nameConsistent reports whether an allowed egress decision for ip still holds
-// when name is the only name the workload resolved to ip.
-func (c *Checker) nameConsistent(w policy.WorkloadKey, name string, ip netip.Addr, eg policy.DirectionDecision) bool {
-	if !eg.Applies || eg.Reason != policy.ReasonRule || eg.Verdict != policy.Allow {
-		return true // not decided by a rule (default, not selected, self)
-	}
-	ref := policy.RuleRef{Policy: eg.Policy, Rule: eg.Rule}
-	if name != "" && slices.Contains(c.Engine.FQDNRules(w, name), ref) {
-		return true
-	}
-	if c.Plan == nil {
-		return false
-	}
-	pr := findRule(c.Plan(), ref)
-	if pr == nil {
-		return false
-	}
-	if pr.AnyPeer {
-		return true
-	}
-	for _, p := range pr.Prefixes {
-		if p.Contains(ip) {
-			return true
-		}
-	}
-	return false
-}
-
-func findRule(p *policy.Plan, ref policy.RuleRef) *policy.PlanRule {
-	if p == nil {
-		return nil
-	}
-	pp := p.Policies[ref.Policy]
-	if pp == nil {
-		return nil
-	}
-	for _, r := range pp.Egress {
-		if r.Ref == ref {
-			return r
+// wouldDeny returns the outcome of Audit-mode policies when they would deny
+// an allowed decision (egress first), else nil.
+func wouldDeny(d policy.Decision) *policy.Outcome {
+	for _, dd := range []policy.DirectionDecision{d.Egress, d.Ingress} {
+		if dd.Audit != nil && dd.Audit.Verdict == policy.Deny {
+			return dd.Audit
 		}
 	}
 	return nil

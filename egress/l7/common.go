@@ -22,8 +22,10 @@ const (
 	ModeTransparentHTTP Mode = "transparent-http" // redirected connection, HTTP
 )
 
-// Event is a blocked request, for the audit log and a span
-// (http.egress.blocked; cmd/egressd maps it onto telemetry.Event).
+// Event is a blocked request (http.egress.blocked), or an allowed one that
+// Audit-mode policies would have blocked (http.egress.audit, Verdict.Audit
+// set), for the audit log and a span; cmd/egressd maps it onto
+// telemetry.Event.
 type Event struct {
 	Mode    Mode
 	Client  netip.Addr
@@ -31,7 +33,7 @@ type Event struct {
 	Port    int    // server port
 	Dst     netip.Addr
 	Verdict Verdict
-	// Response is what the client got: "403" or "reset".
+	// Response is what the client got: "403" or "reset" ("" when allowed).
 	Response string
 }
 
@@ -39,6 +41,9 @@ type Event struct {
 type Hooks struct {
 	// Blocked is called for every denied request.
 	Blocked func(ctx context.Context, ev Event)
+	// Audit is called for every allowed request that Audit-mode policies
+	// would have denied (ev.Verdict.Audit says why); the request proceeds.
+	Audit func(ctx context.Context, ev Event)
 	// Decided is called for every decision (metrics per verdict).
 	Decided func(mode Mode, allowed bool, reason string)
 	// Logger gets errors and debug lines.
@@ -59,8 +64,11 @@ func (h *Hooks) decided(ctx context.Context, ev Event) {
 	if h.Decided != nil {
 		h.Decided(ev.Mode, ev.Verdict.Allowed, ev.Verdict.Reason)
 	}
-	if !ev.Verdict.Allowed && h.Blocked != nil {
+	switch {
+	case !ev.Verdict.Allowed && h.Blocked != nil:
 		h.Blocked(ctx, ev)
+	case ev.Verdict.Allowed && ev.Verdict.Audit != nil && h.Audit != nil:
+		h.Audit(ctx, ev)
 	}
 }
 

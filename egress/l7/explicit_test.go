@@ -53,11 +53,8 @@ func newTestChecker(t testing.TB) (*Checker, *policy.Store) {
 			t.Fatal(err)
 		}
 	}
-	comp := policy.NewCompiler(store, policy.Options{})
-	comp.Compile()
 	return &Checker{
 		Engine: policy.NewEngine(store, policy.Options{}),
-		Plan:   comp.Plan,
 		Resolve: func(_ context.Context, host string) ([]netip.Addr, error) {
 			switch host {
 			case "good.example.com", "evil.example.com", "bad.example.com":
