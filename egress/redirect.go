@@ -28,16 +28,18 @@ const (
 //	  ip saddr @l7_src_v4 tcp dport @l7_ports counter dnat ip to <To4>
 //	  ip6 saddr @l7_src_v6 tcp dport @l7_ports counter dnat ip6 to <To6> }
 //
-// The proxy reads the pre-NAT destination with SO_ORIGINAL_DST. To4/To6 must
-// be node-local addresses the proxy listens on and that the egress_local chain
-// accepts from pods (WithDNSExempt).
+// The proxy reads the pre-NAT destination with SO_ORIGINAL_DST (IPv4) or
+// IP6T_SO_ORIGINAL_DST (IPv6). To4/To6 must be node-local addresses the proxy
+// listens on and that the egress_local chain accepts from pods
+// (WithDNSExempt). A family without a To address is not redirected (its rule
+// is left out); at least one is required.
 type Redirect struct {
 	Table   string   // default DefaultTable
 	NetNS   int      // network namespace fd; 0: the current one
 	Ports   []uint16 // default 80, 443
 	To4     netip.AddrPort
-	To6     netip.AddrPort // invalid: IPv6 is not redirected
-	Sources []netip.Addr   // workload addresses to redirect
+	To6     netip.AddrPort
+	Sources []netip.Addr // workload addresses to redirect
 }
 
 func (r *Redirect) conn() (*nftables.Conn, *nftables.Table, error) {
@@ -58,10 +60,13 @@ func (r *Redirect) conn() (*nftables.Conn, *nftables.Table, error) {
 
 // ApplyRedirect installs or updates the redirect in one transaction.
 func ApplyRedirect(r Redirect) error {
-	if !r.To4.IsValid() || !r.To4.Addr().Is4() {
+	if !r.To4.IsValid() && !r.To6.IsValid() {
+		return errors.New("egress: redirect: no proxy address (To4, To6)")
+	}
+	if r.To4.IsValid() && !r.To4.Addr().Is4() {
 		return errors.New("egress: redirect: To4 must be an IPv4 address:port")
 	}
-	if r.To6.IsValid() && !r.To6.Addr().Is6() {
+	if r.To6.IsValid() && (!r.To6.Addr().Is6() || r.To6.Addr().Is4In6()) {
 		return errors.New("egress: redirect: To6 must be an IPv6 address:port")
 	}
 	ports := r.Ports
@@ -108,7 +113,9 @@ func ApplyRedirect(r Redirect) error {
 	ch := c.AddChain(&nftables.Chain{Name: RedirectChain, Table: t, Type: nftables.ChainTypeNAT,
 		Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityNATDest, Policy: &pol})
 	c.FlushChain(ch)
-	c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: redirectExprs(unix.NFPROTO_IPV4, src4, pset, r.To4)})
+	if r.To4.IsValid() {
+		c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: redirectExprs(unix.NFPROTO_IPV4, src4, pset, r.To4)})
+	}
 	if r.To6.IsValid() {
 		c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: redirectExprs(unix.NFPROTO_IPV6, src6, pset, r.To6)})
 	}
