@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/netip"
 	"os"
@@ -190,9 +189,9 @@ func (a *agent) startHTTP() (*http.Server, error) {
 		fmt.Fprintf(w, "ready generation=%d\n", a.synced.Load())
 	})
 	a.registerMetrics(mux)
-	ln, err := net.Listen("tcp", a.cfg.HTTPAddr)
+	ln, err := listenHTTP(a.cfg.HTTPAddr) // handover_http.go: shared with a successor
 	if err != nil {
-		return nil, fmt.Errorf("--http-addr %s: %w", a.cfg.HTTPAddr, err)
+		return nil, err
 	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {

@@ -64,8 +64,8 @@ func TestRestartNoOutage(t *testing.T) {
 		out, err := w.pod.Exec(ctx, "", "dnsperf", "-s", resolverIP, "-d", queries, "-l", "8", "-Q", "2000", "-c", "4", "-t", "3")
 		done <- result{out, err}
 	}()
-	time.Sleep(2 * time.Second) // under load before the replacement starts (not an assertion)
-	next := w.startAgent(agentOpts{httpAddr: "127.0.0.1:9465"})
+	time.Sleep(2 * time.Second)       // under load before the replacement starts (not an assertion)
+	next := w.startAgent(agentOpts{}) // the same --http-addr: bound with SO_REUSEPORT
 	old.stop()
 	r := <-done
 	if r.err != nil {
@@ -79,6 +79,9 @@ func TestRestartNoOutage(t *testing.T) {
 	if strings.Contains(codes, "SERVFAIL") || strings.Contains(codes, "REFUSED") {
 		t.Fatalf("failed answers across the restart: %s", codes)
 	}
+
+	// The new process serves --http-addr alone now.
+	next.waitReady()
 
 	// Right after the restart, without a new lookup: the live connection and a new one.
 	if !live.Alive(2 * time.Second) {
@@ -114,4 +117,85 @@ func TestRestartNoOutage(t *testing.T) {
 	}
 	t.Logf("new process state: %d entries", len(cp.Entries))
 	_ = netmodel.TCP
+}
+
+// TestRestartKeepsCache: an answer cached by the old process is answered by the
+// new one after the restart with the upstream gone (the cache travels in the
+// state file), and its address is still in the kernel set.
+func TestRestartKeepsCache(t *testing.T) {
+	w := newWorld(t)
+	old := w.startAgent(agentOpts{})
+	r := w.query("udp", "api.example.com", dns.TypeA)
+	wantRcode(t, r, dns.RcodeSuccess, "api.example.com before the restart")
+
+	// The old process's periodic checkpoint (every 200ms) carries the answer.
+	path := filepath.Join(w.dir, "state.json")
+	cached := func(cp dnsproxy.Checkpoint) bool {
+		for _, ca := range cp.Cache {
+			m := new(dns.Msg)
+			if m.Unpack(ca.Msg) == nil && m.Question[0].Name == "api.example.com." && m.Question[0].Qtype == dns.TypeA && ca.Expires.After(time.Now()) {
+				return true
+			}
+		}
+		return false
+	}
+	found := false
+	for i := 0; i < 100 && !found; i++ {
+		cp, err := dnsproxy.ReadCheckpoint(path)
+		found = err == nil && cp.PID == old.cmd.Process.Pid && cached(cp)
+		if !found {
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	if !found {
+		b, _ := os.ReadFile(path)
+		t.Fatalf("the old process's state file has no cached api.example.com A:\n%s", tail(string(b), 2000))
+	}
+
+	next := w.startAgent(agentOpts{})
+	old.stop()
+	// The upstream goes away.
+	w.coredns.cmd.Process.Kill()
+	<-w.coredns.exited
+	if _, err := w.exchange(w.node.NS, upstreamAddr, "udp", "api.example.com.", dns.TypeA, time.Second); err == nil {
+		t.Fatal("the upstream still answers")
+	}
+
+	r = w.query("udp", "api.example.com", dns.TypeA)
+	wantRcode(t, r, dns.RcodeSuccess, "api.example.com after the restart, upstream down")
+	if ips := answerIPs(r); len(ips) != 1 || ips[0] != extV4 || r.Answer[0].Header().Ttl > 60 {
+		t.Fatalf("answer from the restored cache: %v", r.Answer)
+	}
+	r = w.query("tcp", "api.example.com", dns.TypeA)
+	wantRcode(t, r, dns.RcodeSuccess, "api.example.com over TCP after the restart, upstream down")
+	if !regexp.MustCompile(`state restored.* cached-answers=[1-9]`).MatchString(next.out.String()) {
+		t.Errorf("the new process did not log restored cached answers:\n%s", tail(next.out.String(), 3000))
+	}
+	// Not cached before: the new process has no upstream for it.
+	r = w.query("udp", "x.wild.example.com", dns.TypeA)
+	wantRcode(t, r, dns.RcodeServerFailure, "x.wild.example.com, never cached, upstream down")
+
+	// The answer's address is in the kernel set and the pod reaches it.
+	nft, err := w.node.Exec(t.Context(), "", "nft", "list", "table", "inet", "egressd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(nft), w.pod.IPv4.String()+" . "+extV4.String()) {
+		t.Errorf("kernel set lacks %v . %v:\n%s", w.pod.IPv4, extV4, nft)
+	}
+	if !w.connect(extV4) {
+		t.Fatalf("connection to %v after the restart failed", extV4)
+	}
+}
+
+// TestCorruptStateFileColdStart: a state file that is not a checkpoint is
+// reported and the agent starts cold, serving queries.
+func TestCorruptStateFileColdStart(t *testing.T) {
+	w := newWorld(t)
+	w.write("state.json", `{"apiVersion":"v1","kind":"ConfigMap","data":{`)
+	a := w.startAgent(agentOpts{})
+	wantRcode(t, w.query("udp", "api.example.com", dns.TypeA), dns.RcodeSuccess, "api.example.com after a cold start")
+	if out := a.out.String(); !strings.Contains(out, "state file unusable") || !strings.Contains(out, "not a checkpoint") {
+		t.Errorf("no clear error about the state file:\n%s", tail(out, 3000))
+	}
 }

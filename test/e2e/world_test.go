@@ -95,8 +95,31 @@ spec:
     - fqdn: {matchPattern: "**.deep.example.com"}
     - fqdn: {matchName: alias.example.com}
     - fqdn: {matchPattern: "*.race.example.com"}
+    - fqdn: {matchPattern: "*.big.example.com"}
     ports: [{port: 80, protocol: TCP}]
 `
+
+// bigCount is the number of A records of each name of big.example.com: more
+// than fit in 512 bytes, fewer than in 1232.
+const bigCount = 40
+
+// bigZone is big.example.com: many and more, bigCount A records each
+// (10.98.1.x and 10.98.2.x, reachable at the external peer). Its server block
+// caps the EDNS0 buffer of every query at 512 (bufsize), so that its UDP
+// answers to egressd come back truncated.
+func bigZone() string {
+	var b strings.Builder
+	b.WriteString("$ORIGIN big.example.com.\n@ 3600 IN SOA ns.example.com. admin.example.com. 1 7200 3600 1209600 30\n@ 3600 IN NS ns.example.com.\n")
+	for _, n := range []struct {
+		name string
+		net  int
+	}{{"many", 1}, {"more", 2}} {
+		for i := 1; i <= bigCount; i++ {
+			fmt.Fprintf(&b, "%s 60 IN A 10.98.%d.%d\n", n.name, n.net, i)
+		}
+	}
+	return b.String()
+}
 
 // world is one node with a restricted pod (builds/runner-0), the external peer, the
 // upstream (CoreDNS) and a silent upstream inside the node.
@@ -107,6 +130,8 @@ type world struct {
 	pod  *netmodel.Pod
 	ext  *netmodel.Pod
 	pr   *netmodel.Prober
+	// coredns is the upstream (its output has the queries of big.example.com).
+	coredns *proc
 }
 
 var (
@@ -215,7 +240,14 @@ func (w *world) write(name, content string) string {
 func (w *world) startCoreDNS() {
 	bin := coredns.Binary(w.t)
 	db := w.write("db.root", zone)
-	corefile := fmt.Sprintf(`race.example.com.:5300 {
+	dbBig := w.write("db.big", bigZone())
+	corefile := fmt.Sprintf(`big.example.com.:5300 {
+  bind 127.0.0.1
+  bufsize 512
+  log . "{proto} {name} {type} {rflags} {rsize}"
+  file %s big.example.com
+}
+race.example.com.:5300 {
   bind 127.0.0.1
   template IN A race.example.com {
     match "^r-(?P<a>[0-9]+)-(?P<b>[0-9]+)[.]race[.]example[.]com[.]$"
@@ -229,9 +261,9 @@ func (w *world) startCoreDNS() {
   bind 127.0.0.1
   file %s .
 }
-`, db)
+`, dbBig, db)
 	cf := w.write("Corefile", corefile)
-	w.startProc("coredns", bin, "-conf", cf)
+	w.coredns = w.startProc("coredns", bin, "-conf", cf)
 	w.waitDNS(upstreamAddr, "api.example.com.")
 }
 
@@ -413,7 +445,9 @@ func (a *agent) waitReady() {
 		resp, err := hc.Get("http://" + a.httpAddr + "/readyz")
 		if err == nil {
 			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
+			// During a handover the old process answers on the same address
+			// (SO_REUSEPORT): this one is ready once it says so itself.
+			if resp.StatusCode == http.StatusOK && strings.Contains(a.out.String(), "egressd ready") {
 				return
 			}
 		}
