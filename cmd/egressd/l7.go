@@ -23,11 +23,11 @@ import (
 // l7Config is the L7 egress proxy's configuration (embedded in config; flags
 // documented in docs/l7.md).
 type l7Config struct {
-	HTTPProxy            string // --http-proxy ADDR: explicit proxy
-	TransparentProxy     bool   // --transparent-proxy: nftables redirect
-	TransparentAddr      string // --transparent-proxy-addr
-	TransparentSelector  string // --transparent-proxy-selector
-	TransparentPorts     string // --transparent-proxy-ports
+	HTTPProxy            string   // --http-proxy ADDR: explicit proxy
+	TransparentProxy     bool     // --transparent-proxy: nftables redirect
+	TransparentAddr      []string // --transparent-proxy-addr: one IPv4 and/or one IPv6 address:port
+	TransparentSelector  string   // --transparent-proxy-selector
+	TransparentPorts     string   // --transparent-proxy-ports
 	ProxyMaxConns        int
 	ProxyHelloTimeout    time.Duration
 	ProxyIdleTimeout     time.Duration
@@ -39,7 +39,7 @@ type l7Config struct {
 func registerL7Flags(fs *flag.FlagSet, c *config) {
 	fs.StringVar(&c.HTTPProxy, "http-proxy", "", "start the explicit HTTP/CONNECT egress proxy on this address, e.g. 127.0.0.1:3128 or 169.254.20.10:3128 (empty: off)")
 	fs.BoolVar(&c.TransparentProxy, "transparent-proxy", false, "redirect the selected workloads' TCP --transparent-proxy-ports to the transparent L7 proxy (nftables dnat in table inet egressd)")
-	fs.StringVar(&c.TransparentAddr, "transparent-proxy-addr", "169.254.20.10:15001", "node-local IPv4 address:port the transparent proxy listens on and connections are redirected to")
+	fs.Var(listFlag{&c.TransparentAddr}, "transparent-proxy-addr", "node-local address:port the transparent proxy listens on and connections are redirected to: one IPv4 and/or one IPv6, repeatable or comma-separated; a family without one is not redirected (default "+defaultTransparentAddr+")")
 	fs.StringVar(&c.TransparentSelector, "transparent-proxy-selector", "", "label selector of the pods to redirect (e.g. l7=on); empty: every workload whose egress a policy restricts")
 	fs.StringVar(&c.TransparentPorts, "transparent-proxy-ports", "80,443", "TCP destination ports redirected to the transparent proxy")
 	fs.IntVar(&c.ProxyMaxConns, "proxy-max-conns", 4096, "client connections each L7 proxy serves at once; more wait in the accept queue")
@@ -57,8 +57,8 @@ func (c *l7Config) validateL7() error {
 		}
 	}
 	if c.TransparentProxy {
-		if ap, err := netip.ParseAddrPort(c.TransparentAddr); err != nil || !ap.Addr().Is4() {
-			errs = append(errs, fmt.Errorf("--transparent-proxy-addr %q: want IPv4 address:port", c.TransparentAddr))
+		if _, _, err := c.transparentAddrs(); err != nil {
+			errs = append(errs, err)
 		}
 		if _, err := c.redirectPorts(); err != nil {
 			errs = append(errs, err)
@@ -71,6 +71,32 @@ func (c *l7Config) validateL7() error {
 		errs = append(errs, errors.New("--proxy-max-conns and the proxy timeouts must be positive"))
 	}
 	return errors.Join(errs...)
+}
+
+// defaultTransparentAddr is --transparent-proxy-addr when not given.
+const defaultTransparentAddr = "169.254.20.10:15001"
+
+// transparentAddrs returns the IPv4 and IPv6 addresses of the transparent
+// proxy (either may be invalid, not both).
+func (c *l7Config) transparentAddrs() (v4, v6 netip.AddrPort, err error) {
+	list := c.TransparentAddr
+	if len(list) == 0 {
+		list = []string{defaultTransparentAddr}
+	}
+	for _, s := range list {
+		ap, perr := netip.ParseAddrPort(s)
+		switch {
+		case perr != nil || ap.Port() == 0:
+			return v4, v6, fmt.Errorf("--transparent-proxy-addr %q: want address:port", s)
+		case ap.Addr().Is4() && !v4.IsValid():
+			v4 = ap
+		case ap.Addr().Is6() && !ap.Addr().Is4In6() && ap.Addr().Zone() == "" && !v6.IsValid():
+			v6 = ap
+		default:
+			return v4, v6, fmt.Errorf("--transparent-proxy-addr %q: at most one IPv4 and one IPv6 address:port (no zone, no mapped address)", s)
+		}
+	}
+	return v4, v6, nil
 }
 
 func (c *l7Config) redirectPorts() ([]uint16, error) {
@@ -94,8 +120,12 @@ func (a *agent) l7Exempt() []netip.AddrPort {
 		}
 	}
 	if a.cfg.TransparentProxy {
-		if ap, err := netip.ParseAddrPort(a.cfg.TransparentAddr); err == nil {
-			out = append(out, ap)
+		if v4, v6, err := a.cfg.transparentAddrs(); err == nil {
+			for _, ap := range []netip.AddrPort{v4, v6} {
+				if ap.IsValid() {
+					out = append(out, ap)
+				}
+			}
 		}
 	}
 	return out
@@ -154,17 +184,30 @@ func (a *agent) startL7(ctx context.Context) (func(), error) {
 		a.log.Info("explicit L7 proxy listening", "addr", a.cfg.HTTPProxy)
 	}
 	if a.cfg.TransparentProxy {
-		ln, err := net.Listen("tcp", a.cfg.TransparentAddr)
-		if err != nil {
-			stop()
-			return nil, fmt.Errorf("--transparent-proxy-addr: %w", err)
+		v4, v6, _ := a.cfg.transparentAddrs()
+		var lns []net.Listener
+		for _, ap := range []netip.AddrPort{v4, v6} {
+			if !ap.IsValid() {
+				continue
+			}
+			ln, err := net.Listen("tcp", ap.String())
+			if err != nil {
+				for _, l := range lns {
+					l.Close()
+				}
+				stop()
+				return nil, fmt.Errorf("--transparent-proxy-addr: %w", err)
+			}
+			lns = append(lns, ln)
 		}
 		p := l7.NewTransparent(checker, limits, hooks)
-		go func() {
-			if err := p.Serve(ln); err != nil {
-				a.log.Error("transparent proxy", "err", err)
-			}
-		}()
+		for _, ln := range lns {
+			go func() {
+				if err := p.Serve(ln); err != nil {
+					a.log.Error("transparent proxy", "addr", ln.Addr(), "err", err)
+				}
+			}()
+		}
 		stops = append(stops, func() { p.Close() })
 		if a.enforcer != nil {
 			rctx, cancel := context.WithCancel(ctx)
@@ -180,7 +223,7 @@ func (a *agent) startL7(ctx context.Context) (func(), error) {
 		} else {
 			a.log.Warn("--transparent-proxy without the nftables dataplane: nothing is redirected")
 		}
-		a.log.Info("transparent L7 proxy listening", "addr", a.cfg.TransparentAddr, "ports", a.cfg.TransparentPorts, "selector", a.cfg.TransparentSelector)
+		a.log.Info("transparent L7 proxy listening", "v4", v4, "v6", v6, "ports", a.cfg.TransparentPorts, "selector", a.cfg.TransparentSelector)
 	}
 	return stop, nil
 }
@@ -189,10 +232,10 @@ func (a *agent) startL7(ctx context.Context) (func(), error) {
 // selected workloads, and restores it after a full table rewrite.
 func (a *agent) reconcileRedirect(ctx context.Context) {
 	ports, _ := a.cfg.redirectPorts()
-	to := netip.MustParseAddrPort(a.cfg.TransparentAddr)
+	to4, to6, _ := a.cfg.transparentAddrs()
 	sel, _ := labels.Parse(a.cfg.TransparentSelector)
 	var last []netip.Addr
-	applied := false
+	applied, warned6 := false, false
 	t := time.NewTicker(a.cfg.ProxyRedirectRefresh)
 	defer t.Stop()
 	for {
@@ -201,8 +244,12 @@ func (a *agent) reconcileRedirect(ctx context.Context) {
 		if err != nil {
 			a.log.Warn("redirect: list", "err", err)
 		}
+		if !to6.IsValid() && !warned6 && slices.ContainsFunc(srcs, netip.Addr.Is6) {
+			warned6 = true
+			a.log.Warn("redirect: selected workloads have IPv6 addresses but --transparent-proxy-addr has no IPv6 address: their IPv6 connections are not redirected (only L3 FQDN enforcement applies)")
+		}
 		if !applied || !ok || !slices.Equal(srcs, last) {
-			if err := egress.ApplyRedirect(egress.Redirect{Table: a.enforcer.Table(), Ports: ports, To4: to, Sources: srcs}); err != nil {
+			if err := egress.ApplyRedirect(egress.Redirect{Table: a.enforcer.Table(), Ports: ports, To4: to4, To6: to6, Sources: srcs}); err != nil {
 				a.log.Error("redirect: apply", "err", err)
 			} else {
 				applied, last = true, srcs
