@@ -39,6 +39,9 @@ type agent struct {
 	syncReq  chan struct{}
 	needFull bool // the next sync renders the whole table
 	started  time.Time
+
+	interceptOn bool             // --intercept-dns is programmed (intercept.go)
+	intercepted []netip.AddrPort // what it programmed
 }
 
 func newAgent(cfg *config, log *slog.Logger) *agent {
@@ -139,6 +142,10 @@ func (a *agent) requestSync() {
 // sync compiles the store and applies the difference to the kernel.
 func (a *agent) sync(ctx context.Context) (err error) {
 	start := time.Now()
+	var gens map[policy.PolicyRef]int64 // cluster mode: policy generations compiled (status.nodes)
+	if a.kube != nil {
+		gens = a.kube.StoreGenerations()
+	}
 	plan, changes := a.compiler.Compile()
 	defer func() { a.metrics.ObserveDataplaneApply(time.Since(start), err) }()
 	if a.needFull {
@@ -155,6 +162,10 @@ func (a *agent) sync(ctx context.Context) (err error) {
 	a.needFull = false
 	a.synced.Store(int64(plan.Generation))
 	a.lastErr.Store("")
+	if a.kube != nil {
+		a.kube.ReportProgrammed(gens) // queued; never blocks the dataplane
+		a.refreshDNSIntercept()       // kube_intercept.go
+	}
 	a.log.Info("policy synced", "generation", plan.Generation, "full", changes.Full,
 		"policies", len(changes.Policies), "rules", len(changes.Rules), "workloads", len(changes.Workloads),
 		"took", time.Since(start))

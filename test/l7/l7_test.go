@@ -33,11 +33,19 @@ import (
 )
 
 var (
-	proxyIP     = netip.MustParseAddr("169.254.20.10")
-	transparent = netip.AddrPortFrom(proxyIP, 15001)
-	explicit    = netip.AddrPortFrom(proxyIP, 3128)
+	proxyIP      = netip.MustParseAddr("169.254.20.10")
+	transparent  = netip.AddrPortFrom(proxyIP, 15001)
+	explicit     = netip.AddrPortFrom(proxyIP, 3128)
+	proxyIP6     = netip.MustParseAddr("fd00::a9fe:140a")
+	transparent6 = netip.AddrPortFrom(proxyIP6, 15001)
+	explicit6    = netip.AddrPortFrom(proxyIP6, 3128)
 )
 
+// policyYAML: good.test, other.test and evil.test share one address (per
+// family); good.test and other.test are allowed by two policies (cdn sorts
+// first, so Decide reports cdn's rule for good.test once other.test resolved:
+// the L7 check must decide per name), evil.test by none. An Audit-mode policy
+// would deny other.test.
 const policyYAML = `
 apiVersion: egressd.io/v1alpha1
 kind: FirewallPolicy
@@ -48,6 +56,26 @@ spec:
   - action: Allow
     to: [{fqdn: {matchName: good.test}}]
     ports: [{port: 443}, {port: 80}]
+---
+apiVersion: egressd.io/v1alpha1
+kind: FirewallPolicy
+metadata: {name: cdn, namespace: apps}
+spec:
+  podSelector: {}
+  egress:
+  - action: Allow
+    to: [{fqdn: {matchName: other.test}}]
+    ports: [{port: 443}, {port: 80}]
+---
+apiVersion: egressd.io/v1alpha1
+kind: FirewallPolicy
+metadata: {name: staged, namespace: apps}
+spec:
+  podSelector: {}
+  mode: Audit
+  egress:
+  - action: Deny
+    to: [{fqdn: {matchName: other.test}}]
 `
 
 // testCA makes a CA and a server certificate for names, and writes the CA PEM.
@@ -88,6 +116,7 @@ type env struct {
 	tp      *l7.Transparent
 	mu      sync.Mutex
 	blocked []l7.Event
+	audited []l7.Event
 }
 
 func setup(t testing.TB) *env {
@@ -107,11 +136,16 @@ func setup(t testing.TB) *env {
 		IPv4: netip.MustParsePrefix("198.51.100.10/24"), IPv6: netip.MustParsePrefix("2001:db8:1::10/64")}); err != nil {
 		t.Fatal(err)
 	}
-	// The node-local proxy address.
-	if out, err := e.node.Exec(context.Background(), "", "ip", "addr", "add", proxyIP.String()+"/32", "dev", "lo"); err != nil {
-		t.Fatalf("ip addr: %v %s", err, out)
+	// The node-local proxy addresses.
+	for _, args := range [][]string{
+		{"addr", "add", proxyIP.String() + "/32", "dev", "lo"},
+		{"-6", "addr", "add", proxyIP6.String() + "/128", "dev", "lo", "nodad"},
+	} {
+		if out, err := e.node.Exec(context.Background(), "", "ip", args...); err != nil {
+			t.Fatalf("ip %v: %v %s", args, err, out)
+		}
 	}
-	cert, caPath := testCA(t, t.TempDir(), "good.test", "evil.test")
+	cert, caPath := testCA(t, t.TempDir(), "good.test", "other.test", "evil.test")
 	e.caPath = caPath
 	e.caPool = x509.NewCertPool()
 	e.caPool.AddCert(must(x509.ParseCertificate(cert.Certificate[1])))
@@ -139,7 +173,7 @@ func setup(t testing.TB) *env {
 	comp := policy.NewCompiler(store, policy.Options{})
 	plan, changes := comp.Compile()
 	enf, err := egress.New(egress.WithNetNS(e.node.Fd()),
-		egress.WithDNSExempt(netip.AddrPortFrom(proxyIP, 53), transparent, explicit))
+		egress.WithDNSExempt(netip.AddrPortFrom(proxyIP, 53), transparent, explicit, transparent6, explicit6))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -147,15 +181,14 @@ func setup(t testing.TB) *env {
 	if err := enf.Apply(context.Background(), plan, changes); err != nil {
 		t.Fatal(err)
 	}
-	if err := egress.ApplyRedirect(egress.Redirect{NetNS: e.node.Fd(), To4: transparent, Sources: []netip.Addr{e.client.IPv4}}); err != nil {
+	if err := egress.ApplyRedirect(egress.Redirect{NetNS: e.node.Fd(), To4: transparent, To6: transparent6,
+		Sources: []netip.Addr{e.client.IPv4, e.client.IPv6}}); err != nil {
 		t.Fatal(err)
 	}
-	hosts := map[string][]netip.Addr{
-		"good.test": {e.ext.IPv4}, "evil.test": {e.ext.IPv4},
-	}
+	shared := []netip.Addr{e.ext.IPv4, e.ext.IPv6}
+	hosts := map[string][]netip.Addr{"good.test": shared, "other.test": shared, "evil.test": shared}
 	checker := &l7.Checker{
 		Engine: policy.NewEngine(store, policy.Options{}),
-		Plan:   comp.Plan,
 		Resolve: func(_ context.Context, h string) ([]netip.Addr, error) {
 			if a, ok := hosts[h]; ok {
 				return a, nil
@@ -169,6 +202,11 @@ func setup(t testing.TB) *env {
 			e.blocked = append(e.blocked, ev)
 			e.mu.Unlock()
 		},
+		Audit: func(_ context.Context, ev l7.Event) {
+			e.mu.Lock()
+			e.audited = append(e.audited, ev)
+			e.mu.Unlock()
+		},
 		// The proxy runs in the node namespace (in production: the host's).
 		Dial: func(ctx context.Context, network, addr string) (c net.Conn, err error) {
 			err = e.node.Do(func() (derr error) {
@@ -180,18 +218,21 @@ func setup(t testing.TB) *env {
 	}
 	e.tp = l7.NewTransparent(checker, l7.Limits{HelloTimeout: time.Second, IdleTimeout: 10 * time.Second}, hooks)
 	ex := l7.NewExplicit(checker, l7.Limits{}, hooks)
-	var lnT, lnE net.Listener
+	var lns [4]net.Listener
 	if err := e.node.Do(func() (err error) {
-		if lnT, err = net.Listen("tcp", transparent.String()); err != nil {
-			return err
+		for i, ap := range []netip.AddrPort{transparent, transparent6, explicit, explicit6} {
+			if lns[i], err = net.Listen("tcp", ap.String()); err != nil {
+				return err
+			}
 		}
-		lnE, err = net.Listen("tcp", explicit.String())
-		return err
+		return nil
 	}); err != nil {
 		t.Fatal(err)
 	}
-	go e.tp.Serve(lnT)
-	go ex.Serve(lnE)
+	go e.tp.Serve(lns[0])
+	go e.tp.Serve(lns[1])
+	go ex.Serve(lns[2])
+	go ex.Serve(lns[3])
 	t.Cleanup(func() { e.tp.Close(); ex.Close() })
 	return e
 }
@@ -240,6 +281,12 @@ func (e *env) curl(args ...string) (string, int) {
 	return string(out), code
 }
 
+func (e *env) audits() []l7.Event {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return append([]l7.Event(nil), e.audited...)
+}
+
 func (e *env) lastBlocked() l7.Event {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -259,7 +306,7 @@ func TestL7EndToEnd(t *testing.T) {
 			t.Fatalf("good: %d %q", code, out)
 		}
 		out, code := e.curl("--proxy", proxy, "-w", "%{http_code}", "http://evil.test/")
-		if !strings.HasSuffix(out, "403") || !strings.Contains(out, "address-of-other-name by FirewallPolicy/apps/web") {
+		if !strings.HasSuffix(out, "403") || !strings.Contains(out, "address-of-other-name by FirewallPolicy/apps/") {
 			t.Fatalf("evil: %d %q", code, out)
 		}
 		if ev := e.lastBlocked(); ev.Mode != l7.ModeHTTP || ev.Host != "evil.test" || ev.Port != 80 || ev.Response != "403" {
@@ -274,7 +321,7 @@ func TestL7EndToEnd(t *testing.T) {
 		if code == 0 || !strings.Contains(out, "403") {
 			t.Fatalf("evil: %d %q", code, out)
 		}
-		if ev := e.lastBlocked(); ev.Mode != l7.ModeConnect || ev.Verdict.Policy != "FirewallPolicy/apps/web" {
+		if ev := e.lastBlocked(); ev.Mode != l7.ModeConnect || ev.Verdict.Reason != l7.ReasonOtherName || !strings.HasPrefix(ev.Verdict.Policy, "FirewallPolicy/apps/") {
 			t.Fatalf("event: %+v", ev)
 		}
 	})
@@ -295,6 +342,83 @@ func TestL7EndToEnd(t *testing.T) {
 		}
 		if out, _ := e.curl("--resolve", "evil.test:80:"+ip, "-w", "%{http_code}", "http://evil.test/"); !strings.HasSuffix(out, "403") {
 			t.Fatalf("evil: %q", out)
+		}
+	})
+	// good.test and other.test share the address and are allowed by two
+	// policies: both pass in every mode (other.test first, so Decide's rule for
+	// the address is cdn's); evil.test, a third name on it, does not. Every
+	// other.test request is an Audit event of the staged policy.
+	t.Run("two-allowed-names", func(t *testing.T) {
+		before := len(e.audits())
+		for _, m := range []struct {
+			mode l7.Mode
+			args func(name string) []string
+		}{
+			{l7.ModeHTTP, func(n string) []string { return []string{"--proxy", proxy, "http://" + n + "/"} }},
+			{l7.ModeConnect, func(n string) []string { return []string{"--proxy", proxy, "https://" + n + "/"} }},
+			{l7.ModeTransparentTLS, func(n string) []string { return []string{"--resolve", n + ":443:" + ip, "https://" + n + "/"} }},
+			{l7.ModeTransparentHTTP, func(n string) []string { return []string{"--resolve", n + ":80:" + ip, "http://" + n + "/"} }},
+		} {
+			for _, name := range []string{"other.test", "good.test"} {
+				if out, code := e.curl(m.args(name)...); code != 0 || !strings.Contains(out, "external via "+name) {
+					t.Errorf("%s %s: %d %q", m.mode, name, code, out)
+				}
+			}
+			out, code := e.curl(append([]string{"-w", "%{http_code}"}, m.args("evil.test")...)...)
+			if code == 0 && !strings.HasSuffix(out, "403") {
+				t.Errorf("%s evil.test passed: %q", m.mode, out)
+			}
+			if ev := e.lastBlocked(); ev.Mode != m.mode || ev.Host != "evil.test" || ev.Verdict.Reason != l7.ReasonOtherName {
+				t.Errorf("%s: event %+v", m.mode, ev)
+			}
+		}
+		audits := e.audits()[before:]
+		if len(audits) != 4 {
+			t.Fatalf("%d audit events, want one per mode: %+v", len(audits), audits)
+		}
+		for _, a := range audits {
+			if a.Host != "other.test" || !a.Verdict.Allowed || a.Verdict.Audit == nil ||
+				a.Verdict.Audit.Policy != "FirewallPolicy/apps/staged" || a.Verdict.Audit.Reason != l7.ReasonNameDenied {
+				t.Errorf("audit event %+v (audit %+v)", a, a.Verdict.Audit)
+			}
+		}
+	})
+	ip6 := "[" + e.ext.IPv6.String() + "]"
+	t.Run("ipv6", func(t *testing.T) {
+		for _, name := range []string{"good.test", "other.test"} {
+			if out, code := e.curl("-6", "--resolve", name+":443:"+ip6, "https://"+name+"/"); code != 0 || !strings.Contains(out, "external via "+name) {
+				t.Fatalf("transparent TLS over IPv6, %s: %d %q", name, code, out)
+			}
+			if out, code := e.curl("-6", "--resolve", name+":80:"+ip6, "http://"+name+"/"); code != 0 || !strings.Contains(out, "external via "+name) {
+				t.Fatalf("transparent HTTP over IPv6, %s: %d %q", name, code, out)
+			}
+		}
+		if out, code := e.curl("-6", "--resolve", "evil.test:443:"+ip6, "https://evil.test/"); code == 0 {
+			t.Fatalf("evil over IPv6 passed: %q", out)
+		}
+		if ev := e.lastBlocked(); ev.Mode != l7.ModeTransparentTLS || ev.Dst != e.ext.IPv6 || ev.Client != e.client.IPv6 || ev.Verdict.Reason != l7.ReasonOtherName {
+			t.Fatalf("event: %+v", ev)
+		}
+		if out, _ := e.curl("-6", "--resolve", "evil.test:80:"+ip6, "-w", "%{http_code}", "http://evil.test/"); !strings.HasSuffix(out, "403") {
+			t.Fatalf("evil HTTP over IPv6: %q", out)
+		}
+		// SNI spoofing over IPv6.
+		if out, code := e.curl("-6", "--resolve", "good.test:443:["+e.ext2.IPv6.String()+"]", "https://good.test/"); code == 0 {
+			t.Fatalf("IPv6 spoof passed: %q", out)
+		}
+		if ev := e.lastBlocked(); ev.Verdict.Reason != l7.ReasonAddrMismatch || ev.Dst != e.ext2.IPv6 {
+			t.Fatalf("event: %+v", ev)
+		}
+		// The explicit proxy on its IPv6 address.
+		proxy6 := "http://" + explicit6.String()
+		if out, code := e.curl("--proxy", proxy6, "https://good.test/"); code != 0 || !strings.Contains(out, "external via good.test") {
+			t.Fatalf("CONNECT via the IPv6 proxy address: %d %q", code, out)
+		}
+		if out, code := e.curl("--proxy", proxy6, "https://evil.test/"); code == 0 || !strings.Contains(out, "403") {
+			t.Fatalf("evil via the IPv6 proxy address: %d %q", code, out)
+		}
+		if ev := e.lastBlocked(); ev.Mode != l7.ModeConnect || ev.Client != e.client.IPv6 {
+			t.Fatalf("event: %+v", ev)
 		}
 	})
 	t.Run("sni-spoofing", func(t *testing.T) {
