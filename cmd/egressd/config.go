@@ -18,6 +18,7 @@ type config struct {
 	tunnelConfig // tunnel.go
 	l7Config     // l7.go
 	kubeConfig   // kube.go
+	dnsConfig    // dns_flags.go
 
 	Policies       string
 	Workloads      string
@@ -120,6 +121,7 @@ func parseFlags(args []string, stderr *os.File) (*config, error) {
 	registerTunnelFlags(fs, c)
 	registerL7Flags(fs, c)
 	registerKubeFlags(fs, c)
+	registerDNSFlags(fs, c)
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -176,6 +178,9 @@ func (c *config) validate() error {
 		}
 	}
 	if err := c.validateKube(); err != nil { // cluster mode without --policies/--workloads
+		errs = append(errs, err)
+	}
+	if err := c.validateDNS(); err != nil {
 		errs = append(errs, err)
 	}
 	if c.CheckpointInterval <= 0 || c.HandoverSettle < 0 || c.MaxIPsPerName < 1 {
