@@ -112,7 +112,7 @@ func parseFlags(args []string, stderr *os.File) (*config, error) {
 	fs.BoolVar(&c.AuditStdout, "audit-stdout", false, "also write audit events to stdout")
 	fs.StringVar(&c.OTLPEndpoint, "otlp-endpoint", "", "OTLP trace endpoint host:port (empty: no traces)")
 	fs.StringVar(&c.OTLPProtocol, "otlp-protocol", "grpc", "OTLP protocol: grpc or http")
-	fs.Var(listFlag{&c.InterceptDNS}, "intercept-dns", "cluster DNS Service address host:port whose UDP and TCP DNS from pods is redirected (nftables DNAT in table egressd) to the resolver; repeatable")
+	fs.Var(listFlag{&c.InterceptDNS}, "intercept-dns", "cluster DNS Service address host:port whose UDP and TCP DNS from pods is redirected (nftables DNAT in table egressd) to the resolver; repeatable; \"auto\" (cluster mode): the cluster IPs of --dns-service on port 53, followed as the Service changes")
 	fs.IntVar(&c.NFLogGroup, "nflog-group", 0, "log dropped packets to this nflog group (1-65535) and report them as packet.denied events (0: off)")
 	fs.Float64Var(&c.DeniedEventsRate, "denied-events-rate", 50, "most packet.denied events reported per second (the rest are counted in the next event)")
 	fs.StringVar(&c.HTTPAddr, "http-addr", "127.0.0.1:9464", "address of /metrics, /healthz and /readyz")
@@ -157,6 +157,9 @@ func (c *config) validate() error {
 		errs = append(errs, fmt.Errorf("--lookups %q: want Observe or Enforce", c.Lookups))
 	}
 	for _, s := range c.InterceptDNS {
+		if s == interceptAuto { // kube_intercept.go
+			continue
+		}
 		if _, err := netip.ParseAddrPort(s); err != nil {
 			errs = append(errs, fmt.Errorf("--intercept-dns %q: want ip:port: %v", s, err))
 		}

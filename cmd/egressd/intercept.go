@@ -3,19 +3,32 @@ package main
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 
 	"github.com/egressd/egressd/egress"
 )
 
 // interceptDNS redirects pods' DNS for the cluster DNS Service (--intercept-dns)
 // to the resolver, once it listens. The rules stay when the agent stops: pods'
-// lookups then fail closed rather than bypass policy (docs/egressd.md).
+// lookups then fail closed rather than bypass policy (docs/egressd.md). With
+// "auto" (cluster mode) the Service's cluster IPs are added and followed on every
+// sync (kube_intercept.go).
 func (a *agent) interceptDNS() error {
 	if len(a.cfg.InterceptDNS) == 0 || a.enforcer == nil {
 		return nil
 	}
+	a.interceptOn = true
+	return a.applyDNSIntercept()
+}
+
+// applyDNSIntercept programs the interception for the static addresses and the
+// cluster DNS Service's, when they differ from what is programmed.
+func (a *agent) applyDNSIntercept() error {
 	d := egress.DNSIntercept{Table: a.enforcer.Table()}
 	for _, s := range a.cfg.InterceptDNS {
+		if s == interceptAuto {
+			continue
+		}
 		ap, err := netip.ParseAddrPort(s)
 		if err != nil {
 			return fmt.Errorf("--intercept-dns %q: %w", s, err)
@@ -30,9 +43,14 @@ func (a *agent) interceptDNS() error {
 			d.To6 = ap
 		}
 	}
+	d.Services = append(d.Services, a.clusterDNSServices(d)...)
+	if len(d.Services) == 0 || slices.Equal(d.Services, a.intercepted) {
+		return nil // nothing yet (the Service does not exist), or no change
+	}
 	if err := egress.ApplyDNSIntercept(d); err != nil {
 		return fmt.Errorf("--intercept-dns: %w", err)
 	}
+	a.intercepted = d.Services
 	a.log.Info("intercepting cluster DNS", "services", d.Services, "to4", d.To4, "to6", d.To6)
 	return nil
 }

@@ -26,7 +26,7 @@ type kubeConfig struct {
 
 func registerKubeFlags(fs *flag.FlagSet, c *config) {
 	fs.StringVar(&c.Kubeconfig, "kubeconfig", os.Getenv("KUBECONFIG"), "cluster mode: kubeconfig file (default $KUBECONFIG; empty: in-cluster config from the pod's service account)")
-	fs.StringVar(&c.DNSService, "dns-service", "kube-system/kube-dns", "cluster mode: the cluster DNS Service, namespace/name")
+	fs.StringVar(&c.DNSService, "dns-service", "kube-system/kube-dns", "cluster mode: the cluster DNS Service, namespace/name, whose cluster IPs --intercept-dns auto intercepts (empty: not watched)")
 	fs.BoolVar(&c.PolicyStatus, "policy-status", true, "cluster mode: write Accepted/Invalid conditions to FirewallPolicy and ClusterFirewallPolicy status (only the holder of the lease writes)")
 	fs.StringVar(&c.LeaseNamespace, "lease-namespace", os.Getenv("POD_NAMESPACE"), "cluster mode: namespace of the egressd-status Lease that elects the one status writer (default $POD_NAMESPACE; empty: every agent writes)")
 	fs.DurationVar(&c.KubeSyncWait, "kube-sync-timeout", 5*time.Minute, "cluster mode: how long to wait for the first complete sync of the API caches before giving up (the kernel keeps its previous state meanwhile)")
@@ -37,6 +37,9 @@ func (c *config) kubeMode() bool { return c.Policies == "" && c.Workloads == "" 
 
 func (c *config) validateKube() error {
 	if !c.kubeMode() {
+		if c.interceptAuto() {
+			return errors.New("--intercept-dns auto needs cluster mode (no --policies/--workloads)")
+		}
 		return nil
 	}
 	var errs []error
@@ -45,6 +48,9 @@ func (c *config) validateKube() error {
 	}
 	if c.NodeName == "" {
 		errs = append(errs, errors.New("--node-name (or $NODE_NAME) is needed in cluster mode"))
+	}
+	if c.interceptAuto() && c.DNSService == "" {
+		errs = append(errs, errors.New("--intercept-dns auto needs --dns-service"))
 	}
 	if c.KubeSyncWait <= 0 {
 		errs = append(errs, errors.New("--kube-sync-timeout must be positive"))
@@ -69,9 +75,10 @@ func (a *agent) startKube(ctx context.Context) error {
 	}
 	rc.UserAgent = "egressd/" + a.cfg.NodeName
 	src, err := kube.New(rc, a.store, kube.Options{
-		NodeName:   a.cfg.NodeName,
-		DNSService: a.cfg.DNSService,
-		Log:        a.log.With("component", "kube"),
+		NodeName:     a.cfg.NodeName,
+		DNSService:   a.cfg.DNSService,
+		NoDNSService: a.cfg.DNSService == "",
+		Log:          a.log.With("component", "kube"),
 		Status: kube.StatusOptions{
 			Enabled:        a.cfg.PolicyStatus,
 			LeaseNamespace: a.cfg.LeaseNamespace,
