@@ -461,6 +461,18 @@ func (r *fastReader) serve(conn *net.UDPConn, b []byte, sess *dns.SessionUDP) bo
 		}
 		srv.deps.Observer.Query(time.Since(start), rcode)
 	}
+	if srv.deps.Observer.CacheHit != nil {
+		srv.deps.Observer.CacheHit()
+	}
+	if srv.deps.Observer.Result != nil {
+		res := ResultAllowed
+		if wl != nil {
+			if a := rec.decision.Audit; a != nil && a.Verdict == policy.Deny {
+				res = ResultAudit
+			}
+		}
+		srv.deps.Observer.Result(res)
+	}
 	return true
 }
 

@@ -18,6 +18,7 @@ type request struct {
 	tcp    bool
 	q      *dns.Msg
 	opt    *dns.OPT // the client's OPT record; nil without EDNS0
+	result string   // Result* (Observer.Result); empty: ResultAllowed
 }
 
 // ServeDNS implements dns.Handler: classify → decide → answer → program, then
@@ -38,6 +39,12 @@ func (srv *Server) ServeDNS(w dns.ResponseWriter, q *dns.Msg) {
 	if srv.deps.Observer.Query != nil {
 		srv.deps.Observer.Query(time.Since(req.start), rcode)
 	}
+	if srv.deps.Observer.Result != nil {
+		if req.result == "" {
+			req.result = ResultAllowed
+		}
+		srv.deps.Observer.Result(req.result)
+	}
 }
 
 // handle runs the chain and returns the reply (nil: drop the query).
@@ -45,16 +52,19 @@ func (srv *Server) handle(ctx context.Context, req *request) *dns.Msg {
 	if n := srv.inflight.Add(1); n > int64(srv.s.MaxInflight) && srv.s.MaxInflight > 0 {
 		srv.inflight.Add(-1)
 		srv.st.overloaded.Add(1)
+		req.result = ResultRefused
 		return srv.rcode(req, dns.RcodeRefused)
 	}
 	defer srv.inflight.Add(-1)
 
 	// classify
 	if reply, drop := srv.classify(req); reply != nil || drop {
+		req.result = ResultRefused
 		return reply
 	}
 	if !srv.rl.allow(req.client, srv.now()) {
 		srv.st.rateLimited.Add(1)
+		req.result = ResultRefused
 		return srv.rcode(req, dns.RcodeRefused)
 	}
 	question := req.q.Question[0]
@@ -72,10 +82,12 @@ func (srv *Server) handle(ctx context.Context, req *request) *dns.Msg {
 		if wl != nil {
 			decision = eng.DecideLookup(wl.Key(), question.Name)
 			if decision.Blocked() {
+				req.result = ResultBlocked
 				return srv.blocked(ctx, req, wl, decision)
 			}
 			if a := decision.Audit; a != nil && a.Verdict == policy.Deny {
 				srv.st.audited.Add(1)
+				req.result = ResultAudit
 				srv.deps.Reporter.LookupAudit(ctx, srv.event(req, wl, EventLookupAudit, *a, "NOERROR"))
 			}
 			rules = eng.FQDNRules(wl.Key(), question.Name)
@@ -83,6 +95,7 @@ func (srv *Server) handle(ctx context.Context, req *request) *dns.Msg {
 	}
 
 	if m := srv.tunnelRefused(ctx, req, wl); m != nil {
+		req.result = ResultTunnel
 		return m
 	}
 
@@ -90,6 +103,7 @@ func (srv *Server) handle(ctx context.Context, req *request) *dns.Msg {
 	reply, err := srv.resolve(ctx, req)
 	if err != nil {
 		srv.st.servFail.Add(1)
+		req.result = ResultError
 		return srv.failure(req, dns.ExtendedErrorCodeNoReachableAuthority, "egressd: no upstream answered")
 	}
 	srv.tunnelObserve(ctx, req, wl, reply)
@@ -99,6 +113,7 @@ func (srv *Server) handle(ctx context.Context, req *request) *dns.Msg {
 		ips, err := srv.program(ctx, wl, rules, reply)
 		if err != nil {
 			srv.st.servFail.Add(1)
+			req.result = ResultError
 			return srv.failure(req, dns.ExtendedErrorCodeOther, "egressd: firewall set write failed")
 		}
 		if len(ips) > 0 && srv.deps.RecordLookup != nil {
@@ -151,6 +166,9 @@ func (srv *Server) resolve(ctx context.Context, req *request) (*dns.Msg, error) 
 	cached, fresh, ok := srv.cache.get(key, now)
 	if ok && fresh {
 		srv.st.cacheHits.Add(1)
+		if srv.deps.Observer.CacheHit != nil {
+			srv.deps.Observer.CacheHit()
+		}
 		return srv.reply(req, cached), nil
 	}
 	srv.st.cacheMisses.Add(1)

@@ -73,7 +73,23 @@ type Observer struct {
 	// Query is called when a reply has been written (or the query dropped),
 	// with the total handling time and the response code.
 	Query func(d time.Duration, rcode int)
+	// Result is called with every query's outcome (one of the Result*
+	// constants), after Query.
+	Result func(result string)
+	// CacheHit is called for every query answered from a fresh cache entry.
+	CacheHit func()
 }
+
+// Outcomes of a query, as passed to Observer.Result (the values of the
+// result label of egressd_dns_queries_total).
+const (
+	ResultAllowed = "allowed" // answered from the cache or an upstream
+	ResultBlocked = "blocked" // refused by an enforced policy
+	ResultAudit   = "audit"   // an Audit-mode policy would have blocked it; answered
+	ResultTunnel  = "tunnel"  // refused by DNS tunnel detection
+	ResultError   = "error"   // SERVFAIL: no upstream answered or the set write failed
+	ResultRefused = "refused" // malformed, unsupported, rate-limited or overload: FORMERR/NOTIMP/REFUSED or dropped
+)
 
 // SetNamer names the kernel set of an FQDN rule for one address family (the
 // agent passes the egress package's naming, built on policy.RuleID).

@@ -7,7 +7,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/miekg/dns"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
 	"github.com/egressd/egressd/dnsproxy"
@@ -37,6 +36,7 @@ func (a *agent) startTelemetry(ctx context.Context) (func(), error) {
 		tp, err = telemetry.NewTracerProvider(ctx, telemetry.Config{
 			Endpoint: a.cfg.OTLPEndpoint, Protocol: a.cfg.OTLPProtocol, Insecure: true,
 			ServiceName: "egressd", HostName: host, NodeName: a.cfg.NodeName,
+			SampleAllowed: a.cfg.TraceSampleAllowed, // dns_flags.go
 		})
 		if err != nil {
 			return nil, fmt.Errorf("--otlp-endpoint: %w", err)
@@ -99,6 +99,7 @@ func (a *agent) observer() dnsproxy.Observer {
 			}
 		},
 		SetWrite: func(_ int, d time.Duration, err error) { m.ObserveSetWrite(d, err) },
-		Query:    func(_ time.Duration, rcode int) { m.DNSQuery(dns.RcodeToString[rcode]) },
+		Result:   m.DNSQuery, // dnsproxy.Result* are the result label's values
+		CacheHit: m.DNSCacheHit,
 	}
 }
