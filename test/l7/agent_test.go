@@ -142,7 +142,7 @@ func TestAgentTransparentProxy(t *testing.T) {
 	// Audit lines: evil.test blocked per family, other.test would-blocks.
 	type line struct {
 		Event, QName, Reason, Policy, Client, Response string
-		Attrs                                         map[string]string
+		Attrs                                          map[string]string
 	}
 	var lines []line
 	deadline = time.Now().Add(10 * time.Second)
