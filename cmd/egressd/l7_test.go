@@ -10,6 +10,9 @@ import (
 	"strings"
 	"testing"
 
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+
 	"github.com/egressd/egressd/egress/l7"
 	"github.com/egressd/egressd/telemetry"
 )
@@ -65,16 +68,20 @@ func btoi(b bool) int {
 	return 0
 }
 
-// TestReportL7: a blocked request becomes an http.egress.blocked line, an
-// allowed one that Audit-mode policies would block an http.egress.audit line
-// with the audit verdict; a plain allowed request no line.
+// TestReportL7: a blocked request becomes an http.egress.blocked line and
+// span, an allowed one that Audit-mode policies would block an
+// http.egress.audit line and span with the audit verdict; a plain allowed
+// request nothing.
 func TestReportL7(t *testing.T) {
 	var buf bytes.Buffer
 	audit, err := telemetry.NewAuditLog(telemetry.AuditOptions{Stdout: &buf})
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := &agent{log: slog.New(slog.DiscardHandler), events: telemetry.NewReporter(telemetry.ReporterOptions{Audit: audit})}
+	exp := tracetest.NewInMemoryExporter()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
+	defer tp.Shutdown(context.Background())
+	a := &agent{log: slog.New(slog.DiscardHandler), events: telemetry.NewReporter(telemetry.ReporterOptions{Audit: audit, TracerProvider: tp})}
 	client := netip.MustParseAddr("10.0.1.5")
 	dst := netip.MustParseAddr("192.0.2.10")
 	ctx := context.Background()
@@ -110,6 +117,17 @@ func TestReportL7(t *testing.T) {
 				t.Errorf("line %d: %s = %q, want %q (%v)", i, k, got, v, lines[i])
 			}
 		}
+	}
+	spans := exp.GetSpans()
+	if len(spans) != 2 || spans[0].Name != telemetry.EventHTTPBlocked || spans[1].Name != telemetry.EventHTTPAudit {
+		t.Fatalf("spans: %v", spans)
+	}
+	got := map[string]string{}
+	for _, kv := range spans[1].Attributes {
+		got[string(kv.Key)] = kv.Value.Emit()
+	}
+	if got[telemetry.AttrPolicy] != "FirewallPolicy/apps/staged" || got[telemetry.AttrReason] != l7.ReasonNameDenied || got["egressd.l7.mode"] != "transparent-tls" {
+		t.Errorf("audit span attributes: %v", got)
 	}
 	attrs, _ := lines[1]["attrs"].(map[string]any)
 	if attrs["egressd.l7.mode"] != "transparent-tls" || attrs["destination.address"] != "192.0.2.10" || !strings.HasPrefix(attrs["server.port"].(string), "443") {
