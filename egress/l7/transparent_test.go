@@ -131,3 +131,45 @@ func TestTransparent(t *testing.T) {
 		t.Logf("active: %d", tp.Active())
 	}
 }
+
+// A ClientHello that hides the name (no SNI, ECH) or is not one is refused
+// with a reset and an event with its reason.
+func TestTransparentRefusesHiddenNames(t *testing.T) {
+	_, rec, tlsPort, _, setDst, paddr := transparentSetup(t)
+	dst := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.3"), uint16(tlsPort))
+	cases := []struct {
+		name   string
+		hello  []byte
+		reason string
+	}{
+		{"no SNI (crypto/tls without ServerName)", captureHello(t, ""), ReasonNoSNI},
+		{"ECH", buildHello(4096, sniExt("good.example.com"), ext(extECH, []byte{0, 1, 2})), ReasonECH},
+		{"not a ClientHello", []byte{22, 3, 1, 0, 4, 2, 0, 0, 0}, ReasonBadHello},
+	}
+	for _, tc := range cases {
+		setDst(dst)
+		c, err := net.Dial("tcp", paddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Write(tc.hello); err != nil {
+			t.Fatalf("%s: write: %v", tc.name, err)
+		}
+		c.SetReadDeadline(time.Now().Add(3 * time.Second))
+		n, err := c.Read(make([]byte, 64))
+		c.Close()
+		if err == nil || n > 0 || isTimeout(err) {
+			t.Errorf("%s: read %d bytes, %v; want a reset", tc.name, n, err)
+		}
+	}
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if len(rec.evs) != len(cases) {
+		t.Fatalf("events: %+v", rec.evs)
+	}
+	for i, tc := range cases {
+		if ev := rec.evs[i]; ev.Verdict.Reason != tc.reason || ev.Mode != ModeTransparentTLS || ev.Response != "reset" || ev.Dst != dst.Addr() {
+			t.Errorf("%s: event %+v, want reason %s", tc.name, ev, tc.reason)
+		}
+	}
+}
