@@ -177,3 +177,25 @@ func TestExplicitAudit(t *testing.T) {
 		t.Fatalf("audit event: %+v (audit %+v)", a, a.Verdict.Audit)
 	}
 }
+
+// BenchmarkCheck is the decision of one request by a workload (lookup
+// decision, in-process resolver, recording the answer, DecideFor), for a name
+// allowed by the second of two policies on a shared address and for a third
+// name that is denied:
+//
+//	go test -run X -bench Check ./egress/l7
+func BenchmarkCheck(b *testing.B) {
+	c := newSharedChecker(b)
+	cl := netip.MustParseAddr("127.0.0.1")
+	dst := netip.MustParseAddr("127.0.0.3")
+	for _, host := range []string{"other.good.test", "third.good.test"} {
+		b.Run(host, func(b *testing.B) {
+			want := host == "other.good.test"
+			for b.Loop() {
+				if v := c.Check(context.Background(), Request{Client: cl, Host: host, Port: 80, Dst: dst}); v.Allowed != want {
+					b.Fatalf("%+v", v)
+				}
+			}
+		})
+	}
+}

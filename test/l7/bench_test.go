@@ -13,8 +13,9 @@ import (
 	"github.com/egressd/egressd/egress"
 )
 
-// TestL7Bench measures allowed HTTPS (new connection, TLS 1.3 handshake, one
-// GET) from a pod through the transparent proxy vs direct:
+// BenchmarkL7TransparentVsDirect measures allowed HTTPS (new connection, TLS
+// 1.3 handshake, one GET) from a pod through the transparent proxy vs direct,
+// over IPv4 and IPv6:
 //
 //	go test -run X -bench L7 -benchtime 1x ./test/l7
 func BenchmarkL7TransparentVsDirect(b *testing.B) {
@@ -29,8 +30,7 @@ func BenchmarkL7TransparentVsDirect(b *testing.B) {
 	// good.test resolves for this workload too: it is not in the store, so
 	// the proxy decides with the default (not a workload → allowed) after
 	// checking the SNI resolves to the destination.
-	dst := netip.AddrPortFrom(e.ext.IPv4, 443)
-	run := func(d time.Duration) (float64, []time.Duration) {
+	run := func(dst netip.AddrPort, d time.Duration) (float64, []time.Duration) {
 		var lat []time.Duration
 		end := time.Now().Add(d)
 		for time.Now().Before(end) {
@@ -51,16 +51,22 @@ func BenchmarkL7TransparentVsDirect(b *testing.B) {
 		return float64(len(lat)) / d.Seconds(), lat
 	}
 	pct := func(l []time.Duration, p float64) time.Duration { return l[int(float64(len(l)-1)*p)] }
-	for _, mode := range []string{"direct", "transparent", "direct", "transparent"} {
-		src := []netip.Addr{e.client.IPv4}
-		if mode == "transparent" {
-			src = append(src, bp.IPv4)
+	for _, fam := range []string{"IPv4", "IPv6"} {
+		dst := netip.AddrPortFrom(e.ext.IPv4, 443)
+		if fam == "IPv6" {
+			dst = netip.AddrPortFrom(e.ext.IPv6, 443)
 		}
-		if err := egress.ApplyRedirect(egress.Redirect{NetNS: e.node.Fd(), To4: transparent, Sources: src}); err != nil {
-			t.Fatal(err)
+		for _, mode := range []string{"direct", "transparent", "direct", "transparent"} {
+			src := []netip.Addr{e.client.IPv4, e.client.IPv6}
+			if mode == "transparent" {
+				src = append(src, bp.IPv4, bp.IPv6)
+			}
+			if err := egress.ApplyRedirect(egress.Redirect{NetNS: e.node.Fd(), To4: transparent, To6: transparent6, Sources: src}); err != nil {
+				t.Fatal(err)
+			}
+			run(dst, 500*time.Millisecond) // warm up
+			cps, lat := run(dst, 3*time.Second)
+			t.Logf("%s %-12s %7.0f conn/s  p50 %v  p99 %v  (n=%d)", fam, mode, cps, pct(lat, 0.5).Round(time.Microsecond), pct(lat, 0.99).Round(time.Microsecond), len(lat))
 		}
-		run(500 * time.Millisecond) // warm up
-		cps, lat := run(3 * time.Second)
-		t.Logf("%-12s %7.0f conn/s  p50 %v  p99 %v  (n=%d)", mode, cps, pct(lat, 0.5).Round(time.Microsecond), pct(lat, 0.99).Round(time.Microsecond), len(lat))
 	}
 }
