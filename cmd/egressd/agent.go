@@ -42,6 +42,10 @@ type agent struct {
 
 	interceptOn bool             // --intercept-dns is programmed (intercept.go)
 	intercepted []netip.AddrPort // what it programmed
+	// /status (status.go)
+	blocked       blockedRing
+	lastApply     atomic.Int64 // unix ns of the last successful sync
+	interceptView atomic.Value // []string: a copy of intercepted
 }
 
 func newAgent(cfg *config, log *slog.Logger) *agent {
@@ -162,6 +166,7 @@ func (a *agent) sync(ctx context.Context) (err error) {
 	a.needFull = false
 	a.synced.Store(int64(plan.Generation))
 	a.lastErr.Store("")
+	a.lastApply.Store(time.Now().UnixNano())
 	if a.kube != nil {
 		a.kube.ReportProgrammed(gens) // queued; never blocks the dataplane
 		a.refreshDNSIntercept()       // kube_intercept.go
@@ -200,6 +205,8 @@ func (a *agent) startHTTP() (*http.Server, error) {
 		fmt.Fprintf(w, "ready generation=%d\n", a.synced.Load())
 	})
 	a.registerMetrics(mux)
+	a.registerStatus(mux) // /status: status.go
+
 	ln, err := listenHTTP(a.cfg.HTTPAddr) // handover_http.go: shared with a successor
 	if err != nil {
 		return nil, err

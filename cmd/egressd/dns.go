@@ -87,7 +87,7 @@ func (a *agent) startDNS(ctx context.Context) (func(), error) {
 	if err != nil {
 		return nil, fmt.Errorf("resolver: %w", err)
 	}
-	deps := dnsproxy.Deps{Engine: a.engine, Reporter: a.reporter(), Observer: a.observer()}
+	deps := dnsproxy.Deps{Engine: a.engine, Reporter: a.withStatus(a.reporter()), Observer: a.observer()}
 	deps.Tunnel = a.tunnelDetector() // tunnel.go
 	var sets *nftset.Manager
 	if a.enforcer != nil {

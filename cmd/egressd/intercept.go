@@ -51,6 +51,11 @@ func (a *agent) applyDNSIntercept() error {
 		return fmt.Errorf("--intercept-dns: %w", err)
 	}
 	a.intercepted = d.Services
+	view := make([]string, len(d.Services))
+	for i, ap := range d.Services {
+		view[i] = ap.String()
+	}
+	a.interceptView.Store(view)
 	a.log.Info("intercepting cluster DNS", "services", d.Services, "to4", d.To4, "to6", d.To6)
 	return nil
 }

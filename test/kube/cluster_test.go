@@ -2,6 +2,7 @@ package kube_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -411,4 +412,128 @@ func TestClusterAgentRestart(t *testing.T) {
 		t.Fatalf("intercepted lookup after the restart: %s", st)
 	}
 	check("after lookups with agent B")
+}
+
+// TestAgentStatus: `egressctl status` against the live agent (cluster mode, in a
+// netns node): after one blocked lookup the count is 1 and the name and workload
+// are listed; every kernel set's element count equals what `nft -j list table`
+// shows in the node; the sync state says synced and applied.
+func TestAgentStatus(t *testing.T) {
+	c := newCluster(t)
+	c.dnsService("10.96.0.10")
+	ctl := filepath.Join(c.dir, "egressctl")
+	if out, err := exec.Command("go", "build", "-o", ctl, "github.com/egressd/egressd/cmd/egressctl").CombinedOutput(); err != nil {
+		t.Fatalf("go build ./cmd/egressctl: %v\n%s", err, out)
+	}
+	a := c.startAgent()
+	c.waitReady(a)
+	waitFor(t, 20*time.Second, "policy enforced on web → db", func() bool { return !c.connect(c.db.IPv4) })
+	if st, _ := c.dig(nodeResolverIP, "evil.example.com"); st != "NXDOMAIN" {
+		t.Fatalf("evil.example.com: %s, want NXDOMAIN (blocked)", st)
+	}
+	if st, _ := c.dig(nodeResolverIP, "api.example.com"); st != "NOERROR" {
+		t.Fatalf("api.example.com: %s", st)
+	}
+	ctlRun := func(args ...string) string {
+		t.Helper()
+		out, err := c.node.Exec(c.ctx, "", ctl, append([]string{"status", "--agent", "http://127.0.0.1:9464"}, args...)...)
+		if err != nil {
+			t.Fatalf("egressctl status %v: %v\n%s", args, err, out)
+		}
+		return string(out)
+	}
+	var st struct {
+		Sync struct {
+			Source       string `json:"source"`
+			SourceSynced bool   `json:"sourceSynced"`
+			Policies     int    `json:"policies"`
+			AppliedPlan  int64  `json:"appliedPlanGeneration"`
+		} `json:"sync"`
+		Sets []struct {
+			Name     string `json:"name"`
+			Elements int    `json:"elements"`
+		} `json:"sets"`
+		Blocked struct {
+			Count        int       `json:"count"`
+			TopNames     []counted `json:"topNames"`
+			TopWorkloads []counted `json:"topWorkloads"`
+		} `json:"blocked"`
+		Resolver  map[string]uint64 `json:"resolver"`
+		Intercept []string          `json:"dnsIntercept"`
+	}
+	if err := json.Unmarshal([]byte(ctlRun("--since", "10m", "-o", "json")), &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Sync.Source != "kubernetes" || !st.Sync.SourceSynced || st.Sync.Policies != 1 || st.Sync.AppliedPlan == 0 {
+		t.Errorf("sync state %+v, want kubernetes, synced, 1 policy, a plan applied", st.Sync)
+	}
+	if st.Blocked.Count != 1 || len(st.Blocked.TopNames) != 1 || st.Blocked.TopNames[0] != (counted{"evil.example.com", 1}) ||
+		len(st.Blocked.TopWorkloads) != 1 || st.Blocked.TopWorkloads[0] != (counted{"shop/web", 1}) {
+		t.Errorf("blocked = %+v, want 1 lookup of evil.example.com by shop/web", st.Blocked)
+	}
+	if st.Resolver["Blocked"] != 1 || st.Resolver["Queries"] < 2 {
+		t.Errorf("resolver stats %v: want Blocked 1, Queries ≥ 2", st.Resolver)
+	}
+	if len(st.Intercept) != 1 || st.Intercept[0] != "10.96.0.10:53" {
+		t.Errorf("dnsIntercept %v, want [10.96.0.10:53]", st.Intercept)
+	}
+	// The kernel's own view.
+	out, err := c.node.Exec(c.ctx, "", "nft", "-j", "list", "table", "inet", "egressd")
+	if err != nil {
+		t.Fatalf("nft -j list table: %v\n%s", err, out)
+	}
+	var doc struct {
+		Nftables []map[string]json.RawMessage `json:"nftables"`
+	}
+	if err := json.Unmarshal(out, &doc); err != nil {
+		t.Fatal(err)
+	}
+	kernel := map[string]int{}
+	for _, o := range doc.Nftables {
+		for _, kind := range []string{"set", "map"} {
+			raw, ok := o[kind]
+			if !ok {
+				continue
+			}
+			var s struct {
+				Name string            `json:"name"`
+				Elem []json.RawMessage `json:"elem"`
+			}
+			if err := json.Unmarshal(raw, &s); err != nil {
+				t.Fatal(err)
+			}
+			kernel[s.Name] = len(s.Elem)
+		}
+	}
+	got := map[string]int{}
+	fqdn := 0
+	for _, s := range st.Sets {
+		got[s.Name] = s.Elements
+		if strings.HasPrefix(s.Name, "fq_") && s.Elements > 0 {
+			fqdn++
+		}
+	}
+	if len(got) == 0 || len(got) != len(kernel) {
+		t.Errorf("status lists %d sets, the kernel has %d", len(got), len(kernel))
+	}
+	for name, n := range kernel {
+		if got[name] != n {
+			t.Errorf("set %s: status says %d elements, nft lists %d", name, got[name], n)
+		}
+	}
+	if fqdn == 0 {
+		t.Errorf("no FQDN set with the resolved address: %v", got)
+	}
+	table := ctlRun("--since", "5m")
+	for _, want := range []string{"Blocked lookups in the last 5m0s: 1", "evil.example.com", "shop/web", "synced yes"} {
+		if !strings.Contains(table, want) {
+			t.Errorf("table output lacks %q:\n%s", want, table)
+		}
+	}
+	t.Logf("egressctl status:\n%s", table)
+}
+
+type counted struct {
+	Key   string `json:"key"`
+	Count int    `json:"count"`
 }

@@ -1,0 +1,266 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/nftables"
+
+	"github.com/egressd/egressd/dnsproxy"
+)
+
+// The /status endpoint (docs/egressd.md, rendered by `egressctl status`): policy
+// sync state, kernel sets with element counts, blocked lookups of the last
+// minutes (from a bounded in-memory ring) and resolver counters.
+
+// blockedRingSize bounds the blocked lookups remembered for /status.
+const blockedRingSize = 4096
+
+// blockedLookup is one blocked lookup remembered for /status.
+type blockedLookup struct {
+	at             time.Time
+	workload, name string
+}
+
+// blockedRing keeps the last blockedRingSize blocked lookups.
+type blockedRing struct {
+	mu    sync.Mutex
+	buf   []blockedLookup
+	next  int
+	total uint64
+}
+
+func (r *blockedRing) add(b blockedLookup) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.buf) < blockedRingSize {
+		r.buf = append(r.buf, b)
+	} else {
+		r.buf[r.next] = b
+		r.next = (r.next + 1) % blockedRingSize
+	}
+	r.total++
+}
+
+// Counted is a name or workload with its count.
+type Counted struct {
+	Key   string `json:"key"`
+	Count int    `json:"count"`
+}
+
+// BlockedStatus summarises the blocked lookups since a time.
+type BlockedStatus struct {
+	Since time.Time `json:"since"`
+	Count int       `json:"count"`
+	// Truncated: the ring wrapped after Since, older lookups are not counted.
+	Truncated    bool      `json:"truncated,omitempty"`
+	TopNames     []Counted `json:"topNames"`
+	TopWorkloads []Counted `json:"topWorkloads"`
+	// Total counts every blocked lookup since the agent started.
+	Total uint64 `json:"total"`
+}
+
+func (r *blockedRing) since(t time.Time, top int) BlockedStatus {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	st := BlockedStatus{Since: t, Total: r.total, TopNames: []Counted{}, TopWorkloads: []Counted{}}
+	names, wls := map[string]int{}, map[string]int{}
+	oldest := time.Time{}
+	for i, b := range r.buf {
+		if i == 0 || b.at.Before(oldest) {
+			oldest = b.at
+		}
+		if b.at.Before(t) {
+			continue
+		}
+		st.Count++
+		names[b.name]++
+		wl := b.workload
+		if wl == "" {
+			wl = "(unknown client)"
+		}
+		wls[wl]++
+	}
+	st.Truncated = len(r.buf) == blockedRingSize && oldest.After(t)
+	st.TopNames, st.TopWorkloads = topN(names, top), topN(wls, top)
+	return st
+}
+
+func topN(m map[string]int, n int) []Counted {
+	out := make([]Counted, 0, len(m))
+	for k, v := range m {
+		out = append(out, Counted{k, v})
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Count != out[j].Count {
+			return out[i].Count > out[j].Count
+		}
+		return out[i].Key < out[j].Key
+	})
+	if len(out) > n {
+		out = out[:n]
+	}
+	return out
+}
+
+// statusReporter records blocked lookups in the ring and passes every event on.
+type statusReporter struct {
+	dnsproxy.Reporter
+	ring *blockedRing
+}
+
+func (s statusReporter) LookupBlocked(ctx context.Context, ev dnsproxy.Event) {
+	s.ring.add(blockedLookup{at: ev.Time, workload: ev.Workload, name: strings.TrimSuffix(ev.QName, ".")})
+	s.Reporter.LookupBlocked(ctx, ev)
+}
+
+// withStatus wraps the resolver's reporter for /status.
+func (a *agent) withStatus(r dnsproxy.Reporter) dnsproxy.Reporter {
+	return statusReporter{Reporter: r, ring: &a.blocked}
+}
+
+// SetStatus is one kernel set (or map) of the agent's table.
+type SetStatus struct {
+	Name     string `json:"name"`
+	Map      bool   `json:"map,omitempty"`
+	Elements int    `json:"elements"`
+}
+
+// SyncStatus is the policy source and dataplane state.
+type SyncStatus struct {
+	Source          string    `json:"source"` // kubernetes or files
+	SourceSynced    bool      `json:"sourceSynced"`
+	StoreGeneration uint64    `json:"storeGeneration"`
+	Policies        int       `json:"policies"`
+	Workloads       int       `json:"workloads"`
+	AppliedPlan     int64     `json:"appliedPlanGeneration"`
+	LastApply       time.Time `json:"lastApplyTime,omitzero"`
+	LastError       string    `json:"lastError,omitempty"`
+	// InvalidPolicies (cluster mode): rejected policies and why.
+	InvalidPolicies map[string]string `json:"invalidPolicies,omitempty"`
+}
+
+// Status is the JSON document of GET /status.
+type Status struct {
+	Node      string          `json:"node"`
+	Ready     bool            `json:"ready"`
+	StartedAt time.Time       `json:"startedAt"`
+	Now       time.Time       `json:"now"`
+	Sync      SyncStatus      `json:"sync"`
+	Dataplane string          `json:"dataplane"`
+	Table     string          `json:"table,omitempty"`
+	Sets      []SetStatus     `json:"sets"`
+	SetsError string          `json:"setsError,omitempty"`
+	Blocked   BlockedStatus   `json:"blocked"`
+	Resolver  *dnsproxy.Stats `json:"resolver,omitempty"`
+	Intercept []string        `json:"dnsIntercept,omitempty"`
+}
+
+// kernelSets lists the named sets of the agent's table with their element
+// counts (an interval counts once, not as its two boundaries).
+func kernelSets(table string) ([]SetStatus, error) {
+	c, err := nftables.New()
+	if err != nil {
+		return nil, err
+	}
+	defer c.CloseLasting()
+	sets, err := c.GetSets(&nftables.Table{Name: table, Family: nftables.TableFamilyINet})
+	if err != nil {
+		return nil, fmt.Errorf("list sets of table inet %s: %w", table, err)
+	}
+	out := []SetStatus{}
+	for _, s := range sets {
+		if s.Anonymous || strings.HasPrefix(s.Name, "__") {
+			continue
+		}
+		els, err := c.GetSetElements(s)
+		if err != nil {
+			return nil, fmt.Errorf("set %s: %w", s.Name, err)
+		}
+		n := 0
+		for _, e := range els {
+			if !e.IntervalEnd {
+				n++
+			}
+		}
+		out = append(out, SetStatus{Name: s.Name, Map: s.IsMap, Elements: n})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+func (a *agent) status(since time.Duration) Status {
+	now := time.Now()
+	st := Status{
+		Node: a.cfg.NodeName, Ready: a.ready.Load(), StartedAt: a.started, Now: now,
+		Dataplane: a.cfg.Dataplane, Sets: []SetStatus{},
+		Sync: SyncStatus{
+			Source: "files", SourceSynced: true,
+			StoreGeneration: a.store.Generation(),
+			Policies:        len(a.store.Policies()), Workloads: len(a.store.Workloads()),
+			AppliedPlan: a.synced.Load(),
+		},
+		Blocked: a.blocked.since(now.Add(-since), 10),
+	}
+	if t := a.lastApply.Load(); t != 0 {
+		st.Sync.LastApply = time.Unix(0, t)
+	}
+	st.Sync.LastError, _ = a.lastErr.Load().(string)
+	if a.kube != nil {
+		st.Sync.Source, st.Sync.SourceSynced = "kubernetes", a.kube.Synced()
+		for ref, err := range a.kube.Invalid() {
+			if st.Sync.InvalidPolicies == nil {
+				st.Sync.InvalidPolicies = map[string]string{}
+			}
+			st.Sync.InvalidPolicies[ref.String()] = err.Error()
+		}
+	}
+	if a.enforcer != nil {
+		st.Table = a.enforcer.Table()
+		sets, err := kernelSets(st.Table)
+		if err != nil {
+			st.SetsError = err.Error()
+		} else {
+			st.Sets = sets
+		}
+	}
+	if srv := a.dnsServer(); srv != nil {
+		s := srv.Stats()
+		st.Resolver = &s
+	}
+	st.Intercept, _ = a.interceptView.Load().([]string)
+	return st
+}
+
+// dnsServer returns the resolver once it runs.
+func (a *agent) dnsServer() *dnsproxy.Server {
+	if !a.ready.Load() {
+		return nil
+	}
+	return a.dns
+}
+
+// registerStatus serves GET /status[?since=DURATION] (default 10m).
+func (a *agent) registerStatus(mux *http.ServeMux) {
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
+		since := 10 * time.Minute
+		if s := r.URL.Query().Get("since"); s != "" {
+			d, err := time.ParseDuration(s)
+			if err != nil || d <= 0 {
+				http.Error(w, "since: want a positive duration like 10m", http.StatusBadRequest)
+				return
+			}
+			since = d
+		}
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(a.status(since))
+	})
+}
