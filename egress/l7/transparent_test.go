@@ -17,6 +17,10 @@ import (
 // transparent proxy on 127.0.0.1 whose "original destination" is chosen per
 // test through dstFor.
 func transparentSetup(t *testing.T) (tp *Transparent, rec *recorder, tlsPort, httpPort int, setDst func(netip.AddrPort), proxyAddr string) {
+	return transparentSetupLimits(t, Limits{HelloTimeout: 300 * time.Millisecond})
+}
+
+func transparentSetupLimits(t *testing.T, limits Limits) (tp *Transparent, rec *recorder, tlsPort, httpPort int, setDst func(netip.AddrPort), proxyAddr string) {
 	c, _ := newTestChecker(t)
 	lnT, err := net.Listen("tcp", "127.0.0.3:0")
 	if err != nil {
@@ -32,7 +36,7 @@ func transparentSetup(t *testing.T) (tp *Transparent, rec *recorder, tlsPort, ht
 	t.Cleanup(func() { srvH.Close() })
 
 	rec = &recorder{}
-	tp = NewTransparent(c, Limits{HelloTimeout: 300 * time.Millisecond}, rec.hooks())
+	tp = NewTransparent(c, limits, rec.hooks())
 	dst := make(chan netip.AddrPort, 1)
 	var cur netip.AddrPort
 	tp.OrigDst = func(net.Conn) (netip.AddrPort, error) {
@@ -171,5 +175,46 @@ func TestTransparentRefusesHiddenNames(t *testing.T) {
 		if ev := rec.evs[i]; ev.Verdict.Reason != tc.reason || ev.Mode != ModeTransparentTLS || ev.Response != "reset" || ev.Dst != dst.Addr() {
 			t.Errorf("%s: event %+v, want reason %s", tc.name, ev, tc.reason)
 		}
+	}
+}
+
+// With MaxConns 1, a silent client holds the only slot: a second client is
+// not served (its ClientHello waits in the accept queue) until the first goes.
+func TestTransparentMaxConns(t *testing.T) {
+	tp, _, tlsPort, _, setDst, paddr := transparentSetupLimits(t, Limits{MaxConns: 1, HelloTimeout: time.Minute})
+	dst := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.3"), uint16(tlsPort))
+	setDst(dst)
+	first, err := net.Dial("tcp", paddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for tp.Active() != 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("first connection not accepted")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	second, err := net.Dial("tcp", paddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer second.Close()
+	if _, err := second.Write(captureHello(t, "good.example.com")); err != nil {
+		t.Fatal(err)
+	}
+	b := make([]byte, 5)
+	second.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	if n, err := second.Read(b); n != 0 || !isTimeout(err) {
+		t.Fatalf("second connection served while the first holds the slot: %d bytes, %v", n, err)
+	}
+	if n := tp.Active(); n != 1 {
+		t.Fatalf("%d connections served, limit 1", n)
+	}
+	first.Close()
+	second.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadFull(second, b); err != nil || b[0] != 22 {
+		t.Fatalf("second connection after the first closed: %v %x", err, b)
 	}
 }
