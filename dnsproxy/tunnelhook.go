@@ -72,6 +72,24 @@ func TunnelActions(eng *policy.Engine) func(workload string) (tunnel.Action, boo
 	}
 }
 
+// TunnelChecker is implemented by TunnelDetectors that score a lookup before
+// it is forwarded (tunnel.Detector.Check): blocked is true when the lookup
+// must be refused because it would take its pair over the threshold under
+// Block; the verdict is reported as dns.tunnel.suspected when Suspected.
+// Without it, a tunnel is only quarantined after an answered lookup crossed
+// the threshold, and queries a client sent concurrently still go out.
+type TunnelChecker interface {
+	Check(ctx context.Context, workload string, client netip.Addr, qname string, qtype uint16) (v TunnelVerdict, blocked bool)
+}
+
+// TunnelPairInfo is implemented by TunnelDetectors that can name the
+// registered domain of a quarantined lookup and the pair's score, for the
+// dns.tunnel.blocked event (DESIGN.md §4: tunnel events carry domain and
+// score). Called only when a lookup is refused.
+type TunnelPairInfo interface {
+	PairInfo(workload string, client netip.Addr, qname string) (domain string, score float64)
+}
+
 // TunnelReporter is implemented by Reporters that take tunnel events
 // (dns.tunnel.suspected, dns.tunnel.blocked: Event.Event says which). A
 // Reporter without it does not receive them.
@@ -94,13 +112,29 @@ func (srv *Server) tunnelRefused(ctx context.Context, req *request, wl *policy.W
 	q := req.q.Question[0]
 	blocked, text := t.Blocked(name, req.client, q.Name)
 	if !blocked {
-		return nil
+		c, ok := t.(TunnelChecker)
+		if !ok {
+			return nil
+		}
+		v, now := c.Check(ctx, name, req.client, q.Name, q.Qtype)
+		if !now {
+			return nil
+		}
+		if r, ok := srv.deps.Reporter.(TunnelReporter); ok && v.Suspected {
+			ev := srv.event(req, wl, EventTunnelSuspected, policy.Outcome{Reason: v.Reason}, "REFUSED")
+			ev.Domain, ev.Score, ev.Features = v.Domain, v.Score, v.Features
+			r.TunnelEvent(ctx, ev)
+		}
+		text = "egressd: DNS tunnel suspected, " + v.Domain + " quarantined"
 	}
 	srv.st.blocked.Add(1)
 	m := srv.rcode(req, dns.RcodeRefused)
 	srv.addEDE(req, m, dns.ExtendedErrorCodeProhibited, text)
 	if r, ok := srv.deps.Reporter.(TunnelReporter); ok {
 		ev := srv.event(req, wl, EventTunnelBlocked, policy.Outcome{Reason: "tunnel-quarantine"}, "REFUSED")
+		if pi, ok := t.(TunnelPairInfo); ok {
+			ev.Domain, ev.Score = pi.PairInfo(name, req.client, q.Name)
+		}
 		r.TunnelEvent(ctx, ev)
 	}
 	return m

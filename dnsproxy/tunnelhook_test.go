@@ -55,6 +55,15 @@ func (h detectorHook) Blocked(workload string, client netip.Addr, qname string) 
 	return h.d.Blocked(hookKey(workload, client), qname)
 }
 
+func (h detectorHook) Check(_ context.Context, workload string, client netip.Addr, qname string, qtype uint16) (TunnelVerdict, bool) {
+	v := h.d.Check(hookKey(workload, client), qname, qtype)
+	return TunnelVerdict{Suspected: v.Suspected, Domain: v.Domain, Score: v.Score, Reason: v.Reason(), Features: v.Features}, v.Blocked
+}
+
+func (h detectorHook) PairInfo(workload string, client netip.Addr, qname string) (string, float64) {
+	return h.d.Pair(hookKey(workload, client), qname)
+}
+
 func (h detectorHook) Observe(_ context.Context, workload string, client netip.Addr, qname string, qtype uint16, rcode, size int) TunnelVerdict {
 	v := h.d.Observe(hookKey(workload, client), qname, qtype, rcode, size)
 	return TunnelVerdict{Suspected: v.Suspected, Domain: v.Domain, Score: v.Score, Reason: v.Reason(), Features: v.Features}
@@ -94,7 +103,7 @@ func TestTunnelBlock(t *testing.T) {
 	if n != 1 || ev.Domain != "test.com" || ev.Score < 1 || len(ev.Features) == 0 || ev.Reason == "" {
 		t.Fatalf("suspected events %d, last %+v", n, ev)
 	}
-	if n, ev := rep.count(EventTunnelBlocked); n != 1 || ev.Response != "REFUSED" {
+	if n, ev := rep.count(EventTunnelBlocked); n != 1 || ev.Response != "REFUSED" || ev.Domain != "test.com" || ev.Score < 1 {
 		t.Fatalf("blocked events %d, last %+v", n, ev)
 	}
 	// Other domains of the same client still resolve.
@@ -205,7 +214,7 @@ func TestTunnelActionFromPolicy(t *testing.T) {
 		}
 		t.Logf("%s %s (%v): refused at query %d, %d suspected events", tc.client, tc.workload, tc.want, refusedAt, suspected)
 	}
-	if n, ev := rep.count(EventTunnelBlocked); n != 1 || ev.Workload != "payments/gateway-0" {
+	if n, ev := rep.count(EventTunnelBlocked); n != 1 || ev.Workload != "payments/gateway-0" || ev.Domain != "example.com" || ev.Score < 1 {
 		t.Fatalf("blocked events %d, last %+v", n, ev)
 	}
 }

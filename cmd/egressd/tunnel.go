@@ -64,6 +64,25 @@ func (h tunnelHook) Blocked(workload string, client netip.Addr, qname string) (b
 	return h.d.Blocked(tunnelKey(workload, client), qname)
 }
 
+// Check scores a lookup before it is forwarded (Block only).
+func (h tunnelHook) Check(_ context.Context, workload string, client netip.Addr, qname string, qtype uint16) (dnsproxy.TunnelVerdict, bool) {
+	v := h.d.Check(tunnelKey(workload, client), qname, qtype)
+	if !v.Blocked {
+		return dnsproxy.TunnelVerdict{}, false
+	}
+	out := dnsproxy.TunnelVerdict{Suspected: v.Suspected, Domain: v.Domain, Score: v.Score}
+	if v.Suspected {
+		out.Reason, out.Features = v.Reason(), v.Features
+	}
+	return out, true
+}
+
+// PairInfo names the registered domain and the pair's score for
+// dns.tunnel.blocked events.
+func (h tunnelHook) PairInfo(workload string, client netip.Addr, qname string) (string, float64) {
+	return h.d.Pair(tunnelKey(workload, client), qname)
+}
+
 func (h tunnelHook) Observe(_ context.Context, workload string, client netip.Addr, qname string, qtype uint16, rcode, size int) dnsproxy.TunnelVerdict {
 	v := h.d.Observe(tunnelKey(workload, client), qname, qtype, rcode, size)
 	if !v.Suspected {
@@ -87,4 +106,8 @@ func (d dnsReporter) TunnelEvent(ctx context.Context, ev dnsproxy.Event) {
 	})
 }
 
-var _ dnsproxy.TunnelReporter = dnsReporter{}
+var (
+	_ dnsproxy.TunnelReporter = dnsReporter{}
+	_ dnsproxy.TunnelPairInfo = tunnelHook{}
+	_ dnsproxy.TunnelChecker  = tunnelHook{}
+)

@@ -221,6 +221,23 @@ func (d *Detector) Blocked(workload, qname string) (bool, string) {
 	return false, ""
 }
 
+// Pair returns the registered domain of qname and the score of the
+// (workload, domain) pair as of its last query (0 when it is not tracked).
+func (d *Detector) Pair(workload, qname string) (domain string, score float64) {
+	domain, _, _, ok := d.RegisteredDomain(qname)
+	if !ok {
+		return "", 0
+	}
+	k := d.key(workload, domain)
+	sh := d.shardOf(k)
+	sh.mu.Lock()
+	if p, ok := sh.lru.Peek(k); ok {
+		score = p.score
+	}
+	sh.mu.Unlock()
+	return domain, score
+}
+
 // Observe records one answered query of workload (the client address when the
 // workload is unknown): its name, type (dns.Type* values), response code and
 // answer size in bytes. It returns the verdict; Suspected is set at most once
@@ -245,16 +262,7 @@ func (d *Detector) Observe(workload, qname string, qtype uint16, rcode, answerSi
 	defer sh.mu.Unlock()
 	p, ok := sh.lru.Get(k)
 	if !ok {
-		if n := len(sh.free); n > 0 {
-			p = sh.free[n-1]
-			sh.free = sh.free[:n-1]
-			*p = pair{}
-		} else {
-			p = new(pair)
-		}
-		p.first = now
-		p.bloomEpoch = epoch
-		sh.lru.Add(k, p)
+		p = d.newPair(sh, k, now, epoch)
 	}
 	b := &p.b[epoch%nBuckets]
 	if b.epoch != epoch {
@@ -291,6 +299,91 @@ func (d *Detector) Observe(workload, qname string, qtype uint16, rcode, answerSi
 	_, v.Reasons = d.score(&s)
 	v.Features = d.features(&s, &lx, now-p.first)
 	return v
+}
+
+// Check is the pre-forward half of Block: it scores the pair as if qname
+// (of type qtype) were added to it, without recording anything, and when the
+// workload's action is Block and that score reaches the threshold it
+// quarantines the pair and returns a Blocked verdict, so that the query that
+// would cross the threshold is itself refused (its data never leaves). Queries
+// a client sends concurrently are all checked on arrival, before any answer
+// comes back. Suspected is set unless the pair was alerted within
+// Config.Realert. For other actions it returns the zero Verdict: Observe,
+// after the answer, does the rest.
+func (d *Detector) Check(workload, qname string, qtype uint16) Verdict {
+	if d.ActionFor(workload) != Block {
+		return Verdict{}
+	}
+	domain, sub, lower, ok := d.RegisteredDomain(qname)
+	if !ok || d.allowed(lower) {
+		return Verdict{}
+	}
+	lx := analyze(sub)
+	nameHash := maphash.String(d.seed, lower)
+	k := d.key(workload, domain)
+	now := d.c.Now().UnixNano()
+	epoch := now / d.width
+
+	sh := d.shardOf(k)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	p, tracked := sh.lru.Peek(k)
+	var s sums
+	if tracked {
+		s = p.sums(epoch)
+	}
+	s.queries++
+	if oddType(qtype) {
+		s.odd++
+	}
+	if !tracked || !p.seen(nameHash) {
+		s.unique++
+		s.encoded += lx.EncodedBytes
+	}
+	score, _ := d.score(&s)
+	if score < d.c.Threshold {
+		return Verdict{}
+	}
+	if !tracked {
+		p = d.newPair(sh, k, now, epoch)
+	}
+	v := Verdict{Action: Block, Domain: domain, Score: score, Blocked: true}
+	p.score = score
+	p.blockedUntil = now + int64(d.c.Quarantine)
+	if p.lastAlert == 0 || now-p.lastAlert >= int64(d.c.Realert) {
+		p.lastAlert = now
+		v.Suspected = true
+		_, v.Reasons = d.score(&s)
+		v.Features = d.features(&s, &lx, now-p.first)
+	}
+	return v
+}
+
+// newPair starts tracking a pair (the shard is locked).
+func (d *Detector) newPair(sh *shard, k uint64, now, epoch int64) *pair {
+	var p *pair
+	if n := len(sh.free); n > 0 {
+		p = sh.free[n-1]
+		sh.free = sh.free[:n-1]
+		*p = pair{}
+	} else {
+		p = new(pair)
+	}
+	p.first = now
+	p.bloomEpoch = epoch
+	sh.lru.Add(k, p)
+	return p
+}
+
+// seen reports whether the name is in one of the pair's Bloom generations.
+func (p *pair) seen(h uint64) bool {
+	i1, i2 := h%(bloomW*64), (h>>32)%(bloomW*64)
+	for g := range p.bloom {
+		if p.bloom[g][i1/64]&(1<<(i1%64)) != 0 && p.bloom[g][i2/64]&(1<<(i2%64)) != 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // newName reports whether the name was not seen by the pair recently (two
