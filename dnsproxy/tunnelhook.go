@@ -76,8 +76,10 @@ func TunnelActions(eng *policy.Engine) func(workload string) (tunnel.Action, boo
 // it is forwarded (tunnel.Detector.Check): blocked is true when the lookup
 // must be refused because it would take its pair over the threshold under
 // Block; the verdict is reported as dns.tunnel.suspected when Suspected.
-// Without it, a tunnel is only quarantined after an answered lookup crossed
-// the threshold, and queries a client sent concurrently still go out.
+// A lookup of a pair already quarantined is blocked too (Suspected false), so
+// the slow path calls Check instead of Blocked. Without it, a tunnel is only
+// quarantined after an answered lookup crossed the threshold, and queries a
+// client sent concurrently still go out.
 type TunnelChecker interface {
 	Check(ctx context.Context, workload string, client netip.Addr, qname string, qtype uint16) (v TunnelVerdict, blocked bool)
 }
@@ -110,14 +112,12 @@ func (srv *Server) tunnelRefused(ctx context.Context, req *request, wl *policy.W
 		name = wl.Key().String()
 	}
 	q := req.q.Question[0]
-	blocked, text := t.Blocked(name, req.client, q.Name)
-	if !blocked {
-		c, ok := t.(TunnelChecker)
-		if !ok {
-			return nil
-		}
-		v, now := c.Check(ctx, name, req.client, q.Name, q.Qtype)
-		if !now {
+	var blocked bool
+	var text string
+	if c, ok := t.(TunnelChecker); ok {
+		// One call: the quarantine, and the pre-forward score under Block.
+		var v TunnelVerdict
+		if v, blocked = c.Check(ctx, name, req.client, q.Name, q.Qtype); !blocked {
 			return nil
 		}
 		if r, ok := srv.deps.Reporter.(TunnelReporter); ok && v.Suspected {
@@ -126,6 +126,8 @@ func (srv *Server) tunnelRefused(ctx context.Context, req *request, wl *policy.W
 			r.TunnelEvent(ctx, ev)
 		}
 		text = "egressd: DNS tunnel suspected, " + v.Domain + " quarantined"
+	} else if blocked, text = t.Blocked(name, req.client, q.Name); !blocked {
+		return nil
 	}
 	srv.st.blocked.Add(1)
 	m := srv.rcode(req, dns.RcodeRefused)

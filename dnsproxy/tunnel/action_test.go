@@ -146,9 +146,10 @@ func TestDefaultOffPerWorkloadOn(t *testing.T) {
 	}
 }
 
-// BenchmarkBlockedObserveActionFor is what the resolver does per query
-// (Blocked, then Observe) with a per-workload action lookup: half the
-// workloads have their own action (Alert), the rest take the default.
+// BenchmarkBlockedObserveActionFor is what the resolver does per cache miss
+// (Check, which stands for Blocked too, then Observe) with a per-workload action lookup: half the
+// workloads have their own action (Alert: Check returns at once), the rest
+// take the default (Block: Check scores the query).
 func BenchmarkBlockedObserveActionFor(b *testing.B) {
 	clk := &simClock{now: t0}
 	tab := &actions{m: map[string]Action{}}
@@ -180,9 +181,54 @@ func BenchmarkBlockedObserveActionFor(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		clk.now = clk.now.Add(time.Microsecond)
 		w, n := wls[i%64], names[i%4096]
-		if blocked, _ := d.Blocked(w, n); blocked {
-			b.Fatal("benign name blocked")
+		if d.Check(w, n, tA).Blocked {
+			b.Fatal("benign name refused")
 		}
 		d.Observe(w, n, tA, 0, 60)
+	}
+}
+
+// TestCheckRefusesCrossingQuery: under Block, Check refuses the query that
+// would take the pair over the threshold (before it is forwarded), so no
+// answered query is needed; under Alert it does nothing.
+func TestCheckRefusesCrossingQuery(t *testing.T) {
+	for _, act := range []Action{Block, Alert} {
+		clk := &simClock{now: t0}
+		d := New(Config{Action: act, ActionSet: true, Now: clk.Now})
+		r := rand.New(rand.NewPCG(17, 18))
+		s := &tunnelState{domain: "c2.example.com.", chunk: 110}
+		next := dnscat2(tTXT)
+		refused, suspected := 0, 0
+		for i := 1; i <= 10 && refused == 0; i++ {
+			q := next(r, s)
+			clk.now = clk.now.Add(100 * time.Millisecond)
+			if v := d.Check("shop/cart-0", q.name, q.qtype); v.Blocked {
+				refused = i
+				if v.Suspected {
+					suspected++
+				}
+				if len(v.Reasons) == 0 || v.Features["encoded_bytes"] == 0 || v.Domain != "example.com" {
+					t.Fatalf("verdict %+v", v)
+				}
+				continue
+			}
+			if v := d.Observe("shop/cart-0", q.name, q.qtype, q.rcode, q.ans); v.Suspected {
+				suspected++
+			}
+		}
+		switch act {
+		case Block:
+			if refused == 0 || refused > 5 || suspected != 1 {
+				t.Fatalf("Block: refused at %d, %d alerts", refused, suspected)
+			}
+			if b, _ := d.Blocked("shop/cart-0", "x.c2.example.com."); !b {
+				t.Fatal("Block: pair not quarantined after Check refused")
+			}
+			t.Logf("Block: query %d refused before forwarding (%d data bytes out before it)", refused, (refused-1)*110)
+		case Alert:
+			if refused != 0 || suspected != 1 {
+				t.Fatalf("Alert: refused at %d, %d alerts", refused, suspected)
+			}
+		}
 	}
 }

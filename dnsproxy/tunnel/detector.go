@@ -4,7 +4,7 @@
 // actions Off, Alert and Block (with a quarantine period). See
 // docs/detection.md for the features, the defaults and how to tune them.
 //
-// The hot path (Observe, Blocked) is O(1) per query — a fixed ring of window
+// The hot path (Blocked, Check, Observe) is O(1) per query — a fixed ring of window
 // buckets and a fixed-size Bloom filter per pair — and allocates nothing in
 // steady state; memory is bounded by an LRU of tracked pairs.
 package tunnel
@@ -308,8 +308,9 @@ func (d *Detector) Observe(workload, qname string, qtype uint16, rcode, answerSi
 // would cross the threshold is itself refused (its data never leaves). Queries
 // a client sends concurrently are all checked on arrival, before any answer
 // comes back. Suspected is set unless the pair was alerted within
-// Config.Realert. For other actions it returns the zero Verdict: Observe,
-// after the answer, does the rest.
+// Config.Realert. A pair already quarantined is Blocked too (not Suspected),
+// so Check alone can stand for Blocked on the slow path. For other actions it
+// returns the zero Verdict: Observe, after the answer, does the rest.
 func (d *Detector) Check(workload, qname string, qtype uint16) Verdict {
 	if d.ActionFor(workload) != Block {
 		return Verdict{}
@@ -330,6 +331,9 @@ func (d *Detector) Check(workload, qname string, qtype uint16) Verdict {
 	p, tracked := sh.lru.Peek(k)
 	var s sums
 	if tracked {
+		if p.blockedUntil > now { // already quarantined (what Blocked says)
+			return Verdict{Action: Block, Domain: domain, Score: p.score, Blocked: true}
+		}
 		s = p.sums(epoch)
 	}
 	s.queries++

@@ -78,8 +78,13 @@ func TestSimBenign(t *testing.T) {
 		for i, it := range items {
 			clk.now = t0.Add(time.Duration(m)*time.Minute + time.Duration(i)*step)
 			queries++
+			// As the resolver does under Block: quarantine check, then the
+			// pre-forward Check, then Observe with the answer.
 			if blocked, _ := d.Blocked(it.w.key, it.q.name); blocked {
 				t.Errorf("benign lookup blocked: %s %s", it.w.key, it.q.name)
+			}
+			if v := d.Check(it.w.key, it.q.name, it.q.qtype); v.Blocked {
+				t.Errorf("benign lookup refused before forwarding: %s %s score %.2f", it.w.key, it.q.name, v.Score)
 			}
 			v := d.Observe(it.w.key, it.q.name, it.q.qtype, it.q.rcode, it.q.ans)
 			if v.Domain == "" {
