@@ -20,6 +20,7 @@ declare -A pkgs=(
   [dnsmasq]=dnsmasq-base
   [kubectl]=kubernetes-client
   [etcd]=etcd-server
+  [dns2tcpd]=dns2tcp
 )
 missing=()
 for tool in "${!pkgs[@]}"; do

@@ -136,3 +136,34 @@ func TestTunnelActionsFromPolicies(t *testing.T) {
 		}
 	}
 }
+
+// TestTunnelDetectionExample: deploy/examples/policies/tunnel-detection.yaml
+// sets Block for namespace payments and Off for ops/prometheus-0; the other
+// workloads take the node default.
+func TestTunnelDetectionExample(t *testing.T) {
+	objs, err := manifest.DecodeFile("../../deploy/examples/policies/tunnel-detection.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ws, err := manifest.LoadWorkloads("../../deploy/examples/workloads.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := manifest.LoadStore(objs, ws)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := dnsproxy.TunnelActions(policy.NewEngine(store, policy.Options{}))
+	for key, want := range map[string]string{
+		"payments/gateway-0": "Block", "payments/orders-0": "Block",
+		"ops/prometheus-0": "Off", "builds/runner-0": "default",
+	} {
+		got := "default"
+		if a, ok := f(key); ok {
+			got = a.String()
+		}
+		if got != want {
+			t.Errorf("%s: %s, want %s", key, got, want)
+		}
+	}
+}
