@@ -187,6 +187,9 @@ func (srv *Server) resolve(ctx context.Context, req *request) (*dns.Msg, error) 
 		if err != nil {
 			return nil, err
 		}
+		if n := scrubAnswer(r); n > 0 { // program.go
+			srv.st.scrubbed.Add(uint64(n))
+		}
 		return srv.cache.put(key, r, srv.now()), nil
 	})
 	if shared {

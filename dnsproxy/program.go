@@ -3,6 +3,7 @@ package dnsproxy
 import (
 	"context"
 	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/miekg/dns"
@@ -17,9 +18,9 @@ type answerAddr struct {
 	ttl uint32
 }
 
-// answerAddrs returns every A and AAAA of the answer section, whatever its
-// owner: the records of the whole CNAME chain (the upstream sends the chain
-// and the addresses of its last name in one answer).
+// answerAddrs returns every A and AAAA of the answer section: the records of
+// the whole CNAME chain (the upstream sends the chain and the addresses of its
+// last name in one answer; scrubAnswer removed addresses of other names).
 func answerAddrs(m *dns.Msg) []answerAddr {
 	var out []answerAddr
 	for _, rr := range m.Answer {
@@ -35,6 +36,41 @@ func answerAddrs(m *dns.Msg) []answerAddr {
 		}
 	}
 	return out
+}
+
+// scrubAnswer removes from the answer section of an upstream answer the
+// addresses (A, AAAA) whose owner is not on the CNAME chain of the question:
+// the question's name and the targets of the CNAMEs owned by chain names, in
+// any order. Such records (from a misbehaving or forged upstream) would
+// otherwise be written to the kernel sets as addresses of the name the
+// workload was allowed to resolve. Other records are kept. It returns the
+// number of records removed.
+func scrubAnswer(m *dns.Msg) int {
+	if len(m.Question) != 1 || len(m.Answer) == 0 {
+		return 0
+	}
+	chain := map[string]bool{strings.ToLower(m.Question[0].Name): true}
+	for grew := true; grew; {
+		grew = false
+		for _, rr := range m.Answer {
+			if c, ok := rr.(*dns.CNAME); ok && chain[strings.ToLower(c.Hdr.Name)] && !chain[strings.ToLower(c.Target)] {
+				chain[strings.ToLower(c.Target)] = true
+				grew = true
+			}
+		}
+	}
+	kept := m.Answer[:0]
+	removed := 0
+	for _, rr := range m.Answer {
+		if t := rr.Header().Rrtype; (t == dns.TypeA || t == dns.TypeAAAA) && !chain[strings.ToLower(rr.Header().Name)] {
+			removed++
+			continue
+		}
+		kept = append(kept, rr)
+	}
+	clear(m.Answer[len(kept):])
+	m.Answer = kept
+	return removed
 }
 
 // setTimeout is the timeout written for an address with the given TTL:
