@@ -123,7 +123,7 @@ func (a *agent) startDNS(ctx context.Context) (func(), error) {
 		}
 		stopCP()
 		<-cpDone
-		cp.write()
+		cp.write(context.Background(), false)
 		a.log.Info("resolver stopped", "took", time.Since(start), "stats", fmt.Sprintf("%+v", srv.Stats()))
 		if sets != nil {
 			sets.Close()
@@ -170,9 +170,21 @@ func (c *checkpointer) merge(ctx context.Context) {
 		"cached-answers", cached, "of-cached", len(st.Cache), "from-pid", st.PID, "written", st.Written)
 }
 
-func (c *checkpointer) write() {
+// write writes the checkpoint; with mergeFirst it first merges what another
+// process wrote since (the predecessor's final checkpoint), both under the
+// state lock so that no write of the other process falls in between.
+func (c *checkpointer) write(ctx context.Context, mergeFirst bool) {
 	if c.path == "" {
 		return
+	}
+	unlock, err := lockStateFile(c.path, 2*time.Second) // handover_state.go
+	if err != nil {
+		c.a.log.Warn("writing state file without its lock", "err", err)
+	} else {
+		defer unlock()
+	}
+	if mergeFirst {
+		c.merge(ctx)
 	}
 	if err := dnsproxy.WriteCheckpoint(c.path, c.srv.Checkpoint()); err != nil {
 		c.a.log.Warn("writing state file", "err", err)
@@ -191,8 +203,7 @@ func (c *checkpointer) loop(ctx context.Context, every time.Duration) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			c.merge(ctx)
-			c.write()
+			c.write(ctx, true)
 		}
 	}
 }
