@@ -166,7 +166,7 @@ func (srv *Server) Restore(ctx context.Context, cp Checkpoint) (int, error) {
 		ip := e.IP.Unmap()
 		srv.track.record(key, e.Name, []netip.Addr{ip}, []time.Time{e.Expires})
 		if srv.deps.RecordLookup != nil {
-			srv.deps.RecordLookup(key, e.Name, []netip.Addr{ip})
+			srv.deps.RecordLookup(key, e.Name, []netip.Addr{ip}, e.Expires)
 		}
 		n++
 		if srv.deps.Sets == nil || srv.deps.Engine == nil {

@@ -127,6 +127,9 @@ type Config struct {
 	// recently answered address is forgotten and counted in Stats.IPEvictions.
 	// Its kernel set entry is not removed: it expires with its own timeout.
 	MaxIPsPerName int
+	// SweepInterval is how often expired answer addresses are dropped from
+	// the tracker and the reference model (policy.Store) (default 30s).
+	SweepInterval time.Duration
 }
 
 // Defaults returns c with every zero field set to its default.
@@ -150,6 +153,7 @@ func (c Config) Defaults() Config {
 	def(&c.Timeout, 2*time.Second)
 	def(&c.QueryTimeout, 5*time.Second)
 	def(&c.HealthInterval, time.Second)
+	def(&c.SweepInterval, 30*time.Second)
 	def(&c.MaxTTL, time.Hour)
 	def(&c.MaxNegativeTTL, 5*time.Minute)
 	def(&c.StaleTTL, 30*time.Second)

@@ -489,12 +489,10 @@ func (srv *Server) fastProgram(e *cacheEntry, wf *wireForm, w *policy.Workload, 
 		}
 	}
 	var elems [2][]ipset.Element
-	ips := make([]netip.Addr, 0, len(wf.addrs))
 	minTimeout := ^uint32(0)
 	for _, a := range wf.addrs {
 		t := wf.ttls[a.slot].ttl
 		t -= min(age, t)
-		ips = append(ips, a.ip)
 		fi := 0
 		if !a.ip.Is4() {
 			fi = 1
@@ -546,9 +544,6 @@ func (srv *Server) fastProgram(e *cacheEntry, wf *wireForm, w *policy.Workload, 
 			addrs[i] = answerAddr{a.ip, t - min(age, t)}
 		}
 		srv.trackAnswer(w.Key(), e.msg.Question[0].Name, addrs) // tracker.go, as program does
-		if srv.deps.RecordLookup != nil {
-			srv.deps.RecordLookup(w.Key(), e.msg.Question[0].Name, ips)
-		}
 	}
 	return true
 }

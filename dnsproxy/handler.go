@@ -110,14 +110,10 @@ func (srv *Server) handle(ctx context.Context, req *request) *dns.Msg {
 
 	// program
 	if wl != nil {
-		ips, err := srv.program(ctx, wl, rules, reply)
-		if err != nil {
+		if err := srv.program(ctx, wl, rules, reply); err != nil {
 			srv.st.servFail.Add(1)
 			req.result = ResultError
 			return srv.failure(req, dns.ExtendedErrorCodeOther, "egressd: firewall set write failed")
-		}
-		if len(ips) > 0 && srv.deps.RecordLookup != nil {
-			srv.deps.RecordLookup(wl.Key(), question.Name, ips)
 		}
 		srv.deps.Reporter.LookupAllowed(ctx, srv.event(req, wl, EventLookupAllowed, decision.Outcome, dns.RcodeToString[reply.Rcode]))
 	}

@@ -82,12 +82,12 @@ func (s *settings) setTimeout(ttl uint32) uint32 {
 
 // program writes the answer's addresses as (workload IP, answer IP) pairs into
 // the sets of rules, in one transaction, and clamps the TTLs of the reply so
-// that no record outlives the entries written. It returns the addresses
-// written (nil when there were none).
-func (srv *Server) program(ctx context.Context, w *policy.Workload, rules []policy.RuleRef, reply *dns.Msg) ([]netip.Addr, error) {
+// that no record outlives the entries written. The addresses written are
+// tracked and recorded in the reference model (trackAnswer).
+func (srv *Server) program(ctx context.Context, w *policy.Workload, rules []policy.RuleRef, reply *dns.Msg) error {
 	addrs := answerAddrs(reply)
 	if len(addrs) == 0 || len(rules) == 0 || srv.deps.Sets == nil {
-		return nil, nil
+		return nil
 	}
 	var srcs [2][]netip.Addr // by family: [0] IPv4, [1] IPv6
 	for _, ip := range w.IPs {
@@ -100,9 +100,7 @@ func (srv *Server) program(ctx context.Context, w *policy.Workload, rules []poli
 	}
 	var elems [2][]ipset.Element
 	minTTL := ^uint32(0)
-	ips := make([]netip.Addr, 0, len(addrs))
 	for _, a := range addrs {
-		ips = append(ips, a.ip)
 		minTTL = min(minTTL, a.ttl)
 		fi := 0
 		if !a.ip.Is4() {
@@ -131,7 +129,7 @@ func (srv *Server) program(ctx context.Context, w *policy.Workload, rules []poli
 		}
 	}
 	if len(ops) == 0 {
-		return ips, nil
+		return nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, srv.s.SetWriteTimeout)
 	defer cancel()
@@ -143,11 +141,11 @@ func (srv *Server) program(ctx context.Context, w *policy.Workload, rules []poli
 	srv.st.setWrites.Add(1)
 	if err != nil {
 		srv.st.setFailures.Add(1)
-		return nil, err
+		return err
 	}
 	srv.st.setElements.Add(uint64(n))
 	if len(reply.Question) == 1 {
 		srv.trackAnswer(w.Key(), reply.Question[0].Name, addrs) // tracker.go
 	}
-	return ips, nil
+	return nil
 }

@@ -31,10 +31,10 @@ type Deps struct {
 	Sets     ipset.Manager
 	SetNamer SetNamer
 	// RecordLookup is called after a successful set write with the addresses
-	// written, so that the reference model agrees with the kernel (the agent
-	// passes Engine.Store().RecordLookup, which is the default when Engine is
-	// set; a no-op func disables it).
-	RecordLookup func(w policy.WorkloadKey, qname string, ips []netip.Addr)
+	// written and until when their entries last, so that the reference model
+	// agrees with the kernel (default when Engine is set:
+	// Engine.Store().RecordLookupUntil; a no-op func disables it).
+	RecordLookup func(w policy.WorkloadKey, qname string, ips []netip.Addr, until time.Time)
 	// Reporter receives blocked, audit and allowed lookups (default: none).
 	Reporter Reporter
 	// Observer receives latencies for histograms.
@@ -89,8 +89,8 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	}
 	if deps.RecordLookup == nil && deps.Engine != nil {
 		store := deps.Engine.Store()
-		deps.RecordLookup = func(w policy.WorkloadKey, qname string, ips []netip.Addr) {
-			store.RecordLookup(w, qname, ips...)
+		deps.RecordLookup = func(w policy.WorkloadKey, qname string, ips []netip.Addr, until time.Time) {
+			store.RecordLookupUntil(w, qname, until, ips...)
 		}
 	}
 	srv := &Server{s: s, deps: deps}
@@ -181,6 +181,7 @@ func (srv *Server) Start() error {
 	}
 	ready.Wait() // Shutdown before the servers run would not stop them
 	srv.fwd.start()
+	go srv.sweeper(srv.s.SweepInterval) // ends with srv.ctx (Shutdown)
 	return nil
 }
 

@@ -129,6 +129,9 @@ type Stats struct {
 	// Scrubbed counts upstream answer records removed because their owner is
 	// not on the question's CNAME chain (addresses of other names).
 	Scrubbed uint64
+	// Swept counts expired (workload, name, address) records dropped from
+	// the tracker and the reference model by the periodic sweep.
+	Swept uint64
 	// IPEvictions counts answer addresses forgotten because a (workload, name)
 	// had more than MaxIPsPerName addresses tracked (tracker.go).
 	IPEvictions uint64
@@ -139,7 +142,7 @@ type counters struct {
 	upQueries, upErrors, upTCPRetries, upMismatches, servFail atomic.Uint64
 	blocked, audited, setWrites, setElements, setFailures     atomic.Uint64
 	rateLimited, overloaded, malformed, truncated             atomic.Uint64
-	scrubbed                                                  atomic.Uint64
+	scrubbed, swept                                           atomic.Uint64
 }
 
 func (c *counters) snapshot() Stats {
@@ -152,6 +155,6 @@ func (c *counters) snapshot() Stats {
 		SetWrites: c.setWrites.Load(), SetElements: c.setElements.Load(), SetWriteFailures: c.setFailures.Load(),
 		RateLimited: c.rateLimited.Load(), Overloaded: c.overloaded.Load(),
 		Malformed: c.malformed.Load(), Truncated: c.truncated.Load(),
-		Scrubbed: c.scrubbed.Load(),
+		Scrubbed: c.scrubbed.Load(), Swept: c.swept.Load(),
 	}
 }

@@ -104,22 +104,9 @@ func (t *tracker) snapshot(now time.Time) []Tracked {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	var out []Tracked
-	for k, tn := range t.names {
-		for e := tn.lru.Back(); e != nil; {
-			prev := e.Prev()
-			ti := e.Value.(*trackedIP)
-			if !ti.expires.After(now) {
-				delete(tn.idx, ti.ip)
-				tn.lru.Remove(e)
-			} else {
-				out = append(out, Tracked{k.w, k.name, ti.ip, ti.expires})
-			}
-			e = prev
-		}
-		if tn.lru.Len() == 0 {
-			delete(t.names, k)
-		}
-	}
+	t.pruneLocked(now, func(k trackKey, ti *trackedIP) {
+		out = append(out, Tracked{k.w, k.name, ti.ip, ti.expires})
+	})
 	slices.SortStableFunc(out, func(a, b Tracked) int {
 		if c := strings.Compare(a.Workload.String(), b.Workload.String()); c != 0 {
 			return c
@@ -130,6 +117,62 @@ func (t *tracker) snapshot(now time.Time) []Tracked {
 }
 
 // len returns the number of tracked addresses.
+// prune drops the expired addresses (and names left without any) and returns
+// how many it dropped.
+func (t *tracker) prune(now time.Time) int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.pruneLocked(now, nil)
+}
+
+// pruneLocked drops expired addresses and calls keep, if set, for the others.
+func (t *tracker) pruneLocked(now time.Time, keep func(trackKey, *trackedIP)) int {
+	n := 0
+	for k, tn := range t.names {
+		for e := tn.lru.Back(); e != nil; {
+			prev := e.Prev()
+			ti := e.Value.(*trackedIP)
+			if !ti.expires.After(now) {
+				delete(tn.idx, ti.ip)
+				tn.lru.Remove(e)
+				n++
+			} else if keep != nil {
+				keep(k, ti)
+			}
+			e = prev
+		}
+		if tn.lru.Len() == 0 {
+			delete(t.names, k)
+		}
+	}
+	return n
+}
+
+// sweep drops what expired from the tracker and from the reference model
+// (Store.ExpireLookups), so that both stay as bounded as the kernel sets.
+func (srv *Server) sweep() {
+	now := srv.now()
+	n := srv.track.prune(now)
+	if srv.deps.Engine != nil {
+		n += srv.deps.Engine.Store().ExpireLookups(now)
+	}
+	srv.st.swept.Add(uint64(n))
+}
+
+// sweeper runs sweep every interval until the server stops.
+func (srv *Server) sweeper(interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-srv.ctx.Done():
+			return
+		case <-t.C:
+			srv.sweep()
+		}
+	}
+}
+
 func (t *tracker) len() int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -154,6 +197,17 @@ func (srv *Server) trackAnswer(w policy.WorkloadKey, qname string, addrs []answe
 		exp[i] = now.Add(time.Duration(srv.s.setTimeout(a.ttl)) * time.Second)
 	}
 	srv.track.record(w, qname, ips, exp)
+	if srv.deps.RecordLookup != nil {
+		// The reference model, per group of addresses with one expiry.
+		for i := 0; i < len(ips); {
+			j := i + 1
+			for j < len(ips) && exp[j].Equal(exp[i]) {
+				j++
+			}
+			srv.deps.RecordLookup(w, qname, ips[i:j], exp[i])
+			i = j
+		}
+	}
 }
 
 // Tracked returns the name → IP state: every address handed to a workload

@@ -2,9 +2,13 @@ package dnsproxy
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/miekg/dns"
 
 	"github.com/egressd/egressd/policy"
 )
@@ -45,5 +49,49 @@ func TestTrackerBoundLRU(t *testing.T) {
 	// Expired entries are dropped by snapshot, not counted as evictions.
 	if s := tr.snapshot(now.Add(2 * time.Minute)); len(s) != 0 || tr.len() != 0 || tr.evictions.Load() != 2 {
 		t.Fatalf("after expiry: %v len %d evictions %d", s, tr.len(), tr.evictions.Load())
+	}
+}
+
+// TestSweepDropsExpiredRecords: the periodic sweep removes answer addresses
+// whose set entries expired from the tracker and from the policy model
+// (Store.ExpireLookups), and counts them, so a name rotating through new
+// addresses does not grow either without bound.
+func TestSweepDropsExpiredRecords(t *testing.T) {
+	var n atomic.Int32
+	up := startFakeUpstream(t, func(w dns.ResponseWriter, q *dns.Msg) {
+		r := new(dns.Msg)
+		r.SetReply(q)
+		if q.Question[0].Qtype == dns.TypeA {
+			i := n.Add(1)
+			r.Answer = []dns.RR{&dns.A{Hdr: dns.RR_Header{Name: q.Question[0].Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 60},
+				A: net.ParseIP(fmt.Sprintf("198.51.100.%d", i))}}
+		}
+		w.WriteMsg(r)
+	})
+	h := start(t, []string{up.addr}, func(c *Config, _ *Deps) { c.CacheSize, c.SweepInterval = -1, time.Hour })
+	for i := 0; i < 3; i++ {
+		if r := h.query(t, gatewayIP, "udp", "s3.test", dns.TypeA, true); r.Rcode != dns.RcodeSuccess || len(r.Answer) != 1 {
+			t.Fatalf("query %d: %v", i, r)
+		}
+	}
+	store := h.eng.Store()
+	if got := store.LookupRecords(); got != 3 {
+		t.Fatalf("model records %d, want 3", got)
+	}
+	h.srv.sweep() // nothing expired yet
+	if st := h.srv.Stats(); st.Swept != 0 || h.srv.track.len() != 3 {
+		t.Fatalf("early sweep: swept %d, tracked %d", st.Swept, h.srv.track.len())
+	}
+	// TTL 60 + grace: gone a good while later, from both.
+	h.clock.Advance(time.Hour)
+	h.srv.sweep()
+	if got := store.LookupRecords(); got != 0 {
+		t.Errorf("model records after expiry %d, want 0", got)
+	}
+	if got := h.srv.track.len(); got != 0 {
+		t.Errorf("tracked after expiry %d, want 0", got)
+	}
+	if st := h.srv.Stats(); st.Swept != 6 {
+		t.Errorf("swept %d, want 6 (3 tracked + 3 model records)", st.Swept)
 	}
 }

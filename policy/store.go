@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"sort"
 	"sync"
+	"time"
 
 	networkingv1 "k8s.io/api/networking/v1"
 
@@ -22,9 +23,10 @@ type Store struct {
 	byIP       map[netip.Addr]WorkloadKey
 	byNS       map[string]map[WorkloadKey]*Workload
 	policies   map[PolicyRef]*compiledPolicy
-	// resolved[w][ip] is the set of names w resolved to ip through the node
-	// resolver (the reference model of the FQDN kernel sets).
-	resolved map[WorkloadKey]map[netip.Addr]map[string]struct{}
+	// resolved[w][ip][name] records that w resolved name to ip through the
+	// node resolver, until when (zero: no expiry) — the reference model of the
+	// FQDN kernel sets, whose entries time out likewise.
+	resolved map[WorkloadKey]map[netip.Addr]map[string]time.Time
 	// pending records what changed since the compiler last looked.
 	pending changeLog
 	// gen counts changes to workloads, namespaces and policies.
@@ -56,7 +58,7 @@ func NewStore() *Store {
 		byIP:       map[netip.Addr]WorkloadKey{},
 		byNS:       map[string]map[WorkloadKey]*Workload{},
 		policies:   map[PolicyRef]*compiledPolicy{},
-		resolved:   map[WorkloadKey]map[netip.Addr]map[string]struct{}{},
+		resolved:   map[WorkloadKey]map[netip.Addr]map[string]time.Time{},
 	}
 	s.pending.reset()
 	return s
@@ -284,25 +286,82 @@ func (s *Store) Policies() []PolicyRef {
 }
 
 // RecordLookup records that workload w resolved name to ips through the node
-// resolver. This is the reference model of the FQDN kernel sets: an FQDN peer
-// matches a destination IP for w when w resolved a matching name to it.
+// resolver, with no expiry. This is the reference model of the FQDN kernel
+// sets: an FQDN peer matches a destination IP for w when w resolved a matching
+// name to it.
 func (s *Store) RecordLookup(w WorkloadKey, name string, ips ...netip.Addr) {
+	s.RecordLookupUntil(w, name, time.Time{}, ips...)
+}
+
+// RecordLookupUntil records that workload w resolved name to ips, valid until
+// the given time (as the kernel set entries written for the answer); zero
+// means no expiry. A later record of the same address extends it. A record
+// matches until ExpireLookups removes it after its time (the resolver sweeps
+// every 30s), as a kernel set entry lasts until the kernel's garbage collection.
+func (s *Store) RecordLookupUntil(w WorkloadKey, name string, until time.Time, ips ...netip.Addr) {
 	n, err := domain.NormalizeName(name)
-	if err != nil {
+	if err != nil || len(ips) == 0 {
 		return
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.resolved[w] == nil {
-		s.resolved[w] = map[netip.Addr]map[string]struct{}{}
+	byIP := s.resolved[w]
+	if byIP == nil {
+		byIP = map[netip.Addr]map[string]time.Time{}
+		s.resolved[w] = byIP
 	}
 	for _, ip := range ips {
 		ip = ip.Unmap()
-		if s.resolved[w][ip] == nil {
-			s.resolved[w][ip] = map[string]struct{}{}
+		names := byIP[ip]
+		if names == nil {
+			names = map[string]time.Time{}
+			byIP[ip] = names
 		}
-		s.resolved[w][ip][n] = struct{}{}
+		if old, ok := names[n]; ok && (old.IsZero() || (!until.IsZero() && !until.After(old))) {
+			continue
+		}
+		names[n] = until
 	}
+}
+
+// ExpireLookups removes the lookup records that expired at or before now and
+// returns how many it removed. The agent calls it periodically so that the
+// model of names and addresses stays as bounded as the kernel sets.
+func (s *Store) ExpireLookups(now time.Time) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for w, byIP := range s.resolved {
+		for ip, names := range byIP {
+			for name, until := range names {
+				if !until.IsZero() && !until.After(now) {
+					delete(names, name)
+					n++
+				}
+			}
+			if len(names) == 0 {
+				delete(byIP, ip)
+			}
+		}
+		if len(byIP) == 0 {
+			delete(s.resolved, w)
+		}
+	}
+	return n
+}
+
+// LookupRecords returns how many (workload, address, name) lookup records the
+// store holds.
+func (s *Store) LookupRecords() int {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	n := 0
+	for _, byIP := range s.resolved {
+		for _, names := range byIP {
+			n += len(names)
+		}
+	}
+	return n
 }
 
 // ForgetLookups drops every recorded lookup of w (as when its set entries expire).

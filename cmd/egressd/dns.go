@@ -215,6 +215,14 @@ func (a *agent) registerResolverMetrics(srv *dnsproxy.Server) {
 		Name: "egressd_dns_ip_evictions_total",
 		Help: "Answer addresses forgotten because a (workload, name) had more than --max-ips-per-name addresses tracked.",
 	}, func() float64 { return float64(srv.Stats().IPEvictions) }))
+	_ = a.metrics.Registry.Register(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "egressd_dns_lookup_records_expired_total",
+		Help: "Expired (workload, name, address) records dropped from the resolver's tracker and the policy model by the periodic sweep.",
+	}, func() float64 { return float64(srv.Stats().Swept) }))
+	_ = a.metrics.Registry.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "egressd_policy_lookup_records",
+		Help: "(workload, address, name) lookup records in the policy model (the FQDN sets' reference).",
+	}, func() float64 { return float64(a.store.LookupRecords()) }))
 }
 
 // registerMetrics serves /metrics.

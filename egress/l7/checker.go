@@ -21,6 +21,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/egressd/egressd/policy"
 	"github.com/egressd/egressd/policy/domain"
@@ -105,11 +106,16 @@ func fromOutcome(v *Verdict, o policy.Outcome, reason string) {
 	v.Reason, v.Policy, v.Rule, v.Tier = reason, o.Policy.String(), o.Rule, string(o.Tier)
 }
 
+// recordLifetime is how long the proxy's own lookups stay in the policy model
+// (its resolver gives no TTLs); the resolver's sweep then drops them.
+const recordLifetime = 5 * time.Minute
+
 // Check decides a request (DESIGN §1, docs/l7.md "Decision"):
 //
 //  1. the name must be allowed: Engine.DecideLookup(workload, name);
 //  2. the proxy resolves the name itself (Resolve) and records the answers
-//     for the workload (Store.RecordLookup), as the node resolver would;
+//     for the workload (Store.RecordLookupUntil, for recordLifetime), as the
+//     node resolver would;
 //     in transparent mode the original destination must be one of them;
 //  3. every candidate address (the original destination, or the answers) is
 //     checked with Engine.DecideFor(workload address → address, port, TCP;
@@ -166,7 +172,8 @@ func (c *Checker) Check(ctx context.Context, r Request) Verdict {
 			addrs[i] = addrs[i].Unmap()
 		}
 		if known {
-			e.Store().RecordLookup(w, name, addrs...)
+			// Expires like a resolver record, so that the sweep bounds it.
+			e.Store().RecordLookupUntil(w, name, time.Now().Add(recordLifetime), addrs...)
 		}
 		cands = addrs
 		if r.Dst.IsValid() {
