@@ -186,6 +186,9 @@ func (c *config) validate() error {
 	if err := c.validateDNS(); err != nil {
 		errs = append(errs, err)
 	}
+	if err := c.validateL7(); err != nil { // l7.go
+		errs = append(errs, err)
+	}
 	if c.CheckpointInterval <= 0 || c.HandoverSettle < 0 || c.MaxIPsPerName < 1 {
 		errs = append(errs, errors.New("--checkpoint-interval and --max-ips-per-name must be positive, --handover-settle must not be negative"))
 	}

@@ -32,9 +32,13 @@ func TestTransparentProxyAddrs(t *testing.T) {
 		{args: []string{"--transparent-proxy-addr", "10.0.0.1"}, err: true},
 		{args: []string{"--transparent-proxy-addr", "10.0.0.1:0"}, err: true},
 	} {
-		c, err := parseFlags(append([]string{"--policies", "p", "--transparent-proxy"}, tc.args...), nil)
-		if err != nil {
-			t.Fatalf("%v: %v", tc.args, err)
+		c, perr := parseFlags(append([]string{"--policies", "p", "--transparent-proxy"}, tc.args...), nil)
+		if (perr != nil) != tc.err {
+			t.Errorf("%v: parseFlags: %v, want error=%v", tc.args, perr, tc.err)
+			continue
+		}
+		if tc.err {
+			continue // rejected at flag parsing, before the proxy starts
 		}
 		v4, v6, err := c.transparentAddrs()
 		if verr := c.validateL7(); (verr != nil) != tc.err || (err != nil) != tc.err {
