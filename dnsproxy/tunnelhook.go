@@ -80,6 +80,9 @@ func TunnelActions(eng *policy.Engine) func(workload string) (tunnel.Action, boo
 // the slow path calls Check instead of Blocked. Without it, a tunnel is only
 // quarantined after an answered lookup crossed the threshold, and queries a
 // client sent concurrently still go out.
+//
+// Check returns the verdict and whether the lookup is refused; a Suspected
+// verdict is reported as dns.tunnel.suspected either way.
 type TunnelChecker interface {
 	Check(ctx context.Context, workload string, client netip.Addr, qname string, qtype uint16) (v TunnelVerdict, blocked bool)
 }
@@ -115,15 +118,21 @@ func (srv *Server) tunnelRefused(ctx context.Context, req *request, wl *policy.W
 	var blocked bool
 	var text string
 	if c, ok := t.(TunnelChecker); ok {
-		// One call: the quarantine, and the pre-forward score under Block.
+		// One call: the quarantine, and the pre-forward score (Block refuses
+		// the crossing query; Alert reports it before it is forwarded).
 		var v TunnelVerdict
-		if v, blocked = c.Check(ctx, name, req.client, q.Name, q.Qtype); !blocked {
-			return nil
-		}
+		v, blocked = c.Check(ctx, name, req.client, q.Name, q.Qtype)
 		if r, ok := srv.deps.Reporter.(TunnelReporter); ok && v.Suspected {
-			ev := srv.event(req, wl, EventTunnelSuspected, policy.Outcome{Reason: v.Reason}, "REFUSED")
+			response := "FORWARDED"
+			if blocked {
+				response = "REFUSED"
+			}
+			ev := srv.event(req, wl, EventTunnelSuspected, policy.Outcome{Reason: v.Reason}, response)
 			ev.Domain, ev.Score, ev.Features = v.Domain, v.Score, v.Features
 			r.TunnelEvent(ctx, ev)
+		}
+		if !blocked {
+			return nil
 		}
 		text = "egressd: DNS tunnel suspected, " + v.Domain + " quarantined"
 	} else if blocked, text = t.Blocked(name, req.client, q.Name); !blocked {

@@ -120,6 +120,20 @@ func (s statusReporter) LookupBlocked(ctx context.Context, ev dnsproxy.Event) {
 	s.Reporter.LookupBlocked(ctx, ev)
 }
 
+// TunnelEvent passes tunnel events on (the embedded Reporter's optional
+// TunnelReporter would be hidden by the wrapper otherwise); lookups refused
+// by a tunnel quarantine are blocked lookups for /status too.
+func (s statusReporter) TunnelEvent(ctx context.Context, ev dnsproxy.Event) {
+	if ev.Event == dnsproxy.EventTunnelBlocked {
+		s.ring.add(blockedLookup{at: ev.Time, workload: ev.Workload, name: strings.TrimSuffix(ev.QName, ".")})
+	}
+	if tr, ok := s.Reporter.(dnsproxy.TunnelReporter); ok {
+		tr.TunnelEvent(ctx, ev)
+	}
+}
+
+var _ dnsproxy.TunnelReporter = statusReporter{}
+
 // withStatus wraps the resolver's reporter for /status.
 func (a *agent) withStatus(r dnsproxy.Reporter) dnsproxy.Reporter {
 	return statusReporter{Reporter: r, ring: &a.blocked}

@@ -67,14 +67,14 @@ func (h tunnelHook) Blocked(workload string, client netip.Addr, qname string) (b
 // Check scores a lookup before it is forwarded (Block only).
 func (h tunnelHook) Check(_ context.Context, workload string, client netip.Addr, qname string, qtype uint16) (dnsproxy.TunnelVerdict, bool) {
 	v := h.d.Check(tunnelKey(workload, client), qname, qtype)
-	if !v.Blocked {
+	if !v.Blocked && !v.Suspected {
 		return dnsproxy.TunnelVerdict{}, false
 	}
 	out := dnsproxy.TunnelVerdict{Suspected: v.Suspected, Domain: v.Domain, Score: v.Score}
 	if v.Suspected {
 		out.Reason, out.Features = v.Reason(), v.Features
 	}
-	return out, true
+	return out, v.Blocked
 }
 
 // PairInfo names the registered domain and the pair's score for

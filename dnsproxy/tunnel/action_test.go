@@ -188,9 +188,10 @@ func BenchmarkBlockedObserveActionFor(b *testing.B) {
 	}
 }
 
-// TestCheckRefusesCrossingQuery: under Block, Check refuses the query that
-// would take the pair over the threshold (before it is forwarded), so no
-// answered query is needed; under Alert it does nothing.
+// TestCheckRefusesCrossingQuery: Check scores the query that would take the
+// pair over the threshold before it is forwarded: under Block it refuses it,
+// under Alert it reports it (once: Observe does not alert again) and lets it
+// through; no answered query is needed either way.
 func TestCheckRefusesCrossingQuery(t *testing.T) {
 	for _, act := range []Action{Block, Alert} {
 		clk := &simClock{now: t0}
@@ -198,18 +199,22 @@ func TestCheckRefusesCrossingQuery(t *testing.T) {
 		r := rand.New(rand.NewPCG(17, 18))
 		s := &tunnelState{domain: "c2.example.com.", chunk: 110}
 		next := dnscat2(tTXT)
-		refused, suspected := 0, 0
+		refused, suspected, alertedAt := 0, 0, 0
 		for i := 1; i <= 10 && refused == 0; i++ {
 			q := next(r, s)
 			clk.now = clk.now.Add(100 * time.Millisecond)
-			if v := d.Check("shop/cart-0", q.name, q.qtype); v.Blocked {
-				refused = i
-				if v.Suspected {
-					suspected++
+			v := d.Check("shop/cart-0", q.name, q.qtype)
+			if v.Suspected {
+				suspected++
+				if alertedAt == 0 {
+					alertedAt = i
 				}
 				if len(v.Reasons) == 0 || v.Features["encoded_bytes"] == 0 || v.Domain != "example.com" {
 					t.Fatalf("verdict %+v", v)
 				}
+			}
+			if v.Blocked {
+				refused = i
 				continue
 			}
 			if v := d.Observe("shop/cart-0", q.name, q.qtype, q.rcode, q.ans); v.Suspected {
@@ -218,17 +223,21 @@ func TestCheckRefusesCrossingQuery(t *testing.T) {
 		}
 		switch act {
 		case Block:
-			if refused == 0 || refused > 5 || suspected != 1 {
-				t.Fatalf("Block: refused at %d, %d alerts", refused, suspected)
+			if refused == 0 || refused > 5 || suspected != 1 || alertedAt != refused {
+				t.Fatalf("Block: refused at %d, alerted at %d, %d alerts", refused, alertedAt, suspected)
 			}
 			if b, _ := d.Blocked("shop/cart-0", "x.c2.example.com."); !b {
 				t.Fatal("Block: pair not quarantined after Check refused")
 			}
 			t.Logf("Block: query %d refused before forwarding (%d data bytes out before it)", refused, (refused-1)*110)
 		case Alert:
-			if refused != 0 || suspected != 1 {
-				t.Fatalf("Alert: refused at %d, %d alerts", refused, suspected)
+			if refused != 0 || suspected != 1 || alertedAt == 0 || alertedAt > 5 {
+				t.Fatalf("Alert: refused at %d, alerted at %d, %d alerts", refused, alertedAt, suspected)
 			}
+			if b, _ := d.Blocked("shop/cart-0", "x.c2.example.com."); b {
+				t.Fatal("Alert: pair quarantined")
+			}
+			t.Logf("Alert: query %d reported before forwarding", alertedAt)
 		}
 	}
 }

@@ -301,18 +301,21 @@ func (d *Detector) Observe(workload, qname string, qtype uint16, rcode, answerSi
 	return v
 }
 
-// Check is the pre-forward half of Block: it scores the pair as if qname
-// (of type qtype) were added to it, without recording anything, and when the
-// workload's action is Block and that score reaches the threshold it
-// quarantines the pair and returns a Blocked verdict, so that the query that
-// would cross the threshold is itself refused (its data never leaves). Queries
-// a client sends concurrently are all checked on arrival, before any answer
-// comes back. Suspected is set unless the pair was alerted within
-// Config.Realert. A pair already quarantined is Blocked too (not Suspected),
-// so Check alone can stand for Blocked on the slow path. For other actions it
-// returns the zero Verdict: Observe, after the answer, does the rest.
+// Check is the pre-forward half of detection: it scores the pair as if qname
+// (of type qtype) were added to it, without recording the query (Observe
+// does, after the answer). When that score reaches the threshold, under Block
+// it quarantines the pair and returns a Blocked verdict, so that the query
+// that would cross the threshold is itself refused (its data never leaves);
+// under Alert it returns a Suspected verdict for the query that crosses it,
+// before the query is forwarded, so that a client pipelining many queries is
+// reported as early as it would be blocked. Queries a client sends
+// concurrently are all checked on arrival, before any answer comes back.
+// Suspected is set unless the pair was alerted within Config.Realert. A pair
+// already quarantined is Blocked too (not Suspected), so Check alone can stand
+// for Blocked on the slow path. Under Off it returns the zero Verdict.
 func (d *Detector) Check(workload, qname string, qtype uint16) Verdict {
-	if d.ActionFor(workload) != Block {
+	action := d.ActionFor(workload)
+	if action == Off {
 		return Verdict{}
 	}
 	domain, sub, lower, ok := d.RegisteredDomain(qname)
@@ -331,8 +334,11 @@ func (d *Detector) Check(workload, qname string, qtype uint16) Verdict {
 	p, tracked := sh.lru.Peek(k)
 	var s sums
 	if tracked {
-		if p.blockedUntil > now { // already quarantined (what Blocked says)
+		if p.blockedUntil > now && action == Block { // already quarantined (what Blocked says)
 			return Verdict{Action: Block, Domain: domain, Score: p.score, Blocked: true}
+		}
+		if action == Alert && p.lastAlert != 0 && now-p.lastAlert < int64(d.c.Realert) {
+			return Verdict{} // alerted recently: Observe keeps the score
 		}
 		s = p.sums(epoch)
 	}
@@ -351,9 +357,12 @@ func (d *Detector) Check(workload, qname string, qtype uint16) Verdict {
 	if !tracked {
 		p = d.newPair(sh, k, now, epoch)
 	}
-	v := Verdict{Action: Block, Domain: domain, Score: score, Blocked: true}
+	v := Verdict{Action: action, Domain: domain, Score: score}
 	p.score = score
-	p.blockedUntil = now + int64(d.c.Quarantine)
+	if action == Block {
+		v.Blocked = true
+		p.blockedUntil = now + int64(d.c.Quarantine)
+	}
 	if p.lastAlert == 0 || now-p.lastAlert >= int64(d.c.Realert) {
 		p.lastAlert = now
 		v.Suspected = true
