@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/egressd/egressd/test/netmodel"
 	"github.com/miekg/dns"
 )
 
@@ -165,8 +166,8 @@ func TestMalformedFlood(t *testing.T) {
 	t.Logf("flood: %d malformed datagrams (%.0f/s) and %d junk TCP connections during %d well-formed queries: %d unanswered, %d retries",
 		sent.Load(), rate, tcpConns.Load(), n, failed, retried)
 	select {
-	case <-a.exited:
-		t.Fatalf("the agent died under the flood:\n%s", tail(a.out.String(), 3000))
+	case <-a.Exited:
+		t.Fatalf("the agent died under the flood:\n%s", netmodel.Tail(a.Out.String(), 3000))
 	default:
 	}
 	if failed > 0 {

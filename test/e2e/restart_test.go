@@ -74,7 +74,7 @@ func TestRestartNoOutage(t *testing.T) {
 	sent, completed, lost, codes := dnsperfStats(t, string(r.out))
 	t.Logf("restart under dnsperf: sent %d, completed %d, lost %d; response codes %s", sent, completed, lost, codes)
 	if sent == 0 || lost != 0 || completed != sent {
-		t.Fatalf("queries lost across the restart:\n%s\nold agent:\n%s", r.out, tail(old.out.String(), 3000))
+		t.Fatalf("queries lost across the restart:\n%s\nold agent:\n%s", r.out, netmodel.Tail(old.Out.String(), 3000))
 	}
 	if strings.Contains(codes, "SERVFAIL") || strings.Contains(codes, "REFUSED") {
 		t.Fatalf("failed answers across the restart: %s", codes)
@@ -99,7 +99,7 @@ func TestRestartNoOutage(t *testing.T) {
 	found := false
 	for i := 0; i < 100 && !found; i++ {
 		time.Sleep(100 * time.Millisecond)
-		if cp, err = dnsproxy.ReadCheckpoint(path); err != nil || cp.PID != next.cmd.Process.Pid {
+		if cp, err = dnsproxy.ReadCheckpoint(path); err != nil || cp.PID != next.Cmd.Process.Pid {
 			continue
 		}
 		for _, e := range cp.Entries {
@@ -112,8 +112,8 @@ func TestRestartNoOutage(t *testing.T) {
 		b, _ := os.ReadFile(path)
 		t.Fatalf("the new process's state file lacks builds/runner-0 api.example.com → %v:\n%s", extV4, b)
 	}
-	if !strings.Contains(next.out.String(), "state restored") {
-		t.Errorf("the new process did not log a restore:\n%s", next.out.String())
+	if !strings.Contains(next.Out.String(), "state restored") {
+		t.Errorf("the new process did not log a restore:\n%s", next.Out.String())
 	}
 	t.Logf("new process state: %d entries", len(cp.Entries))
 	_ = netmodel.TCP
@@ -142,21 +142,21 @@ func TestRestartKeepsCache(t *testing.T) {
 	found := false
 	for i := 0; i < 100 && !found; i++ {
 		cp, err := dnsproxy.ReadCheckpoint(path)
-		found = err == nil && cp.PID == old.cmd.Process.Pid && cached(cp)
+		found = err == nil && cp.PID == old.Cmd.Process.Pid && cached(cp)
 		if !found {
 			time.Sleep(100 * time.Millisecond)
 		}
 	}
 	if !found {
 		b, _ := os.ReadFile(path)
-		t.Fatalf("the old process's state file has no cached api.example.com A:\n%s", tail(string(b), 2000))
+		t.Fatalf("the old process's state file has no cached api.example.com A:\n%s", netmodel.Tail(string(b), 2000))
 	}
 
 	next := w.startAgent(agentOpts{})
 	old.stop()
 	// The upstream goes away.
-	w.coredns.cmd.Process.Kill()
-	<-w.coredns.exited
+	w.coredns.Cmd.Process.Kill()
+	<-w.coredns.Exited
 	if _, err := w.exchange(w.node.NS, upstreamAddr, "udp", "api.example.com.", dns.TypeA, time.Second); err == nil {
 		t.Fatal("the upstream still answers")
 	}
@@ -168,8 +168,8 @@ func TestRestartKeepsCache(t *testing.T) {
 	}
 	r = w.query("tcp", "api.example.com", dns.TypeA)
 	wantRcode(t, r, dns.RcodeSuccess, "api.example.com over TCP after the restart, upstream down")
-	if !regexp.MustCompile(`state restored.* cached-answers=[1-9]`).MatchString(next.out.String()) {
-		t.Errorf("the new process did not log restored cached answers:\n%s", tail(next.out.String(), 3000))
+	if !regexp.MustCompile(`state restored.* cached-answers=[1-9]`).MatchString(next.Out.String()) {
+		t.Errorf("the new process did not log restored cached answers:\n%s", netmodel.Tail(next.Out.String(), 3000))
 	}
 	// Not cached before: the new process has no upstream for it.
 	r = w.query("udp", "x.wild.example.com", dns.TypeA)
@@ -195,7 +195,7 @@ func TestCorruptStateFileColdStart(t *testing.T) {
 	w.write("state.json", `{"apiVersion":"v1","kind":"ConfigMap","data":{`)
 	a := w.startAgent(agentOpts{})
 	wantRcode(t, w.query("udp", "api.example.com", dns.TypeA), dns.RcodeSuccess, "api.example.com after a cold start")
-	if out := a.out.String(); !strings.Contains(out, "state file unusable") || !strings.Contains(out, "not a checkpoint") {
-		t.Errorf("no clear error about the state file:\n%s", tail(out, 3000))
+	if out := a.Out.String(); !strings.Contains(out, "state file unusable") || !strings.Contains(out, "not a checkpoint") {
+		t.Errorf("no clear error about the state file:\n%s", netmodel.Tail(out, 3000))
 	}
 }

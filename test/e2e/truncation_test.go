@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/egressd/egressd/test/netmodel"
 )
 
 // bigIPs are the bigCount addresses of a big.example.com name (10.98.net.x).
@@ -44,7 +46,7 @@ func has(flags []string, f string) bool {
 // name CoreDNS logged (big.example.com only).
 func (w *world) upstreamQueries(name string) []string {
 	var out []string
-	for _, l := range strings.Split(w.coredns.out.String(), "\n") {
+	for _, l := range strings.Split(w.coredns.Out.String(), "\n") {
 		if f := strings.Fields(l); len(f) >= 3 && strings.Contains(l, " "+name+" ") {
 			for _, p := range f {
 				if p == "udp" || p == "tcp" {
@@ -122,6 +124,6 @@ func TestTruncation(t *testing.T) {
 		}
 	})
 	if t.Failed() {
-		t.Logf("agent:\n%s", tail(a.out.String(), 3000))
+		t.Logf("agent:\n%s", netmodel.Tail(a.Out.String(), 3000))
 	}
 }

@@ -303,38 +303,12 @@ func (w *world) startSilent() {
 }
 
 // proc is a process running inside the node namespace.
-type proc struct {
-	name   string
-	cmd    *exec.Cmd
-	out    *testenv.SyncBuffer
-	exited chan struct{}
-}
+type proc = netmodel.Proc
 
 // startProc starts a program inside the node namespace; it is killed at cleanup.
 func (w *world) startProc(name, bin string, args ...string) *proc {
 	w.t.Helper()
-	p := &proc{name: name, cmd: exec.Command(bin, args...), out: &testenv.SyncBuffer{}, exited: make(chan struct{})}
-	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
-	p.cmd.Dir = w.dir
-	if err := w.node.Do(p.cmd.Start); err != nil {
-		w.t.Fatalf("start %s: %v", name, err)
-	}
-	go func() { p.cmd.Wait(); close(p.exited) }()
-	w.t.Cleanup(func() {
-		p.cmd.Process.Kill()
-		<-p.exited
-		if w.t.Failed() {
-			w.t.Logf("%s output:\n%s", name, tail(p.out.String(), 4000))
-		}
-	})
-	return p
-}
-
-func tail(s string, n int) string {
-	if len(s) > n {
-		return "…" + s[len(s)-n:]
-	}
-	return s
+	return netmodel.StartProc(w.t, w.node.NS, w.dir, name, bin, args...)
 }
 
 // waitDNS waits until addr (inside the node) answers qname.
@@ -438,8 +412,8 @@ func (a *agent) waitReady() {
 	hc := a.w.http()
 	for i := 0; i < 300; i++ {
 		select {
-		case <-a.exited:
-			a.w.t.Fatalf("%s exited: %v\n%s", a.name, a.cmd.ProcessState, a.out.String())
+		case <-a.Exited:
+			a.w.t.Fatalf("%s exited: %v\n%s", a.Name, a.Cmd.ProcessState, a.Out.String())
 		default:
 		}
 		resp, err := hc.Get("http://" + a.httpAddr + "/readyz")
@@ -447,26 +421,23 @@ func (a *agent) waitReady() {
 			resp.Body.Close()
 			// During a handover the old process answers on the same address
 			// (SO_REUSEPORT): this one is ready once it says so itself.
-			if resp.StatusCode == http.StatusOK && strings.Contains(a.out.String(), "egressd ready") {
+			if resp.StatusCode == http.StatusOK && strings.Contains(a.Out.String(), "egressd ready") {
 				return
 			}
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	a.w.t.Fatalf("%s not ready:\n%s", a.name, a.out.String())
+	a.w.t.Fatalf("%s not ready:\n%s", a.Name, a.Out.String())
 }
 
 // stop sends SIGTERM and waits for the process to exit.
 func (a *agent) stop() {
 	a.w.t.Helper()
 	start := time.Now()
-	a.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-a.exited:
-		a.w.t.Logf("%s exited %s after SIGTERM", a.name, time.Since(start).Round(time.Millisecond))
-	case <-time.After(30 * time.Second):
-		a.w.t.Fatalf("%s did not exit after SIGTERM", a.name)
+	if !a.Stop(30 * time.Second) {
+		a.w.t.Fatalf("%s did not exit after SIGTERM", a.Name)
 	}
+	a.w.t.Logf("%s exited %s after SIGTERM", a.Name, time.Since(start).Round(time.Millisecond))
 }
 
 // auditLines returns the audit events of the agent.

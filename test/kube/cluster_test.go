@@ -13,7 +13,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -170,8 +169,8 @@ func (c *cluster) startCoreDNS() {
 	p := c.start("coredns", bin, "-conf", cf)
 	waitFor(c.t, 20*time.Second, "CoreDNS answers", func() bool {
 		select {
-		case <-p.exited:
-			c.t.Fatalf("coredns exited:\n%s", p.out.String())
+		case <-p.Exited:
+			c.t.Fatalf("coredns exited:\n%s", p.Out.String())
 		default:
 		}
 		out, err := c.node.Exec(c.ctx, "", "dig", "+short", "+time=1", "+tries=1", "-p", "5300", "@127.0.0.1", "api.example.com")
@@ -179,39 +178,13 @@ func (c *cluster) startCoreDNS() {
 	})
 }
 
-type nodeProc struct {
-	name   string
-	cmd    *exec.Cmd
-	out    *testenv.SyncBuffer
-	exited chan struct{}
-}
+// nodeProc is a process running inside the node namespace.
+type nodeProc = netmodel.Proc
 
 // start runs a program inside the node; it is killed at cleanup.
 func (c *cluster) start(name, bin string, args ...string) *nodeProc {
 	c.t.Helper()
-	p := &nodeProc{name: name, cmd: exec.Command(bin, args...), out: &testenv.SyncBuffer{}, exited: make(chan struct{})}
-	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
-	p.cmd.Dir = c.dir
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := c.node.Do(p.cmd.Start); err != nil {
-		c.t.Fatalf("start %s: %v", name, err)
-	}
-	go func() { p.cmd.Wait(); close(p.exited) }()
-	c.t.Cleanup(func() {
-		p.cmd.Process.Kill()
-		<-p.exited
-		if c.t.Failed() {
-			c.t.Logf("%s output (tail):\n%s", name, tailStr(p.out.String(), 6000))
-		}
-	})
-	return p
-}
-
-func tailStr(s string, n int) string {
-	if len(s) > n {
-		return "…" + s[len(s)-n:]
-	}
-	return s
+	return netmodel.StartProc(c.t, c.node.NS, c.dir, name, bin, args...)
 }
 
 // startAgent runs egressd in cluster mode inside the node (not waiting for ready).
@@ -249,10 +222,10 @@ func (c *cluster) get(path string) (int, string, error) {
 
 func (c *cluster) waitReady(p *nodeProc) {
 	c.t.Helper()
-	waitFor(c.t, 60*time.Second, p.name+" ready", func() bool {
+	waitFor(c.t, 60*time.Second, p.Name+" ready", func() bool {
 		select {
-		case <-p.exited:
-			c.t.Fatalf("%s exited: %v\n%s", p.name, p.cmd.ProcessState, p.out.String())
+		case <-p.Exited:
+			c.t.Fatalf("%s exited: %v\n%s", p.Name, p.Cmd.ProcessState, p.Out.String())
 		default:
 		}
 		code, _, err := c.get("/readyz")
@@ -262,11 +235,8 @@ func (c *cluster) waitReady(p *nodeProc) {
 
 func (c *cluster) stop(p *nodeProc) {
 	c.t.Helper()
-	p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.exited:
-	case <-time.After(30 * time.Second):
-		c.t.Fatalf("%s did not exit after SIGTERM", p.name)
+	if !p.Stop(30 * time.Second) {
+		c.t.Fatalf("%s did not exit after SIGTERM", p.Name)
 	}
 }
 

@@ -199,7 +199,7 @@ spec:
 	}
 	defer conn.Close()
 	w.checkStopped(c, w.alertOf(c.pod.Name))
-	c.proc.stop()
+	c.proc.Stop(10 * time.Second)
 
 	// Namespace other: node default Alert.
 	c1 := w.startClient(1)

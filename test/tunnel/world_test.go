@@ -32,7 +32,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -169,38 +168,13 @@ func (w *world) write(name, content string) string {
 	return p
 }
 
-// proc is a program running inside a namespace, killed at cleanup.
-type proc struct {
-	name   string
-	cmd    *exec.Cmd
-	out    *testenv.SyncBuffer
-	exited chan struct{}
-}
+// proc is a process running inside one of the test's namespaces.
+type proc = netmodel.Proc
 
+// startProc starts a program inside ns; it is killed at cleanup.
 func (w *world) startProc(ns *netmodel.NS, name, bin string, args ...string) *proc {
 	w.t.Helper()
-	p := &proc{name: name, cmd: exec.Command(bin, args...), out: &testenv.SyncBuffer{}, exited: make(chan struct{})}
-	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
-	p.cmd.Dir = w.dir
-	if err := ns.Do(p.cmd.Start); err != nil {
-		w.t.Fatalf("start %s: %v", name, err)
-	}
-	go func() { p.cmd.Wait(); close(p.exited) }()
-	w.t.Cleanup(func() {
-		p.cmd.Process.Kill()
-		<-p.exited
-		if w.t.Failed() {
-			w.t.Logf("%s output:\n%s", name, tail(p.out.String(), 3000))
-		}
-	})
-	return p
-}
-
-func tail(s string, n int) string {
-	if len(s) > n {
-		return "…" + s[len(s)-n:]
-	}
-	return s
+	return netmodel.StartProc(w.t, ns, w.dir, name, bin, args...)
 }
 
 // sink is a TCP server in the tunnel namespace that counts what it receives.
@@ -254,8 +228,8 @@ func (w *world) startTunnelServer() {
 	w.dns2tcpd = w.startProc(w.tunnel.NS, "dns2tcpd", "dns2tcpd", "-F", "-d", "3", "-f", conf)
 	// It serves once it has dropped privileges (which can take seconds: the
 	// user lookup); a client started before would time out on its first query.
-	if !waitFor(30*time.Second, func() bool { return strings.Contains(w.dns2tcpd.out.String(), "Change to user") }) {
-		w.t.Fatalf("dns2tcpd did not start:\n%s", w.dns2tcpd.out.String())
+	if !waitFor(30*time.Second, func() bool { return strings.Contains(w.dns2tcpd.Out.String(), "Change to user") }) {
+		w.t.Fatalf("dns2tcpd did not start:\n%s", w.dns2tcpd.Out.String())
 	}
 }
 
@@ -331,8 +305,8 @@ func (w *world) startAgent(policies string, extra ...string) {
 	hc := w.http()
 	for i := 0; ; i++ {
 		select {
-		case <-w.agent.exited:
-			w.t.Fatalf("egressd exited: %v\n%s", w.agent.cmd.ProcessState, w.agent.out.String())
+		case <-w.agent.Exited:
+			w.t.Fatalf("egressd exited: %v\n%s", w.agent.Cmd.ProcessState, w.agent.Out.String())
 		default:
 		}
 		resp, err := hc.Get("http://" + httpAddr + "/readyz")
@@ -343,7 +317,7 @@ func (w *world) startAgent(policies string, extra ...string) {
 			}
 		}
 		if i == 300 {
-			w.t.Fatalf("egressd not ready:\n%s", w.agent.out.String())
+			w.t.Fatalf("egressd not ready:\n%s", w.agent.Out.String())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -482,7 +456,7 @@ var (
 // serverLog parses the queries dns2tcpd received, in order.
 func (w *world) serverLog() []serverQuery {
 	var out []serverQuery
-	for _, line := range strings.Split(w.dns2tcpd.out.String(), "\n") {
+	for _, line := range strings.Split(w.dns2tcpd.Out.String(), "\n") {
 		if m := reQuery.FindStringSubmatch(line); m != nil {
 			out = append(out, serverQuery{data: m[1]})
 		} else if m := rePacket.FindStringSubmatch(line); m != nil && len(out) > 0 {
@@ -526,14 +500,4 @@ func (w *world) leakedTotal() leak {
 		}
 	}
 	return l
-}
-
-// stop ends a process with SIGTERM.
-func (p *proc) stop() {
-	p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.exited:
-	case <-time.After(10 * time.Second):
-		p.cmd.Process.Kill()
-	}
 }
