@@ -69,6 +69,7 @@ type Detector struct {
 	ignore []string // ".cluster.local" and search domains, with a leading dot
 	shards [nShards]shard
 	psl    pslCache
+	memo   memo // prepared names (prepare.go)
 }
 
 // Verdict is the outcome of one observed query.
@@ -247,12 +248,11 @@ func (d *Detector) Observe(workload, qname string, qtype uint16, rcode, answerSi
 	if act == Off {
 		return Verdict{}
 	}
-	domain, sub, lower, ok := d.RegisteredDomain(qname)
-	if !ok || d.allowed(lower) {
+	q := d.prepare(qname)
+	if !q.scored {
 		return Verdict{Action: act}
 	}
-	lx := analyze(sub)
-	nameHash := maphash.String(d.seed, lower)
+	domain, lx, nameHash := q.domain, &q.lx, q.nameHash
 	k := d.key(workload, domain)
 	now := d.c.Now().UnixNano()
 	epoch := now / d.width
@@ -297,7 +297,7 @@ func (d *Detector) Observe(workload, qname string, qtype uint16, rcode, answerSi
 		v.Blocked = true
 	}
 	_, v.Reasons = d.score(&s)
-	v.Features = d.features(&s, &lx, now-p.first)
+	v.Features = d.features(&s, lx, now-p.first)
 	return v
 }
 
@@ -318,12 +318,11 @@ func (d *Detector) Check(workload, qname string, qtype uint16) Verdict {
 	if action == Off {
 		return Verdict{}
 	}
-	domain, sub, lower, ok := d.RegisteredDomain(qname)
-	if !ok || d.allowed(lower) {
+	q := d.prepare(qname)
+	if !q.scored {
 		return Verdict{}
 	}
-	lx := analyze(sub)
-	nameHash := maphash.String(d.seed, lower)
+	domain, lx, nameHash := q.domain, &q.lx, q.nameHash
 	k := d.key(workload, domain)
 	now := d.c.Now().UnixNano()
 	epoch := now / d.width
@@ -367,7 +366,7 @@ func (d *Detector) Check(workload, qname string, qtype uint16) Verdict {
 		p.lastAlert = now
 		v.Suspected = true
 		_, v.Reasons = d.score(&s)
-		v.Features = d.features(&s, &lx, now-p.first)
+		v.Features = d.features(&s, lx, now-p.first)
 	}
 	return v
 }
