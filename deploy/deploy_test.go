@@ -19,6 +19,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/egressd/egressd/policy"
+	"github.com/egressd/egressd/policy/manifest"
 	"github.com/egressd/egressd/test/testenv"
 )
 
@@ -278,4 +279,40 @@ func TestHelmChart(t *testing.T) {
 		_ = i
 	}
 	checkDaemonSet(t, ds)
+}
+
+// TestInvalidExamples: every policy under examples/invalid is rejected by the
+// agent's own validation (standalone mode, egressctl validate) with the field
+// its "# want-field:" comment names; test/kube checks the CRD schema rejects
+// each too.
+func TestInvalidExamples(t *testing.T) {
+	files, err := filepath.Glob(filepath.Join("examples", "invalid", "*.yaml"))
+	if err != nil || len(files) < 9 {
+		t.Fatalf("examples/invalid: %d files (%v), want the 9 kept there", len(files), err)
+	}
+	want := regexp.MustCompile(`(?m)^# want-field: (\S+)$`)
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := want.FindSubmatch(b)
+		if m == nil {
+			t.Fatalf("%s: no \"# want-field:\" comment", f)
+		}
+		objs, err := manifest.DecodeFile(f)
+		if err == nil {
+			for i := range objs {
+				if err = objs[i].Validate(); err != nil {
+					break
+				}
+			}
+		}
+		switch {
+		case err == nil:
+			t.Errorf("%s: accepted, want a rejection naming %s", f, m[1])
+		case !strings.Contains(err.Error(), string(m[1])+":"):
+			t.Errorf("%s: %v, want the field %s", f, err, m[1])
+		}
+	}
 }

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -590,12 +591,30 @@ func TestManifestsServerDryRun(t *testing.T) {
 		}
 		t.Logf("kubectl %s:\n%s", strings.Join(args[:3], " "), out)
 	}
-	// Invalid examples, when present, are rejected by the CRD schema.
+	// Every invalid example is rejected by the CRD schema (OpenAPI and CEL
+	// rules), and the API server's message names the field its "# want-api:"
+	// comment gives (the agent's own validation is checked in deploy/).
 	invalid, _ := filepath.Glob(filepath.Join(root, "deploy", "examples", "invalid", "*.yaml"))
+	if len(invalid) < 9 {
+		t.Fatalf("deploy/examples/invalid has %d examples, want the 9 kept there", len(invalid))
+	}
 	for _, f := range invalid {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := regexp.MustCompile(`(?m)^# want-api: (.+)$`).FindSubmatch(b)
+		if m == nil {
+			t.Fatalf("%s: no \"# want-api:\" comment", f)
+		}
 		out, err := exec.Command(kubectl, "--kubeconfig", cp.Kubeconfig, "apply", "--dry-run=server", "-f", f).CombinedOutput()
-		if err == nil {
+		switch {
+		case err == nil:
 			t.Errorf("%s: accepted by the API server, want a schema rejection:\n%s", f, out)
+		case !strings.Contains(string(out), string(m[1])):
+			t.Errorf("%s: rejected without naming %q:\n%s", f, m[1], out)
+		default:
+			t.Logf("%s: %s", filepath.Base(f), strings.TrimSpace(string(out)))
 		}
 	}
 }
