@@ -10,10 +10,8 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -134,18 +132,9 @@ type world struct {
 	coredns *proc
 }
 
-var (
-	buildOnce sync.Once
-	buildDir  string
-	agentBin  string
-	buildErr  error
-)
-
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if buildDir != "" {
-		os.RemoveAll(buildDir)
-	}
+	testenv.RemoveBuilds()
 	os.Exit(code)
 }
 
@@ -161,22 +150,7 @@ func requireE2E(t *testing.T) {
 
 // agentBinary builds cmd/egressd once per test process.
 func agentBinary(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		buildDir, buildErr = os.MkdirTemp("", "egressd-e2e-")
-		if buildErr != nil {
-			return
-		}
-		agentBin = filepath.Join(buildDir, "egressd")
-		cmd := exec.Command("go", "build", "-o", agentBin, "github.com/egressd/egressd/cmd/egressd")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("go build ./cmd/egressd: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return agentBin
+	return testenv.GoBuild(t, "github.com/egressd/egressd/cmd/egressd")
 }
 
 func newWorld(t *testing.T) *world {

@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -48,10 +47,7 @@ func TestAgentClusterMode(t *testing.T) {
 	ctx := context.Background()
 	dyn := dynamic.NewForConfigOrDie(cp.Config)
 	applyCRDs(t, ctx, dyn)
-	bin := filepath.Join(t.TempDir(), "egressd")
-	if out, err := exec.Command("go", "build", "-o", bin, "github.com/egressd/egressd/cmd/egressd").CombinedOutput(); err != nil {
-		t.Fatalf("go build ./cmd/egressd: %v\n%s", err, out)
-	}
+	bin := testenv.GoBuild(t, "github.com/egressd/egressd/cmd/egressd")
 	httpAddr := freeAddr(t, "tcp")
 	cmd := exec.Command(bin,
 		"--kubeconfig", cp.Kubeconfig,

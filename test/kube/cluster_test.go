@@ -10,7 +10,6 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -102,10 +101,7 @@ func newCluster(t *testing.T) *cluster {
 	applyCRDs(t, c.ctx, c.dyn)
 	c.forwardAPI(cp)
 	c.startCoreDNS()
-	c.bin = filepath.Join(c.dir, "egressd")
-	if out, err := exec.Command("go", "build", "-o", c.bin, "github.com/egressd/egressd/cmd/egressd").CombinedOutput(); err != nil {
-		t.Fatalf("go build ./cmd/egressd: %v\n%s", err, out)
-	}
+	c.bin = testenv.GoBuild(t, "github.com/egressd/egressd/cmd/egressd")
 
 	e := &env{t: t, ctx: c.ctx, cs: c.cs, dyn: c.dyn}
 	e.namespace("shop", nil)
@@ -391,10 +387,7 @@ func TestClusterAgentRestart(t *testing.T) {
 func TestAgentStatus(t *testing.T) {
 	c := newCluster(t)
 	c.dnsService("10.96.0.10")
-	ctl := filepath.Join(c.dir, "egressctl")
-	if out, err := exec.Command("go", "build", "-o", ctl, "github.com/egressd/egressd/cmd/egressctl").CombinedOutput(); err != nil {
-		t.Fatalf("go build ./cmd/egressctl: %v\n%s", err, out)
-	}
+	ctl := testenv.GoBuild(t, "github.com/egressd/egressd/cmd/egressctl")
 	a := c.startAgent()
 	c.waitReady(a)
 	waitFor(t, 20*time.Second, "policy enforced on web → db", func() bool { return !c.connect(c.db.IPv4) })

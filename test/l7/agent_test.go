@@ -33,10 +33,7 @@ func TestAgentTransparentProxy(t *testing.T) {
 	testenv.RequireRoot(t)
 	testenv.RequireTools(t, "curl", "ip", "nft")
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "egressd")
-	if out, err := exec.Command("go", "build", "-o", bin, "github.com/egressd/egressd/cmd/egressd").CombinedOutput(); err != nil {
-		t.Fatalf("go build ./cmd/egressd: %v\n%s", err, out)
-	}
+	bin := testenv.GoBuild(t, "github.com/egressd/egressd/cmd/egressd")
 	corednsBin := coredns.Binary(t)
 
 	e := &env{t: t}
