@@ -21,6 +21,7 @@ declare -A pkgs=(
   [kubectl]=kubernetes-client
   [etcd]=etcd-server
   [dns2tcpd]=dns2tcp
+  [iodined]=iodine
 )
 missing=()
 for tool in "${!pkgs[@]}"; do

@@ -12,7 +12,9 @@
 //	         resources sinkN → 127.0.0.1:900N, TCP sinks counting bytes
 //
 // Data written to the pod's dns2tcpc port leaves in query names through
-// egressd and CoreDNS to dns2tcpd, which writes it to the sink.
+// egressd and CoreDNS to dns2tcpd, which writes it to the sink. CoreDNS also
+// forwards iodine.tunnel.example to port 5353 of the "tunnel" namespace, where
+// the iodine tests run iodined (iodine_test.go).
 package tunnel
 
 import (
@@ -234,8 +236,8 @@ func (w *world) startTunnelServer() {
 }
 
 // startCoreDNS runs the upstream resolver: it forwards the tunnel zone to
-// dns2tcpd (as a delegation would make a recursive resolver do) and answers
-// www.example.org itself.
+// dns2tcpd and its subzone iodineZone to iodined's port (as delegations would
+// make a recursive resolver do) and answers www.example.org itself.
 func (w *world) startCoreDNS() {
 	bin := coredns.Binary(w.t)
 	ip := upstreamPrefix.Addr()
@@ -251,7 +253,13 @@ func (w *world) startCoreDNS() {
     192.0.2.80 www.example.org
   }
 }
-`, ip, tunnelPrefix.Addr(), zoneName))
+%[4]s.:53 {
+  bind %[1]s
+  forward . %[2]s:%[5]d {
+    max_fails 0
+  }
+}
+`, ip, tunnelPrefix.Addr(), zoneName, iodineZone, iodinePort))
 	w.startProc(w.upstream.NS, "coredns", bin, "-conf", cf)
 	for i := 0; ; i++ {
 		r, err := exchange(w.node.NS, ip.String()+":53", "www.example.org.", dns.TypeA)
