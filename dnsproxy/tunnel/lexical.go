@@ -118,9 +118,10 @@ func isVowel(b byte) bool {
 // both digits and letters is encoded from 8 characters on (hashes, ids). For
 // the rest, a label scores one point for each sign of randomness — mixed case,
 // several letter/digit alternations, a consonant run of 4+, too few vowels, a
-// near-maximal entropy — and counts as encoded from two points on.
+// near-maximal entropy, raw 8-bit bytes (two points) — and counts as encoded
+// from two points on.
 func labelRandomness(label string) (cs Charset, r float64, crun, digits int) {
-	var lower, upper, vowels, hexOnly, b32, other, transitions, run int
+	var lower, upper, vowels, hexOnly, b32, other, high, transitions, run int
 	prevDigit := -1
 	hexOnly = 1
 	b32 = 1
@@ -148,6 +149,9 @@ func labelRandomness(label string) (cs Charset, r float64, crun, digits int) {
 		case b == '-' && i > 0 && i < len(label)-1:
 			other++ // UUIDs keep their hex class; words-with-hyphens lose points below
 			b32 = 0
+		case b >= 0x80:
+			high++ // 8-bit bytes (iodine's base128 when passed raw): not a hostname
+			hexOnly, b32 = 0, 0
 		default:
 			other++
 			hexOnly, b32 = 0, 0
@@ -221,6 +225,9 @@ func labelRandomness(label string) (cs Charset, r float64, crun, digits int) {
 	}
 	if n >= 20 && other == 0 && (transitions >= 2 || crun >= 4) {
 		points++ // long unbroken label that is not a word
+	}
+	if high > 0 {
+		points += 2 // IDNs are punycode (xn--): raw 8-bit bytes are binary data
 	}
 	if other > 0 && transitions < 4 {
 		points-- // hyphenated words

@@ -95,10 +95,16 @@ func newIodineWorld(t *testing.T) *iodineWorld {
 }
 
 // startIodine runs the iodine client in pod 0 with egressd as its name
-// server; -r skips the raw UDP mode so everything goes through DNS.
+// server; -r skips the raw UDP mode so everything goes through DNS. The query
+// type is autodetected (NULL here) unless IODINE_T forces one (-T: TXT, SRV,
+// MX, CNAME, A; docs/detection.md has the results per type).
 func (w *iodineWorld) startIodine() *proc {
 	w.t.Helper()
-	return w.startProc(w.pods[0].NS, "iodine", "iodine", "-f", "-r", "-P", iodinePassword, resolverIP, iodineZone)
+	args := []string{"-f", "-r", "-P", iodinePassword}
+	if t := os.Getenv("IODINE_T"); t != "" {
+		args = append(args, "-T", t)
+	}
+	return w.startProc(w.pods[0].NS, "iodine", "iodine", append(args, resolverIP, iodineZone)...)
 }
 
 // iodineUp waits for the client to report the tunnel up.
