@@ -22,6 +22,7 @@ declare -A pkgs=(
   [etcd]=etcd-server
   [dns2tcpd]=dns2tcp
   [iodined]=iodine
+  [ifconfig]=net-tools # iodine and iodined configure their tun device with it
 )
 missing=()
 for tool in "${!pkgs[@]}"; do
