@@ -5,7 +5,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"net/netip"
 	"slices"
@@ -16,6 +15,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/egressd/egressd/test/jaeger"
+	"github.com/egressd/egressd/test/netmodel"
 )
 
 func rcode(r *dns.Msg) string { return dns.RcodeToString[r.Rcode] }
@@ -191,29 +191,11 @@ func TestResolverPolicy(t *testing.T) {
 // forward makes listen (inside the node) reach to (in the test's namespace) through
 // the test process: the node's agent exports to a backend that runs outside the node.
 func (w *world) forward(listen, to string) {
-	var ln net.Listener
-	if err := w.node.Do(func() (err error) { ln, err = net.Listen("tcp", listen); return err }); err != nil {
+	ln, err := netmodel.ListenTCP(w.node.NS, listen)
+	if err != nil {
 		w.t.Fatal(err)
 	}
-	w.t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				d, err := net.Dial("tcp", to)
-				if err != nil {
-					return
-				}
-				defer d.Close()
-				go func() { io.Copy(d, c); d.(*net.TCPConn).CloseWrite() }()
-				io.Copy(c, d)
-			}()
-		}
-	}()
+	netmodel.ServeTCP(w.t, ln, netmodel.ForwardTo(to))
 }
 
 // TestUpstreamFailure: every upstream down → SERVFAIL within the query timeout; the

@@ -118,29 +118,11 @@ func (c *cluster) forwardAPI(cp *kubeapi.ControlPlane) {
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	var ln net.Listener
-	if err := c.node.Do(func() (err error) { ln, err = net.Listen("tcp", "127.0.0.1:0"); return err }); err != nil {
+	ln, err := netmodel.ListenTCP(c.node.NS, "127.0.0.1:0")
+	if err != nil {
 		c.t.Fatal(err)
 	}
-	c.t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			in, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer in.Close()
-				out, err := net.Dial("tcp", u.Host) // the host namespace
-				if err != nil {
-					return
-				}
-				defer out.Close()
-				go func() { io.Copy(out, in); out.Close() }()
-				io.Copy(in, out)
-			}()
-		}
-	}()
+	netmodel.ServeTCP(c.t, ln, netmodel.ForwardTo(u.Host)) // to the host namespace
 	b, err := os.ReadFile(cp.Kubeconfig)
 	if err != nil {
 		c.t.Fatal(err)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/miekg/dns"
 
+	"github.com/egressd/egressd/test/netmodel"
 	"github.com/egressd/egressd/test/testenv"
 )
 
@@ -61,33 +62,13 @@ func newIodineWorld(t *testing.T) *iodineWorld {
 	w.sink = &sink{port: iodineSinkPort}
 	var ln net.Listener
 	if !waitFor(30*time.Second, func() bool {
-		return w.tunnel.Do(func() (err error) {
-			ln, err = net.Listen("tcp", fmt.Sprintf("%s:%d", iodineServerIP, iodineSinkPort))
-			return err
-		}) == nil
+		var err error
+		ln, err = netmodel.ListenTCP(w.tunnel.NS, fmt.Sprintf("%s:%d", iodineServerIP, iodineSinkPort))
+		return err == nil
 	}) {
 		t.Fatalf("iodined did not configure %s:\n%s", iodineServerIP, w.iodined.Out.String())
 	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				buf := make([]byte, 32<<10)
-				for {
-					n, err := c.Read(buf)
-					w.sink.n.Add(int64(n))
-					if err != nil {
-						return
-					}
-				}
-			}()
-		}
-	}()
+	netmodel.ServeTCP(t, ln, netmodel.CountInto(&w.sink.n))
 	return w
 }
 

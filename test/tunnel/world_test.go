@@ -191,33 +191,11 @@ func (w *world) startTunnelServer() {
 	var res []string
 	for i := range w.pods {
 		s := &sink{port: 9000 + i}
-		var ln net.Listener
-		if err := w.tunnel.Do(func() (err error) {
-			ln, err = net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", s.port))
-			return err
-		}); err != nil {
+		ln, err := netmodel.ListenTCP(w.tunnel.NS, fmt.Sprintf("127.0.0.1:%d", s.port))
+		if err != nil {
 			w.t.Fatal(err)
 		}
-		w.t.Cleanup(func() { ln.Close() })
-		go func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				go func() {
-					defer c.Close()
-					buf := make([]byte, 32<<10)
-					for {
-						n, err := c.Read(buf)
-						s.n.Add(int64(n))
-						if err != nil {
-							return
-						}
-					}
-				}()
-			}
-		}()
+		netmodel.ServeTCP(w.t, ln, netmodel.CountInto(&s.n))
 		w.sinks = append(w.sinks, s)
 		res = append(res, fmt.Sprintf("sink%d:127.0.0.1:%d", i, s.port))
 	}

@@ -1,0 +1,63 @@
+package netmodel
+
+import (
+	"io"
+	"net"
+	"sync/atomic"
+	"testing"
+)
+
+// ServeTCP serves ln (a listener the test opened, typically inside a
+// namespace) until the test ends: every accepted connection is handled by
+// handle in its own goroutine and closed after it.
+func ServeTCP(t testing.TB, ln net.Listener, handle func(net.Conn)) {
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				handle(c)
+			}()
+		}
+	}()
+}
+
+// ListenTCP listens on addr inside ns.
+func ListenTCP(ns *NS, addr string) (net.Listener, error) {
+	var ln net.Listener
+	err := ns.Do(func() (err error) { ln, err = net.Listen("tcp", addr); return err })
+	return ln, err
+}
+
+// CountInto is a ServeTCP handler that reads everything and adds the byte
+// count to n (a sink that measures what got through).
+func CountInto(n *atomic.Int64) func(net.Conn) {
+	return func(c net.Conn) {
+		buf := make([]byte, 32<<10)
+		for {
+			k, err := c.Read(buf)
+			n.Add(int64(k))
+			if err != nil {
+				return
+			}
+		}
+	}
+}
+
+// ForwardTo is a ServeTCP handler that relays the connection to addr, dialled
+// from the test process's own namespace, in both directions.
+func ForwardTo(addr string) func(net.Conn) {
+	return func(c net.Conn) {
+		d, err := net.Dial("tcp", addr)
+		if err != nil {
+			return
+		}
+		defer d.Close()
+		go func() { io.Copy(d, c); d.(*net.TCPConn).CloseWrite() }()
+		io.Copy(c, d)
+	}
+}
