@@ -177,8 +177,12 @@ func checkDaemonSet(t *testing.T, ds *appsv1.DaemonSet) {
 	if !slices.Equal(add, []string{"NET_ADMIN", "NET_RAW"}) {
 		t.Errorf("DaemonSet capabilities %v, want exactly NET_ADMIN and NET_RAW", add)
 	}
-	if !slices.Contains(sc.Capabilities.Drop, "ALL") {
-		t.Error("DaemonSet: capabilities not dropping ALL")
+	var drop []string
+	for _, cp := range sc.Capabilities.Drop {
+		drop = append(drop, string(cp))
+	}
+	if eff := testenv.EffectiveCaps(add, drop); !slices.Equal(eff, []string{"NET_ADMIN", "NET_BIND_SERVICE", "NET_RAW"}) {
+		t.Errorf("DaemonSet effective capabilities %v, want NET_ADMIN, NET_BIND_SERVICE (port 53) and NET_RAW only", eff)
 	}
 	if c.LivenessProbe == nil || c.LivenessProbe.HTTPGet == nil || c.LivenessProbe.HTTPGet.Path != "/healthz" {
 		t.Error("DaemonSet: liveness probe is not GET /healthz")

@@ -25,6 +25,7 @@ type config struct {
 	ReloadInterval time.Duration
 
 	Listen          []string
+	LocalInterface  string
 	Upstreams       []string
 	BlockedResponse string
 	Sinkhole        string
@@ -90,6 +91,7 @@ func parseFlags(args []string, stderr *os.File) (*config, error) {
 	fs.StringVar(&c.Workloads, "workloads", "", "workloads file (namespaces and pods with labels and IPs); standalone mode")
 	fs.DurationVar(&c.ReloadInterval, "reload-interval", 2*time.Second, "how often the policy and workload files are checked for changes")
 	fs.Var(listFlag{&c.Listen}, "listen", "DNS listen address host:port, UDP and TCP; repeatable or comma-separated (default 169.254.20.10:53)")
+	fs.StringVar(&c.LocalInterface, "local-interface", "egressd0", "dummy interface the --listen addresses are added to when the node does not have them (created if missing, kept on exit); empty: the addresses must exist")
 	fs.Var(listFlag{&c.Upstreams}, "upstream", "upstream resolver host:port; repeatable, tried in order with failover (default: nameservers of /etc/resolv.conf)")
 	fs.StringVar(&c.BlockedResponse, "blocked-response", "nxdomain", "answer to a blocked lookup: nxdomain, refused or sinkhole")
 	fs.StringVar(&c.Sinkhole, "sinkhole", "0.0.0.0,::", "addresses answered for blocked lookups with --blocked-response=sinkhole")

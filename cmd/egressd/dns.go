@@ -100,6 +100,9 @@ func (a *agent) startDNS(ctx context.Context) (func(), error) {
 	if err != nil {
 		return nil, fmt.Errorf("resolver: %w", err)
 	}
+	if err := ensureLocalAddrs(a.log, a.cfg.LocalInterface, a.cfg.Listen); err != nil { // localaddr.go
+		return nil, fmt.Errorf("resolver: %w", err)
+	}
 	// The name → IP state of the previous process, before the first query.
 	cp := &checkpointer{a: a, srv: srv, path: a.cfg.StateFile}
 	cp.merge(ctx)

@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -323,6 +324,9 @@ type agentOpts struct {
 	listen, upstream, httpAddr string
 	dataplane                  string
 	extra                      []string
+	// wrap runs the agent through this command (e.g. setpriv with a
+	// capability set): wrap[0] is the program, the agent and its arguments follow wrap.
+	wrap []string
 }
 
 type agent struct {
@@ -358,7 +362,11 @@ func (w *world) startAgent(o agentOpts) *agent {
 		"--state-file", filepath.Join(w.dir, "state.json"), "--checkpoint-interval", "200ms",
 	}
 	args = append(args, o.extra...)
-	a.proc = w.startProc(fmt.Sprintf("egressd-%d", agentSeq), agentBinary(w.t), args...)
+	bin := agentBinary(w.t)
+	if len(o.wrap) > 0 {
+		bin, args = o.wrap[0], append(append(slices.Clone(o.wrap[1:]), bin), args...)
+	}
+	a.proc = w.startProc(fmt.Sprintf("egressd-%d", agentSeq), bin, args...)
 	a.waitReady()
 	return a
 }
