@@ -16,13 +16,19 @@ const (
 // NormalizeName validates a query name and returns its canonical form: ASCII
 // letters lower-cased and one trailing dot removed.
 //
-// Names coming from DNS may contain any byte: bytes other than letters,
-// digits, '-' and '_' are accepted (they simply match only '*' in patterns),
-// and '.' always separates labels. NormalizeName rejects the empty name and
-// the root ".", empty labels ("a..b", ".a"), labels longer than MaxLabelLen
-// and names longer than MaxNameLen. The returned error is an [*Error].
+// Query names are in DNS presentation format, as resolvers and
+// github.com/miekg/dns write them: a byte that is not printable, or a literal
+// '.' or '\' inside a label, is escaped as \DDD (decimal) or \X. Escapes are
+// decoded for validation and matching: lengths count the bytes on the wire,
+// and an escaped dot ("a\.b.example.com": one label "a.b" under example.com)
+// does not separate labels, so it cannot make a name look deeper than it is to
+// a pattern. Other bytes are accepted as they are (they simply match only '*'
+// in patterns). NormalizeName rejects the empty name and the root ".", empty
+// labels ("a..b", ".a"), labels longer than MaxLabelLen and names longer than
+// MaxNameLen. The returned name keeps its escapes; the error is an [*Error].
 func NormalizeName(name string) (string, error) {
-	t, bad := scanName(name)
+	var buf [MaxNameLen]byte
+	t, _, bad := decodeName(&buf, name)
 	if bad.code != nameOK {
 		return "", bad.err(name)
 	}
@@ -60,31 +66,125 @@ func (b badName) err(input string) error {
 	return e
 }
 
-// scanName checks a query name without allocating and returns it without
-// its trailing dot.
-func scanName(s string) (string, badName) {
-	s = strings.TrimSuffix(s, ".")
+// labelDot stands for a dot inside a label (an escaped "\." or "\046") in the
+// decoded form the matchers use, where '.' always separates labels. Patterns
+// cannot contain it, so it matches only '*'.
+const labelDot = 0
+
+// decodeName checks a query name in presentation format without allocating.
+// It returns the name without its trailing dot, and in buf its decoded,
+// lower-cased form (escapes resolved, a dot inside a label as labelDot).
+func decodeName(buf *[MaxNameLen]byte, s string) (string, []byte, badName) {
+	if strings.HasSuffix(s, ".") && trailingBackslashes(s[:len(s)-1])%2 == 0 {
+		s = s[:len(s)-1] // the root label's dot, not an escaped one
+	}
 	if s == "" {
-		return "", badName{code: nameEmpty}
+		return "", nil, badName{code: nameEmpty}
 	}
-	if len(s) > MaxNameLen {
-		return "", badName{code: nameTooLong, n: len(s)}
-	}
-	label, start := 1, 0
-	for i := 0; i <= len(s); i++ {
-		if i < len(s) && s[i] != '.' {
+	n, label, labelLen := 0, 1, 0
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c == '.' {
+			if labelLen == 0 {
+				return "", nil, badName{code: nameEmptyLabel, label: label}
+			}
+			if n >= MaxNameLen {
+				return "", nil, badName{code: nameTooLong, n: wireLen(s)}
+			}
+			buf[n] = '.'
+			n++
+			label++
+			labelLen = 0
 			continue
 		}
-		switch n := i - start; {
-		case n == 0:
-			return "", badName{code: nameEmptyLabel, label: label}
-		case n > MaxLabelLen:
-			return "", badName{code: nameLongLabel, label: label, n: n}
+		if c == '\\' && i+1 < len(s) {
+			if i+3 < len(s) && isDigit(s[i+1]) && isDigit(s[i+2]) && isDigit(s[i+3]) {
+				if v := int(s[i+1]-'0')*100 + int(s[i+2]-'0')*10 + int(s[i+3]-'0'); v <= 255 {
+					c = byte(v)
+					i += 3
+				} else {
+					c = s[i+1]
+					i++
+				}
+			} else {
+				c = s[i+1]
+				i++
+			}
+			if c == '.' {
+				c = labelDot
+			}
 		}
-		label++
-		start = i + 1
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if labelLen++; labelLen > MaxLabelLen {
+			return "", nil, badName{code: nameLongLabel, label: label, n: labelWireLen(s, label)}
+		}
+		if n >= MaxNameLen {
+			return "", nil, badName{code: nameTooLong, n: wireLen(s)}
+		}
+		buf[n] = c
+		n++
 	}
-	return s, badName{}
+	if labelLen == 0 {
+		return "", nil, badName{code: nameEmptyLabel, label: label}
+	}
+	return s, buf[:n], badName{}
+}
+
+// trailingBackslashes counts the backslashes at the end of s.
+func trailingBackslashes(s string) int {
+	n := 0
+	for n < len(s) && s[len(s)-1-n] == '\\' {
+		n++
+	}
+	return n
+}
+
+func isDigit(c byte) bool { return '0' <= c && c <= '9' }
+
+// wireLen is the decoded length of a name (for error messages only).
+func wireLen(s string) int {
+	var big [4 * MaxNameLen]byte
+	n := 0
+	for i := 0; i < len(s) && n < len(big); i++ {
+		if s[i] == '\\' && i+1 < len(s) {
+			if i+3 < len(s) && isDigit(s[i+1]) && isDigit(s[i+2]) && isDigit(s[i+3]) {
+				i += 3
+			} else {
+				i++
+			}
+		}
+		n++
+	}
+	return n
+}
+
+// labelWireLen is the decoded length of label number label (1-based) of s
+// (for error messages only).
+func labelWireLen(s string, label int) int {
+	l, n := 1, 0
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c == '.' {
+			if l == label {
+				return n
+			}
+			l++
+			continue
+		}
+		if c == '\\' && i+1 < len(s) {
+			if i+3 < len(s) && isDigit(s[i+1]) && isDigit(s[i+2]) && isDigit(s[i+3]) {
+				i += 3
+			} else {
+				i++
+			}
+		}
+		if l == label {
+			n++
+		}
+	}
+	return n
 }
 
 // asciiLower lower-cases ASCII letters, allocating only when s has upper-case ones.
@@ -103,25 +203,9 @@ func asciiLower(s string) string {
 	return s
 }
 
-// lowerInto copies s (at most MaxNameLen bytes) into buf, lower-casing ASCII
-// letters; it lets the matchers work on a canonical name without allocating.
-func lowerInto(buf *[MaxNameLen]byte, s string) []byte {
-	b := buf[:len(s)]
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if 'A' <= c && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		b[i] = c
-	}
-	return b
-}
-
-// canonicalName validates name and writes its canonical form into buf.
+// canonicalName validates name and writes its canonical form into buf:
+// escapes decoded, ASCII lower-cased, no trailing dot.
 func canonicalName(buf *[MaxNameLen]byte, name string) ([]byte, bool) {
-	t, bad := scanName(name)
-	if bad.code != nameOK {
-		return nil, false
-	}
-	return lowerInto(buf, t), true
+	_, n, bad := decodeName(buf, name)
+	return n, bad.code == nameOK
 }

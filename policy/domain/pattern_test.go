@@ -329,3 +329,47 @@ func TestMatchDoesNotAllocate(t *testing.T) {
 		t.Fatalf("Pattern.Match allocates %v times", allocs)
 	}
 }
+
+// TestEscapedNames: query names come in presentation format. Escapes count
+// as one byte each, and an escaped dot is part of its label: "x\.y.evil.com"
+// is one label under evil.com, so "*.evil.com" denies it (before, it looked
+// like two labels and slipped past a single-label wildcard).
+func TestEscapedNames(t *testing.T) {
+	for _, c := range []struct {
+		pattern, name string
+		want          bool
+	}{
+		{"*.evil.com", `x\.y.evil.com`, true},
+		{"*.evil.com", `x\046y.evil.com.`, true},
+		{"*.y.evil.com", `x\.y.evil.com`, false},
+		{"evil.com", `evil\.com`, false},
+		{"api.example.com", `\065PI.example.com`, true},
+		{"xmr-*.com", `xmr-\255.com`, true},
+		{"**.example.com", `a\\.example.com.`, true},
+	} {
+		p := MustParse(c.pattern)
+		if got := p.Match(c.name); got != c.want {
+			t.Errorf("%s matches %s: %v, want %v", c.pattern, c.name, got, c.want)
+		}
+		var b Builder[int]
+		b.Add(p, 1)
+		found := false
+		b.Build().Each(c.name, func(Pattern, int) bool { found = true; return true })
+		if found != c.want {
+			t.Errorf("Set %s with %s: %v, want %v", c.pattern, c.name, found, c.want)
+		}
+	}
+	label63 := strings.Repeat(`\200`, 63)
+	if _, err := NormalizeName(label63 + ".com"); err != nil {
+		t.Errorf("63 escaped bytes: %v", err)
+	}
+	if _, err := NormalizeName(label63 + `\200.com`); err == nil || !strings.Contains(err.Error(), "label 1 is 64 bytes long") {
+		t.Errorf("64 escaped bytes: %v", err)
+	}
+	if n, err := NormalizeName(`A\.B.Example.COM.`); err != nil || n != `a\.b.example.com` {
+		t.Errorf("NormalizeName keeps escapes, lower-cases: %q %v", n, err)
+	}
+	if _, err := NormalizeName(`a\\.`); err != nil {
+		t.Errorf(`a\\. (label "a\" and the root): %v`, err)
+	}
+}
