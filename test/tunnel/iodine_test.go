@@ -159,8 +159,32 @@ func (w *iodineWorld) serverLog() []iodineQuery {
 
 func iodineData(name string) string {
 	name = strings.TrimSuffix(strings.TrimSuffix(name, "."), "."+iodineZone)
-	return strings.ReplaceAll(name, ".", "")
+	return unescapeName(strings.ReplaceAll(name, ".", ""))
 }
+
+// unescapeName resolves the presentation-format escapes (\DDD, \X) egressd's
+// audit lines carry, so that a name compares with iodined's raw log.
+func unescapeName(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c == '\\' && i+1 < len(s) {
+			if i+3 < len(s) && isDigit(s[i+1]) && isDigit(s[i+2]) && isDigit(s[i+3]) {
+				if v := int(s[i+1]-'0')*100 + int(s[i+2]-'0')*10 + int(s[i+3]-'0'); v <= 255 {
+					b.WriteByte(byte(v))
+					i += 3
+					continue
+				}
+			}
+			c = s[i+1]
+			i++
+		}
+		b.WriteByte(c)
+	}
+	return b.String()
+}
+
+func isDigit(c byte) bool { return '0' <= c && c <= '9' }
 
 func (q iodineQuery) add(l *leak) {
 	l.queries++
