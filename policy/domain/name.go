@@ -97,22 +97,12 @@ func decodeName(buf *[MaxNameLen]byte, s string) (string, []byte, badName) {
 			labelLen = 0
 			continue
 		}
-		if c == '\\' && i+1 < len(s) {
-			if i+3 < len(s) && isDigit(s[i+1]) && isDigit(s[i+2]) && isDigit(s[i+3]) {
-				if v := int(s[i+1]-'0')*100 + int(s[i+2]-'0')*10 + int(s[i+3]-'0'); v <= 255 {
-					c = byte(v)
-					i += 3
-				} else {
-					c = s[i+1]
-					i++
-				}
-			} else {
-				c = s[i+1]
-				i++
-			}
-			if c == '.' {
+		if c == '\\' {
+			var k int
+			if c, k = unescape(s, i); c == '.' {
 				c = labelDot
 			}
+			i += k
 		}
 		if 'A' <= c && c <= 'Z' {
 			c += 'a' - 'A'
@@ -143,44 +133,42 @@ func trailingBackslashes(s string) int {
 
 func isDigit(c byte) bool { return '0' <= c && c <= '9' }
 
-// wireLen is the decoded length of a name (for error messages only).
-func wireLen(s string) int {
-	var big [4 * MaxNameLen]byte
-	n := 0
-	for i := 0; i < len(s) && n < len(big); i++ {
-		if s[i] == '\\' && i+1 < len(s) {
-			if i+3 < len(s) && isDigit(s[i+1]) && isDigit(s[i+2]) && isDigit(s[i+3]) {
-				i += 3
-			} else {
-				i++
-			}
+// unescape decodes the escape starting with the backslash at s[i]: \DDD
+// (a byte, DDD ≤ 255) or \X; it returns the byte and how many characters
+// after the backslash it used. A backslash at the end stands for itself.
+func unescape(s string, i int) (byte, int) {
+	switch {
+	case i+3 < len(s) && isDigit(s[i+1]) && isDigit(s[i+2]) && isDigit(s[i+3]):
+		if v := int(s[i+1]-'0')*100 + int(s[i+2]-'0')*10 + int(s[i+3]-'0'); v <= 255 {
+			return byte(v), 3
 		}
-		n++
+		return s[i+1], 1
+	case i+1 < len(s):
+		return s[i+1], 1
 	}
-	return n
+	return '\\', 0
 }
 
-// labelWireLen is the decoded length of label number label (1-based) of s
-// (for error messages only).
+// wireLen is the decoded length of a name (for error messages only).
+func wireLen(s string) int { return labelWireLen(s, 0) }
+
+// labelWireLen is the decoded length of label number label (1-based) of s, or
+// of the whole name when label is 0 (for error messages only).
 func labelWireLen(s string, label int) int {
 	l, n := 1, 0
 	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c == '.' {
+		if s[i] == '.' && label > 0 {
 			if l == label {
 				return n
 			}
 			l++
 			continue
 		}
-		if c == '\\' && i+1 < len(s) {
-			if i+3 < len(s) && isDigit(s[i+1]) && isDigit(s[i+2]) && isDigit(s[i+3]) {
-				i += 3
-			} else {
-				i++
-			}
+		if s[i] == '\\' {
+			_, k := unescape(s, i)
+			i += k
 		}
-		if l == label {
+		if label == 0 || l == label {
 			n++
 		}
 	}
