@@ -155,6 +155,14 @@ func (e *Engine) Decide(c Connection) Decision {
 	if c.Protocol == "" {
 		c.Protocol = ProtocolTCP
 	}
+	return e.decide(c, func(src, dst endpoint) DirectionDecision {
+		return e.decideDirection(src, Egress, dst, c.Port, c.Protocol)
+	})
+}
+
+// decide is Decide with the source's egress direction decided by egress
+// (Decide, DecideFor); the store is read-locked around it.
+func (e *Engine) decide(c Connection, egress func(src, dst endpoint) DirectionDecision) Decision {
 	s := e.store
 	s.mu.RLock()
 	defer s.mu.RUnlock()
@@ -169,7 +177,7 @@ func (e *Engine) Decide(c Connection) Decision {
 		return d
 	}
 	if src.w != nil {
-		d.Egress = e.decideDirection(src, Egress, dst, c.Port, c.Protocol)
+		d.Egress = egress(src, dst)
 	} else {
 		d.Egress = DirectionDecision{Outcome: Outcome{Verdict: Allow, Reason: ReasonNotWorkload}}
 	}

@@ -27,31 +27,9 @@ func (e *Engine) DecideFor(c Connection, name string) Decision {
 		}
 		name = n
 	}
-	s := e.store
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	src := e.endpointLocked(c.Src)
-	dst := e.endpointLocked(c.Dst)
-	d := Decision{Verdict: Allow}
-	if src.w != nil && src.w == dst.w {
-		self := DirectionDecision{Applies: true, Workload: src.w.Key(), Outcome: Outcome{Verdict: Allow, Reason: ReasonSelf}}
-		d.Egress, d.Ingress = self, self
-		return d
-	}
-	if src.w != nil {
-		d.Egress = e.decideEgressFor(src, dst, c.Port, c.Protocol, name)
-	} else {
-		d.Egress = DirectionDecision{Outcome: Outcome{Verdict: Allow, Reason: ReasonNotWorkload}}
-	}
-	if dst.w != nil {
-		d.Ingress = e.decideDirection(dst, Ingress, src, c.Port, c.Protocol)
-	} else {
-		d.Ingress = DirectionDecision{Outcome: Outcome{Verdict: Allow, Reason: ReasonNotWorkload}}
-	}
-	if d.Egress.Verdict == Deny || d.Ingress.Verdict == Deny {
-		d.Verdict = Deny
-	}
-	return d
+	return e.decide(c, func(src, dst endpoint) DirectionDecision {
+		return e.decideEgressFor(src, dst, c.Port, c.Protocol, name)
+	})
 }
 
 // decideEgressFor is decideDirection for the egress of self with FQDN peers
