@@ -373,20 +373,7 @@ func (w *world) startAgent(o agentOpts) *agent {
 
 // http returns a client whose connections are made inside the node.
 func (w *world) http() *http.Client {
-	return &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
-		DisableKeepAlives: true,
-		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			var c net.Conn
-			var derr error
-			if err := w.node.Do(func() error {
-				c, derr = (&net.Dialer{}).DialContext(ctx, network, addr)
-				return nil
-			}); err != nil {
-				return nil, err
-			}
-			return c, derr
-		},
-	}}
+	return netmodel.HTTPClient(w.node.NS, 5*time.Second)
 }
 
 func (a *agent) waitReady() {

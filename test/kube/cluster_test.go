@@ -179,16 +179,7 @@ func (c *cluster) startAgent(extra ...string) *nodeProc {
 
 // get fetches path from the agent's HTTP address inside the node.
 func (c *cluster) get(path string) (int, string, error) {
-	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
-		DisableKeepAlives: true,
-		DialContext: func(ctx context.Context, network, addr string) (conn net.Conn, derr error) {
-			err := c.node.Do(func() error { conn, derr = (&net.Dialer{}).DialContext(ctx, network, addr); return nil })
-			if err != nil {
-				return nil, err
-			}
-			return conn, derr
-		},
-	}}
+	hc := netmodel.HTTPClient(c.node.NS, 5*time.Second)
 	resp, err := hc.Get("http://127.0.0.1:9464" + path)
 	if err != nil {
 		return 0, "", err

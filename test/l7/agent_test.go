@@ -6,8 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -83,11 +81,7 @@ func TestAgentTransparentProxy(t *testing.T) {
 		"--http-proxy", explicit.String(),
 		"--transparent-proxy", "--transparent-proxy-addr", transparent.String()+","+transparent6.String(),
 		"--proxy-redirect-refresh", "200ms")
-	hc := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true,
-		DialContext: func(ctx context.Context, network, addr string) (c net.Conn, err error) {
-			err = e.node.Do(func() (derr error) { c, derr = (&net.Dialer{}).DialContext(ctx, network, addr); return derr })
-			return c, err
-		}}}
+	hc := netmodel.HTTPClient(e.node.NS, 2*time.Second)
 	get := func(path string) string {
 		resp, err := hc.Get("http://127.0.0.1:9464" + path)
 		if err != nil {

@@ -1,10 +1,13 @@
 package netmodel
 
 import (
+	"context"
 	"io"
 	"net"
+	"net/http"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // ServeTCP serves ln (a listener the test opened, typically inside a
@@ -60,4 +63,23 @@ func ForwardTo(addr string) func(net.Conn) {
 		go func() { io.Copy(d, c); d.(*net.TCPConn).CloseWrite() }()
 		io.Copy(c, d)
 	}
+}
+
+// HTTPClient returns an HTTP client whose connections are dialled inside ns
+// (no keep-alives: every request dials anew).
+func HTTPClient(ns *NS, timeout time.Duration) *http.Client {
+	return &http.Client{Timeout: timeout, Transport: &http.Transport{
+		DisableKeepAlives: true,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			var c net.Conn
+			var derr error
+			if err := ns.Do(func() error {
+				c, derr = (&net.Dialer{}).DialContext(ctx, network, addr)
+				return nil
+			}); err != nil {
+				return nil, err
+			}
+			return c, derr
+		},
+	}}
 }
