@@ -216,7 +216,7 @@ func Start(t testing.TB) *Server {
 // StartBinary starts the Jaeger binary with a config file written to dir and waits until
 // the query API answers and both OTLP receivers accept connections. Stop it with Stop.
 func StartBinary(ctx context.Context, bin, dir string) (*Server, error) {
-	ports, err := freePorts(4)
+	ports, err := testenv.FreePorts(4)
 	if err != nil {
 		return nil, err
 	}
@@ -372,25 +372,6 @@ func (s *Server) Stop() {
 		s.cmd.Process.Kill()
 		<-s.exited
 	}
-}
-
-func freePorts(n int) ([]int, error) {
-	ls := make([]net.Listener, 0, n)
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	ports := make([]int, 0, n)
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
 }
 
 // Trace, Span and KeyValue are the parts of the query API's JSON (GET /api/traces) that

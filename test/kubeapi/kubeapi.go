@@ -148,7 +148,7 @@ func Start(t testing.TB, extraArgs ...string) *ControlPlane {
 
 // StartBinaries starts etcd and kube-apiserver with files in dir. Stop them with Stop.
 func StartBinaries(ctx context.Context, apiserver, etcd, dir string, extraArgs ...string) (*ControlPlane, error) {
-	ports, err := freePorts(3)
+	ports, err := testenv.FreePorts(3)
 	if err != nil {
 		return nil, err
 	}
@@ -340,23 +340,4 @@ func writeRSAKey(path string) error {
 	}
 	b := pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(k)})
 	return os.WriteFile(path, b, 0o600)
-}
-
-func freePorts(n int) ([]int, error) {
-	ls := make([]net.Listener, 0, n)
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	ports := make([]int, 0, n)
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
 }
