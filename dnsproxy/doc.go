@@ -1,4 +1,4 @@
-// Package dnsproxy owns the node-local resolver (DESIGN.md §1, §4): the DNS
+// Package dnsproxy owns the node-local resolver (docs/design.md §1, §4): the DNS
 // listeners (UDP with SO_REUSEPORT sockets, TCP), the forwarder with
 // health-checked failover, the cache, the policy hook and the programming of the
 // kernel sets with the addresses of allowed answers.

@@ -9,7 +9,7 @@ import (
 	"github.com/egressd/egressd/policy"
 )
 
-// Event names (DESIGN.md §4).
+// Event names (docs/design.md §4).
 const (
 	EventLookupBlocked = "dns.lookup.blocked"
 	EventLookupAudit   = "dns.lookup.audit"
@@ -17,7 +17,7 @@ const (
 )
 
 // Event is one lookup as reported to the Reporter: the fields of an audit line
-// and of the span of the same event (DESIGN.md §4).
+// and of the span of the same event (docs/design.md §4).
 type Event struct {
 	// Time the query was received.
 	Time time.Time

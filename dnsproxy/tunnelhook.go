@@ -11,7 +11,7 @@ import (
 	"github.com/egressd/egressd/policy"
 )
 
-// Tunnel-detection event names (DESIGN.md §4, §6).
+// Tunnel-detection event names (docs/design.md §4, §6).
 const (
 	EventTunnelSuspected = "dns.tunnel.suspected"
 	EventTunnelBlocked   = "dns.tunnel.blocked"
@@ -89,7 +89,7 @@ type TunnelChecker interface {
 
 // TunnelPairInfo is implemented by TunnelDetectors that can name the
 // registered domain of a quarantined lookup and the pair's score, for the
-// dns.tunnel.blocked event (DESIGN.md §4: tunnel events carry domain and
+// dns.tunnel.blocked event (docs/design.md §4: tunnel events carry domain and
 // score). Called only when a lookup is refused.
 type TunnelPairInfo interface {
 	PairInfo(workload string, client netip.Addr, qname string) (domain string, score float64)

@@ -472,7 +472,7 @@ type LookupDecision struct {
 func (d LookupDecision) Blocked() bool { return d.Verdict == Deny }
 
 // DecideLookup decides whether workload w may resolve qname: evaluated with the
-// tiers over the FQDN peers of egress rules (DESIGN.md §3). Names inside the
+// tiers over the FQDN peers of egress rules (docs/design.md §3). Names inside the
 // cluster domain or a search domain are never blocked by FQDN rules.
 func (e *Engine) DecideLookup(w WorkloadKey, qname string) LookupDecision {
 	name, err := domain.NormalizeName(qname)

@@ -126,7 +126,7 @@ const (
 	deny  = policy.Deny
 )
 
-// TestSemantics has one case per clause of DESIGN.md §3 (and of Kubernetes
+// TestSemantics has one case per clause of docs/design.md §3 (and of Kubernetes
 // NetworkPolicy semantics); each case's name states the behaviour.
 func TestSemantics(t *testing.T) {
 	cases := []semanticsCase{
@@ -551,7 +551,7 @@ spec: {podSelector: {}, policyTypes: [Egress], egress: [{to: [{ipBlock: {cidr: "
 	}
 }
 
-// TestDecideLookup covers the lookup rules of DESIGN.md §3.
+// TestDecideLookup covers the lookup rules of docs/design.md §3.
 func TestDecideLookup(t *testing.T) {
 	const fqdnPolicies = `
 apiVersion: egressd.io/v1alpha1

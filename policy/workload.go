@@ -73,7 +73,7 @@ func (w *Workload) namedPort(name string, proto Protocol) (int32, bool) {
 	return 0, false
 }
 
-// Workloads is the standalone workloads file (DESIGN.md §3).
+// Workloads is the standalone workloads file (docs/design.md §3).
 type Workloads struct {
 	Namespaces []Namespace `json:"namespaces,omitempty"`
 	Pods       []Workload  `json:"pods,omitempty"`

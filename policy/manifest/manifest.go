@@ -241,7 +241,7 @@ func DecodePath(path string) ([]Object, error) {
 	return objs, errors.Join(errs...)
 }
 
-// LoadWorkloads reads a workloads file (DESIGN.md §3).
+// LoadWorkloads reads a workloads file (docs/design.md §3).
 func LoadWorkloads(path string) (*policy.Workloads, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {

@@ -1,5 +1,5 @@
 // Package file is the standalone policy source: policies from a YAML file or
-// directory and workloads from a workloads file (DESIGN.md §3), loaded into a
+// directory and workloads from a workloads file (docs/design.md §3), loaded into a
 // policy.Store and reloaded when the files change.
 //
 // A reload never loses what is in force: an object that fails to decode or

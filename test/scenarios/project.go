@@ -6,7 +6,7 @@ import (
 	"github.com/egressd/egressd/policy"
 )
 
-// Project returns the scenarios of egressd's own semantics (DESIGN.md §3):
+// Project returns the scenarios of egressd's own semantics (docs/design.md §3):
 // ClusterFirewallPolicy tiers, Deny and Pass, priorities, Audit mode, CIDRs with
 // except, FQDN peers with recorded lookups, FirewallPolicy isolation.
 func Project() []Scenario {
