@@ -54,6 +54,8 @@ type Engine struct {
 	opts   Options
 	exempt []string // ".cluster.local" and search-domain suffixes
 	cache  tierCache
+	// fqdn indexes the FQDN rules of every policy (lookups).
+	fqdn fqdnIndexCache
 	// tunnelCache memoizes TunnelDetection.
 	tunnelCache tunnelCache
 }
@@ -273,25 +275,30 @@ func (e *Engine) decideDirection(self endpoint, dir Direction, remote endpoint, 
 
 func (e *Engine) hasAuditLocked() bool { return e.store.audits > 0 }
 
-// tiersLocked returns the cached tiers of w for dir; the cache is dropped
-// whenever the store changes.
+// tiersLocked returns the cached tiers of w for dir. Which policies select a
+// workload depends only on the policies, the namespaces and the workload
+// itself, so the cache is dropped when policies or namespaces change and an
+// entry is dropped when its workload is replaced: pod churn elsewhere does
+// not make every workload's next lookup walk every policy again.
 func (e *Engine) tiersLocked(w *Workload, ns *Namespace, dir Direction, audit bool) *tiers {
 	key := tierKey{w: w.Key(), dir: dir, audit: audit}
-	gen := e.store.gen
+	gen := e.store.selGen
 	e.cache.mu.Lock()
-	if e.cache.gen != gen || e.cache.m == nil {
-		e.cache.gen, e.cache.m = gen, map[tierKey]*tiers{}
+	// Entries of deleted workloads stay until the next policy change; the
+	// bound keeps them from piling up (4 entries per live workload).
+	if e.cache.gen != gen || e.cache.m == nil || len(e.cache.m) > 4*len(e.store.workloads)+64 {
+		e.cache.gen, e.cache.m = gen, map[tierKey]tierEntry{}
 	}
-	t := e.cache.m[key]
+	ent := e.cache.m[key]
 	e.cache.mu.Unlock()
-	if t != nil {
-		return t
+	if ent.t != nil && ent.w == w {
+		return ent.t
 	}
 	computed := e.selectingLocked(w, ns, dir, audit)
-	t = &computed
+	t := &computed
 	e.cache.mu.Lock()
 	if e.cache.gen == gen {
-		e.cache.m[key] = t
+		e.cache.m[key] = tierEntry{w: w, t: t}
 	}
 	e.cache.mu.Unlock()
 	return t
@@ -303,11 +310,19 @@ type tierKey struct {
 	audit bool
 }
 
-// tierCache memoizes which policies select a workload, per store generation.
+// tierEntry is the tiers computed for one version of a workload (the store
+// replaces the *Workload on every change).
+type tierEntry struct {
+	w *Workload
+	t *tiers
+}
+
+// tierCache memoizes which policies select a workload, per generation of
+// the store's policies and namespaces.
 type tierCache struct {
 	mu  sync.Mutex
 	gen uint64
-	m   map[tierKey]*tiers
+	m   map[tierKey]tierEntry
 }
 
 // ruleFinder returns the first rule of p (for direction dir) that matches and,
@@ -473,16 +488,34 @@ func (d LookupDecision) Blocked() bool { return d.Verdict == Deny }
 
 // DecideLookup decides whether workload w may resolve qname: evaluated with the
 // tiers over the FQDN peers of egress rules (docs/design.md §3). Names inside the
-// cluster domain or a search domain are never blocked by FQDN rules.
+// cluster domain or a search domain are never blocked by FQDN rules. The rules
+// are found through an index of every policy's patterns: the cost does not
+// grow with the number of policies, and DecideLookup does not allocate (for a
+// name already in canonical form).
 func (e *Engine) DecideLookup(w WorkloadKey, qname string) LookupDecision {
+	d, _ := e.decideLookup(w, qname, nil, false)
+	return d
+}
+
+// DecideLookupRules is DecideLookup and FQDNRules in one walk of the index: it
+// returns the decision and dst with the FQDN rules appended (the rules are
+// appended whatever the verdict; a blocked lookup programs nothing). With a
+// dst of sufficient capacity it does not allocate. It is meant for the
+// resolver's hot path and for deciding every name of a CNAME chain.
+func (e *Engine) DecideLookupRules(w WorkloadKey, qname string, dst []RuleRef) (LookupDecision, []RuleRef) {
+	return e.decideLookup(w, qname, dst, true)
+}
+
+func (e *Engine) decideLookup(w WorkloadKey, qname string, dst []RuleRef, withRules bool) (LookupDecision, []RuleRef) {
 	name, err := domain.NormalizeName(qname)
 	if err != nil {
-		return LookupDecision{Workload: w, Name: qname, Outcome: Outcome{Verdict: Deny, Reason: ReasonInvalidName}}
+		return LookupDecision{Workload: w, Name: qname, Outcome: Outcome{Verdict: Deny, Reason: ReasonInvalidName}}, dst
 	}
 	d := LookupDecision{Workload: w, Name: name}
-	if e.exemptName(name) {
+	exempt := e.exemptName(name)
+	if exempt && !withRules {
 		d.Outcome = Outcome{Verdict: Allow, Reason: ReasonClusterDomain}
-		return d
+		return d, dst
 	}
 	s := e.store
 	s.mu.RLock()
@@ -490,17 +523,34 @@ func (e *Engine) DecideLookup(w WorkloadKey, qname string) LookupDecision {
 	wl := s.workloads[w]
 	if wl == nil {
 		d.Outcome = Outcome{Verdict: Allow, Tier: TierDefault, Reason: ReasonNotWorkload}
-		return d
+		if exempt {
+			d.Outcome = Outcome{Verdict: Allow, Reason: ReasonClusterDomain}
+		}
+		return d, dst
 	}
 	ns := s.namespaceLocked(wl.Namespace)
-	d.Outcome = e.evaluateLookup(e.tiersLocked(wl, ns, Egress, false), name)
+	sc := getScratch()
+	defer putScratch(sc)
+	e.matchLocked(sc, name)
+	t := e.tiersLocked(wl, ns, Egress, false)
+	sc.hits = placeHits(sc.hits, t, sc.refs)
+	if withRules {
+		dst = appendRuleRefs(dst, sc.hits)
+	}
+	if exempt {
+		d.Outcome = Outcome{Verdict: Allow, Reason: ReasonClusterDomain}
+		return d, dst
+	}
+	d.Outcome = e.evaluateHits(t, sc.hits)
 	if e.hasAuditLocked() {
-		would := e.evaluateLookup(e.tiersLocked(wl, ns, Egress, true), name)
+		at := e.tiersLocked(wl, ns, Egress, true)
+		sc.hits = placeHits(sc.hits, at, sc.refs)
+		would := e.evaluateHits(at, sc.hits)
 		if would.Verdict != d.Verdict {
 			d.Audit = &would
 		}
 	}
-	return d
+	return d, dst
 }
 
 // DecideLookupFrom decides a lookup by the client's address.
@@ -518,94 +568,30 @@ func (e *Engine) exemptName(name string) bool {
 	return false
 }
 
-// lookupFinder finds rules whose FQDN peers match name through each policy's
-// pattern index (no linear scan over patterns).
-func lookupFinder(name string) ruleFinder {
-	return func(p *compiledPolicy, action Action) *compiledRule {
-		if p.fqdnMatcher == nil {
-			return nil
-		}
-		rules := p.rules[dirIndex(Egress)]
-		best := -1
-		p.fqdnMatcher.Each(name, func(_ domain.Pattern, i int) bool {
-			if (action == "" || rules[i].action == action) && (best < 0 || i < best) {
-				best = i
-			}
-			return true
-		})
-		if best < 0 {
-			return nil
-		}
-		return rules[best]
-	}
-}
-
-func (e *Engine) evaluateLookup(t *tiers, name string) Outcome {
-	find := lookupFinder(name)
-	if out, decided, pass := firstMatchTier(t.admin, TierAdmin, find); decided && !pass {
-		return out
-	}
-	if len(t.namespaced) > 0 {
-		o := namespacedTier(t.namespaced, find)
-		if o.Reason == ReasonRule {
-			return o
-		}
-		enforce := e.opts.Lookups == LookupsEnforce
-		for _, p := range t.namespaced {
-			if p.lookups == LookupsEnforce {
-				enforce = true
-				o.Policy = p.ref
-				break
-			}
-		}
-		if enforce {
-			return Outcome{Verdict: Deny, Tier: TierNamespaced, Policy: o.Policy, Reason: ReasonLookupsEnf}
-		}
-		return Outcome{Verdict: Allow, Tier: TierNamespaced, Reason: ReasonNoFQDNRule}
-	}
-	if out, decided, _ := firstMatchTier(t.baseline, TierBaseline, find); decided {
-		return out
-	}
-	if e.opts.Lookups == LookupsEnforce && e.opts.DefaultVerdict == Deny {
-		return Outcome{Verdict: Deny, Tier: TierDefault, Reason: ReasonLookupsEnf}
-	}
-	return Outcome{Verdict: Allow, Tier: TierDefault, Reason: ReasonNoFQDNRule}
-}
-
 // FQDNRules returns the enforced FQDN rules of the policies selecting w whose
 // patterns match qname: the rules whose kernel sets the resolver fills with the
 // answer's addresses.
 func (e *Engine) FQDNRules(w WorkloadKey, qname string) []RuleRef {
+	return e.AppendFQDNRules(nil, w, qname)
+}
+
+// AppendFQDNRules is FQDNRules appending to dst: with a dst of sufficient
+// capacity it does not allocate.
+func (e *Engine) AppendFQDNRules(dst []RuleRef, w WorkloadKey, qname string) []RuleRef {
 	name, err := domain.NormalizeName(qname)
 	if err != nil {
-		return nil
+		return dst
 	}
 	s := e.store
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	wl := s.workloads[w]
 	if wl == nil {
-		return nil
+		return dst
 	}
-	ns := s.namespaceLocked(wl.Namespace)
-	var out []RuleRef
-	for _, p := range s.policies {
-		if p.audit || p.fqdnMatcher == nil || !p.selects(wl, ns) {
-			continue
-		}
-		if p.tier == TierNamespaced && !p.isolates[dirIndex(Egress)] {
-			continue
-		}
-		rules := p.rules[dirIndex(Egress)]
-		seen := map[int]bool{}
-		p.fqdnMatcher.Each(name, func(_ domain.Pattern, i int) bool {
-			if !seen[i] {
-				seen[i] = true
-				out = append(out, rules[i].ref())
-			}
-			return true
-		})
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].String() < out[j].String() })
-	return out
+	sc := getScratch()
+	defer putScratch(sc)
+	e.matchLocked(sc, name)
+	sc.hits = placeHits(sc.hits, e.tiersLocked(wl, s.namespaceLocked(wl.Namespace), Egress, false), sc.refs)
+	return appendRuleRefs(dst, sc.hits)
 }

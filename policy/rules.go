@@ -3,6 +3,7 @@ package policy
 import (
 	"fmt"
 	"net/netip"
+	"strings"
 
 	"k8s.io/apimachinery/pkg/labels"
 
@@ -30,7 +31,25 @@ func (r PolicyRef) String() string {
 // comparePolicyRefs orders references like their String forms, without
 // building the strings.
 func comparePolicyRefs(a, b PolicyRef) int {
+	if a.Kind == b.Kind && a.Namespace == b.Namespace && a.Kind != "" {
+		// Equal up to the name: the joined forms compare as the names.
+		return strings.Compare(a.Name, b.Name)
+	}
 	pa, pb := a.parts(), b.parts()
+	return compareJoined(pa[:], pb[:])
+}
+
+// compareRuleRefs orders rule references like their String forms, without
+// building the strings.
+func compareRuleRefs(a, b RuleRef) int {
+	pa, pb := a.Policy.parts(), b.Policy.parts()
+	qa := [7]string{pa[0], pa[1], pa[2], pa[3], pa[4], "#", a.Rule}
+	qb := [7]string{pb[0], pb[1], pb[2], pb[3], pb[4], "#", b.Rule}
+	return compareJoined(qa[:], qb[:])
+}
+
+// compareJoined compares the concatenations of pa and pb byte by byte.
+func compareJoined(pa, pb []string) int {
 	i, j, x, y := 0, 0, 0, 0
 	for {
 		for i < len(pa) && x == len(pa[i]) {
@@ -107,8 +126,6 @@ type compiledPolicy struct {
 	// isolates is true for a direction the policy isolates (namespaced tier).
 	isolates [2]bool
 	rules    [2][]*compiledRule
-	// lookupRules are the egress rules that have FQDN peers, with a matcher.
-	fqdnMatcher *domain.Set[int]
 }
 
 // selects reports whether the policy applies to the workload.

@@ -31,6 +31,10 @@ type Store struct {
 	pending changeLog
 	// gen counts changes to workloads, namespaces and policies.
 	gen uint64
+	// policyGen counts changes to policies (the FQDN index is rebuilt when
+	// it moves); selGen counts changes to policies and namespaces (which
+	// policies select a workload depends on them and on the workload only).
+	policyGen, selGen uint64
 	// audits counts Audit-mode policies.
 	audits int
 	// tunnels counts policies that set spec.tunnelDetection.
@@ -81,6 +85,7 @@ func (s *Store) UpsertNamespace(ns Namespace) error {
 	s.namespaces[ns.Name] = &ns
 	s.pending.namespaces[ns.Name] = true
 	s.gen++
+	s.selGen++
 	return nil
 }
 
@@ -91,6 +96,7 @@ func (s *Store) DeleteNamespace(name string) {
 	delete(s.namespaces, name)
 	s.pending.namespaces[name] = true
 	s.gen++
+	s.selGen++
 }
 
 // namespaceLocked returns the namespace, or one with only the name label.
@@ -249,6 +255,8 @@ func (s *Store) putPolicy(cp *compiledPolicy) {
 	s.policies[cp.ref] = cp
 	s.pending.policies[cp.ref] = true
 	s.gen++
+	s.policyGen++
+	s.selGen++
 }
 
 // countLocked adds d to the counters of policy features p has.
@@ -270,6 +278,8 @@ func (s *Store) DeletePolicy(ref PolicyRef) {
 		delete(s.policies, ref)
 		s.pending.policies[ref] = true
 		s.gen++
+		s.policyGen++
+		s.selGen++
 	}
 }
 

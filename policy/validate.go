@@ -221,27 +221,7 @@ func compileRules(cp *compiledPolicy, spec *field.Path, dir Direction, rules []R
 		}
 		cp.rules[dirIndex(dir)] = append(cp.rules[dirIndex(dir)], cr)
 	}
-	if dir == Egress {
-		cp.buildFQDNMatcher()
-	}
 	return errs
-}
-
-// buildFQDNMatcher indexes the FQDN peers of the egress rules by pattern.
-func (cp *compiledPolicy) buildFQDNMatcher() {
-	var b domain.Builder[int]
-	n := 0
-	for i, r := range cp.rules[dirIndex(Egress)] {
-		for _, p := range r.peers {
-			if p.kind == peerFQDN {
-				b.Add(p.pattern, i)
-				n++
-			}
-		}
-	}
-	if n > 0 {
-		cp.fqdnMatcher = b.Build()
-	}
 }
 
 func compilePeer(cp *compiledPolicy, path *field.Path, dir Direction, p *Peer) (compiledPeer, field.ErrorList) {

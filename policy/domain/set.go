@@ -275,6 +275,18 @@ func (s *Set[V]) Each(name string, yield func(p Pattern, v V) bool) {
 	s.walk(name, func(e *entry[V]) bool { return yield(e.p, e.v) })
 }
 
+// AppendValues appends to dst the value of every pair whose pattern matches
+// name, in the order of [Set.Each] (a value added with several matching
+// patterns is appended once per pattern), and returns the extended slice. With
+// a dst of sufficient capacity it does not allocate.
+func (s *Set[V]) AppendValues(dst []V, name string) []V {
+	s.walk(name, func(e *entry[V]) bool {
+		dst = append(dst, e.v)
+		return true
+	})
+	return dst
+}
+
 // Match reports whether any pattern in the Set matches name.
 func (s *Set[V]) Match(name string) bool {
 	found := false

@@ -300,3 +300,32 @@ func TestSetEachDoesNotAllocate(t *testing.T) {
 		t.Fatalf("Each/Match allocate %v times per 64 names", allocs)
 	}
 }
+
+func TestSetAppendValuesIsEachInAppendForm(t *testing.T) {
+	c := build10k(rand.New(rand.NewPCG(21, 22)))
+	names := benchNames(c, rand.New(rand.NewPCG(23, 24)), 256)
+	buf := make([]int, 0, 64)
+	matched := 0
+	for _, n := range names {
+		var want []int
+		c.set.Each(n, func(_ Pattern, v int) bool { want = append(want, v); return true })
+		got := c.set.AppendValues([]int{-1}, n)
+		if got[0] != -1 || !slices.Equal(got[1:], want) {
+			t.Fatalf("AppendValues(%q) = %v, want [-1] + %v", n, got, want)
+		}
+		if len(want) > 0 {
+			matched++
+		}
+	}
+	if matched == 0 {
+		t.Fatal("no name matched: the test checks nothing")
+	}
+	allocs := testing.AllocsPerRun(20, func() {
+		for _, n := range names[:64] {
+			buf = c.set.AppendValues(buf[:0], n)
+		}
+	})
+	if allocs != 0 {
+		t.Fatalf("AppendValues allocates %v times per 64 names (with a large enough buffer)", allocs)
+	}
+}

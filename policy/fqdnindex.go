@@ -1,0 +1,273 @@
+package policy
+
+import (
+	"slices"
+	"sort"
+	"sync"
+	"sync/atomic"
+
+	"github.com/egressd/egressd/policy/domain"
+)
+
+// The FQDN index: one domain.Set holding the FQDN patterns of the egress
+// rules of every policy, built once per change of the store's policies. A
+// lookup walks it once: the cost depends on the patterns that match the name,
+// not on how many policies or patterns there are. The matches are then placed
+// in the workload's cached tiers (a binary search each) and the tier pipeline
+// runs over them only. The result is the same as evaluating every selecting
+// policy's rules in order (see the oracle in fqdnindex_oracle_test.go).
+
+// fqdnRef is one FQDN rule: egress rule number rule of policy p.
+type fqdnRef struct {
+	p    *compiledPolicy
+	rule int32
+}
+
+// fqdnIndex is the index for one generation of the store's policies.
+type fqdnIndex struct {
+	gen uint64
+	set *domain.Set[fqdnRef]
+}
+
+// fqdnIndexCache holds the current index; it is rebuilt by the first lookup
+// after the policies changed.
+type fqdnIndexCache struct {
+	mu  sync.Mutex // serializes builds
+	cur atomic.Pointer[fqdnIndex]
+}
+
+// fqdnIndexLocked returns the index of the store's current policies (the
+// store is read-locked).
+func (e *Engine) fqdnIndexLocked() *fqdnIndex {
+	gen := e.store.policyGen
+	if x := e.fqdn.cur.Load(); x != nil && x.gen == gen {
+		return x
+	}
+	e.fqdn.mu.Lock()
+	defer e.fqdn.mu.Unlock()
+	if x := e.fqdn.cur.Load(); x != nil && x.gen == gen {
+		return x
+	}
+	var b domain.Builder[fqdnRef]
+	for _, p := range e.store.policies {
+		for i, r := range p.rules[dirIndex(Egress)] {
+			if !r.hasFQDN {
+				continue
+			}
+			for j := range r.peers {
+				if r.peers[j].kind == peerFQDN {
+					b.Add(r.peers[j].pattern, fqdnRef{p: p, rule: int32(i)})
+				}
+			}
+		}
+	}
+	x := &fqdnIndex{gen: gen, set: b.Build()}
+	e.fqdn.cur.Store(x)
+	return x
+}
+
+// Tier order of the matches (tiers are evaluated in this order).
+const (
+	slotAdmin = iota
+	slotNamespaced
+	slotBaseline
+)
+
+// lookupHit is a matching FQDN rule placed in a workload's tiers.
+type lookupHit struct {
+	tier  uint8 // slotAdmin, slotNamespaced or slotBaseline
+	group int32 // priority group (Admin, Baseline)
+	pos   int32 // position in the group, or in the namespaced list
+	rule  int32 // egress rule number in the policy
+	p     *compiledPolicy
+}
+
+func compareHits(a, b lookupHit) int {
+	switch {
+	case a.tier != b.tier:
+		return int(a.tier) - int(b.tier)
+	case a.group != b.group:
+		return int(a.group - b.group)
+	case a.pos != b.pos:
+		return int(a.pos - b.pos)
+	}
+	return int(a.rule - b.rule)
+}
+
+// lookupScratch is the per-lookup working memory, pooled so that lookups do
+// not allocate.
+type lookupScratch struct {
+	refs []fqdnRef
+	hits []lookupHit
+}
+
+// maxPooledScratch bounds what a pooled scratch keeps (a name matching
+// thousands of patterns must not pin the memory forever).
+const maxPooledScratch = 1024
+
+var scratchPool = sync.Pool{New: func() any { return new(lookupScratch) }}
+
+func getScratch() *lookupScratch { return scratchPool.Get().(*lookupScratch) }
+
+func putScratch(sc *lookupScratch) {
+	if cap(sc.refs) > maxPooledScratch || cap(sc.hits) > maxPooledScratch {
+		return
+	}
+	sc.refs, sc.hits = sc.refs[:0], sc.hits[:0]
+	scratchPool.Put(sc)
+}
+
+// matchLocked appends to sc.refs every FQDN rule with a pattern matching the
+// normalized name (a rule with several matching patterns appears once per
+// pattern).
+func (e *Engine) matchLocked(sc *lookupScratch, name string) {
+	sc.refs = e.fqdnIndexLocked().set.AppendValues(sc.refs[:0], name)
+}
+
+// place returns where p sits in t, or false when t does not hold p (the
+// policy does not select the workload, is not enforced in this view, or is a
+// namespaced policy that does not isolate egress).
+func (t *tiers) place(p *compiledPolicy) (tier uint8, group, pos int32, ok bool) {
+	switch p.tier {
+	case TierAdmin:
+		g, k, ok := placeInGroups(t.admin, p)
+		return slotAdmin, g, k, ok
+	case TierBaseline:
+		g, k, ok := placeInGroups(t.baseline, p)
+		return slotBaseline, g, k, ok
+	case TierNamespaced:
+		k, ok := placeByRef(t.namespaced, p)
+		return slotNamespaced, 0, k, ok
+	}
+	return 0, 0, 0, false
+}
+
+// placeInGroups finds p in priority groups sorted by priority (groupByPriority).
+func placeInGroups(groups [][]*compiledPolicy, p *compiledPolicy) (int32, int32, bool) {
+	g := sort.Search(len(groups), func(i int) bool { return groups[i][0].priority >= p.priority })
+	if g == len(groups) || groups[g][0].priority != p.priority {
+		return 0, 0, false
+	}
+	k, ok := placeByRef(groups[g], p)
+	return int32(g), k, ok
+}
+
+// placeByRef finds p in policies sorted by reference.
+func placeByRef(ps []*compiledPolicy, p *compiledPolicy) (int32, bool) {
+	k := sort.Search(len(ps), func(i int) bool { return comparePolicyRefs(ps[i].ref, p.ref) >= 0 })
+	if k == len(ps) || ps[k] != p {
+		return 0, false
+	}
+	return int32(k), true
+}
+
+// placeHits places the matched rules in t and sorts them in evaluation order.
+func placeHits(hits []lookupHit, t *tiers, refs []fqdnRef) []lookupHit {
+	hits = hits[:0]
+	for _, r := range refs {
+		if tier, g, k, ok := t.place(r.p); ok {
+			hits = append(hits, lookupHit{tier: tier, group: g, pos: k, rule: r.rule, p: r.p})
+		}
+	}
+	slices.SortFunc(hits, compareHits)
+	return slices.CompactFunc(hits, func(a, b lookupHit) bool { return compareHits(a, b) == 0 })
+}
+
+// evaluateHits is evaluateLookup over the placed, sorted matches: the same
+// tier pipeline (firstMatchTier, namespacedTier, lookups enforcement) without
+// visiting the policies that no pattern of which matched.
+func (e *Engine) evaluateHits(t *tiers, hits []lookupHit) Outcome {
+	i := 0
+	if i < len(hits) && hits[i].tier == slotAdmin {
+		out, pass, next := firstMatchHits(hits, i, TierAdmin)
+		if !pass {
+			return out
+		}
+		i = next
+	}
+	for i < len(hits) && hits[i].tier == slotAdmin {
+		i++
+	}
+	if len(t.namespaced) > 0 {
+		j := i
+		for ; j < len(hits) && hits[j].tier == slotNamespaced; j++ {
+		}
+		ns := hits[i:j]
+		for _, action := range []Action{ActionDeny, ActionAllow} {
+			// Sorted by (position, rule): the first hit with the action is the
+			// first policy having such a rule, and its first such rule.
+			for _, h := range ns {
+				if r := h.p.rules[dirIndex(Egress)][h.rule]; r.action == action {
+					o := Outcome{Verdict: Allow, Tier: TierNamespaced, Policy: h.p.ref, Rule: r.name, Action: action, Reason: ReasonRule}
+					if action == ActionDeny {
+						o.Verdict = Deny
+					}
+					return o
+				}
+			}
+		}
+		enforce := e.opts.Lookups == LookupsEnforce
+		policy := t.namespaced[0].ref
+		for _, p := range t.namespaced {
+			if p.lookups == LookupsEnforce {
+				enforce = true
+				policy = p.ref
+				break
+			}
+		}
+		if enforce {
+			return Outcome{Verdict: Deny, Tier: TierNamespaced, Policy: policy, Reason: ReasonLookupsEnf}
+		}
+		return Outcome{Verdict: Allow, Tier: TierNamespaced, Reason: ReasonNoFQDNRule}
+	}
+	for i < len(hits) && hits[i].tier != slotBaseline {
+		i++
+	}
+	if i < len(hits) {
+		out, _, _ := firstMatchHits(hits, i, TierBaseline)
+		return out
+	}
+	if e.opts.Lookups == LookupsEnforce && e.opts.DefaultVerdict == Deny {
+		return Outcome{Verdict: Deny, Tier: TierDefault, Reason: ReasonLookupsEnf}
+	}
+	return Outcome{Verdict: Allow, Tier: TierDefault, Reason: ReasonNoFQDNRule}
+}
+
+// firstMatchHits is firstMatchTier over the hits of one tier starting at i:
+// the first priority group with a hit decides; in it, each policy's first
+// matching rule counts and Deny beats Allow beats Pass, the earlier policy
+// winning ties. It returns the outcome, whether it is Pass, and the index
+// after the group.
+func firstMatchHits(hits []lookupHit, i int, tier Tier) (Outcome, bool, int) {
+	tierSlot, group := hits[i].tier, hits[i].group
+	var best *compiledRule
+	for ; i < len(hits) && hits[i].tier == tierSlot && hits[i].group == group; i++ {
+		if i > 0 && hits[i-1].tier == tierSlot && hits[i-1].group == group && hits[i-1].pos == hits[i].pos {
+			continue // not this policy's first matching rule
+		}
+		r := hits[i].p.rules[dirIndex(Egress)][hits[i].rule]
+		if best == nil || actionRank(r.action) > actionRank(best.action) {
+			best = r
+		}
+	}
+	o := Outcome{Verdict: Allow, Tier: tier, Policy: best.policy.ref, Rule: best.name, Action: best.action, Reason: ReasonRule}
+	if best.action == ActionDeny {
+		o.Verdict = Deny
+	}
+	return o, best.action == ActionPass, i
+}
+
+// appendRuleRefs appends the distinct rules of the sorted hits to dst and
+// sorts what it appended as FQDNRules does (by RuleRef.String, without
+// building the strings).
+func appendRuleRefs(dst []RuleRef, hits []lookupHit) []RuleRef {
+	start := len(dst)
+	for i, h := range hits {
+		if i > 0 && hits[i-1].p == h.p && hits[i-1].rule == h.rule {
+			continue
+		}
+		dst = append(dst, h.p.rules[dirIndex(Egress)][h.rule].ref())
+	}
+	slices.SortFunc(dst[start:], compareRuleRefs)
+	return dst
+}
