@@ -265,8 +265,43 @@ func (w *World) startCoreDNS(cfg Config) {
 	w.T.Fatalf("CoreDNS does not answer on %s: %v\n%s", UpstreamAddr, lastErr, w.CoreDNS.Out.String())
 }
 
+// StartSilent opens a UDP socket and a TCP listener on addr in the node
+// namespace that read queries and never answer: an upstream that is down
+// without telling (timeouts, no ICMP). They are closed at cleanup.
+func (w *World) StartSilent(addr string) {
+	w.T.Helper()
+	var pc net.PacketConn
+	var ln net.Listener
+	err := w.Node.Do(func() (err error) {
+		if pc, err = net.ListenPacket("udp", addr); err != nil {
+			return err
+		}
+		ln, err = net.Listen("tcp", addr)
+		return err
+	})
+	if err != nil {
+		w.T.Fatalf("silent upstream %s: %v", addr, err)
+	}
+	w.T.Cleanup(func() { pc.Close(); ln.Close() })
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			if _, _, err := pc.ReadFrom(buf); err != nil {
+				return
+			}
+		}
+	}()
+	netmodel.ServeTCP(w.T, ln, func(c net.Conn) { io.Copy(io.Discard, c); c.Close() })
+}
+
 // AgentOptions are the flags of one agent.
 type AgentOptions struct {
+	// Listen are the --listen addresses (default ResolverAddr).
+	Listen []string
+	// Upstreams are the --upstream addresses (default UpstreamAddr).
+	Upstreams []string
+	// HTTPAddr is --http-addr (default HTTPAddr).
+	HTTPAddr string
 	// BlockedResponse is --blocked-response (default: the agent's, nxdomain).
 	BlockedResponse string
 	// Lookups is --lookups (default Enforce).
@@ -275,6 +310,9 @@ type AgentOptions struct {
 	Dataplane string
 	// Extra flags are appended last.
 	Extra []string
+	// NoWait returns as soon as the process started, without waiting for
+	// /readyz (for agents expected to refuse to start: wait on Exited).
+	NoWait bool
 }
 
 // Agent is a running egressd process in the node namespace.
@@ -283,6 +321,8 @@ type Agent struct {
 	w *World
 	// AuditPath is its --audit-log file.
 	AuditPath string
+	// HTTPAddr is its --http-addr (inside the node namespace).
+	HTTPAddr string
 }
 
 // StartAgent runs the real egressd binary in the node namespace (listening on
@@ -296,20 +336,36 @@ func (w *World) StartAgent(o AgentOptions) *Agent {
 	if o.Dataplane == "" {
 		o.Dataplane = "nftables"
 	}
+	if len(o.Listen) == 0 {
+		o.Listen = []string{ResolverAddr}
+	}
+	if len(o.Upstreams) == 0 {
+		o.Upstreams = []string{UpstreamAddr}
+	}
+	if o.HTTPAddr == "" {
+		o.HTTPAddr = HTTPAddr
+	}
 	w.agentSeq++
-	a := &Agent{w: w, AuditPath: filepath.Join(w.Dir, fmt.Sprintf("audit-%d.jsonl", w.agentSeq))}
+	a := &Agent{w: w, AuditPath: filepath.Join(w.Dir, fmt.Sprintf("audit-%d.jsonl", w.agentSeq)), HTTPAddr: o.HTTPAddr}
 	args := []string{
-		"--policies", w.PoliciesPath(), "--workloads", w.WorkloadsPath(),
-		"--listen", ResolverAddr, "--upstream", UpstreamAddr, "--dataplane", o.Dataplane,
-		"--lookups", o.Lookups, "--audit-log", a.AuditPath, "--http-addr", HTTPAddr,
+		"--policies", w.PoliciesPath(), "--workloads", w.WorkloadsPath(), "--dataplane", o.Dataplane,
+		"--lookups", o.Lookups, "--audit-log", a.AuditPath, "--http-addr", o.HTTPAddr,
 		"--state-file", filepath.Join(w.Dir, "state.json"), "--checkpoint-interval", "200ms",
+	}
+	for _, l := range o.Listen {
+		args = append(args, "--listen", l)
+	}
+	for _, u := range o.Upstreams {
+		args = append(args, "--upstream", u)
 	}
 	if o.BlockedResponse != "" {
 		args = append(args, "--blocked-response", o.BlockedResponse)
 	}
 	args = append(args, o.Extra...)
 	a.Proc = netmodel.StartProc(w.T, w.Node.NS, w.Dir, fmt.Sprintf("egressd-%d", w.agentSeq), AgentBinary(w.T), args...)
-	a.waitReady()
+	if !o.NoWait {
+		a.waitReady()
+	}
 	return a
 }
 
@@ -322,7 +378,7 @@ func (a *Agent) waitReady() {
 			a.w.T.Fatalf("%s exited: %v\n%s", a.Name, a.Cmd.ProcessState, a.Out.String())
 		default:
 		}
-		resp, err := hc.Get("http://" + HTTPAddr + "/readyz")
+		resp, err := hc.Get("http://" + a.HTTPAddr + "/readyz")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK && strings.Contains(a.Out.String(), "egressd ready") {
@@ -343,9 +399,12 @@ func (a *Agent) StopAgent() {
 	}
 }
 
+// Log is the agent's stderr and stdout so far (log/slog text lines).
+func (a *Agent) Log() string { return a.Out.String() }
+
 // Get fetches path (e.g. "/status") from the agent's HTTP server.
 func (a *Agent) Get(path string) (status int, body []byte, err error) {
-	resp, err := netmodel.HTTPClient(a.w.Node.NS, 10*time.Second).Get("http://" + HTTPAddr + path)
+	resp, err := netmodel.HTTPClient(a.w.Node.NS, 10*time.Second).Get("http://" + a.HTTPAddr + path)
 	if err != nil {
 		return 0, nil, err
 	}
