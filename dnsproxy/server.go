@@ -258,6 +258,10 @@ func reusePort(network, address string, c syscall.RawConn) error {
 // port is taken for TCP, another is tried.
 func bind(a netip.AddrPort, n int) ([]net.PacketConn, net.Listener, netip.AddrPort, error) {
 	lc := net.ListenConfig{Control: reusePort}
+	// Plain TCP, not MPTCP (Go's default for listeners since 1.24 where the
+	// kernel enables it): an MPTCP socket refuses SO_ATTACH_REUSEPORT_CBPF
+	// with EOPNOTSUPP, and the handover could not steer TCP.
+	lc.SetMultipathTCP(false)
 	ctx := context.Background()
 	var lastErr error
 	for attempt := 0; attempt < 10; attempt++ {
