@@ -39,12 +39,20 @@ const (
 	EventHTTPAudit = "http.egress.audit"
 	// EventPacketDenied: a packet dropped by the kernel dataplane (nflog).
 	EventPacketDenied = "packet.denied"
+	// EventPolicyReloadFailed: a policy or workloads file was not taken (empty,
+	// cut mid-document, invalid, unreadable); its last good content stays in
+	// force. Once per distinct problem; reason is the problem kind, attrs carry
+	// file.path, error.message and egressd.kept.
+	EventPolicyReloadFailed = "policy.reload.failed"
+	// EventPolicyReloadRecovered: the files load without a problem again.
+	EventPolicyReloadRecovered = "policy.reload.recovered"
 )
 
 // Events lists every known event name, in a stable order.
 var Events = []string{
 	EventLookupBlocked, EventLookupAudit, EventLookupAllowed,
 	EventTunnelSuspected, EventTunnelBlocked, EventHTTPBlocked, EventHTTPAudit, EventPacketDenied,
+	EventPolicyReloadFailed, EventPolicyReloadRecovered,
 }
 
 // IsTunnel reports whether name is a tunnel-detection event (those carry Domain, Score

@@ -45,6 +45,8 @@ type Metrics struct {
 	TunnelSuspected      prometheus.Counter     // egressd_tunnel_suspected_total
 	HTTPBlocked          prometheus.Counter     // egressd_http_blocked_total
 	TraceExportErrors    prometheus.Counter     // egressd_trace_export_errors_total
+	PolicyReloadErrors   prometheus.Counter     // egressd_policy_reload_errors_total
+	PolicyReloadOK       prometheus.Gauge       // egressd_policy_reload_ok
 
 	events map[string]prometheus.Counter // pre-resolved egressd_events_total children
 	other  prometheus.Counter            // egressd_events_total{event="other"}
@@ -113,12 +115,20 @@ func NewMetrics() *Metrics {
 		Name: "egressd_trace_export_errors_total",
 		Help: "Errors reported by the OpenTelemetry SDK (span export failures, dropped batches).",
 	})
+	m.PolicyReloadErrors = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "egressd_policy_reload_errors_total",
+		Help: "Loads of the policy and workload files that found a problem (a file empty, cut mid-document, invalid or unreadable; its last good content stays in force). Counted once per change of the files, not per poll.",
+	})
+	m.PolicyReloadOK = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "egressd_policy_reload_ok",
+		Help: "1 when the last load of the policy and workload files found no problem, 0 when a file was not taken (its last good content is in force).",
+	})
 
 	m.Registry.MustRegister(
 		m.DNSQueries, m.DNSCacheHits, m.DNSBlocked, m.DNSUpstreamLatency,
 		m.DNSSetWriteLatency, m.DNSSetWriteErrors, m.Events, m.AuditDropped,
 		m.DataplaneApply, m.DataplaneApplyErrors, m.Policies, m.TunnelSuspected,
-		m.HTTPBlocked, m.TraceExportErrors,
+		m.HTTPBlocked, m.TraceExportErrors, m.PolicyReloadErrors, m.PolicyReloadOK,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
@@ -203,6 +213,20 @@ func (m *Metrics) ResetPolicies() {
 		return
 	}
 	m.Policies.Reset()
+}
+
+// ObservePolicyReload records one load of the policy and workload files and
+// whether it found no problem.
+func (m *Metrics) ObservePolicyReload(ok bool) {
+	if m == nil {
+		return
+	}
+	if ok {
+		m.PolicyReloadOK.Set(1)
+		return
+	}
+	m.PolicyReloadOK.Set(0)
+	m.PolicyReloadErrors.Inc()
 }
 
 // countEvent does the counting part of Reporter.Report.

@@ -28,6 +28,8 @@ var allMetrics = []string{
 	"egressd_tunnel_suspected_total",
 	"egressd_http_blocked_total",
 	"egressd_trace_export_errors_total",
+	"egressd_policy_reload_errors_total",
+	"egressd_policy_reload_ok",
 }
 
 func scrape(t *testing.T, m *Metrics) string {
@@ -59,6 +61,9 @@ func TestMetricsExposition(t *testing.T) {
 	m.ObserveDataplaneApply(40*time.Millisecond, errors.New("boom"))
 	m.SetPolicies("FirewallPolicy", "enforced", 3)
 	m.AuditDropHook()()
+	m.ObservePolicyReload(true)
+	m.ObservePolicyReload(false)
+	m.ObservePolicyReload(false)
 	r := NewReporter(ReporterOptions{Metrics: m})
 	ctx := context.Background()
 	r.Report(ctx, blockedEvent(1))
@@ -90,6 +95,8 @@ func TestMetricsExposition(t *testing.T) {
 		`egressd_policies{kind="FirewallPolicy",state="enforced"} 3`,
 		`egressd_tunnel_suspected_total 1`,
 		`egressd_http_blocked_total 1`,
+		`egressd_policy_reload_errors_total 2`,
+		`egressd_policy_reload_ok 0`,
 		`go_goroutines `,
 		`process_start_time_seconds `,
 	} {

@@ -26,7 +26,9 @@ last 4096) and the resolver's counters.
   -o json   the agent's /status document as is
 
 The agent is found at --agent (default $EGRESSD_AGENT, else
-http://127.0.0.1:9464, the agent's default --http-addr).
+http://127.0.0.1:9464, the agent's default --http-addr). An agent started with
+--http-token-file wants its bearer token: --token-file FILE, or the token in
+$EGRESSD_TOKEN.
 
 Exit status: 0 on success, 1 when the agent cannot be reached or answers an
 error, 2 on a usage error.`
@@ -47,6 +49,13 @@ type agentStatus struct {
 		LastApply       time.Time         `json:"lastApplyTime"`
 		LastError       string            `json:"lastError"`
 		InvalidPolicies map[string]string `json:"invalidPolicies"`
+		Reload          *struct {
+			OK        bool      `json:"ok"`
+			LastError string    `json:"lastError"`
+			File      string    `json:"file"`
+			Since     time.Time `json:"since"`
+			Problems  int       `json:"problems"`
+		} `json:"reload"`
 	} `json:"sync"`
 	Dataplane string `json:"dataplane"`
 	Table     string `json:"table"`
@@ -82,6 +91,7 @@ func runStatus(args []string, stdout, stderr io.Writer) int {
 	agent := fs.String("agent", def, "the agent's HTTP `URL` (its --http-addr)")
 	since := fs.Duration("since", 10*time.Minute, "count blocked lookups of this last `duration`")
 	timeout := fs.Duration("timeout", 5*time.Second, "request `timeout`")
+	tokenFile := fs.String("token-file", "", "`file` holding the agent's bearer token (its --http-token-file); default: $EGRESSD_TOKEN")
 	out := newChoice("table", "table", "json")
 	fs.Var(out, "o", "output `format`: table or json")
 	if code, done := parse(fs, args, stdout, stderr); done {
@@ -102,7 +112,15 @@ func runStatus(args []string, stdout, stderr io.Writer) int {
 		return usageError(fs, stderr, "--agent %q: %v", *agent, err)
 	}
 	u.RawQuery = url.Values{"since": {since.String()}}.Encode()
-	body, err := fetch(u.String(), *timeout)
+	token := os.Getenv("EGRESSD_TOKEN")
+	if *tokenFile != "" {
+		b, err := os.ReadFile(*tokenFile)
+		if err != nil {
+			return usageError(fs, stderr, "--token-file: %v", err)
+		}
+		token = string(b)
+	}
+	body, err := fetch(u.String(), strings.TrimSpace(token), *timeout)
 	if err != nil {
 		return failf(fs, stderr, "%v", err)
 	}
@@ -118,12 +136,15 @@ func runStatus(args []string, stdout, stderr io.Writer) int {
 	return exitOK
 }
 
-func fetch(u string, timeout time.Duration) ([]byte, error) {
+func fetch(u, token string, timeout time.Duration) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return nil, err
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -164,6 +185,10 @@ func printStatus(w io.Writer, st *agentStatus, since time.Duration) {
 	fmt.Fprintf(tw, "Dataplane\t%s, plan generation %d applied, last apply %s\n", st.Dataplane, s.AppliedPlan, last)
 	if s.LastError != "" {
 		fmt.Fprintf(tw, "Last error\t%s\n", s.LastError)
+	}
+	if r := s.Reload; r != nil && !r.OK {
+		fmt.Fprintf(tw, "Policy files\t%d not taken since %s (last good content in force): %s\n",
+			r.Problems, r.Since.Format(time.RFC3339), r.LastError)
 	}
 	if len(st.Intercept) > 0 {
 		fmt.Fprintf(tw, "DNS interception\t%s\n", strings.Join(st.Intercept, ", "))

@@ -74,9 +74,17 @@ func (a *agent) run(ctx context.Context) error {
 		if err := a.startKube(ctx); err != nil {
 			return err
 		}
-	} else if _, err := a.source.Load(); err != nil {
-		// Invalid objects are reported and skipped; valid ones are in force.
-		a.log.Warn("policy files have problems", "err", err)
+	} else {
+		a.source.SetHooks(a.sourceHooks()) // telemetry.go
+		// Problems are logged and reported by the source; invalid objects
+		// are skipped and the valid ones are in force.
+		_, _ = a.source.Load()
+		if err := a.source.Unusable(); err != nil {
+			// Fail closed: without the content of these files the agent would
+			// enforce less than they say. The kernel state of a previous agent
+			// stays in place, and DNS fails closed while no agent runs.
+			return fmt.Errorf("not starting on policy files whose content is unknown (fix or remove them): %w", err)
+		}
 	}
 	if a.cfg.Dataplane == "nftables" {
 		opts := []egress.Option{
@@ -189,35 +197,46 @@ func (a *agent) listenAddrPorts() []netip.AddrPort {
 }
 
 func (a *agent) startHTTP() (*http.Server, error) {
-	mux := http.NewServeMux()
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
-		fmt.Fprintln(w, "ok")
-	})
-	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if !a.ready.Load() {
-			http.Error(w, "not ready", http.StatusServiceUnavailable)
-			return
-		}
-		if msg, _ := a.lastErr.Load().(string); msg != "" {
-			http.Error(w, "last sync failed: "+msg, http.StatusServiceUnavailable)
-			return
-		}
-		fmt.Fprintf(w, "ready generation=%d\n", a.synced.Load())
-	})
-	a.registerMetrics(mux)
-	a.registerStatus(mux) // /status: status.go
-
+	h, err := a.httpHandler()
+	if err != nil {
+		return nil, err
+	}
 	ln, err := listenHTTP(a.cfg.HTTPAddr) // handover_http.go: shared with a successor
 	if err != nil {
 		return nil, err
 	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			a.log.Error("http server", "err", err)
 		}
 	}()
 	return srv, nil
+}
+
+// httpHandler serves /healthz and /readyz (open), /metrics and /status
+// (behind --http-token-file when set).
+func (a *agent) httpHandler() (http.Handler, error) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if msg := a.notReady(); msg != "" { // http.go
+			http.Error(w, msg, http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintf(w, "ready generation=%d\n", a.synced.Load())
+	})
+	private := http.NewServeMux()
+	a.registerMetrics(private)
+	a.registerStatus(private)            // /status: status.go
+	guarded, err := a.guardHTTP(private) // http.go: --http-token-file
+	if err != nil {
+		return nil, err
+	}
+	mux.Handle("/", guarded)
+	return mux, nil
 }
 
 func newLogger(cfg *config) (*slog.Logger, error) {

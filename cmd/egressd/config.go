@@ -58,8 +58,14 @@ type config struct {
 	NFLogGroup       int
 	DeniedEventsRate float64
 	HTTPAddr         string
-	LogLevel         string
-	LogFormat        string
+	// HTTPTokenFile holds the bearer token /status and /metrics require
+	// (http.go); needed when HTTPAddr is not a loopback address.
+	HTTPTokenFile string
+	// ReadyRequiresValidPolicies: /readyz fails while a policy or workloads
+	// file is not taken (its last good content is in force).
+	ReadyRequiresValidPolicies bool
+	LogLevel                   string
+	LogFormat                  string
 }
 
 type listFlag struct{ v *[]string }
@@ -118,6 +124,8 @@ func parseFlags(args []string, stderr *os.File) (*config, error) {
 	fs.IntVar(&c.NFLogGroup, "nflog-group", 0, "log dropped packets to this nflog group (1-65535) and report them as packet.denied events (0: off)")
 	fs.Float64Var(&c.DeniedEventsRate, "denied-events-rate", 50, "most packet.denied events reported per second (the rest are counted in the next event)")
 	fs.StringVar(&c.HTTPAddr, "http-addr", "127.0.0.1:9464", "address of /metrics, /healthz and /readyz")
+	fs.StringVar(&c.HTTPTokenFile, "http-token-file", "", "file holding the bearer token that /status and /metrics require (Authorization: Bearer TOKEN); required when --http-addr is not a loopback address. /healthz and /readyz stay open (kubelet probes)")
+	fs.BoolVar(&c.ReadyRequiresValidPolicies, "ready-requires-valid-policies", false, "/readyz fails (503) while a policy or workloads file is not taken (empty, cut mid-document, invalid); its last good content stays in force either way")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.StringVar(&c.LogFormat, "log-format", "text", "log format: text or json")
 	registerTunnelFlags(fs, c)
@@ -181,6 +189,9 @@ func (c *config) validate() error {
 		if _, err := netip.ParseAddr(strings.TrimSpace(s)); err != nil {
 			errs = append(errs, fmt.Errorf("--sinkhole %q: %v", s, err))
 		}
+	}
+	if err := c.validateHTTP(); err != nil { // http.go
+		errs = append(errs, err)
 	}
 	if err := c.validateKube(); err != nil { // cluster mode without --policies/--workloads
 		errs = append(errs, err)

@@ -158,6 +158,22 @@ type SyncStatus struct {
 	LastError       string    `json:"lastError,omitempty"`
 	// InvalidPolicies (cluster mode): rejected policies and why.
 	InvalidPolicies map[string]string `json:"invalidPolicies,omitempty"`
+	// Reload (files mode): the last load of the policy and workload files.
+	Reload *ReloadStatus `json:"reload,omitempty"`
+}
+
+// ReloadStatus is the outcome of the last load of the policy and workload
+// files. While a file is not taken, its last good content is in force.
+type ReloadStatus struct {
+	OK bool `json:"ok"`
+	// LastError is the first problem (clipped), File its file, Since when
+	// the current problems were first seen, Problems how many files have one.
+	LastError string    `json:"lastError,omitempty"`
+	File      string    `json:"file,omitempty"`
+	Since     time.Time `json:"since,omitzero"`
+	Problems  int       `json:"problems,omitempty"`
+	// LastOK is the last load without a problem.
+	LastOK time.Time `json:"lastOK,omitzero"`
 }
 
 // Status is the JSON document of GET /status.
@@ -226,6 +242,10 @@ func (a *agent) status(since time.Duration) Status {
 		st.Sync.LastApply = time.Unix(0, t)
 	}
 	st.Sync.LastError, _ = a.lastErr.Load().(string)
+	if a.kube == nil {
+		h := a.source.Health()
+		st.Sync.Reload = &ReloadStatus{OK: h.OK, LastError: h.LastError, File: h.File, Since: h.Since, Problems: len(h.Problems), LastOK: h.LastOK}
+	}
 	if a.kube != nil {
 		st.Sync.Source, st.Sync.SourceSynced = "kubernetes", a.kube.Synced()
 		for ref, err := range a.kube.Invalid() {

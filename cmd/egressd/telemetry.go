@@ -4,12 +4,14 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
 	"github.com/egressd/egressd/dnsproxy"
+	"github.com/egressd/egressd/source/file"
 	"github.com/egressd/egressd/telemetry"
 )
 
@@ -61,6 +63,23 @@ func (a *agent) startTelemetry(ctx context.Context) (func(), error) {
 			}
 		}
 	}, nil
+}
+
+// sourceHooks report the policy file source's loads: the reload metrics, and
+// one policy.reload.failed event per distinct problem.
+func (a *agent) sourceHooks() file.Hooks {
+	return file.Hooks{
+		Loaded: a.metrics.ObservePolicyReload,
+		Failed: func(p file.Problem) {
+			a.events.Report(context.Background(), telemetry.Event{
+				Event: telemetry.EventPolicyReloadFailed, Reason: p.Kind,
+				Attrs: map[string]string{"file.path": p.File, "error.message": p.Message(), "egressd.kept": strconv.Itoa(p.Kept)},
+			})
+		},
+		Recovered: func() {
+			a.events.Report(context.Background(), telemetry.Event{Event: telemetry.EventPolicyReloadRecovered})
+		},
+	}
 }
 
 // dnsReporter adapts the resolver's events to the telemetry reporter.

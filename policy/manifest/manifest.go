@@ -80,7 +80,18 @@ func Decode(source string, r io.Reader) ([]Object, error) {
 	}
 	var objs []Object
 	var errs []error
-	for i, doc := range SplitDocuments(data) {
+	docs := SplitDocuments(data)
+	if err := CutShort(data); err != nil {
+		// The last document lost its end: decoding it would take what is
+		// left (a rule without its `to`) as the policy.
+		last := len(docs)
+		for last > 1 && len(bytes.TrimSpace(stripComments(docs[last-1]))) == 0 {
+			last--
+		}
+		errs = append(errs, fmt.Errorf("%s:%d: %w", source, last, err))
+		docs = docs[:last-1]
+	}
+	for i, doc := range docs {
 		src := fmt.Sprintf("%s:%d", source, i+1)
 		if len(bytes.TrimSpace(stripComments(doc))) == 0 {
 			continue
@@ -171,6 +182,44 @@ func SplitDocuments(data []byte) [][]byte {
 	return append(docs, cur)
 }
 
+// ErrCutShort is the error of a document whose last line is a mapping key
+// without a value or an empty sequence item.
+var ErrCutShort = errors.New("the document ends with a key without a value: cut mid-document (a partial write?); write an explicit value such as [] or {}")
+
+// CutShort returns an error wrapping ErrCutShort when the last content line of
+// data (comments and blank lines aside) is a mapping key without a value
+// ("to:") or an empty sequence item ("-"): what a write cut mid-document
+// leaves behind, never what a writer means. Decoded, such a document would be
+// what is left of the policy (an Allow rule whose `to` was cut off allows
+// every destination).
+func CutShort(data []byte) error {
+	lines := bytes.Split(data, []byte("\n"))
+	for i := len(lines) - 1; i >= 0; i-- {
+		line := bytes.TrimSpace(lines[i])
+		if len(line) == 0 || line[0] == '#' {
+			continue
+		}
+		if j := bytes.Index(line, []byte(" #")); j >= 0 {
+			line = bytes.TrimSpace(line[:j])
+		}
+		if bytes.Equal(line, []byte("---")) || bytes.HasPrefix(line, []byte("--- ")) {
+			continue // an empty last document
+		}
+		if line[len(line)-1] == ':' || bytes.Equal(line, []byte("-")) {
+			return fmt.Errorf("%w (last line %q)", ErrCutShort, clipLine(line))
+		}
+		return nil
+	}
+	return nil
+}
+
+func clipLine(b []byte) string {
+	if len(b) > 80 {
+		return string(b[:80]) + "…"
+	}
+	return string(b)
+}
+
 func stripComments(doc []byte) []byte {
 	var out []byte
 	for _, line := range bytes.SplitAfter(doc, []byte("\n")) {
@@ -252,6 +301,9 @@ func LoadWorkloads(path string) (*policy.Workloads, error) {
 
 // DecodeWorkloads decodes a workloads document.
 func DecodeWorkloads(source string, data []byte) (*policy.Workloads, error) {
+	if err := CutShort(data); err != nil {
+		return nil, fmt.Errorf("%s: %w", source, err)
+	}
 	var ws policy.Workloads
 	if err := Unmarshal(data, &ws, true); err != nil {
 		return nil, fmt.Errorf("%s: %w", source, err)

@@ -1,0 +1,50 @@
+package main
+
+import (
+	"fmt"
+	"net/http"
+
+	"github.com/egressd/egressd/telemetry"
+)
+
+// validateHTTP refuses a --http-addr reachable from other hosts without
+// --http-token-file: /status and /metrics tell who resolves what.
+func (c *config) validateHTTP() error {
+	local, err := telemetry.IsLoopbackAddr(c.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("--http-addr %q: %v", c.HTTPAddr, err)
+	}
+	if !local && c.HTTPTokenFile == "" {
+		return fmt.Errorf("--http-addr %s is not a loopback address: /status and /metrics would be open to other hosts; set --http-token-file (a bearer token they then require) or bind 127.0.0.1", c.HTTPAddr)
+	}
+	return nil
+}
+
+// guardHTTP wraps the private endpoints (/status, /metrics) in the bearer
+// token of --http-token-file, if set.
+func (a *agent) guardHTTP(h http.Handler) (http.Handler, error) {
+	if a.cfg.HTTPTokenFile == "" {
+		return h, nil
+	}
+	tok, err := telemetry.ReadBearerToken(a.cfg.HTTPTokenFile)
+	if err != nil {
+		return nil, fmt.Errorf("--http-token-file: %w", err)
+	}
+	return telemetry.RequireBearer(tok, h), nil
+}
+
+// notReady returns why /readyz fails, or "" when the agent is ready.
+func (a *agent) notReady() string {
+	if !a.ready.Load() {
+		return "not ready"
+	}
+	if msg, _ := a.lastErr.Load().(string); msg != "" {
+		return "last sync failed: " + msg
+	}
+	if a.cfg.ReadyRequiresValidPolicies && a.kube == nil {
+		if h := a.source.Health(); !h.OK {
+			return "policy files not taken (--ready-requires-valid-policies; the last good content is in force): " + h.LastError
+		}
+	}
+	return ""
+}
