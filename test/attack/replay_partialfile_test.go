@@ -14,7 +14,6 @@ import (
 // denied name stays blocked. Before the fix (main 8ff4d7d) the empty file
 // removed every policy (or every workload) and the pod got the pool's address.
 func TestReplayPartialFile(t *testing.T) {
-	t.Skip("pending issue 17 item 3 fix (helper files)")
 	for _, file := range []string{"policies", "workloads"} {
 		t.Run(file, func(t *testing.T) {
 			w := New(t, Config{Zone: unknownZone, Policies: denyMiningPolicies})

@@ -170,7 +170,6 @@ func TestReplayUpstreamDown(t *testing.T) {
 // "operation not supported" warning. Before (main 8ff4d7d) every stop logged
 // `handover: operation not supported` on this kernel.
 func TestReplayHandoverENOTSUP(t *testing.T) {
-	t.Skip("pending issue 17 small item handover ENOTSUP (helper files)")
 	w := New(t, Config{Zone: smallZone, Policies: allowWorldPolicies})
 	a := w.StartAgent(AgentOptions{})
 	w.Ask(w.Pods[0], "udp", "ok.world.test", dns.TypeA)
@@ -188,7 +187,6 @@ func TestReplayHandoverENOTSUP(t *testing.T) {
 // 8ff4d7d) it started and served /status (policies, workloads, blocked names)
 // to the external host.
 func TestReplayHTTPNonLoopback(t *testing.T) {
-	t.Skip("pending issue 17 small item http token (helper files)")
 	w := New(t, Config{Zone: smallZone, Policies: allowWorldPolicies})
 	addr := net.JoinHostPort(w.External.NodeIPv4.String(), "9464")
 	a := w.StartAgent(AgentOptions{HTTPAddr: addr, NoWait: true})
