@@ -60,6 +60,10 @@ type CheckpointEntry struct {
 	Name     string     `json:"name"`
 	IP       netip.Addr `json:"ip"`
 	Expires  time.Time  `json:"expires"`
+	// Via are the alias chain links (CNAME/DNAME names) the address was
+	// answered through; Restore decides them again. Absent when the answer
+	// had no alias, and in checkpoints of releases before chain decisions.
+	Via []string `json:"via,omitempty"`
 }
 
 // Checkpoint returns the current name → IP state and the answer cache (at
@@ -69,7 +73,7 @@ func (srv *Server) Checkpoint() Checkpoint {
 	now := srv.now()
 	cp := Checkpoint{Format: CheckpointFormat, Version: CheckpointVersion, Written: now.UTC(), PID: os.Getpid()}
 	for _, t := range srv.Tracked() {
-		cp.Entries = append(cp.Entries, CheckpointEntry{t.Workload.String(), t.Name, t.IP, t.Expires.UTC()})
+		cp.Entries = append(cp.Entries, CheckpointEntry{t.Workload.String(), t.Name, t.IP, t.Expires.UTC(), t.Via})
 	}
 	cp.Cache = srv.cache.snapshot(now, srv.s.CheckpointCacheBytes)
 	return cp
@@ -137,7 +141,8 @@ func ReadCheckpoint(path string) (Checkpoint, error) {
 
 // Restore takes over the state of a checkpoint (call it before or after
 // Start; entries may be restored more than once): every entry that has not
-// expired, of a workload that still exists, is tracked again, recorded in the
+// expired, of a workload that still exists, and whose alias chain (Via) no
+// Deny rule now matches (Engine.DecideChain), is tracked again, recorded in the
 // reference model (Deps.RecordLookup) and — when the name is still allowed —
 // written again into the kernel sets of the rules that allow it now, with the
 // time it has left (the entries usually survived in the kernel; this covers a
@@ -157,14 +162,19 @@ func (srv *Server) Restore(ctx context.Context, cp Checkpoint) (int, error) {
 			continue
 		}
 		var w policy.Workload
-		if srv.deps.Engine != nil {
+		if eng := srv.deps.Engine; eng != nil {
 			var ok bool
-			if w, ok = srv.deps.Engine.Store().Workload(key); !ok {
+			if w, ok = eng.Store().Workload(key); !ok {
 				continue // gone while we were away
+			}
+			if len(e.Via) > 0 {
+				if d := eng.DecideChain(eng.DecideLookup(key, e.Name), e.Via); d.Blocked() && d.Via != "" {
+					continue // reached through a name a Deny rule now matches
+				}
 			}
 		}
 		ip := e.IP.Unmap()
-		srv.track.record(key, e.Name, []netip.Addr{ip}, []time.Time{e.Expires})
+		srv.track.record(key, e.Name, e.Via, []netip.Addr{ip}, []time.Time{e.Expires})
 		if srv.deps.RecordLookup != nil {
 			srv.deps.RecordLookup(key, e.Name, []netip.Addr{ip}, e.Expires)
 		}

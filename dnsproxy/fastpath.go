@@ -13,6 +13,7 @@ import (
 
 	"github.com/miekg/dns"
 
+	"github.com/egressd/egressd/dnsproxy/chain"
 	"github.com/egressd/egressd/ipset"
 	"github.com/egressd/egressd/policy"
 )
@@ -55,9 +56,10 @@ type addrSlot struct {
 type wlRecord struct {
 	key      policy.WorkloadKey
 	gen      uint64
-	wlName   string // "namespace/name"
-	decision policy.LookupDecision
+	wlName   string                // "namespace/name"
+	decision policy.LookupDecision // of the question and the answer's alias chain
 	rules    []policy.RuleRef
+	links    []string // the answer's alias chain links (chain.Of)
 	// until is when the earliest kernel entry written for this answer and
 	// workload expires (zero: nothing written yet).
 	until time.Time
@@ -295,7 +297,9 @@ type wlCache struct {
 }
 
 // record returns the decision and rules of workload w for the entry's name,
-// computed once per store generation.
+// computed once per store generation. The decision covers the answer's alias
+// chain (Engine.DecideChain): a CNAME or DNAME into a denied name is
+// blocked, and the slow path answers it.
 func (srv *Server) record(e *cacheEntry, w *policy.Workload, gen uint64) *wlRecord {
 	k := w.Key()
 	var rec *wlRecord
@@ -313,6 +317,10 @@ func (srv *Server) record(e *cacheEntry, w *policy.Workload, gen uint64) *wlReco
 	name := e.msg.Question[0].Name
 	eng := srv.deps.Engine
 	rec = &wlRecord{key: k, gen: gen, wlName: k.String(), decision: eng.DecideLookup(k, name)}
+	if !rec.decision.Blocked() {
+		rec.links = chain.Of(e.msg).Links
+		rec.decision = eng.DecideChain(rec.decision, rec.links)
+	}
 	if !rec.decision.Blocked() {
 		rec.rules = eng.FQDNRules(k, name)
 	}
@@ -543,7 +551,7 @@ func (srv *Server) fastProgram(e *cacheEntry, wf *wireForm, w *policy.Workload, 
 			t := wf.ttls[a.slot].ttl
 			addrs[i] = answerAddr{a.ip, t - min(age, t)}
 		}
-		srv.trackAnswer(w.Key(), e.msg.Question[0].Name, addrs) // tracker.go, as program does
+		srv.trackAnswer(w.Key(), e.msg.Question[0].Name, rec.links, addrs) // tracker.go, as program does
 	}
 	return true
 }
@@ -553,7 +561,9 @@ func (srv *Server) fastEvents(wl *policy.Workload, rec *wlRecord, client netip.A
 	req := request{start: start, client: client, q: &dns.Msg{Question: []dns.Question{{Name: qname, Qtype: qtype, Qclass: dns.ClassINET}}}}
 	if a := rec.decision.Audit; a != nil && a.Verdict == policy.Deny {
 		srv.st.audited.Add(1)
-		srv.deps.Reporter.LookupAudit(srv.ctx, srv.event(&req, wl, EventLookupAudit, *a, "NOERROR"))
+		ev := srv.event(&req, wl, EventLookupAudit, *a, "NOERROR")
+		ev.CNAME = rec.decision.AuditVia
+		srv.deps.Reporter.LookupAudit(srv.ctx, ev)
 	}
 	srv.deps.Reporter.LookupAllowed(srv.ctx, srv.event(&req, wl, EventLookupAllowed, rec.decision.Outcome, dns.RcodeToString[rcode]))
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/miekg/dns"
 
+	"github.com/egressd/egressd/dnsproxy/chain"
 	"github.com/egressd/egressd/policy"
 )
 
@@ -108,9 +109,30 @@ func (srv *Server) handle(ctx context.Context, req *request) *dns.Msg {
 	}
 	srv.tunnelObserve(ctx, req, wl, reply)
 
+	// decide the rest of the answer's alias chain: a CNAME or DNAME into a
+	// name a Deny rule matches blocks the lookup (chain.go)
+	var links []string
+	if wl != nil {
+		links = chain.Of(reply).Links
+		if len(links) > 0 {
+			cd := srv.deps.Engine.DecideChain(decision, links)
+			if cd.Blocked() {
+				req.result = ResultBlocked
+				return srv.blocked(ctx, req, wl, cd)
+			}
+			if cd.AuditVia != "" {
+				srv.st.audited.Add(1)
+				req.result = ResultAudit
+				ev := srv.event(req, wl, EventLookupAudit, *cd.Audit, "NOERROR")
+				ev.CNAME = cd.AuditVia
+				srv.deps.Reporter.LookupAudit(ctx, ev)
+			}
+		}
+	}
+
 	// program
 	if wl != nil {
-		if err := srv.program(ctx, wl, rules, reply); err != nil {
+		if err := srv.program(ctx, wl, rules, reply, links); err != nil {
 			srv.st.servFail.Add(1)
 			req.result = ResultError
 			return srv.failure(req, dns.ExtendedErrorCodeOther, "egressd: firewall set write failed")
@@ -299,21 +321,40 @@ func (srv *Server) blocked(ctx context.Context, req *request, wl *policy.Workloa
 	default:
 		m.Rcode = dns.RcodeNameError
 	}
-	srv.addEDE(req, m, dns.ExtendedErrorCodeBlocked, blockedText(d.Outcome))
-	srv.deps.Reporter.LookupBlocked(ctx, srv.event(req, wl, EventLookupBlocked, d.Outcome, dns.RcodeToString[m.Rcode]))
+	srv.addEDE(req, m, dns.ExtendedErrorCodeBlocked, blockedText(d))
+	ev := srv.event(req, wl, EventLookupBlocked, d.Outcome, dns.RcodeToString[m.Rcode])
+	ev.CNAME = d.Via
+	srv.deps.Reporter.LookupBlocked(ctx, ev)
 	return m
 }
 
 // blockedText is the EDE text of a blocked lookup: "egressd: blocked by
-// Kind/name#rule", or the policy and the reason when no rule decided.
-func blockedText(o policy.Outcome) string {
+// Kind/name#rule", or the policy and the reason when no rule decided; a
+// lookup blocked by a name of its alias chain adds "(via <name>)".
+func blockedText(d policy.LookupDecision) string {
+	o := d.Outcome
+	var s string
 	switch {
 	case o.Policy.Name != "" && o.Rule != "":
-		return "egressd: blocked by " + policy.RuleRef{Policy: o.Policy, Rule: o.Rule}.String()
+		s = "egressd: blocked by " + policy.RuleRef{Policy: o.Policy, Rule: o.Rule}.String()
 	case o.Policy.Name != "":
-		return "egressd: blocked by " + o.Policy.String() + " (" + o.Reason + ")"
+		s = "egressd: blocked by " + o.Policy.String() + " (" + o.Reason + ")"
+	default:
+		s = "egressd: blocked (" + o.Reason + ")"
 	}
-	return "egressd: blocked (" + o.Reason + ")"
+	if d.Via != "" {
+		s += " (via " + truncateName(d.Via) + ")"
+	}
+	return s
+}
+
+// truncateName keeps names in texts short (a DNS name is at most 255 bytes
+// on the wire, longer in presentation format with escapes).
+func truncateName(n string) string {
+	if len(n) > 200 {
+		return n[:200] + "..."
+	}
+	return n
 }
 
 // event builds the report of a lookup.

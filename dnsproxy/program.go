@@ -3,11 +3,11 @@ package dnsproxy
 import (
 	"context"
 	"net/netip"
-	"strings"
 	"time"
 
 	"github.com/miekg/dns"
 
+	"github.com/egressd/egressd/dnsproxy/chain"
 	"github.com/egressd/egressd/ipset"
 	"github.com/egressd/egressd/policy"
 )
@@ -39,9 +39,9 @@ func answerAddrs(m *dns.Msg) []answerAddr {
 }
 
 // scrubAnswer removes from the answer section of an upstream answer the
-// addresses (A, AAAA) whose owner is not on the CNAME chain of the question:
-// the question's name and the targets of the CNAMEs owned by chain names, in
-// any order. Such records (from a misbehaving or forged upstream) would
+// addresses (A, AAAA) whose owner is not on the alias chain of the question
+// (chain.Of): the question's name, the targets of the CNAMEs owned by chain
+// names and the names DNAMEs substitute, in any order. Such records (from a misbehaving or forged upstream) would
 // otherwise be written to the kernel sets as addresses of the name the
 // workload was allowed to resolve. Other records are kept. It returns the
 // number of records removed.
@@ -49,20 +49,11 @@ func scrubAnswer(m *dns.Msg) int {
 	if len(m.Question) != 1 || len(m.Answer) == 0 {
 		return 0
 	}
-	chain := map[string]bool{strings.ToLower(m.Question[0].Name): true}
-	for grew := true; grew; {
-		grew = false
-		for _, rr := range m.Answer {
-			if c, ok := rr.(*dns.CNAME); ok && chain[strings.ToLower(c.Hdr.Name)] && !chain[strings.ToLower(c.Target)] {
-				chain[strings.ToLower(c.Target)] = true
-				grew = true
-			}
-		}
-	}
+	c := chain.Of(m)
 	kept := m.Answer[:0]
 	removed := 0
 	for _, rr := range m.Answer {
-		if t := rr.Header().Rrtype; (t == dns.TypeA || t == dns.TypeAAAA) && !chain[strings.ToLower(rr.Header().Name)] {
+		if t := rr.Header().Rrtype; (t == dns.TypeA || t == dns.TypeAAAA) && !c.Owns(rr.Header().Name) {
 			removed++
 			continue
 		}
@@ -83,8 +74,9 @@ func (s *settings) setTimeout(ttl uint32) uint32 {
 // program writes the answer's addresses as (workload IP, answer IP) pairs into
 // the sets of rules, in one transaction, and clamps the TTLs of the reply so
 // that no record outlives the entries written. The addresses written are
-// tracked and recorded in the reference model (trackAnswer).
-func (srv *Server) program(ctx context.Context, w *policy.Workload, rules []policy.RuleRef, reply *dns.Msg) error {
+// tracked, with the answer's alias chain links, and recorded in the reference
+// model (trackAnswer).
+func (srv *Server) program(ctx context.Context, w *policy.Workload, rules []policy.RuleRef, reply *dns.Msg, links []string) error {
 	addrs := answerAddrs(reply)
 	if len(addrs) == 0 || len(rules) == 0 || srv.deps.Sets == nil {
 		return nil
@@ -145,7 +137,7 @@ func (srv *Server) program(ctx context.Context, w *policy.Workload, rules []poli
 	}
 	srv.st.setElements.Add(uint64(n))
 	if len(reply.Question) == 1 {
-		srv.trackAnswer(w.Key(), reply.Question[0].Name, addrs) // tracker.go
+		srv.trackAnswer(w.Key(), reply.Question[0].Name, links, addrs) // tracker.go
 	}
 	return nil
 }

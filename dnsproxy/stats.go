@@ -35,6 +35,10 @@ type Event struct {
 	// Response is the response code sent ("NXDOMAIN", "REFUSED", "NOERROR"
 	// for a sinkhole or an answered query).
 	Response string
+	// CNAME is the name of the answer's alias chain (a CNAME or DNAME
+	// target, a DNAME owner or a substituted name) whose Deny rule decided
+	// a blocked or audited lookup; empty when the question name decided.
+	CNAME string
 	// Domain (registered domain), Score and Features are set on tunnel
 	// events (EventTunnelSuspected, EventTunnelBlocked; tunnelhook.go).
 	Domain   string

@@ -39,6 +39,10 @@ type trackedName struct {
 type trackedIP struct {
 	ip      netip.Addr
 	expires time.Time
+	// via are the alias chain links the address was reached through (the
+	// CNAME/DNAME names between the question and the address's owner);
+	// Restore decides them again.
+	via []string
 }
 
 func newTracker(max int) *tracker {
@@ -53,9 +57,10 @@ func trackName(name string) string {
 	return name
 }
 
-// record notes that w was answered ips for name, each allowed until its
-// expiry; it returns the number of addresses evicted by the bound.
-func (t *tracker) record(w policy.WorkloadKey, name string, ips []netip.Addr, expires []time.Time) int {
+// record notes that w was answered ips for name through the alias chain
+// links via, each allowed until its expiry; it returns the number of
+// addresses evicted by the bound.
+func (t *tracker) record(w policy.WorkloadKey, name string, via []string, ips []netip.Addr, expires []time.Time) int {
 	k := trackKey{w, trackName(name)}
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -71,10 +76,11 @@ func (t *tracker) record(w policy.WorkloadKey, name string, ips []netip.Addr, ex
 			if expires[i].After(ti.expires) {
 				ti.expires = expires[i]
 			}
+			ti.via = via
 			tn.lru.MoveToFront(e)
 			continue
 		}
-		tn.idx[ip] = tn.lru.PushFront(&trackedIP{ip, expires[i]})
+		tn.idx[ip] = tn.lru.PushFront(&trackedIP{ip, expires[i], via})
 	}
 	evicted := 0
 	for tn.lru.Len() > t.max {
@@ -95,6 +101,8 @@ type Tracked struct {
 	Name     string
 	IP       netip.Addr
 	Expires  time.Time
+	// Via are the alias chain links the address was answered through.
+	Via []string
 }
 
 // snapshot returns the entries that have not expired at now (oldest answer
@@ -105,7 +113,7 @@ func (t *tracker) snapshot(now time.Time) []Tracked {
 	defer t.mu.Unlock()
 	var out []Tracked
 	t.pruneLocked(now, func(k trackKey, ti *trackedIP) {
-		out = append(out, Tracked{k.w, k.name, ti.ip, ti.expires})
+		out = append(out, Tracked{k.w, k.name, ti.ip, ti.expires, ti.via})
 	})
 	slices.SortStableFunc(out, func(a, b Tracked) int {
 		if c := strings.Compare(a.Workload.String(), b.Workload.String()); c != 0 {
@@ -184,8 +192,9 @@ func (t *tracker) len() int {
 }
 
 // trackAnswer records the addresses of an answer just written to the kernel
-// (program.go), with the expiry of their set entries.
-func (srv *Server) trackAnswer(w policy.WorkloadKey, qname string, addrs []answerAddr) {
+// (program.go), with the expiry of their set entries and the alias chain
+// links of the answer.
+func (srv *Server) trackAnswer(w policy.WorkloadKey, qname string, links []string, addrs []answerAddr) {
 	if srv.track == nil || len(addrs) == 0 {
 		return
 	}
@@ -196,7 +205,7 @@ func (srv *Server) trackAnswer(w policy.WorkloadKey, qname string, addrs []answe
 		ips[i] = a.ip
 		exp[i] = now.Add(time.Duration(srv.s.setTimeout(a.ttl)) * time.Second)
 	}
-	srv.track.record(w, qname, ips, exp)
+	srv.track.record(w, qname, links, ips, exp)
 	if srv.deps.RecordLookup != nil {
 		// The reference model, per group of addresses with one expiry.
 		for i := 0; i < len(ips); {

@@ -22,10 +22,10 @@ func TestTrackerBoundLRU(t *testing.T) {
 	exp := []time.Time{now.Add(time.Minute)}
 	ip := func(i int) netip.Addr { return netip.MustParseAddr(fmt.Sprintf("10.0.0.%d", i)) }
 	for i := 1; i <= 3; i++ {
-		tr.record(w, "S3.example.com", []netip.Addr{ip(i)}, exp)
+		tr.record(w, "S3.example.com", nil, []netip.Addr{ip(i)}, exp)
 	}
-	tr.record(w, "s3.example.com.", []netip.Addr{ip(1)}, exp) // 1 is the most recent again
-	if n := tr.record(w, "s3.example.com", []netip.Addr{ip(4), ip(5)}, []time.Time{exp[0], exp[0]}); n != 2 {
+	tr.record(w, "s3.example.com.", nil, []netip.Addr{ip(1)}, exp) // 1 is the most recent again
+	if n := tr.record(w, "s3.example.com", nil, []netip.Addr{ip(4), ip(5)}, []time.Time{exp[0], exp[0]}); n != 2 {
 		t.Fatalf("evicted %d, want 2", n)
 	}
 	got := map[netip.Addr]bool{}
@@ -42,7 +42,7 @@ func TestTrackerBoundLRU(t *testing.T) {
 		t.Fatalf("evictions %d", tr.evictions.Load())
 	}
 	// Another workload or name has its own bound.
-	tr.record(policy.WorkloadKey{Namespace: "x", Name: "b"}, "s3.example.com", []netip.Addr{ip(9)}, exp)
+	tr.record(policy.WorkloadKey{Namespace: "x", Name: "b"}, "s3.example.com", nil, []netip.Addr{ip(9)}, exp)
 	if tr.len() != 4 {
 		t.Fatalf("len %d", tr.len())
 	}

@@ -481,6 +481,10 @@ type LookupDecision struct {
 	Name string
 	// Audit is what Audit-mode policies would have decided, when it differs.
 	Audit *Outcome
+	// Via is the name of the answer's alias chain whose Deny rule decided
+	// (DecideChain); empty when the question name decided. AuditVia is the
+	// same for Audit.
+	Via, AuditVia string
 }
 
 // Blocked reports whether the lookup must be refused.

@@ -83,6 +83,9 @@ type Event struct {
 	Tier      string // "Admin", "Namespaced", "Baseline", "Default"
 	Reason    string // short machine-readable reason, e.g. "deny-rule", "not-allowed"
 	Response  string // DNS response code sent, e.g. "NXDOMAIN", "REFUSED"; HTTP: "403"
+	// CNAME is the name of the answer's alias chain (CNAME/DNAME) that decided a
+	// blocked or audited lookup or request; empty when the question name decided.
+	CNAME string
 
 	// Tunnel events.
 	Domain   string             // registered domain
@@ -109,6 +112,7 @@ type wireEvent struct {
 	Tier      string             `json:"tier,omitempty"`
 	Reason    string             `json:"reason,omitempty"`
 	Response  string             `json:"response,omitempty"`
+	CNAME     string             `json:"cname,omitempty"`
 	Domain    string             `json:"domain,omitempty"`
 	Score     *float64           `json:"score,omitempty"`
 	Features  map[string]float64 `json:"features,omitempty"`
@@ -138,6 +142,7 @@ func (e Event) MarshalJSON() ([]byte, error) {
 		Tier:      e.Tier,
 		Reason:    e.Reason,
 		Response:  e.Response,
+		CNAME:     e.CNAME,
 		Domain:    e.Domain,
 		Attrs:     e.Attrs,
 	}
@@ -170,7 +175,7 @@ func (e *Event) UnmarshalJSON(b []byte) error {
 	*e = Event{
 		Time: t, Event: w.Event, Workload: w.Workload, Namespace: w.Namespace,
 		Client: w.Client, QName: w.QName, QType: w.QType, Policy: w.Policy, Rule: w.Rule,
-		Tier: w.Tier, Reason: w.Reason, Response: w.Response, Domain: w.Domain,
+		Tier: w.Tier, Reason: w.Reason, Response: w.Response, CNAME: w.CNAME, Domain: w.Domain,
 		Features: w.Features, Attrs: w.Attrs,
 	}
 	if w.Score != nil {

@@ -37,6 +37,7 @@ const (
 	AttrTier      = "egressd.tier"
 	AttrReason    = "egressd.reason"
 	AttrResponse  = "dns.response.code"
+	AttrCNAME     = "egressd.dns.cname"
 	AttrDomain    = "egressd.tunnel.domain"
 	AttrScore     = "egressd.tunnel.score"
 	// AttrFeaturePrefix + feature name, e.g. "egressd.tunnel.feature.entropy".
@@ -148,6 +149,7 @@ func appendAttributes(a []attribute.KeyValue, ev *Event) []attribute.KeyValue {
 	str(AttrTier, ev.Tier)
 	str(AttrReason, ev.Reason)
 	str(AttrResponse, ev.Response)
+	str(AttrCNAME, ev.CNAME)
 	str(AttrDomain, ev.Domain)
 	if ev.Score != 0 || IsTunnel(ev.Event) {
 		a = append(a, attribute.Float64(AttrScore, finite(ev.Score)))

@@ -32,6 +32,7 @@ func TestReportSpanMatchesAuditLine(t *testing.T) {
 	r, exp, a, path := newTestReporter(t, 0, false)
 	ev := blockedEvent(7)
 	ev.Attrs = map[string]string{"server.port": "53"}
+	ev.CNAME = "pool.minepool.example"
 	r.Report(context.Background(), ev)
 	tun := Event{Event: EventTunnelBlocked, Workload: "a/b", Client: "10.0.0.9", QName: "x.t.example.com",
 		Domain: "example.com", Score: 0.8, Features: map[string]float64{"entropy": 4.5}}
@@ -48,6 +49,7 @@ func TestReportSpanMatchesAuditLine(t *testing.T) {
 		"event": AttrEvent, "workload": AttrWorkload, "namespace": AttrNamespace, "client": AttrClient,
 		"qname": AttrQName, "qtype": AttrQType, "policy": AttrPolicy, "rule": AttrRule, "tier": AttrTier,
 		"reason": AttrReason, "response": AttrResponse, "domain": AttrDomain, "score": AttrScore,
+		"cname": AttrCNAME,
 	}
 	for i, l := range lines {
 		var m map[string]any

@@ -139,7 +139,7 @@ func (a *agent) startL7(ctx context.Context) (func(), error) {
 	if err := a.cfg.validateL7(); err != nil {
 		return nil, err
 	}
-	checker := &l7.Checker{Engine: a.engine, Resolve: a.nodeResolver()}
+	checker := &l7.Checker{Engine: a.engine, ResolveChain: a.nodeResolver()}
 	verdicts := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "egressd_l7_requests_total",
 		Help: "L7 proxy decisions by mode (http, connect, transparent-tls, transparent-http), verdict and reason.",
@@ -291,20 +291,13 @@ func (a *agent) redirectSources(sel labels.Selector) []netip.Addr {
 }
 
 // nodeResolver resolves through the node resolver (the first --listen
-// address), so the proxy sees the answers the workloads get.
-func (a *agent) nodeResolver() l7.Resolver {
+// address), so the proxy sees the answers the workloads get, with their
+// alias chains.
+func (a *agent) nodeResolver() l7.ChainResolver {
 	if len(a.cfg.Listen) == 0 {
 		return nil
 	}
-	server := a.cfg.Listen[0]
-	r := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
-		return (&net.Dialer{}).DialContext(ctx, network, server)
-	}}
-	return func(ctx context.Context, host string) ([]netip.Addr, error) {
-		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		defer cancel()
-		return r.LookupNetIP(ctx, "ip", host)
-	}
+	return l7.DNSResolver(a.cfg.Listen[0], 5*time.Second)
 }
 
 // reportL7 maps a blocked request onto the telemetry event
@@ -341,6 +334,7 @@ func (a *agent) reportL7(ctx context.Context, ev l7.Event) {
 		Tier:     v.Tier,
 		Reason:   v.Reason,
 		Response: ev.Response,
+		CNAME:    v.CNAME,
 		Attrs:    attrs,
 	})
 }

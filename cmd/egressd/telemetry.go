@@ -90,7 +90,7 @@ func (d dnsReporter) report(ctx context.Context, name string, ev dnsproxy.Event)
 	d.r.Report(ctx, telemetry.Event{
 		Time: ev.Time, Event: name, Workload: ev.Workload, Namespace: ns, Client: ev.Client,
 		QName: ev.QName, QType: ev.QType, Policy: ev.Policy, Rule: ev.Rule, Tier: ev.Tier,
-		Reason: ev.Reason, Response: ev.Response,
+		Reason: ev.Reason, Response: ev.Response, CNAME: ev.CNAME,
 	})
 }
 

@@ -30,6 +30,7 @@ import (
 // Reasons of a denial (Verdict.Reason, the event's reason).
 const (
 	ReasonNameDenied    = "name-denied"           // DecideLookup blocks the name
+	ReasonChainDenied   = "chain-denied"          // a CNAME/DNAME of the name's resolution is denied (DecideChain)
 	ReasonConnDenied    = "connection-denied"     // Decide blocks (workload → address, port)
 	ReasonOtherName     = "address-of-other-name" // the address is allowed only for another name
 	ReasonAddrMismatch  = "address-mismatch"      // original destination is not an address of the name
@@ -48,10 +49,28 @@ const (
 // resolver, so the proxy sees the same (cached) answers as the workload.
 type Resolver func(ctx context.Context, host string) ([]netip.Addr, error)
 
+// Resolution is what a ChainResolver found for a name: its addresses and the
+// links of the alias chains (CNAME targets, DNAME owners and targets,
+// substituted names; see dnsproxy/chain) its answers went through.
+type Resolution struct {
+	Addrs []netip.Addr
+	Chain []string
+}
+
+// ChainResolver resolves host and reports the alias chain of the answers
+// (DNSResolver queries a DNS server for A and AAAA).
+type ChainResolver func(ctx context.Context, host string) (Resolution, error)
+
 // Checker decides requests of workloads. Its fields are read-only after first use.
 type Checker struct {
 	Engine *policy.Engine
-	// Resolve resolves names; nil uses net.DefaultResolver.
+	// ResolveChain resolves names with their alias chains, which are decided
+	// like the resolver decides them (Engine.DecideChain); the agent uses
+	// DNSResolver on the node resolver. When nil, Resolve is used and no
+	// chain is known.
+	ResolveChain ChainResolver
+	// Resolve resolves names without their chains (tests); nil uses
+	// net.DefaultResolver.
 	Resolve Resolver
 }
 
@@ -77,6 +96,9 @@ type Verdict struct {
 	Policy string
 	Rule   string
 	Tier   string
+	// CNAME is the alias chain link whose Deny rule decided (reason
+	// chain-denied, or an Audit verdict of the chain); empty otherwise.
+	CNAME string
 	// Audit is set on an allowed request that Audit-mode policies would have
 	// denied: their reason, policy, rule and tier (reported as
 	// http.egress.audit; the request proceeds).
@@ -92,14 +114,24 @@ func (v Verdict) Describe() string {
 	if v.Rule != "" {
 		s += " rule " + v.Rule
 	}
+	if v.CNAME != "" {
+		s += " via " + v.CNAME
+	}
 	return s
 }
 
-func (c *Checker) resolve(ctx context.Context, host string) ([]netip.Addr, error) {
-	if c.Resolve != nil {
-		return c.Resolve(ctx, host)
+func (c *Checker) resolve(ctx context.Context, host string) (Resolution, error) {
+	if c.ResolveChain != nil {
+		return c.ResolveChain(ctx, host)
 	}
-	return net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+	var addrs []netip.Addr
+	var err error
+	if c.Resolve != nil {
+		addrs, err = c.Resolve(ctx, host)
+	} else {
+		addrs, err = net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+	}
+	return Resolution{Addrs: addrs}, err
 }
 
 func fromOutcome(v *Verdict, o policy.Outcome, reason string) {
@@ -113,10 +145,13 @@ const recordLifetime = 5 * time.Minute
 // Check decides a request (DESIGN §1, docs/l7.md "Decision"):
 //
 //  1. the name must be allowed: Engine.DecideLookup(workload, name);
-//  2. the proxy resolves the name itself (Resolve) and records the answers
-//     for the workload (Store.RecordLookupUntil, for recordLifetime), as the
-//     node resolver would;
-//     in transparent mode the original destination must be one of them;
+//  2. the proxy resolves the name itself (ResolveChain) and decides every
+//     link of the answers' alias chains (Engine.DecideChain, as the node
+//     resolver does: a CNAME or DNAME into a name a Deny rule matches denies
+//     the request, reason chain-denied); then it records the answers for the
+//     workload (Store.RecordLookupUntil, for recordLifetime), as the node
+//     resolver would; in transparent mode the original destination must be
+//     one of them;
 //  3. every candidate address (the original destination, or the answers) is
 //     checked with Engine.DecideFor(workload address → address, port, TCP;
 //     name): the connection is decided as if the workload had resolved only
@@ -152,8 +187,9 @@ func (c *Checker) Check(ctx context.Context, r Request) Verdict {
 			return v
 		}
 		v.Name = name
+		var ld policy.LookupDecision
 		if known {
-			ld := e.DecideLookup(w, name)
+			ld = e.DecideLookup(w, name)
 			if ld.Blocked() {
 				fromOutcome(&v, ld.Outcome, ReasonNameDenied)
 				return v
@@ -163,10 +199,23 @@ func (c *Checker) Check(ctx context.Context, r Request) Verdict {
 				fromOutcome(audit, *ld.Audit, ReasonNameDenied)
 			}
 		}
-		addrs, err := c.resolve(ctx, name)
+		res, err := c.resolve(ctx, name)
+		addrs := res.Addrs
 		if err != nil || len(addrs) == 0 {
 			v.Reason = ReasonResolveFailed
 			return v
+		}
+		if known && len(res.Chain) > 0 {
+			cd := e.DecideChain(ld, res.Chain)
+			if cd.Blocked() {
+				fromOutcome(&v, cd.Outcome, ReasonChainDenied)
+				v.CNAME = cd.Via
+				return v
+			}
+			if cd.AuditVia != "" {
+				audit = &Verdict{Workload: w, Name: name, CNAME: cd.AuditVia}
+				fromOutcome(audit, *cd.Audit, ReasonChainDenied)
+			}
 		}
 		for i := range addrs {
 			addrs[i] = addrs[i].Unmap()
