@@ -106,10 +106,10 @@ func TestCheckChainIntoDeniedName(t *testing.T) {
 	}
 	c := &Checker{Engine: policy.NewEngine(store, policy.Options{}), ResolveChain: DNSResolver(startChainDNS(t), 2*time.Second)}
 	for _, tc := range []struct {
-		host, dst  string
-		allow      bool
-		via        string
-		auditVia   string
+		host, dst string
+		allow     bool
+		via       string
+		auditVia  string
 	}{
 		{host: "www.alias.test", via: "pool.minepool.test"},
 		{host: "www.alias.test", dst: "127.0.0.5", via: "pool.minepool.test"},
