@@ -37,6 +37,8 @@ func (e *Engine) DecideChain(d LookupDecision, links []string) LookupDecision {
 	if d.Audit == nil && e.hasAuditLocked() {
 		audit = e.tiersLocked(wl, ns, Egress, true)
 	}
+	sc := getScratch()
+	defer putScratch(sc)
 	for _, link := range links {
 		name, err := domain.NormalizeName(link)
 		if err != nil {
@@ -47,12 +49,15 @@ func (e *Engine) DecideChain(d LookupDecision, links []string) LookupDecision {
 		if name == d.Name || e.exemptName(name) {
 			continue
 		}
-		if o := e.evaluateLookup(enforced, name); chainDenies(o) {
+		e.matchLocked(sc, name)
+		sc.hits = placeHits(sc.hits, enforced, sc.refs)
+		if o := e.evaluateHits(enforced, sc.hits); chainDenies(o) {
 			d.Outcome, d.Via = o, name
 			return d
 		}
 		if audit != nil && d.Audit == nil {
-			if o := e.evaluateLookup(audit, name); chainDenies(o) {
+			sc.hits = placeHits(sc.hits, audit, sc.refs)
+			if o := e.evaluateHits(audit, sc.hits); chainDenies(o) {
 				d.Audit, d.AuditVia = &o, name
 			}
 		}
