@@ -57,7 +57,6 @@ spec:
 // no FQDN set. Before the fix (main 8ff4d7d) the pod got the pool's address
 // and it was written into the allow rule's set.
 func TestCNAMEIntoDeniedName(t *testing.T) {
-	t.Skip("pending issue 17 item 1 fix (helper chain)")
 	for _, mode := range []struct {
 		flag  string
 		rcode int
