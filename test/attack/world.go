@@ -313,6 +313,10 @@ type AgentOptions struct {
 	// NoWait returns as soon as the process started, without waiting for
 	// /readyz (for agents expected to refuse to start: wait on Exited).
 	NoWait bool
+	// Wrap runs the agent through a command, e.g. {"prlimit",
+	// "--nofile=2048"}: Wrap[0] is the program, the agent and its arguments
+	// follow the rest of Wrap.
+	Wrap []string
 }
 
 // Agent is a running egressd process in the node namespace.
@@ -362,7 +366,11 @@ func (w *World) StartAgent(o AgentOptions) *Agent {
 		args = append(args, "--blocked-response", o.BlockedResponse)
 	}
 	args = append(args, o.Extra...)
-	a.Proc = netmodel.StartProc(w.T, w.Node.NS, w.Dir, fmt.Sprintf("egressd-%d", w.agentSeq), AgentBinary(w.T), args...)
+	bin := AgentBinary(w.T)
+	if len(o.Wrap) > 0 {
+		bin, args = o.Wrap[0], append(append(slices.Clone(o.Wrap[1:]), bin), args...)
+	}
+	a.Proc = netmodel.StartProc(w.T, w.Node.NS, w.Dir, fmt.Sprintf("egressd-%d", w.agentSeq), bin, args...)
 	if !o.NoWait {
 		a.waitReady()
 	}
