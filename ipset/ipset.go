@@ -3,9 +3,10 @@
 // an ipset backend (vishvananda/netlink) for hosts that run iptables, and an
 // in-memory fake for unit tests.
 //
-// Every write is a batch of operations applied in one netlink transaction. Adding an
-// element that already exists refreshes its timeout. Errors name the set and the
-// element that failed.
+// Every write is a batch of operations applied in one netlink transaction (up to a
+// backend's message limit: nftset splits larger Applies into several transactions).
+// Adding an element that already exists refreshes its timeout. Errors name the set
+// and the element that failed.
 package ipset
 
 import (
@@ -153,6 +154,10 @@ type Manager interface {
 	// family, kind or timeout flag is an error.
 	Ensure(ctx context.Context, specs ...Spec) error
 	// Apply runs the operations in one transaction: all take effect or none.
+	// Invalid operations change nothing. A backend may split an Apply larger
+	// than one kernel message into several transactions applied in order
+	// (nftset beyond WithMaxBatchBytes); a kernel error then leaves the ones
+	// before it applied.
 	Apply(ctx context.Context, ops ...Op) error
 	// Replace makes elems the exact content of the set, atomically.
 	Replace(ctx context.Context, set string, elems []Element) error

@@ -14,8 +14,14 @@
 //   - Spec.Timeout: the set has the timeout flag and elements carry per-element
 //     timeouts (millisecond precision).
 //
-// Every Apply, Replace, Ensure and Destroy is one netlink batch (one Flush), so it
-// takes effect completely or not at all.
+// Every Replace, Ensure and Destroy is one netlink batch (one Flush), so it takes
+// effect completely or not at all. So is every Apply up to WithMaxBatchBytes
+// (default 4 MiB, about 40,000 elements refreshed): a batch is sent in one
+// sendmsg, which the kernel refuses beyond the socket buffer ("message too
+// long"), so a larger Apply — the restore of a restarted resolver — is split
+// into several transactions of at most that size, each atomic, applied in order.
+// A failure then leaves the transactions before it applied (the error says how
+// many); an element is never split from its own timeout refresh.
 //
 // Timeout refresh. The kernel does not reliably update an existing element on a
 // plain add: NLM_F_CREATE without NLM_F_EXCL only ignores the duplicate on older
@@ -60,10 +66,14 @@ const maxNameLen = 255
 // chunk is the number of elements per netlink message (all in the same batch).
 const chunk = 1024
 
+// defaultBatchBytes is the default WithMaxBatchBytes.
+const defaultBatchBytes = 4 << 20
+
 // Option configures New.
 type Option func(*config)
 
 type config struct {
+	batch   int
 	table   string
 	netns   int
 	conn    *nftables.Conn
@@ -73,6 +83,11 @@ type config struct {
 
 // WithTable sets the name of the inet table (default "egressd").
 func WithTable(name string) Option { return func(c *config) { c.table = name } }
+
+// WithMaxBatchBytes bounds the size of one netlink batch of Apply (default 4 MiB,
+// well below the 16 MiB socket buffer of the Manager's own connection); larger
+// Applies are split into several transactions.
+func WithMaxBatchBytes(n int) Option { return func(c *config) { c.batch = n } }
 
 // WithNetNS makes the Manager work in the network namespace of the fd (as from
 // netns.NsHandle); without it, the namespace of the process is used.
@@ -104,9 +119,12 @@ var _ ipset.Manager = (*Manager)(nil)
 // New returns a Manager of the sets of table inet <table>. It does not touch the
 // kernel; Ensure creates the table when it is missing.
 func New(opts ...Option) (*Manager, error) {
-	c := config{table: DefaultTable, now: time.Now, sockBuf: 16 << 20}
+	c := config{table: DefaultTable, now: time.Now, sockBuf: 16 << 20, batch: defaultBatchBytes}
 	for _, o := range opts {
 		o(&c)
+	}
+	if c.batch <= 0 {
+		c.batch = defaultBatchBytes
 	}
 	if c.table == "" || len(c.table) > maxNameLen {
 		return nil, fmt.Errorf("nftset: %w table name %q", ipset.ErrInvalid, c.table)
@@ -542,7 +560,8 @@ func (m *Manager) queue(add bool, set *nftables.Set, elems []nftables.SetElement
 	return nil
 }
 
-// Apply implements ipset.Manager in one netlink batch.
+// Apply implements ipset.Manager in one netlink batch, or in several when it is
+// larger than WithMaxBatchBytes (see the package documentation).
 func (m *Manager) Apply(ctx context.Context, ops ...ipset.Op) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -584,10 +603,7 @@ func (m *Manager) Apply(ctx context.Context, ops ...ipset.Op) error {
 		}
 		models[op.Set] = d
 	}
-	fail := func(err error) error {
-		m.discard()
-		return &ipset.Error{Op: "apply", Set: strings.Join(touched, ", "), Err: err}
-	}
+	b := &batcher{m: m, touched: touched, max: m.cfg.batch}
 	for i, op := range ops {
 		spec := specs[i]
 		set := m.set(spec)
@@ -607,41 +623,117 @@ func (m *Manager) Apply(ctx context.Context, ops ...ipset.Op) error {
 			}
 			continue
 		}
-		var err error
-		switch op.Kind {
-		case ipset.OpFlush:
+		if op.Kind == ipset.OpFlush {
+			if err := b.room(msgBytes(set, 0, 0)); err != nil {
+				return b.fail(err)
+			}
 			m.conn.FlushSet(set)
-		case ipset.OpAdd:
-			elems := dedupe(norm[i])
-			if spec.Timeout {
-				bare := hashElements(elems, false)
+			continue
+		}
+		elems := dedupe(norm[i])
+		for len(elems) > 0 {
+			// A chunk and its timeout refresh (add bare, delete, add with
+			// timeout) always go into the same transaction.
+			c := elems[:min(chunk, len(elems))]
+			elems = elems[len(c):]
+			bare := hashElements(c, false)
+			keyLen := len(bare[0].Key)
+			var err error
+			switch {
+			case op.Kind == ipset.OpAdd && spec.Timeout:
+				if err = b.room(2*msgBytes(set, len(c), keyLen) + msgBytes(set, len(c), keyLen+12)); err != nil {
+					return b.fail(err)
+				}
+				err = errors.Join(m.queue(true, set, bare), m.queue(false, set, bare), m.queue(true, set, hashElements(c, true)))
+			case op.Kind == ipset.OpAdd:
+				if err = b.room(msgBytes(set, len(c), keyLen)); err != nil {
+					return b.fail(err)
+				}
+				err = m.queue(true, set, bare)
+			default: // OpDelete
+				if err = b.room(2 * msgBytes(set, len(c), keyLen)); err != nil {
+					return b.fail(err)
+				}
 				err = errors.Join(m.queue(true, set, bare), m.queue(false, set, bare))
 			}
-			err = errors.Join(err, m.queue(true, set, hashElements(elems, true)))
-		case ipset.OpDelete:
-			bare := hashElements(dedupe(norm[i]), false)
-			err = errors.Join(m.queue(true, set, bare), m.queue(false, set, bare))
-		}
-		if err != nil {
-			return fail(err)
+			if err != nil {
+				m.discard()
+				return b.fail(err)
+			}
 		}
 	}
 	for name, d := range models {
 		set := m.set(m.specs[name])
 		del, add := d.diff()
-		if err := errors.Join(m.queue(false, set, rangeKeys(del)), m.queue(true, set, rangeElements(add, m.now()))); err != nil {
-			return fail(err)
+		dk, ak := rangeKeys(del), rangeElements(add, m.now())
+		if err := b.room(msgBytes(set, len(dk), 16) + msgBytes(set, len(ak), 28)); err != nil {
+			return b.fail(err)
+		}
+		if err := errors.Join(m.queue(false, set, dk), m.queue(true, set, ak)); err != nil {
+			m.discard()
+			return b.fail(err)
 		}
 	}
-	if err := m.conn.Flush(); err != nil {
-		if errors.Is(err, unix.ENOENT) {
-			for _, n := range touched {
-				delete(m.specs, n)
-			}
-		}
-		return &ipset.Error{Op: "apply", Set: strings.Join(touched, ", "), Err: kernelErr(err)}
+	if err := b.flush(); err != nil {
+		return b.fail(err)
 	}
 	return nil
+}
+
+// msgBytes is an upper estimate of the netlink bytes of n elements with keys
+// of keyLen bytes (plus 12 for a timeout) sent to set, in messages of chunk
+// elements: headers and the table and set names per message, attribute
+// headers per element.
+func msgBytes(set *nftables.Set, n, keyLen int) int {
+	msgs := max(1, (n+chunk-1)/chunk)
+	return msgs*(64+len(set.Table.Name)+len(set.Name)) + n*(keyLen+24)
+}
+
+// batcher queues the messages of one Apply and sends them in transactions of
+// at most max bytes.
+type batcher struct {
+	m       *Manager
+	touched []string
+	max     int
+	pending int // bytes queued in the open transaction
+	done    int // transactions of this Apply already applied
+}
+
+// room makes room for n more bytes in the open transaction, sending it first
+// when they would not fit.
+func (b *batcher) room(n int) error {
+	if b.pending > 0 && b.pending+n > b.max {
+		if err := b.flush(); err != nil {
+			return err
+		}
+	}
+	b.pending += n
+	return nil
+}
+
+// flush sends the open transaction.
+func (b *batcher) flush() error {
+	if err := b.m.conn.Flush(); err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			for _, n := range b.touched {
+				delete(b.m.specs, n)
+			}
+		}
+		return kernelErr(err)
+	}
+	b.pending = 0
+	b.done++
+	return nil
+}
+
+// fail returns err naming the sets, and how many transactions of the Apply
+// took effect before it (the caller discards what an encoding error left
+// queued; a failed Flush leaves nothing queued).
+func (b *batcher) fail(err error) error {
+	if b.done > 0 {
+		err = fmt.Errorf("%w (the Apply was split; its first %d transactions were applied)", err, b.done)
+	}
+	return &ipset.Error{Op: "apply", Set: strings.Join(b.touched, ", "), Err: err}
 }
 
 type rangeDiff struct {
