@@ -139,18 +139,26 @@ func ReadCheckpoint(path string) (Checkpoint, error) {
 	return cp, nil
 }
 
+// restoreBatch bounds the set elements of one kernel write of Restore.
+const restoreBatch = 8192
+
 // Restore takes over the state of a checkpoint (call it before or after
 // Start; entries may be restored more than once): every entry that has not
 // expired, of a workload that still exists, and whose alias chain (Via) no
-// Deny rule now matches (Engine.DecideChain), is tracked again, recorded in the
-// reference model (Deps.RecordLookup) and — when the name is still allowed —
-// written again into the kernel sets of the rules that allow it now, with the
-// time it has left (the entries usually survived in the kernel; this covers a
-// table that was recreated). It returns the number of entries restored.
-// The cached answers are restored separately (RestoreCache).
+// Deny rule now matches (Engine.DecideChain), is tracked again (within the
+// bounds MaxIPsPerName and MaxElementsPerWorkload: a checkpoint holding more
+// restores the oldest answers of each name first, the rest is counted as
+// refused), recorded in the reference model (Deps.RecordLookup) and — when
+// the name is still allowed — written again into the kernel sets of the rules
+// that allow it now, with the time it has left (the entries usually survived
+// in the kernel; this covers a table that was recreated). The writes are
+// grouped per set, in Applies of at most restoreBatch elements. It returns
+// the number of entries restored. The cached answers are restored separately
+// (RestoreCache).
 func (srv *Server) Restore(ctx context.Context, cp Checkpoint) (int, error) {
 	now := srv.now()
-	var ops []ipset.Op
+	var sets []string // in order of first use
+	bySet := map[string][]ipset.Element{}
 	n := 0
 	for _, e := range cp.Entries {
 		left := e.Expires.Sub(now)
@@ -174,36 +182,69 @@ func (srv *Server) Restore(ctx context.Context, cp Checkpoint) (int, error) {
 			}
 		}
 		ip := e.IP.Unmap()
-		srv.track.record(key, e.Name, e.Via, []netip.Addr{ip}, []time.Time{e.Expires})
-		if srv.deps.RecordLookup != nil {
-			srv.deps.RecordLookup(key, e.Name, []netip.Addr{ip}, e.Expires)
-		}
-		n++
-		if srv.deps.Sets == nil || srv.deps.Engine == nil {
-			continue
-		}
 		fam := ipset.IPv4
 		if !ip.Is4() {
 			fam = ipset.IPv6
 		}
 		timeout := max(left.Round(time.Second), time.Second)
 		var elems []ipset.Element
-		for _, src := range w.IPs {
-			if src = src.Unmap(); src.Is4() == ip.Is4() {
-				elems = append(elems, ipset.Pair(src, ip, timeout))
+		var rules []policy.RuleRef
+		if srv.deps.Sets != nil && srv.deps.Engine != nil {
+			for _, src := range w.IPs {
+				if src = src.Unmap(); src.Is4() == ip.Is4() {
+					elems = append(elems, ipset.Pair(src, ip, timeout))
+				}
+			}
+			if len(elems) > 0 {
+				rules = srv.deps.Engine.FQDNRules(key, e.Name)
 			}
 		}
-		if len(elems) == 0 {
+		g := srv.track.admit(key, e.Name, e.Via, []netip.Addr{ip}, []time.Time{e.Expires}, []int{len(rules) * len(elems)}, now)
+		if !g.ok[0] {
+			srv.st.overName.Add(uint64(g.overName))
+			srv.st.overWorkload.Add(uint64(g.overWorkload))
 			continue
 		}
-		for _, r := range srv.deps.Engine.FQDNRules(key, e.Name) {
-			ops = append(ops, ipset.Op{Kind: ipset.OpAdd, Set: srv.deps.SetNamer(r, fam), Elements: elems})
+		if srv.deps.RecordLookup != nil {
+			srv.deps.RecordLookup(key, e.Name, []netip.Addr{ip}, e.Expires)
+		}
+		n++
+		for _, r := range rules {
+			name := srv.deps.SetNamer(r, fam)
+			if _, ok := bySet[name]; !ok {
+				sets = append(sets, name)
+			}
+			bySet[name] = append(bySet[name], elems...)
 		}
 	}
-	if len(ops) > 0 {
-		if err := srv.deps.Sets.Apply(ctx, ops...); err != nil {
-			return n, fmt.Errorf("dnsproxy: restore kernel sets: %w", err)
+	var ops []ipset.Op
+	size := 0
+	flush := func() error {
+		if len(ops) == 0 {
+			return nil
 		}
+		err := srv.deps.Sets.Apply(ctx, ops...)
+		ops, size = ops[:0], 0
+		if err != nil {
+			return fmt.Errorf("dnsproxy: restore kernel sets: %w", err)
+		}
+		return nil
+	}
+	for _, name := range sets {
+		elems := bySet[name]
+		for len(elems) > 0 {
+			k := min(len(elems), restoreBatch-size)
+			ops = append(ops, ipset.Op{Kind: ipset.OpAdd, Set: name, Elements: elems[:k]})
+			elems, size = elems[k:], size+k
+			if size >= restoreBatch {
+				if err := flush(); err != nil {
+					return n, err
+				}
+			}
+		}
+	}
+	if err := flush(); err != nil {
+		return n, err
 	}
 	return n, nil
 }
@@ -223,6 +264,7 @@ func (srv *Server) RestoreCache(cp Checkpoint) int {
 			m.Question[0].Qclass != dns.ClassINET || ca.Flags > 7 || ca.Stored.After(now) {
 			continue
 		}
+		srv.capAnswer(context.Background(), nil, m) // limits.go: a checkpoint of an older release
 		key := cacheKey(m.Question[0], ca.Flags&1 != 0, ca.Flags&2 != 0, ca.Flags&4 != 0)
 		if srv.cache.restore(key, m, ca.Stored, ca.Expires, now) {
 			n++

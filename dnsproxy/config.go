@@ -122,11 +122,21 @@ type Config struct {
 	// SetWriteTimeout bounds one kernel set write (default 1s); a failed or
 	// timed-out write answers SERVFAIL.
 	SetWriteTimeout time.Duration
-	// MaxIPsPerName bounds the addresses tracked per (workload, name) for the
-	// checkpoint and the reference model (default 1024); beyond it the least
-	// recently answered address is forgotten and counted in Stats.IPEvictions.
-	// Its kernel set entry is not removed: it expires with its own timeout.
-	MaxIPsPerName int
+	// MaxIPsPerAnswer bounds the addresses (A and AAAA) kept of one upstream
+	// answer (default 256); the records beyond it are removed before the
+	// answer is cached, so no client sees them, and counted in
+	// Stats.IPsOverAnswerCap (limits.go).
+	MaxIPsPerAnswer int
+	// MaxIPsPerName bounds the addresses of one (workload, name) in the
+	// kernel sets at once, entries that have not expired (default 1000, as
+	// Cilium's --tofqdns-endpoint-max-ip-per-hostname). MaxElementsPerWorkload
+	// bounds the set elements written for one workload that have not expired
+	// (default 16384, as Cilium's per-endpoint policy map; an address counts
+	// once per rule and workload IP of its family). Beyond either bound a new
+	// address is not written and its record is removed from the reply; an
+	// answer left without addresses is SERVFAIL (limits.go). What is in the
+	// sets is never evicted early.
+	MaxIPsPerName, MaxElementsPerWorkload int
 	// SweepInterval is how often expired answer addresses are dropped from
 	// the tracker and the reference model (policy.Store) (default 30s).
 	SweepInterval time.Duration
@@ -140,8 +150,14 @@ func (c Config) Defaults() Config {
 	if c.UDPSockets == 0 {
 		c.UDPSockets = runtime.NumCPU()
 	}
+	if c.MaxIPsPerAnswer <= 0 {
+		c.MaxIPsPerAnswer = 256
+	}
 	if c.MaxIPsPerName <= 0 {
-		c.MaxIPsPerName = 1024
+		c.MaxIPsPerName = 1000
+	}
+	if c.MaxElementsPerWorkload <= 0 {
+		c.MaxElementsPerWorkload = 16384
 	}
 	def := func(d *time.Duration, v time.Duration) {
 		if *d == 0 {

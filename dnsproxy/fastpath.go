@@ -496,6 +496,18 @@ func (srv *Server) fastProgram(e *cacheEntry, wf *wireForm, w *policy.Workload, 
 			srcs[1] = append(srcs[1], ip)
 		}
 	}
+	// The bounds (limits.go): anything refused goes to the slow path, which
+	// removes it from the reply and reports it.
+	addrs := make([]answerAddr, len(wf.addrs))
+	for i, a := range wf.addrs {
+		t := wf.ttls[a.slot].ttl
+		addrs[i] = answerAddr{a.ip, t - min(age, t)}
+	}
+	admitted, grant, err := srv.admitAnswer(srv.ctx, nil, w, rec.rules, srcs, e.msg.Question[0].Name, rec.links, addrs, nil)
+	if err != nil || len(admitted) != len(addrs) {
+		srv.track.undo(grant)
+		return false
+	}
 	var elems [2][]ipset.Element
 	minTimeout := ^uint32(0)
 	for _, a := range wf.addrs {
@@ -534,6 +546,7 @@ func (srv *Server) fastProgram(e *cacheEntry, wf *wireForm, w *policy.Workload, 
 		}
 		if err != nil {
 			// Not counted: the slow path retries and counts its own write.
+			srv.track.undo(grant)
 			return false
 		}
 		srv.st.setWrites.Add(1)
@@ -546,12 +559,9 @@ func (srv *Server) fastProgram(e *cacheEntry, wf *wireForm, w *policy.Workload, 
 	rec.until = now.Add(time.Duration(minTimeout) * time.Second)
 	e.mu.Unlock()
 	if len(ops) > 0 {
-		addrs := make([]answerAddr, len(wf.addrs))
-		for i, a := range wf.addrs {
-			t := wf.ttls[a.slot].ttl
-			addrs[i] = answerAddr{a.ip, t - min(age, t)}
-		}
-		srv.trackAnswer(w.Key(), e.msg.Question[0].Name, rec.links, addrs) // tracker.go, as program does
+		srv.trackAnswer(w.Key(), e.msg.Question[0].Name, addrs) // tracker.go, as program does
+	} else {
+		srv.track.undo(grant) // nothing written, as program does
 	}
 	return true
 }

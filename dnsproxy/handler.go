@@ -132,10 +132,10 @@ func (srv *Server) handle(ctx context.Context, req *request) *dns.Msg {
 
 	// program
 	if wl != nil {
-		if err := srv.program(ctx, wl, rules, reply, links); err != nil {
+		if err := srv.program(ctx, req, wl, rules, reply, links); err != nil {
 			srv.st.servFail.Add(1)
 			req.result = ResultError
-			return srv.failure(req, dns.ExtendedErrorCodeOther, "egressd: firewall set write failed")
+			return srv.failure(req, dns.ExtendedErrorCodeOther, programFailureText(err)) // limits.go
 		}
 		srv.deps.Reporter.LookupAllowed(ctx, srv.event(req, wl, EventLookupAllowed, decision.Outcome, dns.RcodeToString[reply.Rcode]))
 	}
@@ -208,6 +208,7 @@ func (srv *Server) resolve(ctx context.Context, req *request) (*dns.Msg, error) 
 		if n := scrubAnswer(r); n > 0 { // program.go
 			srv.st.scrubbed.Add(uint64(n))
 		}
+		srv.capAnswer(ctx, req, r) // limits.go
 		return srv.cache.put(key, r, srv.now()), nil
 	})
 	if shared {

@@ -73,12 +73,13 @@ func (s *settings) setTimeout(ttl uint32) uint32 {
 
 // program writes the answer's addresses as (workload IP, answer IP) pairs into
 // the sets of rules, in one transaction, and clamps the TTLs of the reply so
-// that no record outlives the entries written. The addresses written are
-// tracked, with the answer's alias chain links, and recorded in the reference
-// model (trackAnswer).
-func (srv *Server) program(ctx context.Context, w *policy.Workload, rules []policy.RuleRef, reply *dns.Msg, links []string) error {
+// that no record outlives the entries written. The addresses are admitted by
+// the bounds first (admitAnswer: refused ones leave the reply), tracked with
+// the answer's alias chain links, and recorded in the reference model
+// (trackAnswer).
+func (srv *Server) program(ctx context.Context, req *request, w *policy.Workload, rules []policy.RuleRef, reply *dns.Msg, links []string) error {
 	addrs := answerAddrs(reply)
-	if len(addrs) == 0 || len(rules) == 0 || srv.deps.Sets == nil {
+	if len(addrs) == 0 || len(rules) == 0 || srv.deps.Sets == nil || len(reply.Question) != 1 {
 		return nil
 	}
 	var srcs [2][]netip.Addr // by family: [0] IPv4, [1] IPv6
@@ -89,6 +90,11 @@ func (srv *Server) program(ctx context.Context, w *policy.Workload, rules []poli
 		} else {
 			srcs[1] = append(srcs[1], ip)
 		}
+	}
+	// The bounds (limits.go): refused addresses leave the reply.
+	addrs, grant, err := srv.admitAnswer(ctx, req, w, rules, srcs, reply.Question[0].Name, links, addrs, reply)
+	if err != nil {
+		return err
 	}
 	var elems [2][]ipset.Element
 	minTTL := ^uint32(0)
@@ -121,23 +127,23 @@ func (srv *Server) program(ctx context.Context, w *policy.Workload, rules []poli
 		}
 	}
 	if len(ops) == 0 {
+		srv.track.undo(grant) // nothing of the workload's families to write
 		return nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, srv.s.SetWriteTimeout)
 	defer cancel()
 	start := time.Now()
-	err := srv.deps.Sets.Apply(ctx, ops...)
+	err = srv.deps.Sets.Apply(ctx, ops...)
 	if srv.deps.Observer.SetWrite != nil {
 		srv.deps.Observer.SetWrite(n, time.Since(start), err)
 	}
 	srv.st.setWrites.Add(1)
 	if err != nil {
 		srv.st.setFailures.Add(1)
+		srv.track.undo(grant)
 		return err
 	}
 	srv.st.setElements.Add(uint64(n))
-	if len(reply.Question) == 1 {
-		srv.trackAnswer(w.Key(), reply.Question[0].Name, links, addrs) // tracker.go
-	}
+	srv.trackAnswer(w.Key(), reply.Question[0].Name, addrs) // tracker.go
 	return nil
 }

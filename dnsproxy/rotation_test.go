@@ -6,17 +6,21 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/miekg/dns"
 
 	"github.com/egressd/egressd/ipset"
 )
 
-// TestRotatingNameKeepsEveryAddressAllowed: a name whose every answer is a new
-// address (S3-like) stays usable: every address handed out is in the kernel
-// set for its TTL plus grace, while the tracked state keeps only
-// MaxIPsPerName per (workload, name) and counts the evictions.
-func TestRotatingNameKeepsEveryAddressAllowed(t *testing.T) {
+// TestRotatingNameCappedPerName: a name whose every answer is a new address
+// (here with the cache off, so every query reaches the upstream) puts at most
+// MaxIPsPerName addresses of one (workload, name) into the kernel set. Every
+// address handed out is in the set for its TTL plus grace; beyond the cap the
+// new address is neither written nor handed out (SERVFAIL naming the bound,
+// counted, reported), nothing written is evicted, and once the entries expire
+// the name resolves again.
+func TestRotatingNameCappedPerName(t *testing.T) {
 	var n atomic.Int32
 	up := startFakeUpstream(t, func(w dns.ResponseWriter, q *dns.Msg) {
 		r := new(dns.Msg)
@@ -30,33 +34,34 @@ func TestRotatingNameKeepsEveryAddressAllowed(t *testing.T) {
 	})
 	h := start(t, []string{up.addr}, func(c *Config, _ *Deps) { c.CacheSize, c.MaxIPsPerName = -1, 4 })
 	const answers = 10
-	for i := 0; i < answers; i++ {
-		if r := h.query(t, gatewayIP, "udp", "s3.test", dns.TypeA, true); r.Rcode != dns.RcodeSuccess || len(r.Answer) != 1 {
+	for i := 1; i <= answers; i++ {
+		r := h.query(t, gatewayIP, "udp", "s3.test", dns.TypeA, true)
+		switch {
+		case i <= 4 && (r.Rcode != dns.RcodeSuccess || len(r.Answer) != 1):
 			t.Fatalf("query %d: %v", i, r)
+		case i > 4 && (r.Rcode != dns.RcodeServerFailure || len(r.Answer) != 0 || ede(r) == nil || !strings.Contains(ede(r).ExtraText, "max-ips-per-name")):
+			t.Fatalf("query %d beyond the cap: want SERVFAIL with EDE naming max-ips-per-name, got %v", i, r)
 		}
 	}
 	set := pairs(t, h.sets, setName(ruleApis, ipset.IPv4))
-	for i := 1; i <= answers; i++ {
-		found := false
-		for p, timeout := range set {
-			if strings.HasSuffix(p, fmt.Sprintf(" 198.51.100.%d", i)) && timeout >= 60e9 {
-				found = true
-			}
-		}
-		if !found {
+	if len(set) != 4 {
+		t.Errorf("set holds %d pairs, want the 4 of the cap: %v", len(set), set)
+	}
+	for i := 1; i <= 4; i++ {
+		if to, ok := set[fmt.Sprintf("127.0.0.2 . 198.51.100.%d", i)]; !ok || to < 60e9 {
 			t.Errorf("198.51.100.%d (answer %d) not in the set with its TTL + grace: %v", i, i, set)
 		}
 	}
-	var tracked []string
-	for _, e := range h.srv.Tracked() {
-		if e.Name == "s3.test." {
-			tracked = append(tracked, e.IP.String())
-		}
+	if st := h.srv.Stats(); st.IPsOverNameCap != answers-4 || st.IPsOverWorkloadCap != 0 {
+		t.Errorf("over name cap %d, over workload cap %d; want %d, 0", st.IPsOverNameCap, st.IPsOverWorkloadCap, answers-4)
 	}
-	if len(tracked) != 4 {
-		t.Errorf("tracked %v, want the 4 most recent", tracked)
+	evs := h.rep.find(EventAnswerCapped)
+	if len(evs) != answers-4 || evs[0].Reason != ReasonMaxIPsPerName || evs[0].Dropped != 1 || evs[0].Workload != "payments/gateway-0" || evs[0].Response != "SERVFAIL" {
+		t.Errorf("capped events %+v, want %d naming max-ips-per-name", evs, answers-4)
 	}
-	if st := h.srv.Stats(); st.IPEvictions != answers-4 {
-		t.Errorf("evictions %d, want %d", st.IPEvictions, answers-4)
+	// TTL 60 + grace later the entries have expired: the name resolves again.
+	h.clock.Advance(2 * time.Minute)
+	if r := h.query(t, gatewayIP, "udp", "s3.test", dns.TypeA, true); r.Rcode != dns.RcodeSuccess || len(r.Answer) != 1 {
+		t.Fatalf("after expiry: %v", r)
 	}
 }

@@ -96,7 +96,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	srv := &Server{s: s, deps: deps}
 	srv.ctx, srv.cancel = context.WithCancel(context.Background())
 	srv.st = counters{}
-	srv.track = newTracker(s.MaxIPsPerName)
+	srv.track = newTracker(s.MaxIPsPerName, s.MaxElementsPerWorkload)
 	srv.fwd = newForwarder(s, &srv.st, &srv.deps.Observer)
 	if srv.cache, err = newCache(s); err != nil {
 		return nil, err
@@ -110,11 +110,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 func (srv *Server) now() time.Time { return srv.deps.Now() }
 
 // Stats returns a snapshot of the counters.
-func (srv *Server) Stats() Stats {
-	st := srv.st.snapshot()
-	st.IPEvictions = srv.track.evictions.Load()
-	return st
-}
+func (srv *Server) Stats() Stats { return srv.st.snapshot() }
 
 // CacheLen returns the number of cached answers.
 func (srv *Server) CacheLen() int { return srv.cache.len() }

@@ -44,6 +44,9 @@ type Event struct {
 	Domain   string
 	Score    float64
 	Features map[string]float64
+	// Dropped is the number of addresses removed from the answer, on
+	// dns.answer.capped events (limits.go; Reason names the bound).
+	Dropped int
 }
 
 // Reporter receives lookup events. Calls are made on the query path: an
@@ -136,9 +139,12 @@ type Stats struct {
 	// Swept counts expired (workload, name, address) records dropped from
 	// the tracker and the reference model by the periodic sweep.
 	Swept uint64
-	// IPEvictions counts answer addresses forgotten because a (workload, name)
-	// had more than MaxIPsPerName addresses tracked (tracker.go).
-	IPEvictions uint64
+	// IPsOverAnswerCap counts address records removed from upstream answers
+	// beyond MaxIPsPerAnswer; IPsOverNameCap and IPsOverWorkloadCap count
+	// the addresses not written (and removed from replies) because their
+	// (workload, name) held MaxIPsPerName addresses or their workload
+	// MaxElementsPerWorkload set elements (limits.go).
+	IPsOverAnswerCap, IPsOverNameCap, IPsOverWorkloadCap uint64
 }
 
 type counters struct {
@@ -147,6 +153,7 @@ type counters struct {
 	blocked, audited, setWrites, setElements, setFailures     atomic.Uint64
 	rateLimited, overloaded, malformed, truncated             atomic.Uint64
 	scrubbed, swept                                           atomic.Uint64
+	overAnswer, overName, overWorkload                        atomic.Uint64
 }
 
 func (c *counters) snapshot() Stats {
@@ -160,5 +167,6 @@ func (c *counters) snapshot() Stats {
 		RateLimited: c.rateLimited.Load(), Overloaded: c.overloaded.Load(),
 		Malformed: c.malformed.Load(), Truncated: c.truncated.Load(),
 		Scrubbed: c.scrubbed.Load(), Swept: c.swept.Load(),
+		IPsOverAnswerCap: c.overAnswer.Load(), IPsOverNameCap: c.overName.Load(), IPsOverWorkloadCap: c.overWorkload.Load(),
 	}
 }

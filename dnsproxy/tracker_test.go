@@ -13,42 +13,75 @@ import (
 	"github.com/egressd/egressd/policy"
 )
 
-// An S3-like name rotating through many addresses keeps at most max per
-// (workload, name); the least recently answered go first and are counted.
-func TestTrackerBoundLRU(t *testing.T) {
-	tr := newTracker(3)
+// TestTrackerBounds: a (workload, name) holds at most maxPerName addresses
+// and a workload at most maxPerWorkload elements; beyond, new addresses are
+// refused (never evicted), known ones are refreshed, expired ones make room,
+// and undo takes a reservation back.
+func TestTrackerBounds(t *testing.T) {
+	tr := newTracker(3, 8)
 	w := policy.WorkloadKey{Namespace: "x", Name: "a"}
 	now := time.Unix(1000, 0)
-	exp := []time.Time{now.Add(time.Minute)}
 	ip := func(i int) netip.Addr { return netip.MustParseAddr(fmt.Sprintf("10.0.0.%d", i)) }
-	for i := 1; i <= 3; i++ {
-		tr.record(w, "S3.example.com", nil, []netip.Addr{ip(i)}, exp)
+	admit := func(name string, expires time.Time, elems int, ips ...int) *grant {
+		var as []netip.Addr
+		var es []time.Time
+		var ns []int
+		for _, i := range ips {
+			as, es, ns = append(as, ip(i)), append(es, expires), append(ns, elems)
+		}
+		return tr.admit(w, name, nil, as, es, ns, now)
 	}
-	tr.record(w, "s3.example.com.", nil, []netip.Addr{ip(1)}, exp) // 1 is the most recent again
-	if n := tr.record(w, "s3.example.com", nil, []netip.Addr{ip(4), ip(5)}, []time.Time{exp[0], exp[0]}); n != 2 {
-		t.Fatalf("evicted %d, want 2", n)
+	exp := now.Add(time.Minute)
+	if g := admit("S3.example.com", exp, 1, 1, 2, 3); g.refused() != 0 {
+		t.Fatalf("first three refused %d", g.refused())
 	}
-	got := map[netip.Addr]bool{}
+	g := admit("s3.example.com.", exp.Add(time.Second), 1, 1, 4, 5) // 1 known: refreshed; 4, 5 over the cap
+	if !g.ok[0] || g.ok[1] || g.ok[2] || g.overName != 2 || g.overWorkload != 0 {
+		t.Fatalf("grant %+v, want 10.0.0.1 admitted, two refused by the name cap", g)
+	}
+	got := map[netip.Addr]time.Time{}
 	for _, e := range tr.snapshot(now) {
 		if e.Name != "s3.example.com." {
 			t.Fatalf("name %q", e.Name)
 		}
-		got[e.IP] = true
+		got[e.IP] = e.Expires
 	}
-	if len(got) != 3 || !got[ip(1)] || !got[ip(4)] || !got[ip(5)] {
-		t.Fatalf("kept %v, want 10.0.0.1, .4, .5", got)
+	if len(got) != 3 || !got[ip(1)].Equal(exp.Add(time.Second)) || !got[ip(2)].Equal(exp) {
+		t.Fatalf("tracked %v, want 10.0.0.1 (refreshed), .2, .3", got)
 	}
-	if tr.evictions.Load() != 2 {
-		t.Fatalf("evictions %d", tr.evictions.Load())
+	// The workload bound (8 elements, 3 used): another name gets 2 addresses of 2
+	// elements, the third is refused.
+	if g := admit("other.example.com", exp, 2, 6, 7, 8); g.overWorkload != 1 || !g.ok[0] || !g.ok[1] || g.ok[2] {
+		t.Fatalf("grant %+v, want 6 and 7 admitted, 8 refused by the workload bound", g)
 	}
-	// Another workload or name has its own bound.
-	tr.record(policy.WorkloadKey{Namespace: "x", Name: "b"}, "s3.example.com", nil, []netip.Addr{ip(9)}, exp)
-	if tr.len() != 4 {
-		t.Fatalf("len %d", tr.len())
+	if n := tr.workloadElements(w); n != 7 {
+		t.Fatalf("elements %d, want 7", n)
 	}
-	// Expired entries are dropped by snapshot, not counted as evictions.
-	if s := tr.snapshot(now.Add(2 * time.Minute)); len(s) != 0 || tr.len() != 0 || tr.evictions.Load() != 2 {
-		t.Fatalf("after expiry: %v len %d evictions %d", s, tr.len(), tr.evictions.Load())
+	// Another workload has its own bounds.
+	if g := tr.admit(policy.WorkloadKey{Namespace: "x", Name: "b"}, "s3.example.com", nil, []netip.Addr{ip(9)}, []time.Time{exp}, []int{8}, now); g.refused() != 0 {
+		t.Fatalf("other workload refused")
+	}
+	// undo forgets what a failed write added and restores refreshed expiries.
+	g = admit("s3.example.com", exp.Add(time.Hour), 1, 2)
+	g2 := admit("third.example.com", exp, 1, 10)
+	tr.undo(g)
+	tr.undo(g2)
+	for _, e := range tr.snapshot(now) {
+		if e.IP == ip(2) && !e.Expires.Equal(exp) || e.IP == ip(10) {
+			t.Fatalf("after undo: %+v", e)
+		}
+	}
+	if n := tr.workloadElements(w); n != 7 {
+		t.Fatalf("elements after undo %d, want 7", n)
+	}
+	// Expired entries make room (for the name at once, for the workload after a prune).
+	later := now.Add(2 * time.Minute)
+	if g := tr.admit(w, "s3.example.com", nil, []netip.Addr{ip(4)}, []time.Time{later.Add(time.Minute)}, []int{1}, later); g.refused() != 0 {
+		t.Fatalf("after expiry: refused %d", g.refused())
+	}
+	tr.prune(later)
+	if n, l := tr.workloadElements(w), tr.len(); n != 1 || l != 1 {
+		t.Fatalf("after prune: elements %d, tracked %d; want 1, 1", n, l)
 	}
 }
 

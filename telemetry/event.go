@@ -46,6 +46,9 @@ const (
 	EventPolicyReloadFailed = "policy.reload.failed"
 	// EventPolicyReloadRecovered: the files load without a problem again.
 	EventPolicyReloadRecovered = "policy.reload.recovered"
+	// EventAnswerCapped: addresses of an answer dropped by a bound on what answers put
+	// into the kernel sets (reason names it; attrs egressd.dropped counts them).
+	EventAnswerCapped = "dns.answer.capped"
 )
 
 // Events lists every known event name, in a stable order.
@@ -53,6 +56,7 @@ var Events = []string{
 	EventLookupBlocked, EventLookupAudit, EventLookupAllowed,
 	EventTunnelSuspected, EventTunnelBlocked, EventHTTPBlocked, EventHTTPAudit, EventPacketDenied,
 	EventPolicyReloadFailed, EventPolicyReloadRecovered,
+	EventAnswerCapped,
 }
 
 // IsTunnel reports whether name is a tunnel-detection event (those carry Domain, Score

@@ -63,6 +63,8 @@ type agentStatus struct {
 		Name     string `json:"name"`
 		Map      bool   `json:"map"`
 		Elements int    `json:"elements"`
+		// Truncated: the agent stopped counting at Elements.
+		Truncated bool `json:"truncated"`
 	} `json:"sets"`
 	SetsError string `json:"setsError"`
 	Blocked   struct {
@@ -218,7 +220,11 @@ func printStatus(w io.Writer, st *agentStatus, since time.Duration) {
 		if set.Map {
 			kind = "map"
 		}
-		fmt.Fprintf(tw, "  %s\t%s\t%d\n", set.Name, kind, set.Elements)
+		more := ""
+		if set.Truncated {
+			more = "+"
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%d%s\n", set.Name, kind, set.Elements, more)
 		total += set.Elements
 	}
 	fmt.Fprintf(tw, "  (%d sets)\t\t%d\n", len(st.Sets), total)

@@ -47,6 +47,9 @@ type config struct {
 	CheckpointInterval time.Duration
 	HandoverSettle     time.Duration
 	MaxIPsPerName      int
+	// MaxIPsPerAnswer and MaxElementsPerWorkload: the other bounds of what
+	// answers put into the kernel sets (dnsproxy/limits.go).
+	MaxIPsPerAnswer, MaxElementsPerWorkload int
 
 	AuditLog     string
 	AuditStdout  bool
@@ -115,7 +118,9 @@ func parseFlags(args []string, stderr *os.File) (*config, error) {
 	fs.StringVar(&c.StateFile, "state-file", "/var/lib/egressd/state.json", "checkpoint of the name → IP state, written atomically every --checkpoint-interval and on shutdown, restored on start (empty: none)")
 	fs.DurationVar(&c.CheckpointInterval, "checkpoint-interval", 10*time.Second, "how often --state-file is written")
 	fs.DurationVar(&c.HandoverSettle, "handover-settle", 500*time.Millisecond, "on SIGTERM, how long the resolver keeps serving queries already queued on its sockets after steering new ones to its successor")
-	fs.IntVar(&c.MaxIPsPerName, "max-ips-per-name", 1024, "addresses tracked per (workload, name); beyond it the least recently answered is forgotten (its kernel entry expires on its own)")
+	fs.IntVar(&c.MaxIPsPerAnswer, "max-ips-per-answer", 256, "addresses (A and AAAA) kept of one upstream answer; the records beyond are removed before caching")
+	fs.IntVar(&c.MaxIPsPerName, "max-ips-per-name", 1000, "addresses of one (workload, name) in the kernel sets at once; beyond it new addresses are not written and are removed from replies")
+	fs.IntVar(&c.MaxElementsPerWorkload, "max-elements-per-workload", 16384, "kernel set elements of one workload at once (an address counts once per rule and workload IP); beyond it new addresses are not written and are removed from replies")
 	fs.StringVar(&c.AuditLog, "audit-log", "", "file to append audit events to (JSON lines)")
 	fs.BoolVar(&c.AuditStdout, "audit-stdout", false, "also write audit events to stdout")
 	fs.StringVar(&c.OTLPEndpoint, "otlp-endpoint", "", "OTLP trace endpoint host:port (empty: no traces)")
@@ -202,8 +207,11 @@ func (c *config) validate() error {
 	if err := c.validateL7(); err != nil { // l7.go
 		errs = append(errs, err)
 	}
-	if c.CheckpointInterval <= 0 || c.HandoverSettle < 0 || c.MaxIPsPerName < 1 {
-		errs = append(errs, errors.New("--checkpoint-interval and --max-ips-per-name must be positive, --handover-settle must not be negative"))
+	if c.CheckpointInterval <= 0 || c.HandoverSettle < 0 {
+		errs = append(errs, errors.New("--checkpoint-interval must be positive, --handover-settle must not be negative"))
+	}
+	if c.MaxIPsPerAnswer < 1 || c.MaxIPsPerName < 1 || c.MaxElementsPerWorkload < 1 {
+		errs = append(errs, errors.New("--max-ips-per-answer, --max-ips-per-name and --max-elements-per-workload must be positive"))
 	}
 	if c.MinSetTTL < 0 || c.SetGrace < 0 || c.ReloadInterval <= 0 {
 		errs = append(errs, errors.New("--min-set-ttl and --set-grace must not be negative, --reload-interval must be positive"))

@@ -59,7 +59,9 @@ func (c *config) resolverConfig() (dnsproxy.Config, error) {
 		ServeStale: c.ServeStale,
 		RateLimit:  c.RateLimit,
 
-		MaxIPsPerName: c.MaxIPsPerName,
+		MaxIPsPerAnswer:        c.MaxIPsPerAnswer,
+		MaxIPsPerName:          c.MaxIPsPerName,
+		MaxElementsPerWorkload: c.MaxElementsPerWorkload,
 	}
 	for _, s := range strings.Split(c.Sinkhole, ",") {
 		a, err := netip.ParseAddr(strings.TrimSpace(s))
@@ -214,10 +216,17 @@ func (c *checkpointer) loop(ctx context.Context, every time.Duration) {
 // registerResolverMetrics exports resolver counters that are kept by the
 // resolver itself.
 func (a *agent) registerResolverMetrics(srv *dnsproxy.Server) {
-	_ = a.metrics.Registry.Register(prometheus.NewCounterFunc(prometheus.CounterOpts{
-		Name: "egressd_dns_ip_evictions_total",
-		Help: "Answer addresses forgotten because a (workload, name) had more than --max-ips-per-name addresses tracked.",
-	}, func() float64 { return float64(srv.Stats().IPEvictions) }))
+	for limit, count := range map[string]func(dnsproxy.Stats) uint64{
+		dnsproxy.ReasonMaxIPsPerAnswer:        func(s dnsproxy.Stats) uint64 { return s.IPsOverAnswerCap },
+		dnsproxy.ReasonMaxIPsPerName:          func(s dnsproxy.Stats) uint64 { return s.IPsOverNameCap },
+		dnsproxy.ReasonMaxElementsPerWorkload: func(s dnsproxy.Stats) uint64 { return s.IPsOverWorkloadCap },
+	} {
+		_ = a.metrics.Registry.Register(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name:        "egressd_dns_answer_addresses_dropped_total",
+			Help:        "Answer addresses not written to the kernel sets and removed from replies, by the bound that dropped them (--max-ips-per-answer, --max-ips-per-name, --max-elements-per-workload).",
+			ConstLabels: prometheus.Labels{"limit": limit},
+		}, func() float64 { return float64(count(srv.Stats())) }))
+	}
 	_ = a.metrics.Registry.Register(prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "egressd_dns_lookup_records_expired_total",
 		Help: "Expired (workload, name, address) records dropped from the resolver's tracker and the policy model by the periodic sweep.",

@@ -3,16 +3,14 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"net/http"
 	"sort"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/google/nftables"
-
 	"github.com/egressd/egressd/dnsproxy"
+	"github.com/egressd/egressd/ipset/nftset"
 )
 
 // The /status endpoint (docs/egressd.md, rendered by `egressctl status`): policy
@@ -134,6 +132,16 @@ func (s statusReporter) TunnelEvent(ctx context.Context, ev dnsproxy.Event) {
 
 var _ dnsproxy.TunnelReporter = statusReporter{}
 
+// AnswerCapped passes dns.answer.capped events on (hidden by the wrapper
+// otherwise, as TunnelEvent).
+func (s statusReporter) AnswerCapped(ctx context.Context, ev dnsproxy.Event) {
+	if r, ok := s.Reporter.(dnsproxy.CapReporter); ok {
+		r.AnswerCapped(ctx, ev)
+	}
+}
+
+var _ dnsproxy.CapReporter = statusReporter{}
+
 // withStatus wraps the resolver's reporter for /status.
 func (a *agent) withStatus(r dnsproxy.Reporter) dnsproxy.Reporter {
 	return statusReporter{Reporter: r, ring: &a.blocked}
@@ -144,6 +152,8 @@ type SetStatus struct {
 	Name     string `json:"name"`
 	Map      bool   `json:"map,omitempty"`
 	Elements int    `json:"elements"`
+	// Truncated: counting stopped at Elements, the set holds more.
+	Truncated bool `json:"truncated,omitempty"`
 }
 
 // SyncStatus is the policy source and dataplane state.
@@ -192,40 +202,27 @@ type Status struct {
 	Intercept []string        `json:"dnsIntercept,omitempty"`
 }
 
+// statusCountLimit bounds the elements counted per set for /status: a set
+// with more is reported with truncated (its count is then "at least").
+const statusCountLimit = 100_000
+
 // kernelSets lists the named sets of the agent's table with their element
-// counts (an interval counts once, not as its two boundaries).
-func kernelSets(table string) ([]SetStatus, error) {
-	c, err := nftables.New()
+// counts (an interval counts once, not as its two boundaries), counted from a
+// streamed dump without keeping the elements (nftset.Counts), at most
+// statusCountLimit per set.
+func kernelSets(ctx context.Context, table string) ([]SetStatus, error) {
+	counts, err := nftset.Counts(ctx, table, statusCountLimit)
 	if err != nil {
 		return nil, err
 	}
-	defer c.CloseLasting()
-	sets, err := c.GetSets(&nftables.Table{Name: table, Family: nftables.TableFamilyINet})
-	if err != nil {
-		return nil, fmt.Errorf("list sets of table inet %s: %w", table, err)
+	out := make([]SetStatus, 0, len(counts))
+	for _, c := range counts {
+		out = append(out, SetStatus{Name: c.Name, Map: c.Map, Elements: c.Elements, Truncated: c.Truncated})
 	}
-	out := []SetStatus{}
-	for _, s := range sets {
-		if s.Anonymous || strings.HasPrefix(s.Name, "__") {
-			continue
-		}
-		els, err := c.GetSetElements(s)
-		if err != nil {
-			return nil, fmt.Errorf("set %s: %w", s.Name, err)
-		}
-		n := 0
-		for _, e := range els {
-			if !e.IntervalEnd {
-				n++
-			}
-		}
-		out = append(out, SetStatus{Name: s.Name, Map: s.IsMap, Elements: n})
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, nil
 }
 
-func (a *agent) status(since time.Duration) Status {
+func (a *agent) status(ctx context.Context, since time.Duration) Status {
 	now := time.Now()
 	st := Status{
 		Node: a.cfg.NodeName, Ready: a.ready.Load(), StartedAt: a.started, Now: now,
@@ -257,7 +254,7 @@ func (a *agent) status(since time.Duration) Status {
 	}
 	if a.enforcer != nil {
 		st.Table = a.enforcer.Table()
-		sets, err := kernelSets(st.Table)
+		sets, err := kernelSets(ctx, st.Table)
 		if err != nil {
 			st.SetsError = err.Error()
 		} else {
@@ -295,6 +292,6 @@ func (a *agent) registerStatus(mux *http.ServeMux) {
 		w.Header().Set("Content-Type", "application/json")
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
-		_ = enc.Encode(a.status(since))
+		_ = enc.Encode(a.status(r.Context(), since))
 	})
 }

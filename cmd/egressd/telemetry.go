@@ -106,6 +106,20 @@ func (d dnsReporter) LookupAllowed(ctx context.Context, ev dnsproxy.Event) {
 	d.report(ctx, telemetry.EventLookupAllowed, ev)
 }
 
+// AnswerCapped reports dns.answer.capped: addresses of an answer dropped by a
+// bound (dnsproxy/limits.go), the bound in reason, their number in
+// egressd.dropped.
+func (d dnsReporter) AnswerCapped(ctx context.Context, ev dnsproxy.Event) {
+	ns, _, _ := strings.Cut(ev.Workload, "/")
+	d.r.Report(ctx, telemetry.Event{
+		Time: ev.Time, Event: telemetry.EventAnswerCapped, Workload: ev.Workload, Namespace: ns, Client: ev.Client,
+		QName: ev.QName, QType: ev.QType, Reason: ev.Reason, Response: ev.Response,
+		Attrs: map[string]string{"egressd.dropped": strconv.Itoa(ev.Dropped)},
+	})
+}
+
+var _ dnsproxy.CapReporter = dnsReporter{}
+
 func (a *agent) reporter() dnsproxy.Reporter { return dnsReporter{a.events} }
 
 // observer feeds the resolver's latencies into the metrics.
