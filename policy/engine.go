@@ -54,8 +54,6 @@ type Engine struct {
 	opts   Options
 	exempt []string // ".cluster.local" and search-domain suffixes
 	cache  tierCache
-	// fqdn indexes the FQDN rules of every policy (lookups).
-	fqdn fqdnIndexCache
 	// tunnelCache memoizes TunnelDetection.
 	tunnelCache tunnelCache
 }
@@ -217,7 +215,8 @@ func (e *Engine) selectingLocked(w *Workload, ns *Namespace, dir Direction, audi
 	var t tiers
 	var admin, baseline []*compiledPolicy
 	di := dirIndex(dir)
-	for _, p := range e.store.policies {
+	// The index lists the policies in evaluation order: no sorting here.
+	for _, p := range e.fqdnIndexLocked().ordered {
 		if p.audit && !audit {
 			continue
 		}
@@ -235,10 +234,24 @@ func (e *Engine) selectingLocked(w *Workload, ns *Namespace, dir Direction, audi
 			}
 		}
 	}
-	t.admin = groupByPriority(admin)
-	t.baseline = groupByPriority(baseline)
-	sort.Slice(t.namespaced, func(i, j int) bool { return comparePolicyRefs(t.namespaced[i].ref, t.namespaced[j].ref) < 0 })
+	t.admin = groupSorted(admin)
+	t.baseline = groupSorted(baseline)
 	return t
+}
+
+// groupSorted groups policies sorted by priority then reference into runs of
+// equal priority.
+func groupSorted(ps []*compiledPolicy) [][]*compiledPolicy {
+	var groups [][]*compiledPolicy
+	for i := 0; i < len(ps); {
+		j := i + 1
+		for j < len(ps) && ps[j].priority == ps[i].priority {
+			j++
+		}
+		groups = append(groups, ps[i:j:j])
+		i = j
+	}
+	return groups
 }
 
 // groupByPriority sorts policies by priority then name and groups equal priorities.

@@ -33,10 +33,10 @@ func (e *Engine) OracleDecideLookup(w WorkloadKey, qname string) LookupDecision 
 		return d
 	}
 	ns := s.namespaceLocked(wl.Namespace)
-	enforced := e.selectingLocked(wl, ns, Egress, false)
+	enforced := e.oracleSelectingLocked(wl, ns, Egress, false)
 	d.Outcome = e.oracleEvaluateLookup(&enforced, name)
 	if e.hasAuditLocked() {
-		audit := e.selectingLocked(wl, ns, Egress, true)
+		audit := e.oracleSelectingLocked(wl, ns, Egress, true)
 		would := e.oracleEvaluateLookup(&audit, name)
 		if would.Verdict != d.Verdict {
 			d.Audit = &would
@@ -128,4 +128,34 @@ func (e *Engine) OracleFQDNRules(w WorkloadKey, qname string) []RuleRef {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].String() < out[j].String() })
 	return out
+}
+
+// oracleSelectingLocked is selectingLocked as it was: every policy visited in
+// map order, then the tiers sorted.
+func (e *Engine) oracleSelectingLocked(w *Workload, ns *Namespace, dir Direction, audit bool) tiers {
+	var t tiers
+	var admin, baseline []*compiledPolicy
+	di := dirIndex(dir)
+	for _, p := range e.store.policies {
+		if p.audit && !audit {
+			continue
+		}
+		if !p.selects(w, ns) {
+			continue
+		}
+		switch p.tier {
+		case TierAdmin:
+			admin = append(admin, p)
+		case TierBaseline:
+			baseline = append(baseline, p)
+		case TierNamespaced:
+			if p.isolates[di] {
+				t.namespaced = append(t.namespaced, p)
+			}
+		}
+	}
+	t.admin = groupByPriority(admin)
+	t.baseline = groupByPriority(baseline)
+	sort.Slice(t.namespaced, func(i, j int) bool { return comparePolicyRefs(t.namespaced[i].ref, t.namespaced[j].ref) < 0 })
+	return t
 }

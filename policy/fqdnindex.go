@@ -3,6 +3,7 @@ package policy
 import (
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -27,10 +28,15 @@ type fqdnRef struct {
 type fqdnIndex struct {
 	gen uint64
 	set *domain.Set[fqdnRef]
+	// ordered lists every policy in evaluation order: by tier, then priority
+	// (Admin, Baseline) and reference, so that selecting a workload's
+	// policies is one pass without sorting.
+	ordered []*compiledPolicy
 }
 
-// fqdnIndexCache holds the current index; it is rebuilt by the first lookup
-// after the policies changed.
+// fqdnIndexCache holds the current index of a Store: ApplyPolicies builds the
+// next one before it takes the store's lock, so a large reload does not stall
+// lookups; after single-policy changes the first lookup rebuilds it.
 type fqdnIndexCache struct {
 	mu  sync.Mutex // serializes builds
 	cur atomic.Pointer[fqdnIndex]
@@ -39,17 +45,25 @@ type fqdnIndexCache struct {
 // fqdnIndexLocked returns the index of the store's current policies (the
 // store is read-locked).
 func (e *Engine) fqdnIndexLocked() *fqdnIndex {
-	gen := e.store.policyGen
-	if x := e.fqdn.cur.Load(); x != nil && x.gen == gen {
+	s := e.store
+	gen := s.policyGen
+	if x := s.fqdn.cur.Load(); x != nil && x.gen == gen {
 		return x
 	}
-	e.fqdn.mu.Lock()
-	defer e.fqdn.mu.Unlock()
-	if x := e.fqdn.cur.Load(); x != nil && x.gen == gen {
+	s.fqdn.mu.Lock()
+	defer s.fqdn.mu.Unlock()
+	if x := s.fqdn.cur.Load(); x != nil && x.gen == gen {
 		return x
 	}
+	x := buildFQDNIndex(s.policies, gen)
+	s.fqdn.cur.Store(x)
+	return x
+}
+
+// buildFQDNIndex indexes the FQDN peers of the egress rules of policies.
+func buildFQDNIndex(policies map[PolicyRef]*compiledPolicy, gen uint64) *fqdnIndex {
 	var b domain.Builder[fqdnRef]
-	for _, p := range e.store.policies {
+	for _, p := range policies {
 		for i, r := range p.rules[dirIndex(Egress)] {
 			if !r.hasFQDN {
 				continue
@@ -61,9 +75,20 @@ func (e *Engine) fqdnIndexLocked() *fqdnIndex {
 			}
 		}
 	}
-	x := &fqdnIndex{gen: gen, set: b.Build()}
-	e.fqdn.cur.Store(x)
-	return x
+	ordered := make([]*compiledPolicy, 0, len(policies))
+	for _, p := range policies {
+		ordered = append(ordered, p)
+	}
+	slices.SortFunc(ordered, func(a, b *compiledPolicy) int {
+		if a.tier != b.tier {
+			return strings.Compare(string(a.tier), string(b.tier))
+		}
+		if a.tier != TierNamespaced && a.priority != b.priority {
+			return int(a.priority) - int(b.priority)
+		}
+		return comparePolicyRefs(a.ref, b.ref)
+	})
+	return &fqdnIndex{gen: gen, set: b.Build(), ordered: ordered}
 }
 
 // Tier order of the matches (tiers are evaluated in this order).

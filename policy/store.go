@@ -39,6 +39,10 @@ type Store struct {
 	audits int
 	// tunnels counts policies that set spec.tunnelDetection.
 	tunnels int
+	// maxPolicies bounds len(policies) (0: MaxPolicies).
+	maxPolicies int
+	// fqdn is the index of the policies' FQDN rules (lookups).
+	fqdn fqdnIndexCache
 }
 
 // changeLog is the set of keys changed since the last compile.
@@ -221,8 +225,7 @@ func (s *Store) UpsertFirewallPolicy(p *FirewallPolicy) error {
 	if err != nil {
 		return err
 	}
-	s.putPolicy(cp)
-	return nil
+	return s.putPolicy(cp)
 }
 
 // UpsertClusterFirewallPolicy validates and adds or replaces a ClusterFirewallPolicy.
@@ -231,8 +234,7 @@ func (s *Store) UpsertClusterFirewallPolicy(p *ClusterFirewallPolicy) error {
 	if err != nil {
 		return err
 	}
-	s.putPolicy(cp)
-	return nil
+	return s.putPolicy(cp)
 }
 
 // UpsertNetworkPolicy validates and adds or replaces a Kubernetes NetworkPolicy.
@@ -241,22 +243,29 @@ func (s *Store) UpsertNetworkPolicy(p *networkingv1.NetworkPolicy) error {
 	if err != nil {
 		return err
 	}
-	s.putPolicy(cp)
+	return s.putPolicy(cp)
+}
+
+func (s *Store) putPolicy(cp *compiledPolicy) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.policies[cp.ref]; !ok && len(s.policies) >= s.policyLimitLocked() {
+		return &PolicyLimitError{Policy: cp.ref, Limit: s.policyLimitLocked()}
+	}
+	s.putLocked(cp)
+	s.gen++
+	s.policyGen++
+	s.selGen++
 	return nil
 }
 
-func (s *Store) putPolicy(cp *compiledPolicy) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+func (s *Store) putLocked(cp *compiledPolicy) {
 	if old, ok := s.policies[cp.ref]; ok {
 		s.countLocked(old, -1)
 	}
 	s.countLocked(cp, 1)
 	s.policies[cp.ref] = cp
 	s.pending.policies[cp.ref] = true
-	s.gen++
-	s.policyGen++
-	s.selGen++
 }
 
 // countLocked adds d to the counters of policy features p has.

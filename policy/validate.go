@@ -25,12 +25,27 @@ type ValidationError struct {
 	Errs   field.ErrorList
 }
 
+// maxReportedErrors is how many field errors ValidationError.Error lists.
+const maxReportedErrors = 10
+
+// Error lists the first problems; the values, field paths and details it
+// repeats from the policy are shortened by Truncate, so that a policy with a
+// megabyte-long value does not make a megabyte-long message.
 func (e *ValidationError) Error() string {
-	msgs := make([]string, len(e.Errs))
-	for i, fe := range e.Errs {
-		msgs[i] = fe.Error()
+	n := min(len(e.Errs), maxReportedErrors)
+	msgs := make([]string, 0, n+1)
+	for _, fe := range e.Errs[:n] {
+		c := *fe
+		if v, ok := c.BadValue.(string); ok {
+			c.BadValue = Truncate(v)
+		}
+		c.Field, c.Detail = Truncate(c.Field), Truncate(c.Detail)
+		msgs = append(msgs, c.Error())
 	}
-	return fmt.Sprintf("invalid %s: %s", e.Policy, strings.Join(msgs, "; "))
+	if len(e.Errs) > n {
+		msgs = append(msgs, fmt.Sprintf("and %d more", len(e.Errs)-n))
+	}
+	return fmt.Sprintf("invalid %s: %s", Truncate(e.Policy.String()), strings.Join(msgs, "; "))
 }
 
 // ValidateClusterFirewallPolicy checks a ClusterFirewallPolicy and returns every

@@ -70,13 +70,70 @@ func (o *Object) Apply(s *policy.Store) error {
 	return errors.New("empty object")
 }
 
+// Limits bound what a policy source may hold; beyond them a file or the whole
+// source is refused with an error instead of being decoded (docs/policy.md,
+// "Limits").
+type Limits struct {
+	// FileBytes bounds one policy (or workloads) file.
+	FileBytes int64
+	// TotalBytes bounds all the files of a policy directory together.
+	TotalBytes int64
+	// Objects bounds the policies of a file, and of a directory together.
+	Objects int
+}
+
+// DefaultLimits are the limits of Decode, DecodePath and LoadWorkloads: 16 MiB
+// per file, 64 MiB per directory, policy.MaxPolicies (20,000) policies. Ten
+// thousand policies with an FQDN rule each take about 2 MiB of YAML.
+var DefaultLimits = Limits{FileBytes: 16 << 20, TotalBytes: 64 << 20, Objects: policy.MaxPolicies}
+
+// TooLargeError reports a policy source beyond its Limits; nothing of what it
+// names was decoded.
+type TooLargeError struct {
+	// Source is the file or directory.
+	Source string
+	// What is "bytes" or "policies"; Count is how many were found (at least
+	// Limit+1: counting stops there) and Limit the limit.
+	What         string
+	Count, Limit int64
+}
+
+func (e *TooLargeError) Error() string {
+	found := ""
+	if e.Count > e.Limit+1 {
+		found = fmt.Sprintf(" (%d)", e.Count)
+	}
+	return fmt.Sprintf("%s: more than %d %s%s: refused, not loaded (the limits of a policy source are in docs/policy.md)", e.Source, e.Limit, e.What, found)
+}
+
+// AddTo validates the object and adds it to a batch (policy.Store.ApplyPolicies).
+func (o *Object) AddTo(b *policy.PolicyBatch) error {
+	switch {
+	case o.FirewallPolicy != nil:
+		return b.UpsertFirewallPolicy(o.FirewallPolicy)
+	case o.ClusterFirewallPolicy != nil:
+		return b.UpsertClusterFirewallPolicy(o.ClusterFirewallPolicy)
+	case o.NetworkPolicy != nil:
+		return b.UpsertNetworkPolicy(o.NetworkPolicy)
+	}
+	return errors.New("empty object")
+}
+
+// Decode reads every document of r with DefaultLimits.
+func Decode(source string, r io.Reader) ([]Object, error) { return DefaultLimits.Decode(source, r) }
+
 // Decode reads every document of r. Unknown kinds, unknown fields and
 // malformed documents are errors naming source and document; empty documents
-// are skipped. A "List" document's items are decoded one by one.
-func Decode(source string, r io.Reader) ([]Object, error) {
-	data, err := io.ReadAll(io.LimitReader(r, 64<<20))
+// are skipped. A "List" document's items are decoded one by one. More than
+// l.FileBytes bytes or l.Objects policies is a *TooLargeError and no object
+// is returned.
+func (l Limits) Decode(source string, r io.Reader) ([]Object, error) {
+	data, err := io.ReadAll(io.LimitReader(r, l.FileBytes+1))
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", source, err)
+	}
+	if int64(len(data)) > l.FileBytes {
+		return nil, &TooLargeError{Source: source, What: "bytes", Count: int64(len(data)), Limit: l.FileBytes}
 	}
 	var objs []Object
 	var errs []error
@@ -91,29 +148,49 @@ func Decode(source string, r io.Reader) ([]Object, error) {
 		errs = append(errs, fmt.Errorf("%s:%d: %w", source, last, err))
 		docs = docs[:last-1]
 	}
+	nonEmpty := 0
 	for i, doc := range docs {
-		src := fmt.Sprintf("%s:%d", source, i+1)
 		if len(bytes.TrimSpace(stripComments(doc))) == 0 {
+			docs[i] = nil
 			continue
 		}
-		o, err := decodeOne(src, doc)
+		nonEmpty++
+	}
+	if nonEmpty > l.Objects {
+		return nil, &TooLargeError{Source: source, What: "policies", Count: int64(nonEmpty), Limit: int64(l.Objects)}
+	}
+	for i, doc := range docs {
+		if doc == nil {
+			continue
+		}
+		o, err := decodeOne(fmt.Sprintf("%s:%d", source, i+1), doc)
 		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
 		objs = append(objs, o...)
+		if len(objs) > l.Objects { // List documents hold several
+			return nil, &TooLargeError{Source: source, What: "policies", Count: int64(len(objs)), Limit: int64(l.Objects)}
+		}
 	}
 	return objs, errors.Join(errs...)
 }
 
+// shortened is an error whose message is cut by policy.Truncate (decoders
+// repeat unknown field names and values from the document).
+type shortened struct{ err error }
+
+func (e shortened) Error() string { return policy.Truncate(e.err.Error()) }
+func (e shortened) Unwrap() error { return e.err }
+
 func decodeOne(src string, doc []byte) ([]Object, error) {
 	var tm metav1.TypeMeta
 	if err := Unmarshal(doc, &tm, false); err != nil {
-		return nil, fmt.Errorf("%s: not a YAML/JSON object: %w", src, err)
+		return nil, fmt.Errorf("%s: not a YAML/JSON object: %w", src, shortened{err})
 	}
 	strict := func(into any) error {
 		if err := Unmarshal(doc, into, true); err != nil {
-			return fmt.Errorf("%s: %s: %w", src, tm.Kind, err)
+			return fmt.Errorf("%s: %s: %w", src, policy.Truncate(tm.Kind), shortened{err})
 		}
 		return nil
 	}
@@ -123,14 +200,14 @@ func decodeOne(src string, doc []byte) ([]Object, error) {
 			Items []map[string]any `json:"items"`
 		}
 		if err := Unmarshal(doc, &list, false); err != nil {
-			return nil, fmt.Errorf("%s: %s: %w", src, tm.Kind, err)
+			return nil, fmt.Errorf("%s: %s: %w", src, policy.Truncate(tm.Kind), shortened{err})
 		}
 		var out []Object
 		var errs []error
 		for j, item := range list.Items {
 			b, err := json.Marshal(item)
 			if err != nil {
-				errs = append(errs, fmt.Errorf("%s: items[%d]: %w", src, j, err))
+				errs = append(errs, fmt.Errorf("%s: items[%d]: %w", src, j, shortened{err}))
 				continue
 			}
 			o, err := decodeOne(fmt.Sprintf("%s/items[%d]", src, j), b)
@@ -162,7 +239,7 @@ func decodeOne(src string, doc []byte) ([]Object, error) {
 	case tm.Kind == "" || tm.APIVersion == "":
 		return nil, fmt.Errorf("%s: apiVersion and kind are required", src)
 	}
-	return nil, fmt.Errorf("%s: unsupported kind %s/%s (want %s FirewallPolicy or ClusterFirewallPolicy, or networking.k8s.io/v1 NetworkPolicy)", src, tm.APIVersion, tm.Kind, policy.APIVersion)
+	return nil, fmt.Errorf("%s: unsupported kind %s/%s (want %s FirewallPolicy or ClusterFirewallPolicy, or networking.k8s.io/v1 NetworkPolicy)", src, policy.Truncate(tm.APIVersion), policy.Truncate(tm.Kind), policy.APIVersion)
 }
 
 // SplitDocuments splits YAML at "---" separator lines; Decode numbers
@@ -231,14 +308,20 @@ func stripComments(doc []byte) []byte {
 	return out
 }
 
+// DecodeFile reads one file with DefaultLimits.
+func DecodeFile(path string) ([]Object, error) { return DefaultLimits.DecodeFile(path) }
+
 // DecodeFile reads one file.
-func DecodeFile(path string) ([]Object, error) {
+func (l Limits) DecodeFile(path string) ([]Object, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	return Decode(path, f)
+	if st, err := f.Stat(); err == nil && st.Size() > l.FileBytes {
+		return nil, &TooLargeError{Source: path, What: "bytes", Count: st.Size(), Limit: l.FileBytes}
+	}
+	return l.Decode(path, f)
 }
 
 // Files lists the files DecodePath reads for path: the file itself, or every
@@ -271,30 +354,69 @@ func Files(path string) ([]string, error) {
 	return files, nil
 }
 
+// CheckFiles returns a *TooLargeError when the files of the policy source
+// path together hold more than l.TotalBytes bytes (by their sizes; nothing is
+// read).
+func (l Limits) CheckFiles(path string, files []string) error {
+	var total int64
+	for _, f := range files {
+		if st, err := os.Stat(f); err == nil {
+			total += st.Size()
+		}
+	}
+	if total > l.TotalBytes {
+		return &TooLargeError{Source: path, What: "bytes", Count: total, Limit: l.TotalBytes}
+	}
+	return nil
+}
+
 // DecodePath reads a file, or every .yaml/.yml/.json file of a directory tree
-// in lexical order.
-func DecodePath(path string) ([]Object, error) {
+// in lexical order, with DefaultLimits.
+func DecodePath(path string) ([]Object, error) { return DefaultLimits.DecodePath(path) }
+
+// DecodePath reads a file, or every .yaml/.yml/.json file of a directory tree
+// in lexical order. A file beyond the limits is refused (an error, its
+// objects missing from the result); when the files together hold more than
+// l.TotalBytes bytes or l.Objects policies, the whole source is refused: no
+// object is returned, and the error is a *TooLargeError.
+func (l Limits) DecodePath(path string) ([]Object, error) {
 	files, err := Files(path)
 	if err != nil {
+		return nil, err
+	}
+	if err := l.CheckFiles(path, files); err != nil {
 		return nil, err
 	}
 	var objs []Object
 	var errs []error
 	for _, f := range files {
-		o, err := DecodeFile(f)
+		o, err := l.DecodeFile(f)
 		objs = append(objs, o...)
 		if err != nil {
 			errs = append(errs, err)
+		}
+		if len(objs) > l.Objects {
+			return nil, &TooLargeError{Source: path, What: "policies", Count: int64(len(objs)), Limit: int64(l.Objects)}
 		}
 	}
 	return objs, errors.Join(errs...)
 }
 
-// LoadWorkloads reads a workloads file (docs/design.md §3).
+// LoadWorkloads reads a workloads file (docs/design.md §3); a file of more than
+// DefaultLimits.FileBytes bytes is refused with a *TooLargeError.
 func LoadWorkloads(path string) (*policy.Workloads, error) {
-	data, err := os.ReadFile(path)
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
+	}
+	defer f.Close()
+	lim := DefaultLimits.FileBytes
+	data, err := io.ReadAll(io.LimitReader(f, lim+1))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if int64(len(data)) > lim {
+		return nil, &TooLargeError{Source: path, What: "bytes", Count: int64(len(data)), Limit: lim}
 	}
 	return DecodeWorkloads(path, data)
 }
@@ -306,7 +428,7 @@ func DecodeWorkloads(source string, data []byte) (*policy.Workloads, error) {
 	}
 	var ws policy.Workloads
 	if err := Unmarshal(data, &ws, true); err != nil {
-		return nil, fmt.Errorf("%s: %w", source, err)
+		return nil, fmt.Errorf("%s: %w", source, shortened{err})
 	}
 	return &ws, nil
 }

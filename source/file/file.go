@@ -26,6 +26,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -59,7 +60,7 @@ const (
 
 // maxErrorLen bounds error texts in Problem and Health: a huge value in a file
 // is never echoed whole.
-const maxErrorLen = 200
+const maxErrorLen = policy.MaxErrorValue
 
 // Problem is one file the last load could not take as it is. Its last good
 // content stays in force.
@@ -465,9 +466,27 @@ func (s *Source) loadPolicies() bool {
 		s.problem(Problem{File: s.policies, Kind: ProblemUnreadable, Err: err, Kept: kept, NoLastGood: len(s.fileRefs) == 0})
 		return false
 	}
+	kept := func() int {
+		n := 0
+		for _, refs := range s.fileRefs {
+			n += len(refs)
+		}
+		return n
+	}
+	if err := manifest.DefaultLimits.CheckFiles(s.policies, files); err != nil {
+		// Beyond the limits of a policy source: nothing is decoded.
+		s.problem(Problem{File: s.policies, Kind: ProblemInvalid, Err: err, Kept: kept(), NoLastGood: len(s.fileRefs) == 0})
+		return false
+	}
 	var all []fileObjects
+	total := 0
 	for _, f := range files {
 		objs, err := manifest.DecodeFile(f)
+		if total += len(objs); total > manifest.DefaultLimits.Objects {
+			err := &manifest.TooLargeError{Source: s.policies, What: "policies", Count: int64(total), Limit: int64(manifest.DefaultLimits.Objects)}
+			s.problem(Problem{File: s.policies, Kind: ProblemInvalid, Err: err, Kept: kept(), NoLastGood: len(s.fileRefs) == 0})
+			return false
+		}
 		fo := fileObjects{file: f, objs: objs}
 		switch {
 		case err != nil:
@@ -520,8 +539,14 @@ func (s *Source) policyProblem(file, kind string, err error) Problem {
 // syncPolicies applies the decoded objects of every file and deletes the
 // policies no file holds any more; the files with a problem keep everything
 // they held.
+//
+// The changes are applied as one batch (policy.Store.ApplyPolicies): lookups
+// see the old policies or the new ones, never a mix, and a load that would
+// exceed the store's policy limit changes nothing.
 func (s *Source) syncPolicies(all []fileObjects) bool {
-	changed := false
+	var batch policy.PolicyBatch
+	hashes := map[policy.PolicyRef]string{}
+	prevRefs := maps.Clone(s.fileRefs)
 	seen := map[policy.PolicyRef]bool{}
 	keep := map[policy.PolicyRef]bool{}
 	for i := range all {
@@ -532,7 +557,7 @@ func (s *Source) syncPolicies(all []fileObjects) bool {
 			o := &fo.objs[j]
 			ref := o.Ref()
 			if seen[ref] {
-				errs = append(errs, fmt.Errorf("%s: %s defined twice; the first definition is used", o.Source, ref))
+				errs = append(errs, fmt.Errorf("%s: %s defined twice; the first definition is used", o.Source, policy.Truncate(ref.String())))
 				continue
 			}
 			seen[ref] = true
@@ -541,13 +566,12 @@ func (s *Source) syncPolicies(all []fileObjects) bool {
 				applied[ref] = true
 				continue
 			}
-			if err := o.Apply(s.store); err != nil {
+			if err := o.AddTo(&batch); err != nil {
 				errs = append(errs, fmt.Errorf("%s: %w", o.Source, err))
 				continue
 			}
-			s.loaded[ref] = h
+			hashes[ref] = h
 			applied[ref] = true
-			changed = true
 		}
 		if len(errs) > 0 && !fo.bad {
 			fo.bad = true
@@ -575,14 +599,29 @@ func (s *Source) syncPolicies(all []fileObjects) bool {
 			keep[ref] = true
 		}
 	}
+	var gone []policy.PolicyRef
 	for ref := range s.loaded {
 		if !keep[ref] {
-			s.store.DeletePolicy(ref)
-			delete(s.loaded, ref)
-			changed = true
+			batch.DeletePolicy(ref)
+			gone = append(gone, ref)
 		}
 	}
-	return changed
+	if err := s.store.ApplyPolicies(&batch); err != nil {
+		s.fileRefs = prevRefs
+		kept := 0
+		for _, refs := range s.fileRefs {
+			kept += len(refs)
+		}
+		s.problem(Problem{File: s.policies, Kind: ProblemInvalid, Err: err, Kept: kept, NoLastGood: len(s.fileRefs) == 0})
+		return false
+	}
+	for ref, h := range hashes {
+		s.loaded[ref] = h
+	}
+	for _, ref := range gone {
+		delete(s.loaded, ref)
+	}
+	return batch.Len() > 0
 }
 
 func hashObject(o *manifest.Object) string {
@@ -646,16 +685,6 @@ func (s *Source) Watch(ctx context.Context, interval time.Duration, onChange fun
 	}
 }
 
-// clip truncates s to about maxErrorLen bytes (on a rune boundary).
-func clip(s string) string {
-	if len(s) <= maxErrorLen {
-		return s
-	}
-	cut := maxErrorLen
-	for cut > 0 && !utf8RuneStart(s[cut]) {
-		cut--
-	}
-	return s[:cut] + fmt.Sprintf("… (%d bytes)", len(s))
-}
-
-func utf8RuneStart(b byte) bool { return b&0xC0 != 0x80 }
+// clip truncates s to about maxErrorLen bytes (policy.Truncate, the one
+// truncation helper of errors and logs).
+func clip(s string) string { return policy.Truncate(s) }
