@@ -58,10 +58,6 @@ const (
 	ProblemMissing = "missing"
 )
 
-// maxErrorLen bounds error texts in Problem and Health: a huge value in a file
-// is never echoed whole.
-const maxErrorLen = policy.MaxErrorValue
-
 // Problem is one file the last load could not take as it is. Its last good
 // content stays in force.
 type Problem struct {
@@ -685,6 +681,7 @@ func (s *Source) Watch(ctx context.Context, interval time.Duration, onChange fun
 	}
 }
 
-// clip truncates s to about maxErrorLen bytes (policy.Truncate, the one
-// truncation helper of errors and logs).
+// clip truncates s to about policy.MaxErrorValue bytes (policy.Truncate, the
+// one truncation helper of errors and logs): error texts in Problem and Health
+// never echo a huge value from a file whole.
 func clip(s string) string { return policy.Truncate(s) }
