@@ -85,6 +85,9 @@ type Observer struct {
 	Result func(result string)
 	// CacheHit is called for every query answered from a fresh cache entry.
 	CacheHit func()
+	// UpstreamHealth is called when an upstream goes down (MaxFails
+	// consecutive failures) or comes back up: once per transition.
+	UpstreamHealth func(upstream string, up bool)
 }
 
 // Outcomes of a query, as passed to Observer.Result (the values of the

@@ -19,7 +19,8 @@ type upstream struct {
 	addr  string
 	fails atomic.Int32 // consecutive failures
 	down  atomic.Bool
-	pool  udpPool // ready UDP sockets (forward_pool.go)
+	since atomic.Int64 // unix ns of the last change of down (0: up since start)
+	pool  udpPool      // ready UDP sockets (forward_pool.go)
 }
 
 // forwarder sends queries to the upstreams with failover.
@@ -97,14 +98,48 @@ func (f *forwarder) probeAll() {
 }
 
 func (f *forwarder) markFailed(u *upstream) {
-	if int(u.fails.Add(1)) >= f.s.MaxFails {
-		u.down.Store(true)
+	if int(u.fails.Add(1)) >= f.s.MaxFails && !u.down.Swap(true) {
+		f.healthChanged(u, false)
 	}
 }
 
 func (f *forwarder) markOK(u *upstream) {
 	u.fails.Store(0)
-	u.down.Store(false)
+	if u.down.Swap(false) {
+		f.healthChanged(u, true)
+	}
+}
+
+// healthChanged records a transition of u (once per transition, whatever
+// the number of queries that saw it) and reports it.
+func (f *forwarder) healthChanged(u *upstream, up bool) {
+	u.since.Store(time.Now().UnixNano())
+	if f.obs.UpstreamHealth != nil {
+		f.obs.UpstreamHealth(u.addr, up)
+	}
+}
+
+// UpstreamState is the health of one upstream.
+type UpstreamState struct {
+	Addr string `json:"addr"`
+	Up   bool   `json:"up"`
+	// Since is the time of the last change (zero: up since the start).
+	Since time.Time `json:"since,omitzero"`
+}
+
+// Upstreams returns the health of every upstream, in configuration order: an
+// upstream is down after MaxFails consecutive failed exchanges or health
+// probes, up again after one success.
+func (srv *Server) Upstreams() []UpstreamState {
+	out := make([]UpstreamState, 0, len(srv.fwd.ups))
+	for _, u := range srv.fwd.ups {
+		st := UpstreamState{Addr: u.addr, Up: !u.down.Load()}
+		if ns := u.since.Load(); ns != 0 {
+			st.Since = time.Unix(0, ns)
+		}
+		out = append(out, st)
+	}
+	return out
 }
 
 // healthy reports the health of each upstream, in configuration order.

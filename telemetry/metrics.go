@@ -47,6 +47,7 @@ type Metrics struct {
 	TraceExportErrors    prometheus.Counter     // egressd_trace_export_errors_total
 	PolicyReloadErrors   prometheus.Counter     // egressd_policy_reload_errors_total
 	PolicyReloadOK       prometheus.Gauge       // egressd_policy_reload_ok
+	DNSUpstreamUp        *prometheus.GaugeVec   // egressd_dns_upstream_up{upstream}
 
 	events map[string]prometheus.Counter // pre-resolved egressd_events_total children
 	other  prometheus.Counter            // egressd_events_total{event="other"}
@@ -123,12 +124,17 @@ func NewMetrics() *Metrics {
 		Name: "egressd_policy_reload_ok",
 		Help: "1 when the last load of the policy and workload files found no problem, 0 when a file was not taken (its last good content is in force).",
 	})
+	m.DNSUpstreamUp = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "egressd_dns_upstream_up",
+		Help: "1 while an upstream resolver answers, 0 once it is marked down (consecutive failed exchanges or health probes), by upstream host:port.",
+	}, []string{"upstream"})
 
 	m.Registry.MustRegister(
 		m.DNSQueries, m.DNSCacheHits, m.DNSBlocked, m.DNSUpstreamLatency,
 		m.DNSSetWriteLatency, m.DNSSetWriteErrors, m.Events, m.AuditDropped,
 		m.DataplaneApply, m.DataplaneApplyErrors, m.Policies, m.TunnelSuspected,
 		m.HTTPBlocked, m.TraceExportErrors, m.PolicyReloadErrors, m.PolicyReloadOK,
+		m.DNSUpstreamUp,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
@@ -227,6 +233,18 @@ func (m *Metrics) ObservePolicyReload(ok bool) {
 	}
 	m.PolicyReloadOK.Set(0)
 	m.PolicyReloadErrors.Inc()
+}
+
+// SetUpstreamUp sets egressd_dns_upstream_up of an upstream.
+func (m *Metrics) SetUpstreamUp(upstream string, up bool) {
+	if m == nil {
+		return
+	}
+	v := 0.0
+	if up {
+		v = 1
+	}
+	m.DNSUpstreamUp.WithLabelValues(upstream).Set(v)
 }
 
 // countEvent does the counting part of Reporter.Report.

@@ -30,6 +30,7 @@ var allMetrics = []string{
 	"egressd_trace_export_errors_total",
 	"egressd_policy_reload_errors_total",
 	"egressd_policy_reload_ok",
+	"egressd_dns_upstream_up",
 }
 
 func scrape(t *testing.T, m *Metrics) string {
@@ -64,6 +65,8 @@ func TestMetricsExposition(t *testing.T) {
 	m.ObservePolicyReload(true)
 	m.ObservePolicyReload(false)
 	m.ObservePolicyReload(false)
+	m.SetUpstreamUp("10.0.0.10:53", true)
+	m.SetUpstreamUp("10.0.0.11:53", false)
 	r := NewReporter(ReporterOptions{Metrics: m})
 	ctx := context.Background()
 	r.Report(ctx, blockedEvent(1))
@@ -97,6 +100,8 @@ func TestMetricsExposition(t *testing.T) {
 		`egressd_http_blocked_total 1`,
 		`egressd_policy_reload_errors_total 2`,
 		`egressd_policy_reload_ok 0`,
+		`egressd_dns_upstream_up{upstream="10.0.0.10:53"} 1`,
+		`egressd_dns_upstream_up{upstream="10.0.0.11:53"} 0`,
 		`go_goroutines `,
 		`process_start_time_seconds `,
 	} {

@@ -76,7 +76,12 @@ type agentStatus struct {
 		Total        uint64    `json:"total"`
 	} `json:"blocked"`
 	Resolver  map[string]uint64 `json:"resolver"`
-	Intercept []string          `json:"dnsIntercept"`
+	Upstreams []struct {
+		Addr  string    `json:"addr"`
+		Up    bool      `json:"up"`
+		Since time.Time `json:"since"`
+	} `json:"upstreams"`
+	Intercept []string `json:"dnsIntercept"`
 }
 
 type counted struct {
@@ -191,6 +196,17 @@ func printStatus(w io.Writer, st *agentStatus, since time.Duration) {
 	if r := s.Reload; r != nil && !r.OK {
 		fmt.Fprintf(tw, "Policy files\t%d not taken since %s (last good content in force): %s\n",
 			r.Problems, r.Since.Format(time.RFC3339), r.LastError)
+	}
+	if len(st.Upstreams) > 0 {
+		var ups []string
+		for _, u := range st.Upstreams {
+			state := "up"
+			if !u.Up {
+				state = fmt.Sprintf("DOWN for %s", st.Now.Sub(u.Since).Round(time.Second))
+			}
+			ups = append(ups, u.Addr+" "+state)
+		}
+		fmt.Fprintf(tw, "Upstreams\t%s\n", strings.Join(ups, ", "))
 	}
 	if len(st.Intercept) > 0 {
 		fmt.Fprintf(tw, "DNS interception\t%s\n", strings.Join(st.Intercept, ", "))

@@ -16,7 +16,7 @@ import (
 // and shows a policy file that is not taken.
 func TestStatusSendsBearerToken(t *testing.T) {
 	const tok = "0123456789abcdef-token"
-	doc := `{"node":"n1","ready":true,"sync":{"source":"files","reload":{"ok":false,"lastError":"/p.yaml: empty: holds no object","file":"/p.yaml","since":"2026-01-02T03:04:05Z","problems":1}}}`
+	doc := `{"node":"n1","ready":true,"sync":{"source":"files","reload":{"ok":false,"lastError":"/p.yaml: empty: holds no object","file":"/p.yaml","since":"2026-01-02T03:04:05Z","problems":1}},"now":"2026-01-02T03:05:05Z","upstreams":[{"addr":"10.0.0.10:53","up":false,"since":"2026-01-02T03:04:05Z"}]}`
 	srv := httptest.NewServer(telemetry.RequireBearer(tok, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		w.Write([]byte(doc))
 	})))
@@ -32,6 +32,9 @@ func TestStatusSendsBearerToken(t *testing.T) {
 	out, errOut, code := runCmd(t, "status", "--agent", srv.URL, "--token-file", tf)
 	if code != 0 {
 		t.Fatalf("--token-file: code %d, stderr %q", code, errOut)
+	}
+	if !strings.Contains(out, "10.0.0.10:53 DOWN for 1m0s") {
+		t.Errorf("the table does not show the upstream down:\n%s", out)
 	}
 	if !strings.Contains(out, "Policy files") || !strings.Contains(out, "/p.yaml: empty") {
 		t.Errorf("the table does not show the file not taken:\n%s", out)

@@ -67,8 +67,11 @@ type config struct {
 	// ReadyRequiresValidPolicies: /readyz fails while a policy or workloads
 	// file is not taken (its last good content is in force).
 	ReadyRequiresValidPolicies bool
-	LogLevel                   string
-	LogFormat                  string
+	// UpstreamDownGrace: /readyz fails once no upstream has answered for
+	// this long (0: never).
+	UpstreamDownGrace time.Duration
+	LogLevel          string
+	LogFormat         string
 }
 
 type listFlag struct{ v *[]string }
@@ -131,6 +134,7 @@ func parseFlags(args []string, stderr *os.File) (*config, error) {
 	fs.StringVar(&c.HTTPAddr, "http-addr", "127.0.0.1:9464", "address of /metrics, /healthz and /readyz")
 	fs.StringVar(&c.HTTPTokenFile, "http-token-file", "", "file holding the bearer token that /status and /metrics require (Authorization: Bearer TOKEN); required when --http-addr is not a loopback address. /healthz and /readyz stay open (kubelet probes)")
 	fs.BoolVar(&c.ReadyRequiresValidPolicies, "ready-requires-valid-policies", false, "/readyz fails (503) while a policy or workloads file is not taken (empty, cut mid-document, invalid); its last good content stays in force either way")
+	fs.DurationVar(&c.UpstreamDownGrace, "upstream-down-grace", 10*time.Second, "/readyz fails (503) once every upstream has been marked down for this long (0: never); lookups fail closed (SERVFAIL) meanwhile either way")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.StringVar(&c.LogFormat, "log-format", "text", "log format: text or json")
 	registerTunnelFlags(fs, c)
@@ -212,6 +216,9 @@ func (c *config) validate() error {
 	}
 	if c.MaxIPsPerAnswer < 1 || c.MaxIPsPerName < 1 || c.MaxElementsPerWorkload < 1 {
 		errs = append(errs, errors.New("--max-ips-per-answer, --max-ips-per-name and --max-elements-per-workload must be positive"))
+	}
+	if c.UpstreamDownGrace < 0 {
+		errs = append(errs, errors.New("--upstream-down-grace must not be negative"))
 	}
 	if c.MinSetTTL < 0 || c.SetGrace < 0 || c.ReloadInterval <= 0 {
 		errs = append(errs, errors.New("--min-set-ttl and --set-grace must not be negative, --reload-interval must be positive"))

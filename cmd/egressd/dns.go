@@ -112,6 +112,9 @@ func (a *agent) startDNS(ctx context.Context) (func(), error) {
 		return nil, fmt.Errorf("resolver: %w", err)
 	}
 	a.dns = srv
+	for _, u := range srv.Upstreams() {
+		a.metrics.SetUpstreamUp(u.Addr, u.Up)
+	}
 	a.registerResolverMetrics(srv)
 	a.log.Info("resolver listening", "addrs", srv.Addrs(), "upstreams", rc.Upstreams, "blocked-response", rc.BlockMode)
 	cctx, stopCP := context.WithCancel(context.Background())

@@ -3,6 +3,10 @@ package main
 import (
 	"fmt"
 	"net/http"
+	"strings"
+	"time"
+
+	"github.com/egressd/egressd/dnsproxy"
 
 	"github.com/egressd/egressd/telemetry"
 )
@@ -41,10 +45,31 @@ func (a *agent) notReady() string {
 	if msg, _ := a.lastErr.Load().(string); msg != "" {
 		return "last sync failed: " + msg
 	}
+	if srv := a.dnsServer(); srv != nil && a.cfg.UpstreamDownGrace > 0 {
+		if msg := upstreamsDown(srv.Upstreams(), time.Now(), a.cfg.UpstreamDownGrace); msg != "" {
+			return msg
+		}
+	}
 	if a.cfg.ReadyRequiresValidPolicies && a.kube == nil {
 		if h := a.source.Health(); !h.OK {
 			return "policy files not taken (--ready-requires-valid-policies; the last good content is in force): " + h.LastError
 		}
 	}
 	return ""
+}
+
+// upstreamsDown returns why /readyz fails when every upstream has been down
+// for longer than grace at now, or "".
+func upstreamsDown(ups []dnsproxy.UpstreamState, now time.Time, grace time.Duration) string {
+	var names []string
+	for _, u := range ups {
+		if u.Up || now.Sub(u.Since) < grace {
+			return ""
+		}
+		names = append(names, u.Addr)
+	}
+	if len(names) == 0 {
+		return ""
+	}
+	return fmt.Sprintf("no upstream resolver answered for more than %s (--upstream-down-grace): %s", grace, strings.Join(names, ", "))
 }

@@ -199,7 +199,9 @@ type Status struct {
 	SetsError string          `json:"setsError,omitempty"`
 	Blocked   BlockedStatus   `json:"blocked"`
 	Resolver  *dnsproxy.Stats `json:"resolver,omitempty"`
-	Intercept []string        `json:"dnsIntercept,omitempty"`
+	// Upstreams is the health of each upstream resolver.
+	Upstreams []dnsproxy.UpstreamState `json:"upstreams,omitempty"`
+	Intercept []string                 `json:"dnsIntercept,omitempty"`
 }
 
 // statusCountLimit bounds the elements counted per set for /status: a set
@@ -264,6 +266,7 @@ func (a *agent) status(ctx context.Context, since time.Duration) Status {
 	if srv := a.dnsServer(); srv != nil {
 		s := srv.Stats()
 		st.Resolver = &s
+		st.Upstreams = srv.Upstreams()
 	}
 	st.Intercept, _ = a.interceptView.Load().([]string)
 	return st

@@ -134,5 +134,14 @@ func (a *agent) observer() dnsproxy.Observer {
 		SetWrite: func(_ int, d time.Duration, err error) { m.ObserveSetWrite(d, err) },
 		Result:   m.DNSQuery, // dnsproxy.Result* are the result label's values
 		CacheHit: m.DNSCacheHit,
+		// Once per transition, not per failed query.
+		UpstreamHealth: func(upstream string, up bool) {
+			m.SetUpstreamUp(upstream, up)
+			if up {
+				a.log.Info("upstream resolver answers again", "upstream", upstream)
+			} else {
+				a.log.Warn("upstream resolver down: lookups go to the other upstreams, SERVFAIL when none answers", "upstream", upstream)
+			}
+		},
 	}
 }
