@@ -32,6 +32,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -72,9 +73,14 @@ type Problem struct {
 	NoLastGood bool
 }
 
-// Message is the problem as one line, with the error clipped to about 200 bytes.
+// Message is the problem as one line ("kind: file: error", the file named
+// once), clipped to about 200 bytes.
 func (p Problem) Message() string {
-	return clip(fmt.Sprintf("%s: %s: %v", p.File, p.Kind, p.Err))
+	e := p.Err.Error()
+	if !strings.HasPrefix(e, p.File) {
+		e = p.File + ": " + e
+	}
+	return clip(p.Kind + ": " + e)
 }
 
 // Hooks are called by Load; every field may be nil. They run with the source's
@@ -120,8 +126,12 @@ type Source struct {
 	fileRefs map[string]map[policy.PolicyRef]bool
 	// pods and nss are the workloads in force from the workloads file;
 	// workloadsGood: the workloads file has loaded without a problem once.
-	pods          map[policy.WorkloadKey]bool
-	nss           map[string]bool
+	pods map[policy.WorkloadKey]bool
+	nss  map[string]bool
+	// nsApplied is the version of each namespace last put in the store (an
+	// unchanged namespace is not upserted again: that would re-render the
+	// whole kernel table).
+	nsApplied     map[string]policy.Namespace
 	workloadsGood bool
 	// workloadsSeen, policiesSeen: the path existed at a load.
 	workloadsSeen, policiesSeen bool
@@ -142,7 +152,8 @@ func New(store *policy.Store, policies, workloads string, log *slog.Logger) *Sou
 	}
 	return &Source{store: store, policies: policies, workloads: workloads, log: log, now: time.Now,
 		loaded: map[policy.PolicyRef]string{}, fileRefs: map[string]map[policy.PolicyRef]bool{},
-		pods: map[policy.WorkloadKey]bool{}, nss: map[string]bool{}, reported: map[string]bool{}}
+		pods: map[policy.WorkloadKey]bool{}, nss: map[string]bool{}, nsApplied: map[string]policy.Namespace{},
+		reported: map[string]bool{}}
 }
 
 // SetHooks sets the functions Load reports through; call it before the first Load.
@@ -355,6 +366,10 @@ func (s *Source) syncWorkloads(ws *policy.Workloads, deleteMissing bool) (bool, 
 		if ns.Name == "" {
 			continue // invalidEntries reported it
 		}
+		if old, ok := s.nsApplied[ns.Name]; ok && s.nss[ns.Name] && reflect.DeepEqual(old, ns) {
+			nss[ns.Name] = true
+			continue
+		}
 		if err := s.store.UpsertNamespace(ns); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", s.workloads, err))
 			if s.nss[ns.Name] {
@@ -363,11 +378,13 @@ func (s *Source) syncWorkloads(ws *policy.Workloads, deleteMissing bool) (bool, 
 			continue
 		}
 		nss[ns.Name] = true
+		s.nsApplied[ns.Name] = ns
 		changed = true
 	}
 	for name := range s.nss {
 		if !nss[name] {
 			s.store.DeleteNamespace(name)
+			delete(s.nsApplied, name)
 			changed = true
 		}
 	}

@@ -274,3 +274,29 @@ func TestProblemMessageIsClipped(t *testing.T) {
 		t.Fatal("CutShort: a trailing key without a value")
 	}
 }
+
+// TestUnchangedFilesDoNotChangeTheStore: a reload that finds the same
+// namespaces, pods and policies (a file touched, another one cut) changes
+// nothing: no sync, no re-render of the kernel table.
+func TestUnchangedFilesDoNotChangeTheStore(t *testing.T) {
+	dir := t.TempDir()
+	wl := filepath.Join(dir, "workloads.yaml")
+	write(t, wl, workloads)
+	pf := filepath.Join(dir, "deny.yaml")
+	write(t, pf, denyAll)
+	s := policy.NewStore()
+	src := New(s, pf, wl, nil)
+	loadOK(t, src)
+	gen := s.Generation()
+	write(t, wl, workloads) // same content, new mtime
+	if changed, err := src.Load(); changed || err != nil {
+		t.Fatalf("same files: changed=%v err=%v", changed, err)
+	}
+	write(t, pf, "")
+	if changed, _ := src.Load(); changed {
+		t.Fatal("an emptied policy file changed the store")
+	}
+	if g := s.Generation(); g != gen {
+		t.Fatalf("store generation %d → %d", gen, g)
+	}
+}

@@ -138,10 +138,10 @@ func TestReplayMalformedMetric(t *testing.T) {
 // its log (once) and /readyz stops answering 200. Before (main 8ff4d7d)
 // /readyz stayed 200 and the log said nothing while queries got SERVFAIL.
 func TestReplayUpstreamDown(t *testing.T) {
-	t.Skip("pending issue 17 small item upstream down (helper files)")
 	w := New(t, Config{Zone: smallZone, Policies: allowWorldPolicies})
 	w.StartSilent("127.0.0.1:5399")
-	a := w.StartAgent(AgentOptions{Upstreams: []string{"127.0.0.1:5399"}, NoWait: true})
+	// --upstream-down-grace (default 10s) shortened to keep the test short.
+	a := w.StartAgent(AgentOptions{Upstreams: []string{"127.0.0.1:5399"}, NoWait: true, Extra: []string{"--upstream-down-grace", "1s"}})
 	for i := 0; !strings.Contains(a.Log(), "egressd ready"); i++ {
 		if i == 300 {
 			t.Fatalf("agent not ready:\n%s", a.Log())
@@ -152,7 +152,12 @@ func TestReplayUpstreamDown(t *testing.T) {
 	if err != nil {
 		t.Fatalf("query: %v", err)
 	}
+	// Down after 2 failed probes (1 s apart), then the grace: poll up to 20 s.
 	code, _, err := a.Get("/readyz")
+	for i := 0; code == http.StatusOK && i < 200; i++ {
+		time.Sleep(100 * time.Millisecond)
+		code, _, err = a.Get("/readyz")
+	}
 	upstreamLines := regexp.MustCompile(`(?m)^.*level=(WARN|ERROR).*upstream.*$`).FindAllString(a.Log(), -1)
 	t.Logf("ok.world.test: %s; /readyz %d %v; WARN/ERROR lines naming the upstream: %q", Rcode(r), code, err, upstreamLines)
 	if r.Rcode != dns.RcodeServerFailure {
