@@ -43,6 +43,9 @@ type Store struct {
 	maxPolicies int
 	// fqdn is the index of the policies' FQDN rules (lookups).
 	fqdn fqdnIndexCache
+	// wlChanged is closed at the next change of workloads (wait.go); nil
+	// until someone waits.
+	wlChanged chan struct{}
 }
 
 // changeLog is the set of keys changed since the last compile.
@@ -163,6 +166,7 @@ func (s *Store) DeleteWorkload(key WorkloadKey) {
 
 func (s *Store) markWorkloadLocked(key WorkloadKey, old *Workload) {
 	s.gen++
+	s.notifyWorkloadsLocked() // wait.go
 	if !s.pending.touched[key] {
 		s.pending.touched[key] = true
 		s.pending.workloads[key] = old
