@@ -266,6 +266,7 @@ func (srv *Server) RestoreCache(cp Checkpoint) int {
 		}
 		srv.capAnswer(context.Background(), nil, m) // limits.go: a checkpoint of an older release
 		key := cacheKey(m.Question[0], ca.Flags&1 != 0, ca.Flags&2 != 0, ca.Flags&4 != 0)
+		minimize(m, ca.Flags&4 != 0) // a checkpoint of an older release may carry NS and glue
 		if srv.cache.restore(key, m, ca.Stored, ca.Expires, now) {
 			n++
 		}
