@@ -158,6 +158,11 @@ func (srv *Server) classify(req *request) (reply *dns.Msg, drop bool) {
 		return srv.rcode(req, dns.RcodeFormatError), false
 	}
 	req.opt = q.IsEdns0()
+	if req.opt != nil && !singleRootOPT(q) {
+		// RFC 6891 6.1.1: one OPT record at most, owned by the root.
+		srv.st.malformed.Add(1)
+		return srv.rcode(req, dns.RcodeFormatError), false
+	}
 	if req.opt != nil && req.opt.Version() != 0 {
 		srv.st.malformed.Add(1)
 		r := srv.rcode(req, dns.RcodeBadVers)
@@ -172,6 +177,20 @@ func (srv *Server) classify(req *request) (reply *dns.Msg, drop bool) {
 		return srv.rcode(req, dns.RcodeRefused), false
 	}
 	return nil, false
+}
+
+// singleRootOPT reports whether the additional section of q holds one OPT
+// record, owned by the root name.
+func singleRootOPT(q *dns.Msg) bool {
+	n := 0
+	for _, rr := range q.Extra {
+		if h := rr.Header(); h.Rrtype == dns.TypeOPT {
+			if n++; n > 1 || h.Name != "." {
+				return false
+			}
+		}
+	}
+	return n == 1
 }
 
 // resolve answers from the cache or the upstreams. Identical queries in flight

@@ -165,13 +165,13 @@ func (srv *Server) Start() error {
 	var ready sync.WaitGroup
 	ready.Add(len(pcs) + len(lns))
 	for _, pc := range pcs {
-		srv.run(&dns.Server{PacketConn: pc, Handler: srv, MsgAcceptFunc: srv.accept,
+		srv.run(&dns.Server{PacketConn: pc, Handler: srv, MsgAcceptFunc: srv.accept, MsgInvalidFunc: srv.invalid,
 			DecorateReader: srv.decorateReader, UDPSize: 4096, ReadTimeout: srv.s.TCPReadTimeout, WriteTimeout: srv.s.TCPReadTimeout,
 			NotifyStartedFunc: ready.Done})
 	}
 	idle := srv.s.TCPIdleTimeout
 	for _, ln := range lns {
-		srv.run(&dns.Server{Listener: ln, Handler: srv, MsgAcceptFunc: srv.accept,
+		srv.run(&dns.Server{Listener: ln, Handler: srv, MsgAcceptFunc: srv.accept, MsgInvalidFunc: srv.invalid,
 			ReadTimeout: srv.s.TCPReadTimeout, WriteTimeout: srv.s.TCPReadTimeout,
 			IdleTimeout: func() time.Duration { return idle }, NotifyStartedFunc: ready.Done})
 	}
@@ -236,6 +236,13 @@ func (srv *Server) accept(dh dns.Header) dns.MsgAcceptAction {
 		srv.st.malformed.Add(1)
 	}
 	return a
+}
+
+// invalid counts what the miekg/dns server discards or answers FORMERR
+// itself before the handler sees it: datagrams shorter than a header and
+// messages that do not parse.
+func (srv *Server) invalid([]byte, error) {
+	srv.st.malformed.Add(1)
 }
 
 func reusePort(network, address string, c syscall.RawConn) error {
