@@ -2,6 +2,7 @@ package nftset_test
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"testing"
 	"time"
@@ -92,4 +93,35 @@ func TestConformanceSplit(t *testing.T) {
 			Kernel:  func(t *testing.T, set string) []ipset.Element { return nftList(t, ns, "egressd", set) },
 		}
 	})
+}
+
+// TestCountsIntervalsAndMaps: Counts counts an interval once (not its two
+// boundary elements), lists every named set of the table, and reports an
+// empty set as 0.
+func TestCountsIntervalsAndMaps(t *testing.T) {
+	testenv.RequireRoot(t)
+	testenv.RequireTools(t, "ip", "nft")
+	m, ns := newManager(t)
+	ctx := context.Background()
+	nets := ipset.Spec{Name: "nets", Family: ipset.IPv4, Kind: ipset.KindPrefix}
+	addrs := ipset.Spec{Name: "addrs", Family: ipset.IPv6, Kind: ipset.KindAddr, Timeout: true}
+	empty := ipset.Spec{Name: "empty", Family: ipset.IPv4, Kind: ipset.KindAddrPair}
+	if err := m.Ensure(ctx, nets, addrs, empty); err != nil {
+		t.Fatal(err)
+	}
+	p := netip.MustParsePrefix
+	err := m.Apply(ctx,
+		ipset.Op{Kind: ipset.OpAdd, Set: "nets", Elements: []ipset.Element{{Prefix: p("10.0.0.0/8")}, {Prefix: p("192.168.1.0/24")}, {Prefix: p("172.16.0.0/12")}}},
+		ipset.Op{Kind: ipset.OpAdd, Set: "addrs", Elements: []ipset.Element{ipset.Addr(netip.MustParseAddr("2001:db8::1"), time.Minute)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := nftset.Counts(ctx, nftset.DefaultTable, 0, nftset.WithNetNS(int(ns.Handle)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []nftset.SetCount{{Name: "addrs", Elements: 1}, {Name: "empty"}, {Name: "nets", Elements: 3}}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("Counts = %+v, want %+v", got, want)
+	}
 }
