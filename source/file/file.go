@@ -135,8 +135,10 @@ type Source struct {
 	workloadsGood bool
 	// workloadsSeen, policiesSeen: the path existed at a load.
 	workloadsSeen, policiesSeen bool
-	// stamp is the fingerprint of the files at the last load.
+	// stamp is the fingerprint of the files at the last load; stampErr the
+	// error that kept it from being taken (the same error again is no change).
 	stamp    string
+	stampErr string
 	problems []Problem
 	// reported is the text of the problems last reported (log and Failed).
 	reported map[string]bool
@@ -209,10 +211,13 @@ func (s *Source) Load() (bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	stamp, err := s.fingerprint()
-	if err == nil && stamp == s.stamp {
+	if err == nil && stamp == s.stamp || err != nil && err.Error() == s.stampErr {
 		return false, s.joined()
 	}
-	s.stamp = stamp // "" on error: the next poll loads again
+	s.stamp, s.stampErr = stamp, "" // "" on error: the next change loads again
+	if err != nil {
+		s.stampErr = err.Error()
+	}
 	s.problems = nil
 	changed := false
 	if s.workloads != "" {

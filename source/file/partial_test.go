@@ -300,3 +300,39 @@ func TestUnchangedFilesDoNotChangeTheStore(t *testing.T) {
 		t.Fatalf("store generation %d → %d", gen, g)
 	}
 }
+
+// TestUnreadableFileCountedOnce: a file that cannot be read (a dangling
+// symlink in the policy directory) is one problem, loaded and counted once,
+// not once per poll; its removal clears it.
+func TestUnreadableFileCountedOnce(t *testing.T) {
+	dir := t.TempDir()
+	wl := filepath.Join(dir, "workloads.yaml")
+	write(t, wl, workloads)
+	pol := filepath.Join(dir, "policies")
+	if err := os.Mkdir(pol, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	write(t, filepath.Join(pol, "deny.yaml"), denyAll)
+	s := policy.NewStore()
+	src := New(s, pol, wl, nil)
+	loads := 0
+	src.SetHooks(Hooks{Loaded: func(bool) { loads++ }})
+	loadOK(t, src)
+	link := filepath.Join(pol, "gone.yaml")
+	if err := os.Symlink(filepath.Join(dir, "nowhere.yaml"), link); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		loadBad(t, src, link, ProblemUnreadable)
+	}
+	if loads != 2 {
+		t.Fatalf("%d loads for one unchanged problem, want 2 (the good one and the first bad one)", loads)
+	}
+	if v := verdict(s, 80); v != policy.Deny {
+		t.Fatalf("deny-all: got %s", v)
+	}
+	if err := os.Remove(link); err != nil {
+		t.Fatal(err)
+	}
+	loadOK(t, src)
+}
