@@ -140,6 +140,20 @@ type Config struct {
 	// SweepInterval is how often expired answer addresses are dropped from
 	// the tracker and the reference model (policy.Store) (default 30s).
 	SweepInterval time.Duration
+
+	// Rebinding protection (rebind.go): answer addresses in 0.0.0.0/8, ::,
+	// 127.0.0.0/8, ::1, 169.254.0.0/16 and fe80::/10 are always dropped; the
+	// node's addresses and the cluster CIDRs below are dropped from answers
+	// of names outside the cluster domain and the search domains.
+	//
+	// RebindNodeAddrs are the node's own addresses (the agent lists them at
+	// start).
+	RebindNodeAddrs []netip.Addr
+	// RebindClusterCIDRs are the cluster's Service and pod CIDRs.
+	RebindClusterCIDRs []netip.Prefix
+	// RebindAllow are exceptions: addresses inside them are never dropped
+	// (0.0.0.0/0 and ::/0 turn the protection off).
+	RebindAllow []netip.Prefix
 }
 
 // Defaults returns c with every zero field set to its default.
@@ -289,6 +303,18 @@ func (c Config) Validate() error {
 	if !c.SinkholeIPv4.Unmap().Is4() {
 		bad("SinkholeIPv4", "%v is not an IPv4 address", c.SinkholeIPv4)
 	}
+	for name, ps := range map[string][]netip.Prefix{"RebindAllow": c.RebindAllow, "RebindClusterCIDRs": c.RebindClusterCIDRs} {
+		for _, p := range ps {
+			if !p.IsValid() {
+				bad(name, "invalid prefix %v", p)
+			}
+		}
+	}
+	for _, a := range c.RebindNodeAddrs {
+		if !a.IsValid() {
+			bad("RebindNodeAddrs", "invalid address")
+		}
+	}
 	if !c.SinkholeIPv6.Is6() || c.SinkholeIPv6.Is4In6() {
 		bad("SinkholeIPv6", "%v is not an IPv6 address", c.SinkholeIPv6)
 	}
@@ -325,6 +351,7 @@ type settings struct {
 	blocked   uint32
 	minSetTTL uint32
 	grace     uint32
+	rebindOff bool // RebindAllow covers every address
 }
 
 func compile(c Config) (*settings, error) {
@@ -345,6 +372,12 @@ func compile(c Config) (*settings, error) {
 	s.staleTTL, s.blocked = sec(c.StaleTTL), sec(c.BlockedTTL)
 	s.minSetTTL, s.grace = sec(c.MinSetTTL), sec(c.SetGrace)
 	s.BlockMode, _ = ParseBlockMode(string(c.BlockMode))
+	all4, all6 := false, false
+	for _, p := range c.RebindAllow {
+		all4 = all4 || (p.Addr().Is4() && p.Bits() == 0)
+		all6 = all6 || (p.Addr().Is6() && p.Bits() == 0)
+	}
+	s.rebindOff = all4 && all6
 	s.SinkholeIPv4 = s.SinkholeIPv4.Unmap()
 	return s, nil
 }

@@ -37,6 +37,8 @@ type wireForm struct {
 	qend  int       // end of the question section
 	ttls  []ttlSlot // every record's TTL field (OPT excluded: there is none)
 	addrs []addrSlot
+	// rebind caches rebindHit: 0 unknown, 1 no address dropped, 2 some.
+	rebind atomic.Int32
 }
 
 type ttlSlot struct {
@@ -356,6 +358,9 @@ func (r *fastReader) serve(conn *net.UDPConn, b []byte, sess *dns.SessionUDP) bo
 	// unchanged (mixed-case spellings, as 0x20 randomisation, take the slow path).
 	if !bytes.Equal(b[12:q.qend-4], wf.b[12:wf.qend-4]) {
 		return false
+	}
+	if srv.rebindHit(wf) {
+		return false // rebinding protection filters and reports on the slow path
 	}
 	ua, _ := sess.RemoteAddr().(*net.UDPAddr)
 	if ua == nil {

@@ -130,6 +130,9 @@ func (srv *Server) handle(ctx context.Context, req *request) *dns.Msg {
 		}
 	}
 
+	// drop the addresses of rebinding ranges (rebind.go), for every client
+	srv.rebindProtect(ctx, req, wl, reply)
+
 	// program
 	if wl != nil {
 		if err := srv.program(ctx, req, wl, rules, reply, links); err != nil {

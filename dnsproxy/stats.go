@@ -39,6 +39,9 @@ type Event struct {
 	// target, a DNAME owner or a substituted name) whose Deny rule decided
 	// a blocked or audited lookup; empty when the question name decided.
 	CNAME string
+	// RebindAddrs lists the answer addresses rebinding protection removed
+	// ("169.254.169.254 (link-local)"; EventRebindingBlocked only, at most 16).
+	RebindAddrs []string
 	// Domain (registered domain), Score and Features are set on tunnel
 	// events (EventTunnelSuspected, EventTunnelBlocked; tunnelhook.go).
 	Domain   string
@@ -88,6 +91,9 @@ type Observer struct {
 	// UpstreamHealth is called when an upstream goes down (MaxFails
 	// consecutive failures) or comes back up: once per transition.
 	UpstreamHealth func(upstream string, up bool)
+	// Rebinding is called for every answer address dropped by rebinding
+	// protection, with its range (one of RebindRanges).
+	Rebinding func(rng string)
 }
 
 // Outcomes of a query, as passed to Observer.Result (the values of the
@@ -148,6 +154,9 @@ type Stats struct {
 	// (workload, name) held MaxIPsPerName addresses or their workload
 	// MaxElementsPerWorkload set elements (limits.go).
 	IPsOverAnswerCap, IPsOverNameCap, IPsOverWorkloadCap uint64
+	// RebindDropped counts answer addresses dropped by rebinding protection
+	// (rebind.go).
+	RebindDropped uint64
 }
 
 type counters struct {
@@ -157,6 +166,7 @@ type counters struct {
 	rateLimited, overloaded, malformed, truncated             atomic.Uint64
 	scrubbed, swept                                           atomic.Uint64
 	overAnswer, overName, overWorkload                        atomic.Uint64
+	rebindDropped                                             atomic.Uint64
 }
 
 func (c *counters) snapshot() Stats {
@@ -171,5 +181,6 @@ func (c *counters) snapshot() Stats {
 		Malformed: c.malformed.Load(), Truncated: c.truncated.Load(),
 		Scrubbed: c.scrubbed.Load(), Swept: c.swept.Load(),
 		IPsOverAnswerCap: c.overAnswer.Load(), IPsOverNameCap: c.overName.Load(), IPsOverWorkloadCap: c.overWorkload.Load(),
+		RebindDropped: c.rebindDropped.Load(),
 	}
 }

@@ -49,6 +49,10 @@ const (
 	// EventAnswerCapped: addresses of an answer dropped by a bound on what answers put
 	// into the kernel sets (reason names it; attrs egressd.dropped counts them).
 	EventAnswerCapped = "dns.answer.capped"
+	// EventRebindingBlocked: answer addresses in a rebinding range (loopback,
+	// link-local, the node's, the cluster's) dropped from an answer; attrs
+	// "egressd.rebinding.dropped" lists them.
+	EventRebindingBlocked = "dns.rebinding.blocked"
 )
 
 // Events lists every known event name, in a stable order.
@@ -56,7 +60,7 @@ var Events = []string{
 	EventLookupBlocked, EventLookupAudit, EventLookupAllowed,
 	EventTunnelSuspected, EventTunnelBlocked, EventHTTPBlocked, EventHTTPAudit, EventPacketDenied,
 	EventPolicyReloadFailed, EventPolicyReloadRecovered,
-	EventAnswerCapped,
+	EventAnswerCapped, EventRebindingBlocked,
 }
 
 // IsTunnel reports whether name is a tunnel-detection event (those carry Domain, Score

@@ -48,6 +48,7 @@ type Metrics struct {
 	PolicyReloadErrors   prometheus.Counter     // egressd_policy_reload_errors_total
 	PolicyReloadOK       prometheus.Gauge       // egressd_policy_reload_ok
 	DNSUpstreamUp        *prometheus.GaugeVec   // egressd_dns_upstream_up{upstream}
+	DNSRebindingBlocked  *prometheus.CounterVec // egressd_dns_rebinding_blocked_total{range}
 
 	events map[string]prometheus.Counter // pre-resolved egressd_events_total children
 	other  prometheus.Counter            // egressd_events_total{event="other"}
@@ -128,6 +129,15 @@ func NewMetrics() *Metrics {
 		Name: "egressd_dns_upstream_up",
 		Help: "1 while an upstream resolver answers, 0 once it is marked down (consecutive failed exchanges or health probes), by upstream host:port.",
 	}, []string{"upstream"})
+
+	m.DNSRebindingBlocked = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "egressd_dns_rebinding_blocked_total",
+		Help: "Answer addresses dropped by DNS rebinding protection, by range (unspecified, loopback, link-local, node, cluster).",
+	}, []string{"range"})
+	m.Registry.MustRegister(m.DNSRebindingBlocked)
+	for _, r := range RebindRanges {
+		m.DNSRebindingBlocked.WithLabelValues(r)
+	}
 
 	m.Registry.MustRegister(
 		m.DNSQueries, m.DNSCacheHits, m.DNSBlocked, m.DNSUpstreamLatency,
@@ -265,6 +275,18 @@ func (m *Metrics) countEvent(ev *Event) {
 	case EventHTTPBlocked:
 		m.HTTPBlocked.Inc()
 	}
+}
+
+// RebindRanges are the range label values of egressd_dns_rebinding_blocked_total
+// (dnsproxy.RebindRanges), pre-initialised to 0.
+var RebindRanges = []string{"unspecified", "loopback", "link-local", "node", "cluster"}
+
+// CountRebinding counts one answer address dropped by rebinding protection.
+func (m *Metrics) CountRebinding(rng string) {
+	if m == nil {
+		return
+	}
+	m.DNSRebindingBlocked.WithLabelValues(rng).Inc()
 }
 
 // auditDropped is AuditOptions.OnDrop for a log that reports here.

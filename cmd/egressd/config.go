@@ -19,6 +19,7 @@ type config struct {
 	l7Config     // l7.go
 	kubeConfig   // kube.go
 	dnsConfig    // dns_flags.go
+	rebindConfig // rebind_flags.go
 
 	Policies       string
 	Workloads      string
@@ -141,6 +142,7 @@ func parseFlags(args []string, stderr *os.File) (*config, error) {
 	registerL7Flags(fs, c)
 	registerKubeFlags(fs, c)
 	registerDNSFlags(fs, c)
+	registerRebindFlags(fs, c)
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -206,6 +208,9 @@ func (c *config) validate() error {
 		errs = append(errs, err)
 	}
 	if err := c.validateDNS(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.validateRebind(); err != nil {
 		errs = append(errs, err)
 	}
 	if err := c.validateL7(); err != nil { // l7.go

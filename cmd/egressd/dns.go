@@ -62,6 +62,9 @@ func (c *config) resolverConfig() (dnsproxy.Config, error) {
 		MaxIPsPerAnswer:        c.MaxIPsPerAnswer,
 		MaxIPsPerName:          c.MaxIPsPerName,
 		MaxElementsPerWorkload: c.MaxElementsPerWorkload,
+
+		RebindAllow:        rebindPrefixes(c.RebindAllow),
+		RebindClusterCIDRs: rebindPrefixes(c.ClusterCIDRs),
 	}
 	for _, s := range strings.Split(c.Sinkhole, ",") {
 		a, err := netip.ParseAddr(strings.TrimSpace(s))
@@ -88,6 +91,9 @@ func (a *agent) startDNS(ctx context.Context) (func(), error) {
 	rc, err := a.cfg.resolverConfig()
 	if err != nil {
 		return nil, fmt.Errorf("resolver: %w", err)
+	}
+	if rc.RebindNodeAddrs, err = nodeAddrs(); err != nil { // localaddr.go
+		return nil, fmt.Errorf("resolver: rebinding protection: %w", err)
 	}
 	deps := dnsproxy.Deps{Engine: a.engine, Reporter: a.withStatus(a.reporter()), Observer: a.observer()}
 	deps.Tunnel = a.tunnelDetector() // tunnel.go

@@ -108,3 +108,19 @@ func addrAssigned(ip netip.Addr) (bool, error) {
 	}
 	return false, nil
 }
+
+// nodeAddrs lists the addresses of the node's interfaces (those of the
+// namespace the agent runs in): rebinding protection drops them from answers.
+func nodeAddrs() ([]netip.Addr, error) {
+	addrs, err := netlink.AddrList(nil, netlink.FAMILY_ALL)
+	if err != nil {
+		return nil, fmt.Errorf("list addresses: %w", err)
+	}
+	var out []netip.Addr
+	for _, a := range addrs {
+		if ip, ok := netip.AddrFromSlice(a.IP); ok {
+			out = append(out, ip.Unmap())
+		}
+	}
+	return out, nil
+}

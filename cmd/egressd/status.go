@@ -130,7 +130,19 @@ func (s statusReporter) TunnelEvent(ctx context.Context, ev dnsproxy.Event) {
 	}
 }
 
-var _ dnsproxy.TunnelReporter = statusReporter{}
+// RebindingBlocked passes rebinding events on (hidden by the wrapper
+// otherwise).
+func (s statusReporter) RebindingBlocked(ctx context.Context, ev dnsproxy.Event) {
+	if rr, ok := s.Reporter.(dnsproxy.RebindReporter); ok {
+		rr.RebindingBlocked(ctx, ev)
+	}
+}
+
+var (
+	_ dnsproxy.TunnelReporter = statusReporter{}
+	_ dnsproxy.RebindReporter = statusReporter{}
+	_ dnsproxy.RebindReporter = dnsReporter{}
+)
 
 // AnswerCapped passes dns.answer.capped events on (hidden by the wrapper
 // otherwise, as TunnelEvent).

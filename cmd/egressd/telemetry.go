@@ -120,6 +120,17 @@ func (d dnsReporter) AnswerCapped(ctx context.Context, ev dnsproxy.Event) {
 
 var _ dnsproxy.CapReporter = dnsReporter{}
 
+// RebindingBlocked implements dnsproxy.RebindReporter: the dropped addresses go
+// in the attribute egressd.rebinding.dropped.
+func (d dnsReporter) RebindingBlocked(ctx context.Context, ev dnsproxy.Event) {
+	ns, _, _ := strings.Cut(ev.Workload, "/")
+	d.r.Report(ctx, telemetry.Event{
+		Time: ev.Time, Event: telemetry.EventRebindingBlocked, Workload: ev.Workload, Namespace: ns, Client: ev.Client,
+		QName: ev.QName, QType: ev.QType, Reason: ev.Reason, Response: ev.Response,
+		Attrs: map[string]string{"egressd.rebinding.dropped": strings.Join(ev.RebindAddrs, ", ")},
+	})
+}
+
 func (a *agent) reporter() dnsproxy.Reporter { return dnsReporter{a.events} }
 
 // observer feeds the resolver's latencies into the metrics.
@@ -143,5 +154,6 @@ func (a *agent) observer() dnsproxy.Observer {
 				a.log.Warn("upstream resolver down: lookups go to the other upstreams, SERVFAIL when none answers", "upstream", upstream)
 			}
 		},
+		Rebinding: m.CountRebinding,
 	}
 }

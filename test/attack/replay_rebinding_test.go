@@ -41,7 +41,6 @@ spec:
 // answer is kept. Before the fix (main 8ff4d7d) every one of them was answered
 // and written into the allow rule's set.
 func TestReplayRebinding(t *testing.T) {
-	t.Skip("pending issue 17 item 4 fix (helper chain)")
 	w := New(t, Config{Zone: rebindZone, Policies: rebindPolicies})
 	a := w.StartAgent(AgentOptions{})
 	pod := w.Pods[0]
