@@ -127,6 +127,20 @@ type UpstreamState struct {
 	Since time.Time `json:"since,omitzero"`
 }
 
+// AllDownFor returns the addresses of ups when every one of them has been
+// down for at least grace at now, else nil (an agent's readiness: lookups
+// fail closed while no upstream answers).
+func AllDownFor(ups []UpstreamState, now time.Time, grace time.Duration) []string {
+	var addrs []string
+	for _, u := range ups {
+		if u.Up || now.Sub(u.Since) < grace {
+			return nil
+		}
+		addrs = append(addrs, u.Addr)
+	}
+	return addrs
+}
+
 // Upstreams returns the health of every upstream, in configuration order: an
 // upstream is down after MaxFails consecutive failed exchanges or health
 // probes, up again after one success.

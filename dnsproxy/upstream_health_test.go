@@ -58,3 +58,31 @@ func TestUpstreamHealthTransitionsReportedOnce(t *testing.T) {
 		t.Fatalf("after recovery: %+v", st)
 	}
 }
+
+// TestAllDownFor: only when every upstream has been down for the grace.
+func TestAllDownFor(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	grace := 10 * time.Second
+	down := func(addr string, ago time.Duration) UpstreamState {
+		return UpstreamState{Addr: addr, Since: now.Add(-ago)}
+	}
+	up := UpstreamState{Addr: "10.0.0.2:53", Up: true}
+	for _, tc := range []struct {
+		name string
+		ups  []UpstreamState
+		fail bool
+	}{
+		{"all up", []UpstreamState{up}, false},
+		{"one down, one up", []UpstreamState{down("10.0.0.1:53", time.Hour), up}, false},
+		{"all down within grace", []UpstreamState{down("10.0.0.1:53", time.Hour), down("10.0.0.3:53", 5*time.Second)}, false},
+		{"all down past grace", []UpstreamState{down("10.0.0.1:53", time.Hour), down("10.0.0.3:53", 11*time.Second)}, true},
+	} {
+		down := AllDownFor(tc.ups, now, grace)
+		if (len(down) > 0) != tc.fail {
+			t.Errorf("%s: %q, want all down %v", tc.name, down, tc.fail)
+		}
+		if tc.fail && (len(down) != 2 || down[1] != "10.0.0.3:53") {
+			t.Errorf("%s: %q does not name the upstreams", tc.name, down)
+		}
+	}
+}

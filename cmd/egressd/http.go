@@ -46,8 +46,8 @@ func (a *agent) notReady() string {
 		return "last sync failed: " + msg
 	}
 	if srv := a.dnsServer(); srv != nil && a.cfg.UpstreamDownGrace > 0 {
-		if msg := upstreamsDown(srv.Upstreams(), time.Now(), a.cfg.UpstreamDownGrace); msg != "" {
-			return msg
+		if down := dnsproxy.AllDownFor(srv.Upstreams(), time.Now(), a.cfg.UpstreamDownGrace); len(down) > 0 {
+			return fmt.Sprintf("no upstream resolver answered for more than %s (--upstream-down-grace): %s", a.cfg.UpstreamDownGrace, strings.Join(down, ", "))
 		}
 	}
 	if a.cfg.ReadyRequiresValidPolicies && a.kube == nil {
@@ -56,20 +56,4 @@ func (a *agent) notReady() string {
 		}
 	}
 	return ""
-}
-
-// upstreamsDown returns why /readyz fails when every upstream has been down
-// for longer than grace at now, or "".
-func upstreamsDown(ups []dnsproxy.UpstreamState, now time.Time, grace time.Duration) string {
-	var names []string
-	for _, u := range ups {
-		if u.Up || now.Sub(u.Since) < grace {
-			return ""
-		}
-		names = append(names, u.Addr)
-	}
-	if len(names) == 0 {
-		return ""
-	}
-	return fmt.Sprintf("no upstream resolver answered for more than %s (--upstream-down-grace): %s", grace, strings.Join(names, ", "))
 }

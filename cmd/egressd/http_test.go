@@ -12,8 +12,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/egressd/egressd/dnsproxy"
 )
 
 const testPolicy = `apiVersion: egressd.io/v1alpha1
@@ -209,34 +207,5 @@ func TestRefusesToStartOnEmptyPolicyFile(t *testing.T) {
 	err = newAgent(cfg, slog.New(slog.DiscardHandler)).run(ctx)
 	if err == nil || !strings.Contains(err.Error(), pol) || !strings.Contains(err.Error(), "not starting") {
 		t.Fatalf("run on an empty policy file: %v, want a refusal naming the file", err)
-	}
-}
-
-// TestReadyzFailsWhenEveryUpstreamIsDownPastGrace: /readyz fails only when
-// every upstream has been down for longer than --upstream-down-grace.
-func TestReadyzFailsWhenEveryUpstreamIsDownPastGrace(t *testing.T) {
-	now := time.Unix(1_700_000_000, 0)
-	grace := 10 * time.Second
-	down := func(addr string, ago time.Duration) dnsproxy.UpstreamState {
-		return dnsproxy.UpstreamState{Addr: addr, Since: now.Add(-ago)}
-	}
-	up := dnsproxy.UpstreamState{Addr: "10.0.0.2:53", Up: true}
-	for _, tc := range []struct {
-		name string
-		ups  []dnsproxy.UpstreamState
-		fail bool
-	}{
-		{"all up", []dnsproxy.UpstreamState{up}, false},
-		{"one down, one up", []dnsproxy.UpstreamState{down("10.0.0.1:53", time.Hour), up}, false},
-		{"all down within grace", []dnsproxy.UpstreamState{down("10.0.0.1:53", time.Hour), down("10.0.0.3:53", 5*time.Second)}, false},
-		{"all down past grace", []dnsproxy.UpstreamState{down("10.0.0.1:53", time.Hour), down("10.0.0.3:53", 11*time.Second)}, true},
-	} {
-		msg := upstreamsDown(tc.ups, now, grace)
-		if (msg != "") != tc.fail {
-			t.Errorf("%s: %q, want failing %v", tc.name, msg, tc.fail)
-		}
-		if tc.fail && !strings.Contains(msg, "10.0.0.3:53") {
-			t.Errorf("%s: %q does not name the upstreams", tc.name, msg)
-		}
 	}
 }
