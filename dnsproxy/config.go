@@ -51,8 +51,32 @@ type Config struct {
 	// (default 2s).
 	TCPIdleTimeout, TCPReadTimeout time.Duration
 	// MaxInflight bounds the queries handled at once; queries beyond it are
-	// answered REFUSED (default 4096).
+	// answered REFUSED (default 4096; never more than half the file
+	// descriptors above FDReserve, see TCPMaxConns).
 	MaxInflight int
+	// MaxInflightPerClient bounds the queries of one client address handled
+	// at once (default 512; negative: no per-client bound). Queries beyond it
+	// are answered REFUSED, so that a client whose queries are slow (names of
+	// a silent zone) cannot take the whole MaxInflight from the others.
+	MaxInflightPerClient int
+
+	// TCPMaxConns bounds the open client TCP connections (default 4096;
+	// negative: only the descriptor budget). It is lowered to half the
+	// process's file descriptors above FDReserve (RLIMIT_NOFILE − FDReserve)
+	// / 2; the other half bounds MaxInflight, whose upstream sockets take
+	// descriptors too. TCPMaxConnsPerClient bounds the connections of one
+	// client address (default 64; negative: none). Connections over a limit
+	// are reset as soon as they are accepted.
+	TCPMaxConns, TCPMaxConnsPerClient int
+	// TCPMaxQueries is the number of queries answered on one TCP connection
+	// before it is closed, cleanly: after the last reply (default 128;
+	// negative: unlimited).
+	TCPMaxQueries int
+	// FDReserve is the number of file descriptors kept out of the budget of
+	// TCP connections and queries in flight, for policy reloads, checkpoints,
+	// the HTTP server, netlink and the listeners (default 256; negative: no
+	// descriptor budget).
+	FDReserve int
 
 	// Upstreams are the resolvers forwarded to ("host:port"; a bare host gets
 	// port 53), tried in order: the first healthy one answers. Required.
@@ -98,13 +122,24 @@ type Config struct {
 	CheckpointCacheBytes int
 
 	// RateLimit is the per-client query rate in queries per second (token
-	// bucket; 0 disables). Queries beyond it are answered REFUSED.
+	// bucket; default 4000, negative disables). Queries beyond it are
+	// answered REFUSED; over UDP in the socket's read loop, from the raw
+	// query, without parsing it further.
 	RateLimit float64
 	// RateBurst is the bucket size (default max(1, 2×RateLimit)).
 	RateBurst int
-	// RateClients bounds the number of clients tracked (default 65536; the
-	// least recently seen are forgotten).
+	// RateClients bounds the number of clients tracked by the rate limit and
+	// of (client, answer) pairs tracked by RRL (default 65536 each; the least
+	// recently seen are forgotten and start again with a full bucket).
 	RateClients int
+	// RRLRate is response-rate limiting: identical responses (same name,
+	// type and response code) per second to one client over UDP (default
+	// 2000, burst one second's worth; negative disables). TCP is exempt.
+	RRLRate float64
+	// RRLSlip: of the responses over RRLRate, every RRLSlip-th is sent as an
+	// empty truncated reply (the client retries over TCP), the others are
+	// dropped (default 2; negative: all dropped; 1: all truncated).
+	RRLSlip int
 
 	// BlockMode is the response to blocked lookups (default BlockNXDomain).
 	BlockMode BlockMode
@@ -194,6 +229,27 @@ func (c Config) Defaults() Config {
 	if c.MaxInflight == 0 {
 		c.MaxInflight = 4096
 	}
+	if c.MaxInflightPerClient == 0 {
+		c.MaxInflightPerClient = 512
+	}
+	if c.TCPMaxConns == 0 {
+		c.TCPMaxConns = 4096
+	}
+	if c.TCPMaxConnsPerClient == 0 {
+		c.TCPMaxConnsPerClient = 64
+	}
+	if c.TCPMaxQueries == 0 {
+		c.TCPMaxQueries = 128
+	}
+	if c.FDReserve == 0 {
+		c.FDReserve = 256
+	}
+	if c.RRLRate == 0 {
+		c.RRLRate = 2000
+	}
+	if c.RRLSlip == 0 {
+		c.RRLSlip = 2
+	}
 	if c.MaxFails == 0 {
 		c.MaxFails = 2
 	}
@@ -208,6 +264,9 @@ func (c Config) Defaults() Config {
 	}
 	if c.CheckpointCacheBytes == 0 {
 		c.CheckpointCacheBytes = 32 << 20
+	}
+	if c.RateLimit == 0 {
+		c.RateLimit = 4000
 	}
 	if c.RateLimit > 0 && c.RateBurst == 0 {
 		c.RateBurst = max(1, int(2*c.RateLimit))
@@ -288,9 +347,6 @@ func (c Config) Validate() error {
 	if c.MaxUDPSize < 512 {
 		bad("MaxUDPSize", "%d is below 512", c.MaxUDPSize)
 	}
-	if c.RateLimit < 0 {
-		bad("RateLimit", "negative %v", c.RateLimit)
-	}
 	if c.RateBurst < 0 {
 		bad("RateBurst", "negative %d", c.RateBurst)
 	}
@@ -352,6 +408,9 @@ type settings struct {
 	minSetTTL uint32
 	grace     uint32
 	rebindOff bool // RebindAllow covers every address
+	// maxInflight and tcpMaxConns are MaxInflight and TCPMaxConns within
+	// the file descriptor budget (0: unbounded).
+	maxInflight, tcpMaxConns int
 }
 
 func compile(c Config) (*settings, error) {
@@ -379,5 +438,11 @@ func compile(c Config) (*settings, error) {
 	}
 	s.rebindOff = all4 && all6
 	s.SinkholeIPv4 = s.SinkholeIPv4.Unmap()
+	s.maxInflight, s.tcpMaxConns = max(c.MaxInflight, 0), max(c.TCPMaxConns, 0)
+	if c.FDReserve > 0 {
+		if nofile, err := nofileLimit(); err == nil {
+			s.tcpMaxConns, s.maxInflight = withinBudget(s.tcpMaxConns, s.maxInflight, nofile, c.FDReserve)
+		}
+	}
 	return s, nil
 }

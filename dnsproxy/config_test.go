@@ -19,7 +19,7 @@ func TestConfigValidateNamesEveryBadField(t *testing.T) {
 		{"bad-listen", Config{Listen: []string{"localhost:53"}, Upstreams: []string{"1.1.1.1"}}, []string{"Listen: \"localhost:53\" is not an IP:port"}},
 		{"ttl-order", Config{Upstreams: []string{"1.1.1.1"}, MinTTL: time.Hour, MaxTTL: time.Minute}, []string{"MinTTL: 1h0m0s exceeds MaxTTL 1m0s"}},
 		{"fractional-ttl", Config{Upstreams: []string{"1.1.1.1"}, SetGrace: 1500 * time.Millisecond}, []string{"SetGrace: 1.5s is not a whole number of seconds"}},
-		{"negative", Config{Upstreams: []string{"1.1.1.1"}, MinSetTTL: -time.Second, RateLimit: -1}, []string{"MinSetTTL: negative", "RateLimit: negative"}},
+		{"negative", Config{Upstreams: []string{"1.1.1.1"}, MinSetTTL: -time.Second, RateBurst: -1}, []string{"MinSetTTL: negative", "RateBurst: negative"}},
 		{"timeouts", Config{Upstreams: []string{"1.1.1.1"}, Timeout: 10 * time.Second, QueryTimeout: time.Second}, []string{"Timeout: 10s exceeds QueryTimeout 1s"}},
 		{"block-mode", Config{Upstreams: []string{"1.1.1.1"}, BlockMode: "drop"}, []string{"BlockMode: \"drop\""}},
 		{"sinkhole-family", Config{Upstreams: []string{"1.1.1.1"}, SinkholeIPv4: netip.MustParseAddr("::1"), SinkholeIPv6: netip.MustParseAddr("10.0.0.1")}, []string{"SinkholeIPv4", "SinkholeIPv6"}},

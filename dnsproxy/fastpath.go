@@ -89,7 +89,7 @@ func (r *fastReader) ReadUDP(conn *net.UDPConn, _ time.Duration) ([]byte, *dns.S
 		if err != nil {
 			return nil, nil, err
 		}
-		if n >= 12 && r.serve(conn, r.buf[:n], sess) {
+		if n >= 12 && (r.limited(conn, r.buf[:n], sess) || r.serve(conn, r.buf[:n], sess)) {
 			continue
 		}
 		m := make([]byte, n)
@@ -428,8 +428,20 @@ func (r *fastReader) serve(conn *net.UDPConn, b []byte, sess *dns.SessionUDP) bo
 	if len(out) > size {
 		return false // truncation: the slow path does it
 	}
-	if !srv.rl.allow(client, now) {
-		return false // the slow path refuses it (and counts it)
+	rcode := int(out[3] & 0xF)
+	switch srv.rrl.check(client, wf.name, q.qtype, rcode, now) {
+	case rrlTruncate:
+		srv.st.rrlTruncated.Add(1)
+		out = out[:wf.qend]
+		out[2] |= 0x02 // TC
+		clear(out[6:12])
+		r.reply(conn, out, ua, sess)
+		srv.observeRefused(start, rcode)
+		return true
+	case rrlDrop:
+		srv.st.rrlDropped.Add(1)
+		srv.observeRefused(start, -1)
+		return true
 	}
 
 	// program: only when the entries written for this answer and workload
@@ -449,25 +461,13 @@ func (r *fastReader) serve(conn *net.UDPConn, b []byte, sess *dns.SessionUDP) bo
 	srv.st.queries.Add(1)
 	srv.st.cacheHits.Add(1)
 	srv.fast.hits.Add(1)
-	rcode := int(out[3] & 0xF)
 	if srv.deps.Tunnel != nil {
 		srv.fastObserve(wl, wlName, client, qname, q.qtype, rcode, len(out), start)
 	}
 	if wl != nil { // reported before the reply, as handle does
 		srv.fastEvents(wl, rec, client, wf.name, q.qtype, rcode, start)
 	}
-	var err error
-	if r.direct == 0 {
-		r.direct = -1
-		if la, ok := conn.LocalAddr().(*net.UDPAddr); ok && !la.IP.IsUnspecified() {
-			r.direct = 1
-		}
-	}
-	if r.direct > 0 {
-		_, err = conn.WriteToUDP(out, ua)
-	} else {
-		_, err = dns.WriteToSessionUDP(conn, out, sess)
-	}
+	err := r.reply(conn, out, ua, sess)
 	if srv.deps.Observer.Query != nil {
 		if err != nil {
 			rcode = -1
@@ -487,6 +487,93 @@ func (r *fastReader) serve(conn *net.UDPConn, b []byte, sess *dns.SessionUDP) bo
 		srv.deps.Observer.Result(res)
 	}
 	return true
+}
+
+// reply writes a packed reply to the client of sess.
+func (r *fastReader) reply(conn *net.UDPConn, out []byte, ua *net.UDPAddr, sess *dns.SessionUDP) error {
+	if r.direct == 0 {
+		r.direct = -1
+		if la, ok := conn.LocalAddr().(*net.UDPAddr); ok && !la.IP.IsUnspecified() {
+			r.direct = 1
+		}
+	}
+	var err error
+	if r.direct > 0 {
+		_, err = conn.WriteToUDP(out, ua)
+	} else {
+		_, err = dns.WriteToSessionUDP(conn, out, sess)
+	}
+	return err
+}
+
+// limited takes the client's rate limit token for every UDP packet that
+// reaches a socket (ServeDNS does not take another). Over the rate, the
+// packet is answered here, from its raw bytes: REFUSED with the question
+// when it has one plain question, without it otherwise; responses get
+// nothing. What a client over its rate costs is one read and at most one
+// write: no parse, no goroutine, no cache or policy lookup.
+func (r *fastReader) limited(conn *net.UDPConn, b []byte, sess *dns.SessionUDP) bool {
+	srv := r.srv
+	if srv.rl == nil {
+		return false
+	}
+	ua, _ := sess.RemoteAddr().(*net.UDPAddr)
+	if ua == nil {
+		return false
+	}
+	client := addrOf(ua)
+	if srv.rl.allow(client, srv.now()) {
+		return false
+	}
+	start := time.Now()
+	srv.st.queries.Add(1)
+	srv.st.rateLimited.Add(1)
+	if b[2]&0x80 != 0 { // a response: never answered
+		srv.observeRefused(start, -1)
+		return true
+	}
+	out := append(r.out[:0], b[:12]...)
+	r.out = out
+	out[2] = b[2]&0x79 | 0x80 // QR, opcode and RD kept; AA, TC cleared
+	out[3] = 0x80 | dns.RcodeRefused
+	clear(out[4:12])
+	if _, _, ok := parseQuery(b, r.key[:0]); ok {
+		q, _ := questionEnd(b)
+		out = append(out, b[12:q]...)
+		out[5] = 1
+	}
+	r.out = out
+	err := r.reply(conn, out, ua, sess)
+	rcode := dns.RcodeRefused
+	if err != nil {
+		rcode = -1
+	}
+	srv.observeRefused(start, rcode)
+	return true
+}
+
+// questionEnd returns the end of the first question of a query that
+// parseQuery accepted.
+func questionEnd(b []byte) (int, bool) {
+	i := 12
+	for i < len(b) && b[i] != 0 {
+		i += 1 + int(b[i])
+	}
+	if i+5 > len(b) {
+		return 0, false
+	}
+	return i + 5, true
+}
+
+// observeRefused reports a query the fast path refused, truncated or dropped
+// (rcode -1) to the Observer.
+func (srv *Server) observeRefused(start time.Time, rcode int) {
+	if srv.deps.Observer.Query != nil {
+		srv.deps.Observer.Query(time.Since(start), rcode)
+	}
+	if srv.deps.Observer.Result != nil {
+		srv.deps.Observer.Result(ResultRefused)
+	}
 }
 
 // fastProgram writes the pairs of the answer for the workload, as program

@@ -17,9 +17,12 @@ type request struct {
 	start  time.Time
 	client netip.Addr
 	tcp    bool
-	q      *dns.Msg
-	opt    *dns.OPT // the client's OPT record; nil without EDNS0
-	result string   // Result* (Observer.Result); empty: ResultAllowed
+	// charged: the client's rate limit token was taken already (UDP queries
+	// on the resolver's own sockets, in the read loop: fastpath.go)
+	charged bool
+	q       *dns.Msg
+	opt     *dns.OPT // the client's OPT record; nil without EDNS0
+	result  string   // Result* (Observer.Result); empty: ResultAllowed
 }
 
 // ServeDNS implements dns.Handler: classify → decide → answer → program, then
@@ -27,9 +30,24 @@ type request struct {
 func (srv *Server) ServeDNS(w dns.ResponseWriter, q *dns.Msg) {
 	req := request{start: time.Now(), client: addrOf(w.RemoteAddr()), q: q}
 	_, req.tcp = w.RemoteAddr().(*net.TCPAddr)
+	own := !req.tcp && srv.ownSocket(w.LocalAddr())
+	req.charged = own
 	srv.st.queries.Add(1)
 	reply := srv.handle(srv.ctx, &req)
 	rcode := -1
+	if reply != nil && own && len(q.Question) == 1 {
+		switch srv.rrl.check(req.client, q.Question[0].Name, q.Question[0].Qtype, reply.Rcode, srv.now()) {
+		case rrlTruncate:
+			srv.st.rrlTruncated.Add(1)
+			reply = srv.rcode(&req, reply.Rcode)
+			reply.Truncated = true
+			req.result = ResultRefused
+		case rrlDrop:
+			srv.st.rrlDropped.Add(1)
+			reply = nil
+			req.result = ResultRefused
+		}
+	}
 	if reply != nil {
 		srv.fit(&req, reply)
 		rcode = reply.Rcode
@@ -50,23 +68,29 @@ func (srv *Server) ServeDNS(w dns.ResponseWriter, q *dns.Msg) {
 
 // handle runs the chain and returns the reply (nil: drop the query).
 func (srv *Server) handle(ctx context.Context, req *request) *dns.Msg {
-	if n := srv.inflight.Add(1); n > int64(srv.s.MaxInflight) && srv.s.MaxInflight > 0 {
+	if !req.charged && !srv.rl.allow(req.client, srv.now()) {
+		srv.st.rateLimited.Add(1)
+		req.result = ResultRefused
+		return srv.refused(req)
+	}
+	if n := srv.inflight.Add(1); n > int64(srv.s.maxInflight) && srv.s.maxInflight > 0 {
 		srv.inflight.Add(-1)
 		srv.st.overloaded.Add(1)
 		req.result = ResultRefused
-		return srv.rcode(req, dns.RcodeRefused)
+		return srv.refused(req)
 	}
 	defer srv.inflight.Add(-1)
+	if err := srv.inflightPer.acquire(req.client, max(srv.s.MaxInflightPerClient, 0), 0); err != nil {
+		srv.st.clientOverloaded.Add(1)
+		req.result = ResultRefused
+		return srv.refused(req)
+	}
+	defer srv.inflightPer.release(req.client)
 
 	// classify
 	if reply, drop := srv.classify(req); reply != nil || drop {
 		req.result = ResultRefused
 		return reply
-	}
-	if !srv.rl.allow(req.client, srv.now()) {
-		srv.st.rateLimited.Add(1)
-		req.result = ResultRefused
-		return srv.rcode(req, dns.RcodeRefused)
 	}
 	question := req.q.Question[0]
 
@@ -143,6 +167,31 @@ func (srv *Server) handle(ctx context.Context, req *request) *dns.Msg {
 		srv.deps.Reporter.LookupAllowed(ctx, srv.event(req, wl, EventLookupAllowed, decision.Outcome, dns.RcodeToString[reply.Rcode]))
 	}
 	return reply
+}
+
+// refused is the REFUSED reply of a query over a limit; responses get none.
+func (srv *Server) refused(req *request) *dns.Msg {
+	if req.q.Response {
+		return nil
+	}
+	return srv.rcode(req, dns.RcodeRefused)
+}
+
+// ownSocket reports whether a UDP query came in on one of the resolver's own
+// sockets, whose read loop took the client's rate limit token already.
+func (srv *Server) ownSocket(local net.Addr) bool {
+	ua, ok := local.(*net.UDPAddr)
+	if !ok {
+		return false
+	}
+	ap := ua.AddrPort()
+	ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	for _, a := range srv.own {
+		if a == ap {
+			return true
+		}
+	}
+	return false
 }
 
 // classify rejects what the resolver does not serve. It returns a reply, or

@@ -235,6 +235,10 @@ func start(t testing.TB, upstreams []string, mutate func(*Config, *Deps)) *harne
 		Timeout:        time.Second,
 		QueryTimeout:   3 * time.Second,
 		HealthInterval: -1,
+		// The test clock stands still: token buckets would never refill.
+		// Tests of the limits set them.
+		RateLimit: -1,
+		RRLRate:   -1,
 	}
 	deps := Deps{Engine: h.eng, Sets: h.sets, SetNamer: setName, Reporter: h.rep, Now: h.clock.Now}
 	if mutate != nil {

@@ -52,12 +52,15 @@ type Server struct {
 	deps  Deps
 	fwd   *forwarder
 	cache *cache
-	rl    *rateLimiter
+	rl    *rateLimiter[netip.Addr]
+	rrl   *rrl
 	st    counters
 
-	flight   singleflight.Group
-	inflight atomic.Int64
-	fast     fastState // the UDP cache-hit path (fastpath.go)
+	flight      singleflight.Group
+	inflight    atomic.Int64
+	inflightPer connCounter // queries in flight per client (MaxInflightPerClient)
+	conns       connCounter // open client TCP connections (tcplimit.go)
+	fast        fastState   // the UDP cache-hit path (fastpath.go)
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -65,7 +68,8 @@ type Server struct {
 	mu      sync.Mutex
 	servers []*dns.Server
 	addrs   []netip.AddrPort
-	groups  []reuseGroup // the sockets of every listen address (handover)
+	groups  []reuseGroup     // the sockets of every listen address (handover)
+	own     []netip.AddrPort // addrs, set before the listeners serve and then only read
 	started bool
 	wg      sync.WaitGroup
 
@@ -104,13 +108,28 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if srv.rl, err = newRateLimiter(s); err != nil {
 		return nil, err
 	}
+	if srv.rrl, err = newRRL(s); err != nil {
+		return nil, err
+	}
 	return srv, nil
 }
 
 func (srv *Server) now() time.Time { return srv.deps.Now() }
 
 // Stats returns a snapshot of the counters.
-func (srv *Server) Stats() Stats { return srv.st.snapshot() }
+func (srv *Server) Stats() Stats {
+	st := srv.st.snapshot()
+	st.TCPOpen, st.TCPClients = srv.conns.open()
+	st.Inflight = int(srv.inflight.Load())
+	return st
+}
+
+// Limits returns the caps in force on client TCP connections and on queries
+// in flight (Config.TCPMaxConns and MaxInflight within the file descriptor
+// budget; 0: unbounded).
+func (srv *Server) Limits() (tcpConns, inflight int) {
+	return srv.s.tcpMaxConns, srv.s.maxInflight
+}
 
 // CacheLen returns the number of cached answers.
 func (srv *Server) CacheLen() int { return srv.cache.len() }
@@ -162,6 +181,7 @@ func (srv *Server) Start() error {
 		g.unsteer()
 	}
 	srv.started = true
+	srv.own = append([]netip.AddrPort(nil), srv.addrs...)
 	var ready sync.WaitGroup
 	ready.Add(len(pcs) + len(lns))
 	for _, pc := range pcs {
@@ -170,9 +190,15 @@ func (srv *Server) Start() error {
 			NotifyStartedFunc: ready.Done})
 	}
 	idle := srv.s.TCPIdleTimeout
+	maxQueries := srv.s.TCPMaxQueries
+	if maxQueries < 0 {
+		maxQueries = -1 // miekg/dns: unlimited
+	}
 	for _, ln := range lns {
-		srv.run(&dns.Server{Listener: ln, Handler: srv, MsgAcceptFunc: srv.accept, MsgInvalidFunc: srv.invalid,
-			ReadTimeout: srv.s.TCPReadTimeout, WriteTimeout: srv.s.TCPReadTimeout,
+		tl := &tcpListener{Listener: ln, srv: srv, perClient: max(srv.s.TCPMaxConnsPerClient, 0),
+			global: srv.s.tcpMaxConns, idle: idle}
+		srv.run(&dns.Server{Listener: tl, Handler: srv, MsgAcceptFunc: srv.accept, MsgInvalidFunc: srv.invalid,
+			ReadTimeout: srv.s.TCPReadTimeout, WriteTimeout: srv.s.TCPReadTimeout, MaxTCPQueries: maxQueries,
 			IdleTimeout: func() time.Duration { return idle }, NotifyStartedFunc: ready.Done})
 	}
 	ready.Wait() // Shutdown before the servers run would not stop them

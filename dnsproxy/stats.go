@@ -157,6 +157,24 @@ type Stats struct {
 	// RebindDropped counts answer addresses dropped by rebinding protection
 	// (rebind.go).
 	RebindDropped uint64
+	// ClientOverloaded counts queries refused because their client had
+	// MaxInflightPerClient queries in flight.
+	ClientOverloaded uint64
+	// RRLTruncated and RRLDropped count UDP responses over RRLRate sent as
+	// empty truncated replies and dropped.
+	RRLTruncated, RRLDropped uint64
+	// TCPAccepted counts client TCP connections accepted within the limits;
+	// TCPRejectedClient and TCPRejectedGlobal those reset because their
+	// client had TCPMaxConnsPerClient open or TCPMaxConns were open;
+	// TCPIdleClosed those closed by the idle timeout (counted from the last
+	// reply); TCPDrained those closed after a client pipelined past
+	// TCPMaxQueries (write side shut, input drained); TCPAcceptErrors the
+	// failed accepts (out of file descriptors).
+	TCPAccepted, TCPRejectedClient, TCPRejectedGlobal, TCPIdleClosed, TCPDrained, TCPAcceptErrors uint64
+	// TCPOpen is the number of client TCP connections open now and
+	// TCPClients the number of client addresses they come from; Inflight the
+	// queries in flight now.
+	TCPOpen, TCPClients, Inflight int
 }
 
 type counters struct {
@@ -167,6 +185,9 @@ type counters struct {
 	scrubbed, swept                                           atomic.Uint64
 	overAnswer, overName, overWorkload                        atomic.Uint64
 	rebindDropped                                             atomic.Uint64
+	clientOverloaded, rrlTruncated, rrlDropped                atomic.Uint64
+	tcpAccepted, tcpRejectedClient, tcpRejectedGlobal         atomic.Uint64
+	tcpIdleClosed, tcpDrained, tcpAcceptErrors                atomic.Uint64
 }
 
 func (c *counters) snapshot() Stats {
@@ -181,6 +202,11 @@ func (c *counters) snapshot() Stats {
 		Malformed: c.malformed.Load(), Truncated: c.truncated.Load(),
 		Scrubbed: c.scrubbed.Load(), Swept: c.swept.Load(),
 		IPsOverAnswerCap: c.overAnswer.Load(), IPsOverNameCap: c.overName.Load(), IPsOverWorkloadCap: c.overWorkload.Load(),
-		RebindDropped: c.rebindDropped.Load(),
+		RebindDropped:    c.rebindDropped.Load(),
+		ClientOverloaded: c.clientOverloaded.Load(),
+		RRLTruncated:     c.rrlTruncated.Load(), RRLDropped: c.rrlDropped.Load(),
+		TCPAccepted: c.tcpAccepted.Load(), TCPRejectedClient: c.tcpRejectedClient.Load(),
+		TCPRejectedGlobal: c.tcpRejectedGlobal.Load(), TCPIdleClosed: c.tcpIdleClosed.Load(),
+		TCPDrained: c.tcpDrained.Load(), TCPAcceptErrors: c.tcpAcceptErrors.Load(),
 	}
 }
