@@ -15,11 +15,12 @@ import (
 // config is the agent's configuration; every field is a flag documented in
 // docs/egressd.md.
 type config struct {
-	tunnelConfig // tunnel.go
-	l7Config     // l7.go
-	kubeConfig   // kube.go
-	dnsConfig    // dns_flags.go
-	rebindConfig // rebind_flags.go
+	tunnelConfig    // tunnel.go
+	l7Config        // l7.go
+	kubeConfig      // kube.go
+	dnsConfig       // dns_flags.go
+	rebindConfig    // rebind_flags.go
+	dnsLimitsConfig // dns_limits.go
 
 	Policies       string
 	Workloads      string
@@ -112,7 +113,7 @@ func parseFlags(args []string, stderr *os.File) (*config, error) {
 	fs.DurationVar(&c.SetGrace, "set-grace", 10*time.Second, "grace added to max(answer TTL, --min-set-ttl) for FQDN kernel set entries")
 	fs.IntVar(&c.CacheSize, "cache-size", 10000, "number of cached answers (negative disables the cache)")
 	fs.DurationVar(&c.ServeStale, "serve-stale", 0, "keep expired answers this long and serve them when every upstream fails (0: off)")
-	fs.Float64Var(&c.RateLimit, "rate-limit", 0, "per-client query rate limit in queries per second (0: off); excess queries get REFUSED")
+	fs.Float64Var(&c.RateLimit, "rate-limit", 4000, "per-client query rate limit in queries per second, burst twice that (0: off); excess queries get REFUSED")
 	fs.StringVar(&c.Dataplane, "dataplane", "nftables", "kernel dataplane: nftables, or none (DNS policy only)")
 	fs.StringVar(&c.NodeName, "node-name", os.Getenv("NODE_NAME"), "this node's name: only its workloads are enforced (default $NODE_NAME; empty enforces all)")
 	fs.StringVar(&c.DefaultVerdict, "default-verdict", "Allow", "verdict for traffic no policy decides: Allow or Deny")
@@ -143,6 +144,7 @@ func parseFlags(args []string, stderr *os.File) (*config, error) {
 	registerKubeFlags(fs, c)
 	registerDNSFlags(fs, c)
 	registerRebindFlags(fs, c)
+	registerDNSLimitFlags(fs, c)
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -211,6 +213,9 @@ func (c *config) validate() error {
 		errs = append(errs, err)
 	}
 	if err := c.validateRebind(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.validateDNSLimits(); err != nil { // dns_limits.go
 		errs = append(errs, err)
 	}
 	if err := c.validateL7(); err != nil { // l7.go

@@ -77,6 +77,7 @@ func (c *config) resolverConfig() (dnsproxy.Config, error) {
 			rc.SinkholeIPv6 = a
 		}
 	}
+	c.applyDNSLimits(&rc) // dns_limits.go
 	rc = rc.Defaults()
 	return rc, rc.Validate()
 }
@@ -122,7 +123,10 @@ func (a *agent) startDNS(ctx context.Context) (func(), error) {
 		a.metrics.SetUpstreamUp(u.Addr, u.Up)
 	}
 	a.registerResolverMetrics(srv)
-	a.log.Info("resolver listening", "addrs", srv.Addrs(), "upstreams", rc.Upstreams, "blocked-response", rc.BlockMode)
+	a.registerResolverLimitMetrics(srv) // dns_limits.go
+	tcpCap, inflightCap := srv.Limits()
+	a.log.Info("resolver listening", "addrs", srv.Addrs(), "upstreams", rc.Upstreams, "blocked-response", rc.BlockMode,
+		"tcp-max-conns", tcpCap, "max-inflight", inflightCap)
 	cctx, stopCP := context.WithCancel(context.Background())
 	cpDone := make(chan struct{})
 	go func() { defer close(cpDone); cp.loop(cctx, a.cfg.CheckpointInterval) }()
