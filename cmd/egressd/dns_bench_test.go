@@ -109,6 +109,8 @@ func benchAgentCacheMiss(b *testing.B, sample float64) {
 		"--otlp-endpoint", otlp, "--otlp-protocol", "http",
 		"--trace-sample-allowed", strconv.FormatFloat(sample, 'f', -1, 64),
 		"--cache-size", "-1",
+		// one client at full speed: the per-client limits would measure themselves
+		"--rate-limit", "0", "--rrl-rate", "0", "--max-inflight-per-client", "0",
 	}, nil)
 	if err != nil {
 		b.Fatal(err)
