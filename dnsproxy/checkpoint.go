@@ -144,8 +144,9 @@ const restoreBatch = 8192
 
 // Restore takes over the state of a checkpoint (call it before or after
 // Start; entries may be restored more than once): every entry that has not
-// expired, of a workload that still exists, and whose alias chain (Via) no
-// Deny rule now matches (Engine.DecideChain), is tracked again (within the
+// expired, of a workload that still exists, whose alias chain (Via) no
+// Deny rule now matches (Engine.DecideChain) and whose address rebinding
+// protection does not drop (rebind.go), is tracked again (within the
 // bounds MaxIPsPerName and MaxElementsPerWorkload: a checkpoint holding more
 // restores the oldest answers of each name first, the rest is counted as
 // refused), recorded in the reference model (Deps.RecordLookup) and — when
@@ -182,6 +183,9 @@ func (srv *Server) Restore(ctx context.Context, cp Checkpoint) (int, error) {
 			}
 		}
 		ip := e.IP.Unmap()
+		if srv.s.rebindRange(ip, srv.clusterName(e.Name)) != "" {
+			continue // rebinding protection drops it from answers now (rebind.go)
+		}
 		fam := ipset.IPv4
 		if !ip.Is4() {
 			fam = ipset.IPv6

@@ -136,7 +136,7 @@ func (srv *Server) handle(ctx context.Context, req *request) *dns.Msg {
 	// decide the rest of the answer's alias chain: a CNAME or DNAME into a
 	// name a Deny rule matches blocks the lookup (chain.go)
 	var links []string
-	if wl != nil {
+	if wl != nil && chain.HasAlias(reply.Answer) {
 		links = chain.Of(reply).Links
 		if len(links) > 0 {
 			cd := srv.deps.Engine.DecideChain(decision, links)

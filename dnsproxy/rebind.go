@@ -59,9 +59,10 @@ var builtinRebind = []struct {
 
 // rebindRange returns the rebinding range ip falls in ("" when none, or when
 // RebindAllow excepts it). The node and cluster ranges do not apply to
-// answers of names in the cluster domain or a search domain (clusterName):
-// those resolve to Services, pods and host-network pods by design.
-func (s *settings) rebindRange(ip netip.Addr, clusterName bool) string {
+// answers of names in the cluster domain or a search domain (clusterName,
+// asked only when ip is in one of them): those resolve to Services, pods
+// and host-network pods by design.
+func (s *settings) rebindRange(ip netip.Addr, clusterName func() bool) string {
 	ip = ip.Unmap()
 	for _, p := range s.RebindAllow {
 		if p.Contains(ip) {
@@ -73,27 +74,40 @@ func (s *settings) rebindRange(ip netip.Addr, clusterName bool) string {
 			return b.rng
 		}
 	}
-	if clusterName {
-		return ""
-	}
+	rng := ""
 	for _, a := range s.RebindNodeAddrs {
 		if a.Unmap() == ip {
-			return RebindNode
+			rng = RebindNode
+			break
 		}
 	}
-	for _, p := range s.RebindClusterCIDRs {
-		if p.Contains(ip) {
-			return RebindCluster
+	if rng == "" {
+		for _, p := range s.RebindClusterCIDRs {
+			if p.Contains(ip) {
+				rng = RebindCluster
+				break
+			}
 		}
 	}
-	return ""
+	if rng != "" && clusterName() {
+		return ""
+	}
+	return rng
 }
 
-// clusterName reports whether qname is exempt from FQDN rules (cluster
-// domain, search domains), as the engine says; without an engine no name is.
-func (srv *Server) clusterName(qname string) bool {
-	eng := srv.deps.Engine
-	return eng != nil && eng.DecideLookup(policy.WorkloadKey{}, qname).Reason == policy.ReasonClusterDomain
+// clusterName returns whether qname is exempt from FQDN rules (cluster
+// domain, search domains), as the engine says, computed on first use;
+// without an engine no name is.
+func (srv *Server) clusterName(qname string) func() bool {
+	known, v := false, false
+	return func() bool {
+		if !known {
+			eng := srv.deps.Engine
+			known = true
+			v = eng != nil && eng.DecideLookup(policy.WorkloadKey{}, qname).Reason == policy.ReasonClusterDomain
+		}
+		return v
+	}
 }
 
 // droppedAddr is an answer address removed by rebinding protection.
@@ -111,7 +125,7 @@ func (srv *Server) rebindFilter(reply *dns.Msg) []droppedAddr {
 		return nil
 	}
 	var dropped []droppedAddr
-	cluster, clusterKnown := false, false
+	cluster := srv.clusterName(reply.Question[0].Name)
 	kept := reply.Answer[:0]
 	addrs := 0
 	for _, rr := range reply.Answer {
@@ -126,9 +140,6 @@ func (srv *Server) rebindFilter(reply *dns.Msg) []droppedAddr {
 			continue
 		}
 		addrs++
-		if !clusterKnown {
-			cluster, clusterKnown = srv.clusterName(reply.Question[0].Name), true
-		}
 		if rng := srv.s.rebindRange(ip, cluster); rng != "" {
 			dropped = append(dropped, droppedAddr{ip.Unmap(), rng})
 			continue

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/miekg/dns"
 
@@ -200,4 +201,25 @@ func sumCounts(m map[string]int) int {
 		n += v
 	}
 	return n
+}
+
+// TestRestoreDropsRebindingAddresses: a checkpoint entry (written by a
+// release without rebinding protection) whose address is in a rebinding
+// range is neither tracked nor written back.
+func TestRestoreDropsRebindingAddresses(t *testing.T) {
+	up := startFakeUpstream(t, rebindUpstream)
+	h := start(t, []string{up.addr}, nil)
+	exp := h.clock.Now().Add(time.Minute)
+	cp := Checkpoint{Version: CheckpointVersion, Format: CheckpointFormat, Entries: []CheckpointEntry{
+		{Workload: "payments/gateway-0", Name: "meta.test.", IP: netip.MustParseAddr("169.254.169.254"), Expires: exp},
+		{Workload: "payments/gateway-0", Name: "mixed.test.", IP: netip.MustParseAddr("198.51.100.5"), Expires: exp},
+	}}
+	n, err := h.srv.Restore(context.Background(), cp)
+	if err != nil || n != 1 {
+		t.Fatalf("restored %d (%v), want 1", n, err)
+	}
+	got := pairs(t, h.sets, setName(ruleApis, ipset.IPv4))
+	if _, ok := got["127.0.0.2 . 198.51.100.5"]; !ok || len(got) != 1 {
+		t.Errorf("apis set after restore %v", got)
+	}
 }

@@ -53,14 +53,7 @@ func Of(m *dns.Msg) Chain {
 func Follow(qname string, answer []dns.RR) Chain {
 	q := lowerFQDN(qname)
 	c := Chain{Owners: []string{q}}
-	alias := false
-	for _, rr := range answer {
-		if t := rr.Header().Rrtype; t == dns.TypeCNAME || t == dns.TypeDNAME {
-			alias = true
-			break
-		}
-	}
-	if !alias {
+	if !HasAlias(answer) {
 		return c
 	}
 	for i := 0; i < len(c.Owners); i++ {
@@ -91,6 +84,18 @@ func Follow(qname string, answer []dns.RR) Chain {
 		}
 	}
 	return c
+}
+
+// HasAlias reports whether answer holds a CNAME or DNAME record: without one
+// the chain is the question alone (Follow's Links are empty). It does not
+// allocate.
+func HasAlias(answer []dns.RR) bool {
+	for _, rr := range answer {
+		if t := rr.Header().Rrtype; t == dns.TypeCNAME || t == dns.TypeDNAME {
+			return true
+		}
+	}
+	return false
 }
 
 // Owns reports whether name owns records of the chain (case-insensitive).
