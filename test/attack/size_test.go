@@ -187,3 +187,51 @@ func TestReplayAnswerSize(t *testing.T) {
 		t.Errorf("after restart %d FQDN set elements, want the %d before", restored, elements)
 	}
 }
+
+// TestReplayAnswerSizeRestoreLarge: with the bounds raised by the operator
+// (--max-ips-per-answer 2000, --max-elements-per-workload 1000000), 100
+// lookups put 200,000 elements into one set; an agent restarted on an emptied
+// table restores all of them from the state file, in kernel writes below the
+// netlink message limit. Before the fix (main 8ff4d7d, which has no bounds)
+// the same restore failed with "sendmsg: message too long" and restored
+// nothing.
+func TestReplayAnswerSizeRestoreLarge(t *testing.T) {
+	const names = 100
+	w := New(t, Config{ExtraServerBlocks: sizeServerBlock(), Policies: sizePolicies})
+	var extra []string
+	if os.Getenv(AgentBinaryEnv) == "" { // an older agent has no such flags
+		extra = []string{"--max-ips-per-answer", "2000", "--max-ips-per-name", "2000", "--max-elements-per-workload", "1000000"}
+	}
+	a := w.StartAgent(AgentOptions{Extra: extra})
+	pod := w.Pods[0]
+	for k := range names {
+		r, err := Query(pod.NS, ResolverAddr, "tcp", fmt.Sprintf("n%d.big.test", k), dns.TypeA)
+		if err != nil || r.Rcode != dns.RcodeSuccess || len(AnswerAddrs(r)) != sizeRecords {
+			t.Fatalf("lookup %d: %v %v", k, r, err)
+		}
+	}
+	before := w.FQDNElements()
+	a.StopAgent()
+	if out, err := w.Node.Exec(t.Context(), "", "nft", "delete", "table", "inet", "egressd"); err != nil {
+		t.Fatalf("nft delete table: %v\n%s", err, out)
+	}
+	a2 := w.StartAgent(AgentOptions{Extra: extra})
+	restoreLog := ""
+	for _, l := range strings.Split(a2.Log(), "\n") {
+		if strings.Contains(l, "restor") {
+			restoreLog += l + "\n"
+		}
+	}
+	after := w.FQDNElements()
+	_, peak := procMemory(a2.Cmd.Process.Pid)
+	t.Logf("%d FQDN set elements before the restart, %d restored; restarted agent peak RSS %.0f MiB; restore log:\n%s", before, after, peak, restoreLog)
+	if before != names*sizeRecords {
+		t.Errorf("%d elements before the restart, want %d", before, names*sizeRecords)
+	}
+	if strings.Contains(restoreLog, "level=WARN") || strings.Contains(restoreLog, "level=ERROR") || !strings.Contains(restoreLog, "state restored") {
+		t.Errorf("restore did not succeed:\n%s", restoreLog)
+	}
+	if after != before {
+		t.Errorf("after restart %d FQDN set elements, want the %d before", after, before)
+	}
+}
