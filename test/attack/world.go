@@ -313,6 +313,8 @@ type AgentOptions struct {
 	// NoWait returns as soon as the process started, without waiting for
 	// /readyz (for agents expected to refuse to start: wait on Exited).
 	NoWait bool
+	// ReadyTimeout bounds the wait for /readyz (default 15 s).
+	ReadyTimeout time.Duration
 	// Wrap runs the agent through a command, e.g. {"prlimit",
 	// "--nofile=2048"}: Wrap[0] is the program, the agent and its arguments
 	// follow the rest of Wrap.
@@ -372,15 +374,18 @@ func (w *World) StartAgent(o AgentOptions) *Agent {
 	}
 	a.Proc = netmodel.StartProc(w.T, w.Node.NS, w.Dir, fmt.Sprintf("egressd-%d", w.agentSeq), bin, args...)
 	if !o.NoWait {
-		a.waitReady()
+		a.waitReady(o.ReadyTimeout)
 	}
 	return a
 }
 
-func (a *Agent) waitReady() {
+func (a *Agent) waitReady(timeout time.Duration) {
 	a.w.T.Helper()
+	if timeout <= 0 {
+		timeout = 15 * time.Second
+	}
 	hc := netmodel.HTTPClient(a.w.Node.NS, 5*time.Second)
-	for range 300 {
+	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); {
 		select {
 		case <-a.Exited:
 			a.w.T.Fatalf("%s exited: %v\n%s", a.Name, a.Cmd.ProcessState, a.Out.String())
@@ -395,7 +400,7 @@ func (a *Agent) waitReady() {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	a.w.T.Fatalf("%s not ready:\n%s", a.Name, a.Out.String())
+	a.w.T.Fatalf("%s not ready after %s:\n%s", a.Name, timeout, a.Out.String())
 }
 
 // StopAgent sends SIGTERM and waits for the agent to exit (fails the test
