@@ -54,6 +54,10 @@ const (
 	// ProblemUnreadable: the file or directory could not be read (not "does
 	// not exist": that is a removal).
 	ProblemUnreadable = "unreadable"
+	// ProblemTooLarge: the policy source is beyond its limits (bytes of a
+	// file or of the directory, number of policies, the store's policy
+	// limit): nothing of it was taken.
+	ProblemTooLarge = "too-large"
 	// ProblemMissing: the path has not existed since the source started (a
 	// path that existed and was removed is a removal, not a problem).
 	ProblemMissing = "missing"
@@ -189,8 +193,8 @@ func (s *Source) Health() Health {
 }
 
 // Unusable returns an error naming every file of the last load whose content
-// is unknown and that has no last good content in force (empty, undecodable
-// or unreadable since the source started), or nil. An agent must not start
+// is unknown and that has no last good content in force (empty, undecodable,
+// too large, unreadable or missing since the source started), or nil. An agent must not start
 // enforcing on such files: it would run without what they hold.
 func (s *Source) Unusable() error {
 	s.mu.Lock()
@@ -285,8 +289,8 @@ func (s *Source) report() {
 // loadWorkloads applies the workloads file; a removed file deletes every
 // workload it held, a partial write keeps them.
 func (s *Source) loadWorkloads() bool {
-	data, err := os.ReadFile(s.workloads)
-	var ws *policy.Workloads
+	ws, err := manifest.LoadWorkloads(s.workloads) // bounded (DefaultLimits.FileBytes)
+	var tl *manifest.TooLargeError
 	switch {
 	case errors.Is(err, fs.ErrNotExist) && !s.workloadsSeen:
 		s.problem(s.workloadsProblem(ProblemMissing, err))
@@ -296,17 +300,25 @@ func (s *Source) loadWorkloads() bool {
 			s.log.Warn("workloads file removed; its workloads are deleted", "file", s.workloads, "pods", len(s.pods), "namespaces", len(s.nss))
 		}
 		ws = &policy.Workloads{}
-	case err != nil:
+	case errors.As(err, &tl):
+		s.workloadsSeen = true
+		s.problem(s.workloadsProblem(ProblemTooLarge, err))
+		return false
+	case isIOError(err):
 		s.problem(s.workloadsProblem(ProblemUnreadable, err))
+		return false
+	case err != nil:
+		s.workloadsSeen = true
+		s.problem(s.workloadsProblem(ProblemUndecodable, err))
 		return false
 	default:
 		s.workloadsSeen = true
-		if ws, err = manifest.DecodeWorkloads(s.workloads, data); err != nil {
-			s.problem(s.workloadsProblem(ProblemUndecodable, err))
-			return false
-		}
 		if len(ws.Namespaces)+len(ws.Pods) == 0 {
-			s.problem(s.workloadsProblem(ProblemEmpty, errNoObjects(len(data))))
+			size := 0
+			if st, err := os.Stat(s.workloads); err == nil {
+				size = int(st.Size())
+			}
+			s.problem(s.workloadsProblem(ProblemEmpty, errNoObjects(size)))
 			return false
 		}
 	}
@@ -493,7 +505,7 @@ func (s *Source) loadPolicies() bool {
 	}
 	if err := manifest.DefaultLimits.CheckFiles(s.policies, files); err != nil {
 		// Beyond the limits of a policy source: nothing is decoded.
-		s.problem(Problem{File: s.policies, Kind: ProblemInvalid, Err: err, Kept: kept(), NoLastGood: len(s.fileRefs) == 0})
+		s.problem(Problem{File: s.policies, Kind: ProblemTooLarge, Err: err, Kept: kept(), NoLastGood: len(s.fileRefs) == 0})
 		return false
 	}
 	var all []fileObjects
@@ -502,7 +514,7 @@ func (s *Source) loadPolicies() bool {
 		objs, err := manifest.DecodeFile(f)
 		if total += len(objs); total > manifest.DefaultLimits.Objects {
 			err := &manifest.TooLargeError{Source: s.policies, What: "policies", Count: int64(total), Limit: int64(manifest.DefaultLimits.Objects)}
-			s.problem(Problem{File: s.policies, Kind: ProblemInvalid, Err: err, Kept: kept(), NoLastGood: len(s.fileRefs) == 0})
+			s.problem(Problem{File: s.policies, Kind: ProblemTooLarge, Err: err, Kept: kept(), NoLastGood: len(s.fileRefs) == 0})
 			return false
 		}
 		fo := fileObjects{file: f, objs: objs}
@@ -510,7 +522,10 @@ func (s *Source) loadPolicies() bool {
 		case err != nil:
 			fo.bad = true
 			kind := ProblemUndecodable
-			if isIOError(err) {
+			var tl *manifest.TooLargeError
+			if errors.As(err, &tl) {
+				kind = ProblemTooLarge
+			} else if isIOError(err) {
 				kind = ProblemUnreadable
 			}
 			s.problem(s.policyProblem(f, kind, err))
@@ -630,7 +645,12 @@ func (s *Source) syncPolicies(all []fileObjects) bool {
 		for _, refs := range s.fileRefs {
 			kept += len(refs)
 		}
-		s.problem(Problem{File: s.policies, Kind: ProblemInvalid, Err: err, Kept: kept, NoLastGood: len(s.fileRefs) == 0})
+		kind := ProblemInvalid
+		var le *policy.PolicyLimitError
+		if errors.As(err, &le) {
+			kind = ProblemTooLarge
+		}
+		s.problem(Problem{File: s.policies, Kind: kind, Err: err, Kept: kept, NoLastGood: len(s.fileRefs) == 0})
 		return false
 	}
 	for ref, h := range hashes {

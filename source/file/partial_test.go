@@ -336,3 +336,25 @@ func TestUnreadableFileCountedOnce(t *testing.T) {
 	}
 	loadOK(t, src)
 }
+
+// TestStartBeyondTheLimitsIsUnusable: a policy source refused whole for its
+// size at the first load leaves nothing in force: the agent must not start on
+// it (an invalid object alone would not stop it).
+func TestStartBeyondTheLimitsIsUnusable(t *testing.T) {
+	dir := t.TempDir()
+	wl := filepath.Join(dir, "workloads.yaml")
+	write(t, wl, workloads)
+	pf := filepath.Join(dir, "p.yaml")
+	write(t, pf, denyAll+"---\n"+allowWeb)
+	s := policy.NewStore()
+	s.SetPolicyLimit(1)
+	src := New(s, pf, wl, nil)
+	_, _ = src.Load()
+	if len(s.Policies()) != 0 {
+		t.Fatalf("policies in force: %v", s.Policies())
+	}
+	err := src.Unusable()
+	if err == nil || !strings.Contains(err.Error(), ProblemTooLarge) {
+		t.Fatalf("Unusable() = %v, want the too-large source named", err)
+	}
+}
