@@ -405,20 +405,33 @@ func (l Limits) DecodePath(path string) ([]Object, error) {
 // LoadWorkloads reads a workloads file (docs/design.md §3); a file of more than
 // DefaultLimits.FileBytes bytes is refused with a *TooLargeError.
 func LoadWorkloads(path string) (*policy.Workloads, error) {
+	data, err := DefaultLimits.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return DecodeWorkloads(path, data)
+}
+
+// ReadFile reads a file of at most l.FileBytes bytes; a larger one is a
+// *TooLargeError (nothing beyond the limit is read). Errors of the file
+// system are returned as they are (fs.ErrNotExist stays recognizable).
+func (l Limits) ReadFile(path string) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	lim := DefaultLimits.FileBytes
-	data, err := io.ReadAll(io.LimitReader(f, lim+1))
+	if st, err := f.Stat(); err == nil && st.Size() > l.FileBytes {
+		return nil, &TooLargeError{Source: path, What: "bytes", Count: st.Size(), Limit: l.FileBytes}
+	}
+	data, err := io.ReadAll(io.LimitReader(f, l.FileBytes+1))
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+		return nil, err
 	}
-	if int64(len(data)) > lim {
-		return nil, &TooLargeError{Source: path, What: "bytes", Count: int64(len(data)), Limit: lim}
+	if int64(len(data)) > l.FileBytes {
+		return nil, &TooLargeError{Source: path, What: "bytes", Count: int64(len(data)), Limit: l.FileBytes}
 	}
-	return DecodeWorkloads(path, data)
+	return data, nil
 }
 
 // DecodeWorkloads decodes a workloads document.

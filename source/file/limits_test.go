@@ -134,8 +134,17 @@ func TestOversizePolicyFileKeepsPolicies(t *testing.T) {
 	if !errors.As(err, &tl) || tl.What != "bytes" {
 		t.Fatalf("oversize file: %v", err)
 	}
+	if h := src.Health(); h.OK || len(h.Problems) != 1 || h.Problems[0].Kind != ProblemTooLarge || h.Problems[0].Kept != 1 {
+		t.Fatalf("health after the oversize file: %+v", h)
+	}
 	if v := verdict(s, 80); v != policy.Deny {
 		t.Fatalf("after the oversize file: port 80 %s, want the previous deny-all in force", v)
+	}
+	// At start, with nothing good loaded yet, an oversize file is fatal.
+	fresh := New(policy.NewStore(), pf, wl, nil)
+	fresh.Load()
+	if err := fresh.Unusable(); err == nil {
+		t.Fatal("an agent would start on an oversize policy file")
 	}
 	if got := fmt.Sprint(s.Policies()); got != "[FirewallPolicy/x/deny-all]" {
 		t.Fatalf("policies %s", got)
@@ -183,5 +192,31 @@ func TestReloadBeyondTheStoreLimitChangesNothing(t *testing.T) {
 	}
 	if got := fmt.Sprint(s.Policies()); got != "[FirewallPolicy/x/allow-web FirewallPolicy/x/deny-all]" {
 		t.Fatalf("policies after the reload within the limit: %s", got)
+	}
+}
+
+// TestOversizeWorkloadsFileKeepsWorkloads: a workloads file beyond the size
+// limit is refused (too-large) without being read whole; the workloads stay.
+func TestOversizeWorkloadsFileKeepsWorkloads(t *testing.T) {
+	dir := t.TempDir()
+	wl := filepath.Join(dir, "workloads.yaml")
+	write(t, wl, workloads)
+	s := policy.NewStore()
+	src := New(s, "", wl, nil)
+	if _, err := src.Load(); err != nil {
+		t.Fatal(err)
+	}
+	pad := bytes.Repeat([]byte("# padding padding padding padding padding padding padding padding\n"), int(manifest.DefaultLimits.FileBytes)/64)
+	write(t, wl, workloads+string(pad))
+	_, err := src.Load()
+	var tl *manifest.TooLargeError
+	if !errors.As(err, &tl) {
+		t.Fatalf("oversize workloads file: %v", err)
+	}
+	if h := src.Health(); len(h.Problems) != 1 || h.Problems[0].Kind != ProblemTooLarge {
+		t.Fatalf("health: %+v", h)
+	}
+	if got := len(s.Workloads()); got != 2 {
+		t.Fatalf("%d workloads after the oversize file, want the 2 loaded before", got)
 	}
 }
