@@ -24,6 +24,10 @@ import (
 // connections; good.test and other.test (one address per family, allowed by
 // two policies) pass, evil.test does not; blocked requests and Audit
 // would-blocks are audit-log lines; the verdicts are counted in /metrics.
+// alias.test, allowed by name, is a CNAME to pool.minepool.test, which an
+// Admin policy denies: the proxy decides the chain as the resolver does and
+// refuses it over transparent TLS and CONNECT (chain-denied, cname in the
+// audit line).
 func TestAgentTransparentProxy(t *testing.T) {
 	if testing.Short() {
 		t.Skip("testing.Short(): end-to-end test with the agent binary")
@@ -52,7 +56,7 @@ func TestAgentTransparentProxy(t *testing.T) {
 			t.Fatalf("ip %v: %v %s", args, err, out)
 		}
 	}
-	cert, caPath := testCA(t, dir, "good.test", "other.test", "evil.test")
+	cert, caPath := testCA(t, dir, "good.test", "other.test", "evil.test", "alias.test")
 	e.caPath = caPath
 	e.serve(e.ext, cert)
 
@@ -65,16 +69,17 @@ func TestAgentTransparentProxy(t *testing.T) {
 	}
 	var zone strings.Builder
 	zone.WriteString("$ORIGIN .\n@ 3600 IN SOA ns.test. admin.test. 1 7200 3600 1209600 30\n@ 3600 IN NS ns.test.\nns.test. 60 IN A 127.0.0.1\n")
-	for _, n := range []string{"good.test", "other.test", "evil.test"} {
+	for _, n := range []string{"good.test", "other.test", "evil.test", "pool.minepool.test"} {
 		fmt.Fprintf(&zone, "%s. 60 IN A %s\n%s. 60 IN AAAA %s\n", n, e.ext.IPv4, n, e.ext.IPv6)
 	}
+	zone.WriteString("alias.test. 60 IN CNAME pool.minepool.test.\n")
 	db := write("db.root", zone.String())
 	cf := write("Corefile", fmt.Sprintf(".:5300 {\n  bind 127.0.0.1\n  file %s .\n}\n", db))
 	start(t, e.node, "coredns", corednsBin, "-conf", cf)
 
 	audit := filepath.Join(dir, "audit.jsonl")
 	agent := start(t, e.node, "egressd", bin,
-		"--policies", write("policies.yaml", policyYAML),
+		"--policies", write("policies.yaml", policyYAML+chainPolicyYAML),
 		"--workloads", write("workloads.yaml", fmt.Sprintf("namespaces:\n- {name: apps}\npods:\n- {namespace: apps, name: client, ips: [%s, %q]}\n", e.client.IPv4, e.client.IPv6)),
 		"--listen", proxyIP.String()+":53", "--upstream", "127.0.0.1:5300", "--state-file", "",
 		"--audit-log", audit, "--http-addr", "127.0.0.1:9464",
@@ -129,11 +134,18 @@ func TestAgentTransparentProxy(t *testing.T) {
 	if out, code := e.curl("--proxy", "http://"+explicit.String(), "https://good.test/"); code != 0 || !strings.Contains(out, "external via good.test") {
 		t.Errorf("explicit good.test: %d %q", code, out)
 	}
+	// The CNAME into the denied pool, transparent and explicit.
+	if out, code := e.curl("-4", "--resolve", "alias.test:443:"+e.ext.IPv4.String(), "https://alias.test/"); code == 0 {
+		t.Errorf("transparent alias.test (CNAME into a denied name) passed: %q", out)
+	}
+	if out, code := e.curl("--proxy", "http://"+explicit.String(), "https://alias.test/"); code == 0 {
+		t.Errorf("CONNECT alias.test (CNAME into a denied name) passed: %q", out)
+	}
 
 	// Audit lines: evil.test blocked per family, other.test would-blocks.
 	type line struct {
-		Event, QName, Reason, Policy, Client, Response string
-		Attrs                                          map[string]string
+		Event, QName, Reason, Policy, Client, Response, CNAME string
+		Attrs                                                 map[string]string
 	}
 	var lines []line
 	deadline = time.Now().Add(10 * time.Second)
@@ -149,7 +161,7 @@ func TestAgentTransparentProxy(t *testing.T) {
 			}
 			f.Close()
 		}
-		if len(lines) >= 4 || time.Now().After(deadline) {
+		if len(lines) >= 6 || time.Now().After(deadline) {
 			break
 		}
 		time.Sleep(100 * time.Millisecond)
@@ -161,11 +173,13 @@ func TestAgentTransparentProxy(t *testing.T) {
 			count["blocked "+l.Attrs["destination.address"]]++
 		case l.Event == "http.egress.audit" && l.QName == "other.test" && l.Policy == "FirewallPolicy/apps/staged" && l.Reason == "name-denied":
 			count["audit "+l.Client]++
+		case l.Event == "http.egress.blocked" && l.QName == "alias.test" && l.Reason == "chain-denied" && l.CNAME == "pool.minepool.test" && l.Policy == "ClusterFirewallPolicy/deny-mining":
+			count["chain "+l.Attrs["egressd.l7.mode"]]++
 		default:
 			t.Errorf("unexpected line %+v", l)
 		}
 	}
-	for _, k := range []string{"blocked " + e.ext.IPv4.String(), "blocked " + e.ext.IPv6.String(), "audit " + e.client.IPv4.String(), "audit " + e.client.IPv6.String()} {
+	for _, k := range []string{"blocked " + e.ext.IPv4.String(), "blocked " + e.ext.IPv6.String(), "audit " + e.client.IPv4.String(), "audit " + e.client.IPv6.String(), "chain transparent-tls", "chain connect"} {
 		if count[k] != 1 {
 			t.Errorf("%q: %d lines, want 1 (%+v)", k, count[k], lines)
 		}
@@ -221,3 +235,29 @@ func start(t *testing.T, node *netmodel.Node, name, bin string, args ...string) 
 	})
 	return p
 }
+
+// chainPolicyYAML: the pod may reach alias.test by name; an Admin policy
+// denies *.minepool.test, where alias.test's CNAME leads.
+const chainPolicyYAML = `---
+apiVersion: egressd.io/v1alpha1
+kind: FirewallPolicy
+metadata: {name: alias, namespace: apps}
+spec:
+  podSelector: {}
+  egress:
+  - action: Allow
+    to: [{fqdn: {matchName: alias.test}}]
+    ports: [{port: 443}]
+---
+apiVersion: egressd.io/v1alpha1
+kind: ClusterFirewallPolicy
+metadata: {name: deny-mining}
+spec:
+  tier: Admin
+  priority: 10
+  subject: {namespaceSelector: {}}
+  egress:
+  - name: mining-pools
+    action: Deny
+    to: [{fqdn: {matchPattern: "*.minepool.test"}}]
+`
