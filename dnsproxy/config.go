@@ -189,6 +189,23 @@ type Config struct {
 	// RebindAllow are exceptions: addresses inside them are never dropped
 	// (0.0.0.0/0 and ::/0 turn the protection off).
 	RebindAllow []netip.Prefix
+	// ServeUnknown says which sources that are no known workload are served
+	// without policy (unknown.go): CIDR prefixes or addresses, and the
+	// keyword "node" (ServeUnknownNode: the addresses of the node's
+	// interfaces — each address itself, not its subnet — and loopback), or
+	// "none" alone (ServeUnknownNone). Every other unknown source is refused
+	// (REFUSED, EDE 18 "egressd: unknown client"). Default ["node"]. Only
+	// with Deps.Engine: without one there is no policy and every source is
+	// served.
+	ServeUnknown []string
+	// UnknownWait is how long a query from an unknown source that is not
+	// served waits for its address to appear in the store (a pod the source
+	// has not delivered yet) before it is refused (default 200ms; negative:
+	// no wait).
+	UnknownWait time.Duration
+	// MaxUnknownWaiters bounds the queries waiting at once (default 256);
+	// beyond it, unknown sources are refused without waiting.
+	MaxUnknownWaiters int
 }
 
 // Defaults returns c with every zero field set to its default.
@@ -226,6 +243,13 @@ func (c Config) Defaults() Config {
 	def(&c.MinSetTTL, 5*time.Second)
 	def(&c.SetGrace, 10*time.Second)
 	def(&c.SetWriteTimeout, time.Second)
+	def(&c.UnknownWait, 200*time.Millisecond)
+	if len(c.ServeUnknown) == 0 {
+		c.ServeUnknown = []string{ServeUnknownNode}
+	}
+	if c.MaxUnknownWaiters == 0 {
+		c.MaxUnknownWaiters = 256
+	}
 	if c.MaxInflight == 0 {
 		c.MaxInflight = 4096
 	}
@@ -338,6 +362,12 @@ func (c Config) Validate() error {
 	if c.MaxInflight < 0 {
 		bad("MaxInflight", "negative %d", c.MaxInflight)
 	}
+	if _, _, err := parseServeUnknown(c.ServeUnknown); err != nil {
+		bad("ServeUnknown", "%v", err)
+	}
+	if c.MaxUnknownWaiters < 0 {
+		bad("MaxUnknownWaiters", "negative %d", c.MaxUnknownWaiters)
+	}
 	if c.MaxFails < 0 {
 		bad("MaxFails", "negative %d", c.MaxFails)
 	}
@@ -411,6 +441,9 @@ type settings struct {
 	// maxInflight and tcpMaxConns are MaxInflight and TCPMaxConns within
 	// the file descriptor budget (0: unbounded).
 	maxInflight, tcpMaxConns int
+
+	serveUnknown []netip.Prefix
+	serveNode    bool
 }
 
 func compile(c Config) (*settings, error) {
@@ -437,6 +470,7 @@ func compile(c Config) (*settings, error) {
 		all6 = all6 || (p.Addr().Is6() && p.Bits() == 0)
 	}
 	s.rebindOff = all4 && all6
+	s.serveUnknown, s.serveNode, _ = parseServeUnknown(c.ServeUnknown)
 	s.SinkholeIPv4 = s.SinkholeIPv4.Unmap()
 	s.maxInflight, s.tcpMaxConns = max(c.MaxInflight, 0), max(c.TCPMaxConns, 0)
 	if c.FDReserve > 0 {

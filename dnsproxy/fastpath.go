@@ -378,6 +378,8 @@ func (r *fastReader) serve(conn *net.UDPConn, b []byte, sess *dns.SessionUDP) bo
 			if rec = srv.record(e, wl, gen); rec.decision.Blocked() {
 				return false
 			}
+		} else if !srv.unknown.served(client, now) {
+			return false // the slow path waits for the store or refuses
 		}
 	}
 
@@ -461,6 +463,9 @@ func (r *fastReader) serve(conn *net.UDPConn, b []byte, sess *dns.SessionUDP) bo
 	srv.st.queries.Add(1)
 	srv.st.cacheHits.Add(1)
 	srv.fast.hits.Add(1)
+	if wl == nil && srv.deps.Engine != nil {
+		srv.st.unknownServed.Add(1)
+	}
 	if srv.deps.Tunnel != nil {
 		srv.fastObserve(wl, wlName, client, qname, q.qtype, rcode, len(out), start)
 	}

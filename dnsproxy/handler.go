@@ -99,10 +99,9 @@ func (srv *Server) handle(ctx context.Context, req *request) *dns.Msg {
 	var rules []policy.RuleRef
 	var decision policy.LookupDecision
 	if eng := srv.deps.Engine; eng != nil {
-		if key, ok := eng.Store().WorkloadByIP(req.client); ok {
-			if w, ok := eng.Store().Workload(key); ok {
-				wl = &w
-			}
+		var refused *dns.Msg
+		if wl, refused = srv.clientWorkload(ctx, req); refused != nil { // unknown.go
+			return refused
 		}
 		if wl != nil {
 			decision = eng.DecideLookup(wl.Key(), question.Name)

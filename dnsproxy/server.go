@@ -74,6 +74,8 @@ type Server struct {
 	wg      sync.WaitGroup
 
 	track *tracker // name → IP state (tracker.go, checkpoint.go)
+
+	unknown *unknownClients // sources that are no workload (unknown.go)
 }
 
 // New validates cfg and returns a resolver that has not started listening.
@@ -101,6 +103,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	srv.ctx, srv.cancel = context.WithCancel(context.Background())
 	srv.st = counters{}
 	srv.track = newTracker(s.MaxIPsPerName, s.MaxElementsPerWorkload)
+	srv.unknown = newUnknownClients(s)
 	srv.fwd = newForwarder(s, &srv.st, &srv.deps.Observer)
 	if srv.cache, err = newCache(s); err != nil {
 		return nil, err

@@ -175,6 +175,13 @@ type Stats struct {
 	// TCPClients the number of client addresses they come from; Inflight the
 	// queries in flight now.
 	TCPOpen, TCPClients, Inflight int
+	// UnknownServed counts queries from sources that are no known workload
+	// served without policy (Config.ServeUnknown); UnknownWaits the queries
+	// that waited for their source to appear in the store
+	// (Config.UnknownWait); UnknownWaitsFull those refused without waiting
+	// because MaxUnknownWaiters waited already; UnknownRefused the queries
+	// refused because their source is no known workload (unknown.go).
+	UnknownServed, UnknownWaits, UnknownWaitsFull, UnknownRefused uint64
 }
 
 type counters struct {
@@ -188,6 +195,8 @@ type counters struct {
 	clientOverloaded, rrlTruncated, rrlDropped                atomic.Uint64
 	tcpAccepted, tcpRejectedClient, tcpRejectedGlobal         atomic.Uint64
 	tcpIdleClosed, tcpDrained, tcpAcceptErrors                atomic.Uint64
+	unknownServed, unknownWaits, unknownWaitsFull             atomic.Uint64
+	unknownRefused                                            atomic.Uint64
 }
 
 func (c *counters) snapshot() Stats {
@@ -208,5 +217,7 @@ func (c *counters) snapshot() Stats {
 		TCPAccepted: c.tcpAccepted.Load(), TCPRejectedClient: c.tcpRejectedClient.Load(),
 		TCPRejectedGlobal: c.tcpRejectedGlobal.Load(), TCPIdleClosed: c.tcpIdleClosed.Load(),
 		TCPDrained: c.tcpDrained.Load(), TCPAcceptErrors: c.tcpAcceptErrors.Load(),
+		UnknownServed: c.unknownServed.Load(), UnknownWaits: c.unknownWaits.Load(),
+		UnknownWaitsFull: c.unknownWaitsFull.Load(), UnknownRefused: c.unknownRefused.Load(),
 	}
 }
