@@ -10,6 +10,9 @@
 //	  - classify: malformed or hostile queries get FORMERR/NOTIMP/REFUSED (or are
 //	    dropped); the per-client rate limit answers REFUSED.
 //	  - decide: client IP → workload (policy.Store), policy.Engine.DecideLookup.
+//	    A client that is no workload is served without policy only when
+//	    Config.ServeUnknown allows it (the node itself by default); otherwise it
+//	    waits briefly for the store and is then REFUSED (unknown.go).
 //	    A denied lookup gets the configured response (NXDOMAIN, REFUSED or a
 //	    sinkhole address) with an Extended DNS Error (RFC 8914, code 15 Blocked).
 //	  - answer: from the cache (positive and negative TTLs, serve-stale) or from an

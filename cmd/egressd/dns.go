@@ -65,6 +65,9 @@ func (c *config) resolverConfig() (dnsproxy.Config, error) {
 
 		RebindAllow:        rebindPrefixes(c.RebindAllow),
 		RebindClusterCIDRs: rebindPrefixes(c.ClusterCIDRs),
+		ServeUnknown:       c.serveUnknown(), // dns_flags.go
+		UnknownWait:        c.unknownWait(),
+		MaxUnknownWaiters:  c.UnknownClientWaiters,
 	}
 	for _, s := range strings.Split(c.Sinkhole, ",") {
 		a, err := netip.ParseAddr(strings.TrimSpace(s))
@@ -244,6 +247,24 @@ func (a *agent) registerResolverMetrics(srv *dnsproxy.Server) {
 		Name: "egressd_dns_lookup_records_expired_total",
 		Help: "Expired (workload, name, address) records dropped from the resolver's tracker and the policy model by the periodic sweep.",
 	}, func() float64 { return float64(srv.Stats().Swept) }))
+	for _, m := range []struct {
+		name, help string
+		value      func(dnsproxy.Stats) uint64
+	}{
+		{"egressd_dns_malformed_total", "DNS messages rejected as malformed or unsupported (FORMERR, NOTIMP, REFUSED for other classes and zone transfers, BADVERS) or dropped (responses, datagrams shorter than a header), those the DNS library rejects before the handler included.",
+			func(s dnsproxy.Stats) uint64 { return s.Malformed }},
+		{"egressd_dns_unknown_served_total", "Queries from sources that are no known workload served without policy (--serve-unknown).",
+			func(s dnsproxy.Stats) uint64 { return s.UnknownServed }},
+		{"egressd_dns_unknown_waits_total", "Queries from unknown sources that waited for their address to become a workload's (--unknown-client-wait).",
+			func(s dnsproxy.Stats) uint64 { return s.UnknownWaits }},
+		{"egressd_dns_unknown_waits_full_total", "Queries from unknown sources refused without waiting because --unknown-client-waiters queries waited already.",
+			func(s dnsproxy.Stats) uint64 { return s.UnknownWaitsFull }},
+		{"egressd_dns_unknown_refused_total", "Queries refused because their source is no known workload and not in --serve-unknown (REFUSED, EDE \"egressd: unknown client\").",
+			func(s dnsproxy.Stats) uint64 { return s.UnknownRefused }},
+	} {
+		_ = a.metrics.Registry.Register(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: m.name, Help: m.help},
+			func() float64 { return float64(m.value(srv.Stats())) }))
+	}
 	_ = a.metrics.Registry.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "egressd_policy_lookup_records",
 		Help: "(workload, address, name) lookup records in the policy model (the FQDN sets' reference).",
