@@ -39,7 +39,6 @@ ok.world.test. 60 IN A 192.0.2.10
 // served. Before the fix (main 8ff4d7d) both got the pool's address: no policy
 // at all, Admin tier included.
 func TestReplayUnknownClient(t *testing.T) {
-	t.Skip("pending issue 17 item 2 fix (helper unknown)")
 	w := New(t, Config{
 		Zone:     unknownZone,
 		Policies: denyMiningPolicies,
