@@ -74,6 +74,8 @@ func (a *agent) run(ctx context.Context) error {
 		if err := a.startKube(ctx); err != nil {
 			return err
 		}
+		// No policy files: invalid policies are in egressd_policies{state}.
+		a.metrics.ObservePolicyReload(true)
 	} else {
 		a.source.SetHooks(a.sourceHooks()) // telemetry.go
 		// Problems are logged and reported by the source; invalid objects
