@@ -105,6 +105,7 @@ type options struct {
 	logger    *slog.Logger
 	dnsExempt []netip.AddrPort
 	decide    func(policy.Connection) policy.Verdict
+	sideDoors *SideDoors // sidedoors.go; nil: none
 }
 
 // WithTable sets the table name (default "egressd").
@@ -150,6 +151,8 @@ type Enforcer struct {
 	table *nftables.Table
 	log   *slog.Logger
 	st    *state // nil: the next Apply is full
+	// sdApplied is the side-door rendering in the kernel ("": unknown).
+	sdApplied string
 }
 
 // New returns an Enforcer. It does not touch the kernel before Apply.
@@ -223,6 +226,7 @@ func (e *Enforcer) Remove(ctx context.Context) error {
 		return errors.New("egress: closed")
 	}
 	e.st = nil
+	e.sdApplied = ""
 	if _, err := e.conn.ListTableOfFamily(e.opts.table, nftables.TableFamilyINet); err != nil {
 		if errors.Is(err, unix.ENOENT) {
 			return nil
@@ -536,11 +540,15 @@ func (e *Enforcer) Apply(ctx context.Context, plan *policy.Plan, changes policy.
 	full := changes.Full || e.st == nil || e.st.def != e.defVerdict(plan)
 	var err error
 	if full {
+		e.sdApplied = "" // re-check the side doors against the kernel
 		err = e.applyFull(plan)
 	} else if !changes.Empty() {
 		err = e.applyIncremental(plan, changes)
 	} else {
 		e.st.plan = plan
+	}
+	if err == nil {
+		err = e.applySideDoorsLocked(plan) // sidedoors.go
 	}
 	if err != nil {
 		e.st = nil // resynchronise from the kernel on the next Apply

@@ -100,8 +100,11 @@ func (e *Enforcer) discard() {
 // sets: their name is a digest of their elements).
 // foreignObject reports whether a chain or set of the table belongs to another
 // component (the L7 redirect and the DNS interception, "l7_*"): a full apply
-// leaves those untouched.
-func foreignObject(name string) bool { return strings.HasPrefix(name, "l7_") }
+// leaves those untouched, and so are the side doors ("sd_*", applied after
+// the plan by applySideDoorsLocked).
+func foreignObject(name string) bool {
+	return strings.HasPrefix(name, "l7_") || strings.HasPrefix(name, sideDoorPrefix)
+}
 
 func (e *Enforcer) applyFull(plan *policy.Plan) error {
 	t0 := time.Now()

@@ -125,7 +125,8 @@ func (c *Compiler) fullLocked() (*Plan, Changes) {
 			progs = &[2]Program{buildProgram(list, Ingress), buildProgram(list, Egress)}
 			programs[string(sigs[key])] = progs
 		}
-		plan.Workloads[key] = &PlanWorkload{Key: key, IPs: slices.Clone(w.IPs), Node: w.Node, Ingress: progs[0], Egress: progs[1]}
+		plan.Workloads[key] = &PlanWorkload{Key: key, IPs: slices.Clone(w.IPs), Node: w.Node, Ingress: progs[0], Egress: progs[1],
+			DNSBypass: dnsBypassOf(list)}
 	}
 	c.plan = plan
 	return plan, Changes{Full: true}
@@ -224,7 +225,8 @@ func (c *Compiler) incrementalLocked(pending *changeLog) (*Plan, Changes) {
 
 func samePlanWorkload(a, b *PlanWorkload) bool {
 	return a.Node == b.Node && slices.Equal(a.IPs, b.IPs) &&
-		a.Ingress.Key() == b.Ingress.Key() && a.Egress.Key() == b.Egress.Key()
+		a.Ingress.Key() == b.Ingress.Key() && a.Egress.Key() == b.Egress.Key() &&
+		a.DNSBypass.Equal(b.DNSBypass)
 }
 
 func (c *Compiler) addSelection(cp *compiledPolicy, w WorkloadKey) {
@@ -298,6 +300,8 @@ func newPlanWorkload(w *Workload, sel []*compiledPolicy) *PlanWorkload {
 		Node:    w.Node,
 		Ingress: buildProgram(sel, Ingress),
 		Egress:  buildProgram(sel, Egress),
+
+		DNSBypass: dnsBypassOf(sel),
 	}
 }
 

@@ -137,6 +137,9 @@ type PlanWorkload struct {
 	Node    string
 	Ingress Program
 	Egress  Program
+	// DNSBypass is what ClusterFirewallPolicies set for the workload's DNS
+	// that does not go to egressd (zero: the node default).
+	DNSBypass DNSBypassSetting
 }
 
 // Program returns the program of a direction.

@@ -117,6 +117,8 @@ type compiledPolicy struct {
 	lookups  LookupMode
 	// tunnel is spec.tunnelDetection ("" when unset).
 	tunnel TunnelDetection
+	// dnsBypass is spec.dnsBypass (ClusterFirewallPolicy; nil when unset).
+	dnsBypass *compiledDNSBypass
 	// namespace restricts the subject to one namespace (namespaced kinds).
 	namespace string
 	// nsSel selects the subject's namespaces (cluster kind); nil with namespace set.

@@ -97,6 +97,46 @@ const (
 	TunnelDetectionBlock TunnelDetection = "Block"
 )
 
+// DNSBypassAction is what the kernel does with a workload's DNS that does not
+// go to egressd (docs/policy.md, "DNS side doors").
+//
+// +kubebuilder:validation:Enum=Redirect;Drop;Allow
+type DNSBypassAction string
+
+const (
+	// DNSBypassRedirect sends plain DNS (UDP and TCP port 53) for any other
+	// resolver to egressd (nftables DNAT; the node default), and drops
+	// encrypted DNS (DoT and DoQ on port 853, DoH to the known public
+	// resolvers).
+	DNSBypassRedirect DNSBypassAction = "Redirect"
+	// DNSBypassDrop drops plain DNS for any other resolver instead, and
+	// encrypted DNS like Redirect.
+	DNSBypassDrop DNSBypassAction = "Drop"
+	// DNSBypassAllow exempts the workloads: their DNS to other resolvers,
+	// plain or encrypted, is neither redirected nor dropped (a namespace that
+	// runs its own resolver).
+	DNSBypassAllow DNSBypassAction = "Allow"
+)
+
+// DNSBypass is spec.dnsBypass of a ClusterFirewallPolicy: what the kernel
+// does with the selected workloads' DNS that does not go to egressd.
+//
+// +kubebuilder:object:generate=true
+type DNSBypass struct {
+	// Action is Redirect (plain DNS to egressd, encrypted DNS dropped), Drop
+	// (both dropped) or Allow (neither). Omitted: the node default
+	// (egressd --dns-bypass, Redirect unless changed).
+	// +optional
+	Action DNSBypassAction `json:"action,omitempty"`
+	// Resolvers are resolver addresses (CIDRs) the selected workloads may
+	// reach directly, plain (port 53) and encrypted (853, DoH), whatever the
+	// action.
+	// +optional
+	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:items:MaxLength=43
+	Resolvers []string `json:"resolvers,omitempty"`
+}
+
 // Protocol is a transport protocol.
 //
 // +kubebuilder:validation:Enum=TCP;UDP;SCTP
@@ -265,6 +305,13 @@ type ClusterFirewallPolicySpec struct {
 	// a Baseline-tier one applies only where no namespaced policy sets it.
 	// +optional
 	TunnelDetection TunnelDetection `json:"tunnelDetection,omitempty"`
+	// DNSBypass says what the kernel does with the selected workloads' DNS
+	// that does not go to egressd (plain DNS to other resolvers, DoT, DoQ,
+	// DoH); unset leaves it to other ClusterFirewallPolicies and the node
+	// default. The first Admin-tier policy (by priority, then name) that sets
+	// it decides, else the first Baseline one. Enforce mode only.
+	// +optional
+	DNSBypass *DNSBypass `json:"dnsBypass,omitempty"`
 	// Ingress rules, evaluated in order; first match wins.
 	// +optional
 	// +kubebuilder:validation:MaxItems=256

@@ -133,6 +133,8 @@ func compileClusterFirewallPolicy(p *ClusterFirewallPolicy) (*compiledPolicy, er
 	errs = append(errs, e...)
 	cp.tunnel, e = compileTunnelDetection(spec.Child("tunnelDetection"), p.Spec.TunnelDetection)
 	errs = append(errs, e...)
+	cp.dnsBypass, e = compileDNSBypass(spec.Child("dnsBypass"), p.Spec.DNSBypass)
+	errs = append(errs, e...)
 	cp.nsSel, e = compileSelector(spec.Child("subject", "namespaceSelector"), &p.Spec.Subject.NamespaceSelector)
 	errs = append(errs, e...)
 	cp.podSel, e = compileSelector(spec.Child("subject", "podSelector"), p.Spec.Subject.PodSelector)
