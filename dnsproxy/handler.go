@@ -16,6 +16,7 @@ import (
 type request struct {
 	start  time.Time
 	client netip.Addr
+	port   uint16 // the client's port (0: unknown)
 	tcp    bool
 	// charged: the client's rate limit token was taken already (UDP queries
 	// on the resolver's own sockets, in the read loop: fastpath.go)
@@ -32,6 +33,7 @@ func (srv *Server) ServeDNS(w dns.ResponseWriter, q *dns.Msg) {
 	_, req.tcp = w.RemoteAddr().(*net.TCPAddr)
 	own := !req.tcp && srv.ownSocket(w.LocalAddr())
 	req.charged = own
+	req.port = portOf(w.RemoteAddr())
 	srv.st.queries.Add(1)
 	reply := srv.handle(srv.ctx, &req)
 	rcode := -1
@@ -433,7 +435,7 @@ func truncateName(n string) string {
 func (srv *Server) event(req *request, wl *policy.Workload, name string, o policy.Outcome, response string) Event {
 	q := req.q.Question[0]
 	ev := Event{
-		Time: req.start, Event: name, Client: req.client.String(),
+		Time: req.start, Event: name, Client: req.client.String(), ClientPort: req.port, TCP: req.tcp,
 		QName: q.Name, QType: dns.Type(q.Qtype).String(),
 		Rule: o.Rule, Tier: string(o.Tier), Reason: o.Reason, Response: response,
 	}
@@ -464,6 +466,17 @@ func addrOf(a net.Addr) netip.Addr {
 		return netip.Addr{}
 	}
 	return ap.Addr().Unmap()
+}
+
+// portOf returns the port of a client address (0 when it has none).
+func portOf(a net.Addr) uint16 {
+	switch a := a.(type) {
+	case *net.UDPAddr:
+		return uint16(a.Port)
+	case *net.TCPAddr:
+		return uint16(a.Port)
+	}
+	return 0
 }
 
 var _ dns.Handler = (*Server)(nil)

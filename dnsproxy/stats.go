@@ -27,6 +27,11 @@ type Event struct {
 	Workload string
 	// Client is the client's IP address.
 	Client string
+	// ClientPort and TCP are the client's port and transport (the agent finds
+	// a redirected query's original destination with them, egress.
+	// OriginalDestinations).
+	ClientPort uint16
+	TCP        bool
 	// QName is the query name as asked; QType its type ("A", "AAAA", ...).
 	QName, QType string
 	// Policy ("Kind/name" or "Kind/namespace/name"), Rule (its name or

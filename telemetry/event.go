@@ -53,6 +53,10 @@ const (
 	// link-local, the node's, the cluster's) dropped from an answer; attrs
 	// "egressd.rebinding.dropped" lists them.
 	EventRebindingBlocked = "dns.rebinding.blocked"
+	// EventDNSBypassBlocked: a pod's DNS that bypassed egressd (plain DNS to
+	// another resolver under Drop, DoT, DoQ, DoH to a known resolver) dropped
+	// by the kernel (nflog).
+	EventDNSBypassBlocked = "dns.bypass.blocked"
 )
 
 // Events lists every known event name, in a stable order.
@@ -61,6 +65,7 @@ var Events = []string{
 	EventTunnelSuspected, EventTunnelBlocked, EventHTTPBlocked, EventHTTPAudit, EventPacketDenied,
 	EventPolicyReloadFailed, EventPolicyReloadRecovered,
 	EventAnswerCapped, EventRebindingBlocked,
+	EventDNSBypassBlocked,
 }
 
 // IsTunnel reports whether name is a tunnel-detection event (those carry Domain, Score

@@ -40,6 +40,7 @@ type agent struct {
 	needFull bool // the next sync renders the whole table
 	started  time.Time
 
+	sideDoors   *sideDoors       // DNS side doors (sidedoors.go); nil without the nftables dataplane
 	interceptOn bool             // --intercept-dns is programmed (intercept.go)
 	intercepted []netip.AddrPort // what it programmed
 	// /status (status.go)
@@ -99,6 +100,11 @@ func (a *agent) run(ctx context.Context) error {
 		if a.cfg.NFLogGroup > 0 {
 			opts = append(opts, egress.WithNFLog(uint16(a.cfg.NFLogGroup)))
 		}
+		sdOpt, err := a.sideDoorsOption() // sidedoors.go
+		if err != nil {
+			return err
+		}
+		opts = append(opts, sdOpt)
 		if a.enforcer, err = egress.New(opts...); err != nil {
 			return fmt.Errorf("dataplane: %w", err)
 		}
@@ -133,6 +139,7 @@ func (a *agent) run(ctx context.Context) error {
 		go a.source.Watch(ctx, a.cfg.ReloadInterval, a.requestSync)
 	}
 	go a.reportDenied(ctx) // packets.go
+	go a.watchDoHList(ctx) // sidedoors.go
 	for {
 		select {
 		case <-ctx.Done():

@@ -21,6 +21,7 @@ type config struct {
 	dnsConfig       // dns_flags.go
 	rebindConfig    // rebind_flags.go
 	dnsLimitsConfig // dns_limits.go
+	sideDoorConfig  // sidedoors.go
 
 	Policies       string
 	Workloads      string
@@ -145,6 +146,7 @@ func parseFlags(args []string, stderr *os.File) (*config, error) {
 	registerDNSFlags(fs, c)
 	registerRebindFlags(fs, c)
 	registerDNSLimitFlags(fs, c)
+	registerSideDoorFlags(fs, c)
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -207,6 +209,9 @@ func (c *config) validate() error {
 		errs = append(errs, err)
 	}
 	if err := c.validateKube(); err != nil { // cluster mode without --policies/--workloads
+		errs = append(errs, err)
+	}
+	if err := c.validateSideDoors(); err != nil { // sidedoors.go
 		errs = append(errs, err)
 	}
 	if err := c.validateDNS(); err != nil {

@@ -139,7 +139,7 @@ func (a *agent) startL7(ctx context.Context) (func(), error) {
 	if err := a.cfg.validateL7(); err != nil {
 		return nil, err
 	}
-	checker := &l7.Checker{Engine: a.engine, ResolveChain: a.nodeResolver()}
+	checker := &l7.Checker{Engine: a.engine, ResolveChain: a.nodeResolver(), BlockDoH: a.blockDoH} // sidedoors.go
 	verdicts := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "egressd_l7_requests_total",
 		Help: "L7 proxy decisions by mode (http, connect, transparent-tls, transparent-http), verdict and reason.",

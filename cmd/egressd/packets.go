@@ -80,7 +80,12 @@ func (a *agent) reportDenied(ctx context.Context) {
 		if !ok {
 			return
 		}
-		ev := deniedEvent(a.engine, p)
+		var ev telemetry.Event
+		if strings.HasPrefix(p.Prefix, egress.BypassLogPrefix) {
+			ev = a.bypassEvent(p) // sidedoors.go
+		} else {
+			ev = deniedEvent(a.engine, p)
+		}
 		if suppressed > 0 {
 			ev.Attrs["egressd.suppressed"] = strconv.Itoa(suppressed)
 		}

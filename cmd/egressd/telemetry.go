@@ -83,16 +83,32 @@ func (a *agent) sourceHooks() file.Hooks {
 }
 
 // dnsReporter adapts the resolver's events to the telemetry reporter.
-type dnsReporter struct{ r *telemetry.Reporter }
+// origDst, when set, returns the original destination of a redirected query
+// (sidedoors.go); it costs a conntrack lookup, so only blocked and audited
+// lookups ask.
+type dnsReporter struct {
+	r       *telemetry.Reporter
+	origDst func(dnsproxy.Event) string
+}
 
 func (d dnsReporter) report(ctx context.Context, name string, ev dnsproxy.Event) {
 	ns, _, _ := strings.Cut(ev.Workload, "/")
-	d.r.Report(ctx, telemetry.Event{
+	tev := telemetry.Event{
 		Time: ev.Time, Event: name, Workload: ev.Workload, Namespace: ns, Client: ev.Client,
 		QName: ev.QName, QType: ev.QType, Policy: ev.Policy, Rule: ev.Rule, Tier: ev.Tier,
 		Reason: ev.Reason, Response: ev.Response, CNAME: ev.CNAME,
-	})
+	}
+	if d.origDst != nil && name != telemetry.EventLookupAllowed {
+		if dst := d.origDst(ev); dst != "" {
+			tev.Attrs = map[string]string{AttrOriginalDestination: dst}
+		}
+	}
+	d.r.Report(ctx, tev)
 }
+
+// AttrOriginalDestination is the event attribute naming where a redirected
+// query was sent (the pod's choice, e.g. 8.8.8.8:53).
+const AttrOriginalDestination = "egressd.dns.original_destination"
 
 func (d dnsReporter) LookupBlocked(ctx context.Context, ev dnsproxy.Event) {
 	d.report(ctx, telemetry.EventLookupBlocked, ev)
@@ -131,7 +147,9 @@ func (d dnsReporter) RebindingBlocked(ctx context.Context, ev dnsproxy.Event) {
 	})
 }
 
-func (a *agent) reporter() dnsproxy.Reporter { return dnsReporter{a.events} }
+func (a *agent) reporter() dnsproxy.Reporter {
+	return dnsReporter{r: a.events, origDst: a.originalDestination}
+}
 
 // observer feeds the resolver's latencies into the metrics.
 func (a *agent) observer() dnsproxy.Observer {

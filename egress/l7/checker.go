@@ -43,6 +43,7 @@ const (
 	ReasonHostMismatch  = "host-mismatch"         // Host header differs from the request target
 	ReasonIPLiteral     = "address-literal"       // a bare address where a name is needed
 	ReasonBadRequest    = "bad-request"           // unparsable HTTP request
+	ReasonDoH           = "dns-over-https"        // a known public DoH resolver (DNS side doors)
 )
 
 // Resolver returns the addresses of host. The agent resolves through the node
@@ -72,6 +73,11 @@ type Checker struct {
 	// Resolve resolves names without their chains (tests); nil uses
 	// net.DefaultResolver.
 	Resolve Resolver
+	// BlockDoH, when set, reports whether a workload (zero key: not a known
+	// workload) must not reach the host name of a known DoH resolver at dst
+	// (invalid in explicit mode): the DNS side doors by name (docs/egressd.md
+	// "DNS side doors"). Such requests are denied with ReasonDoH.
+	BlockDoH func(w policy.WorkloadKey, name string, dst netip.Addr) bool
 }
 
 // Request is what the proxy is asked to reach.
@@ -187,6 +193,10 @@ func (c *Checker) Check(ctx context.Context, r Request) Verdict {
 			return v
 		}
 		v.Name = name
+		if c.BlockDoH != nil && c.BlockDoH(w, name, r.Dst.Unmap()) {
+			v.Reason = ReasonDoH
+			return v
+		}
 		var ld policy.LookupDecision
 		if known {
 			ld = e.DecideLookup(w, name)

@@ -69,6 +69,7 @@ func newTestChecker(t testing.TB) (*Checker, *policy.Store) {
 
 func TestCheck(t *testing.T) {
 	c, _ := newTestChecker(t)
+	c.BlockDoH = func(w policy.WorkloadKey, name string, _ netip.Addr) bool { return name == "dns.google" }
 	cl := netip.MustParseAddr("127.0.0.1")
 	ctx := context.Background()
 	for _, tc := range []struct {
@@ -87,6 +88,8 @@ func TestCheck(t *testing.T) {
 		{"127.0.0.4", "", true, ""},
 		{"127.0.0.3", "", false, ReasonIPLiteral},
 		{"nxdomain.example.com", "", false, ReasonResolveFailed},
+		{"DNS.Google.", "127.0.0.3", false, ReasonDoH},
+		{"dns.google", "", false, ReasonDoH},
 	} {
 		r := Request{Client: cl, Host: tc.host, Port: 443}
 		if tc.dst != "" {

@@ -1,0 +1,247 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/egressd/egressd/dnsproxy"
+	"github.com/egressd/egressd/egress"
+	"github.com/egressd/egressd/egress/doh"
+	"github.com/egressd/egressd/policy"
+	"github.com/egressd/egressd/telemetry"
+)
+
+// sideDoorConfig closes the DNS side doors (issue 16; docs/egressd.md,
+// "DNS side doors"): pods' DNS that does not go to egressd.
+type sideDoorConfig struct {
+	DNSBypass        string   // --dns-bypass: Redirect, Drop or Allow
+	DNSBypassExempt  []string // --dns-bypass-exempt-namespaces
+	EncryptedDNS     string   // --encrypted-dns: Drop or Allow
+	DoHResolvers     string   // --doh-resolvers FILE ("" : the list shipped with egressd)
+	dnsBypassExemptS bool     // the flag was given (an empty value clears the default)
+}
+
+func registerSideDoorFlags(fs *flag.FlagSet, c *config) {
+	fs.StringVar(&c.DNSBypass, "dns-bypass", "Redirect", "what the kernel does with pods' plain DNS (UDP/TCP 53) to resolvers other than egressd when no ClusterFirewallPolicy spec.dnsBypass says: Redirect (to egressd), Drop, or Allow")
+	fs.Func("dns-bypass-exempt-namespaces", "comma-separated namespaces whose pods default to dnsBypass Allow: they run their own resolver (default kube-system: CoreDNS's upstream queries must not loop through egressd); empty: none", func(s string) error {
+		c.dnsBypassExemptS = true
+		c.DNSBypassExempt = nil
+		return listFlag{&c.DNSBypassExempt}.Set(s)
+	})
+	fs.StringVar(&c.EncryptedDNS, "encrypted-dns", "Drop", "pods' encrypted DNS that bypasses egressd — DoT (TCP 853), DoQ (UDP 853), DoH to the --doh-resolvers addresses: Drop (reported as dns.bypass.blocked) or Allow")
+	fs.StringVar(&c.DoHResolvers, "doh-resolvers", "", "file of known DoH resolver addresses (\"<address or CIDR> <host name>\" lines) replacing the list shipped with egressd; re-read when it changes, a bad or empty file keeps the last good list")
+}
+
+func (c *sideDoorConfig) validateSideDoors() error {
+	var errs []error
+	if err := c.dnsBypassNode().Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("--dns-bypass: %w", err))
+	}
+	switch c.EncryptedDNS {
+	case "Drop", "Allow":
+	default:
+		errs = append(errs, fmt.Errorf("--encrypted-dns %.40q: want Drop or Allow", c.EncryptedDNS))
+	}
+	if c.DoHResolvers != "" {
+		if _, err := readDoHList(c.DoHResolvers); err != nil {
+			errs = append(errs, fmt.Errorf("--doh-resolvers: %w", err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// dnsBypassNode returns the node's side-door defaults.
+func (c *sideDoorConfig) dnsBypassNode() policy.DNSBypassNode {
+	exempt := c.DNSBypassExempt
+	if !c.dnsBypassExemptS {
+		exempt = []string{"kube-system"}
+	}
+	return policy.DNSBypassNode{Default: policy.DNSBypassAction(c.DNSBypass), ExemptNamespaces: exempt, AllowEncrypted: c.EncryptedDNS == "Allow"}
+}
+
+// readDoHList reads a --doh-resolvers file; an empty list is an error (it
+// would silently open the DoH door).
+func readDoHList(path string) (doh.List, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	l, err := doh.Parse(bytes.NewReader(b))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if len(l) == 0 {
+		return nil, fmt.Errorf("%s: no entries", path)
+	}
+	return l, nil
+}
+
+// sideDoors holds the agent's side-door state.
+type sideDoors struct {
+	node    policy.DNSBypassNode
+	to4     netip.AddrPort
+	to6     netip.AddrPort
+	doh     atomic.Pointer[doh.List]
+	origDst *egress.OriginalDestinations // nil: original destinations are not reported
+}
+
+// sideDoorsOption prepares the side doors and returns the enforcer option.
+func (a *agent) sideDoorsOption() (egress.Option, error) {
+	l := doh.Default()
+	if a.cfg.DoHResolvers != "" {
+		var err error
+		if l, err = readDoHList(a.cfg.DoHResolvers); err != nil {
+			return nil, fmt.Errorf("--doh-resolvers: %w", err)
+		}
+	}
+	sd := &sideDoors{node: a.cfg.dnsBypassNode()}
+	for _, ap := range a.listenAddrPorts() {
+		switch {
+		case ap.Addr().Unmap().Is4() && !sd.to4.IsValid():
+			sd.to4 = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+		case ap.Addr().Is6() && !ap.Addr().Is4In6() && !sd.to6.IsValid():
+			sd.to6 = ap
+		}
+	}
+	sd.doh.Store(&l)
+	if od, err := egress.NewOriginalDestinations(0); err != nil {
+		a.log.Warn("original destinations of redirected queries will not be reported", "err", err)
+	} else {
+		sd.origDst = od
+	}
+	a.sideDoors = sd
+	a.log.Info("DNS side doors", "dns-bypass", sd.node.Default, "exempt-namespaces", sd.node.ExemptNamespaces,
+		"encrypted-dns", a.cfg.EncryptedDNS, "doh-resolvers", len(l), "redirect-to4", sd.to4, "redirect-to6", sd.to6)
+	return egress.WithSideDoors(egress.SideDoors{Node: sd.node, To4: sd.to4, To6: sd.to6, DoH: l.Prefixes()}), nil
+}
+
+// watchDoHList re-reads --doh-resolvers when it changes and replaces the
+// kernel set; a bad or empty file keeps the last good list.
+func (a *agent) watchDoHList(ctx context.Context) {
+	if a.cfg.DoHResolvers == "" || a.sideDoors == nil || a.enforcer == nil {
+		return
+	}
+	var last time.Time
+	if fi, err := os.Stat(a.cfg.DoHResolvers); err == nil {
+		last = fi.ModTime()
+	}
+	t := time.NewTicker(a.cfg.ReloadInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		fi, err := os.Stat(a.cfg.DoHResolvers)
+		if err != nil || fi.ModTime().Equal(last) {
+			continue
+		}
+		last = fi.ModTime()
+		l, err := readDoHList(a.cfg.DoHResolvers)
+		if err != nil {
+			a.log.Error("--doh-resolvers unusable; the last good list stays in force", "err", err)
+			continue
+		}
+		if err := a.enforcer.SetDoHResolvers(l.Prefixes()); err != nil {
+			a.log.Error("--doh-resolvers: kernel set not updated", "err", err)
+			continue
+		}
+		a.sideDoors.doh.Store(&l)
+		a.log.Info("DoH resolver list reloaded", "entries", len(l))
+	}
+}
+
+// bypassEvent reports a side-door packet the kernel dropped (nflog prefix
+// egress.BypassLogPrefix + door) as dns.bypass.blocked.
+func (a *agent) bypassEvent(p egress.DeniedPacket) telemetry.Event {
+	door := strings.TrimPrefix(p.Prefix, egress.BypassLogPrefix)
+	ev := telemetry.Event{
+		Time: p.Time, Event: telemetry.EventDNSBypassBlocked, Client: p.Src.String(),
+		Reason: "dns side door: " + door,
+		Attrs: map[string]string{
+			"server.address":        p.Dst.String(),
+			"server.port":           strconv.Itoa(int(p.DstPort)),
+			"network.transport":     strings.ToLower(string(p.Protocol)),
+			"egressd.dns.side_door": door,
+		},
+	}
+	if sd := a.sideDoors; sd != nil {
+		if l := sd.doh.Load(); l != nil {
+			if name, ok := l.NameOf(p.Dst); ok && name != "" {
+				ev.Attrs["egressd.dns.resolver"] = name
+			}
+		}
+	}
+	if key, ok := a.store.WorkloadByIP(p.Src); ok {
+		ev.Workload = key.String()
+		ev.Namespace = key.Namespace
+		s := a.engine.DNSBypass(key)
+		if a.sideDoors != nil {
+			s = a.sideDoors.node.Effective(key.Namespace, s)
+		}
+		if s.Policy.Name != "" {
+			ev.Policy = s.Policy.String()
+		}
+		ev.Attrs["egressd.dns.bypass_action"] = string(s.Action)
+	}
+	return ev
+}
+
+// originalDestination returns where a query egressd answered was first sent
+// when the kernel redirected it (side doors, --intercept-dns): "" otherwise.
+func (a *agent) originalDestination(ev dnsproxy.Event) string {
+	sd := a.sideDoors
+	if sd == nil || sd.origDst == nil || ev.ClientPort == 0 {
+		return ""
+	}
+	client, err := netip.ParseAddr(ev.Client)
+	if err != nil {
+		return ""
+	}
+	server := sd.to4
+	if client.Is6() {
+		server = sd.to6
+	}
+	if !server.IsValid() {
+		return ""
+	}
+	proto := uint8(unix.IPPROTO_UDP)
+	if ev.TCP {
+		proto = unix.IPPROTO_TCP
+	}
+	dst, ok, err := sd.origDst.Lookup(proto, netip.AddrPortFrom(client, ev.ClientPort), server)
+	if err != nil || !ok || dst == server {
+		return ""
+	}
+	return dst.String()
+}
+
+// blockDoH is the L7 proxy's side-door check by name (l7.Checker.BlockDoH):
+// the host name of a known DoH resolver, for a workload whose encrypted DNS
+// is dropped, unless dst is one of its dnsBypass.resolvers.
+func (a *agent) blockDoH(w policy.WorkloadKey, name string, dst netip.Addr) bool {
+	sd := a.sideDoors
+	if sd == nil || sd.node.AllowEncrypted {
+		return false
+	}
+	if l := sd.doh.Load(); l == nil || !l.HasName(name) {
+		return false
+	}
+	s := sd.node.Effective(w.Namespace, a.engine.DNSBypass(w))
+	if s.Action == policy.DNSBypassAllow || (dst.IsValid() && s.Exempt(dst)) {
+		return false
+	}
+	return true
+}
