@@ -152,7 +152,9 @@ func checkExplain(t *testing.T, policies, workloads string, cases []explainCase)
 			got := decodeJSON[explainJSON](t, out)
 			g, w := got, c.want
 			g.Audit, w.Audit = nil, nil
-			if g != w || (got.Audit == nil) != (c.want.Audit == nil) || (got.Audit != nil && *got.Audit != *c.want.Audit) {
+			g.SideDoor, w.SideDoor = nil, nil
+			if g != w || (got.Audit == nil) != (c.want.Audit == nil) || (got.Audit != nil && *got.Audit != *c.want.Audit) ||
+				(got.SideDoor == nil) != (c.want.SideDoor == nil) || (got.SideDoor != nil && *got.SideDoor != *c.want.SideDoor) {
 				t.Errorf("got  %s\nwant %+v %+v", out, c.want, c.want.Audit)
 			}
 			// Exactly the documented keys.
@@ -160,7 +162,7 @@ func checkExplain(t *testing.T, policies, workloads string, cases []explainCase)
 			_ = json.Unmarshal([]byte(out), &keys)
 			for k := range keys {
 				switch k {
-				case "verdict", "tier", "policy", "rule", "reason", "audit":
+				case "verdict", "tier", "policy", "rule", "reason", "audit", "sideDoor":
 				default:
 					t.Errorf("unexpected key %q", k)
 				}
@@ -212,6 +214,7 @@ func TestExplainDesignExample(t *testing.T) {
 
 func TestExplainModel(t *testing.T) {
 	staged := &explainJSON{Verdict: "Deny", Tier: "Admin", Policy: "ClusterFirewallPolicy/staged-no-udp", Rule: "no-udp", Reason: "rule"}
+	dnsAllowed := &sideDoorJSON{Door: "dns", Verdict: "Pass", Reason: "dnsBypass Allow (node default Allow)"}
 	checkExplain(t, modelPolicies, modelWorkloads, []explainCase{
 		{"baseline denies blue to red at ingress", []string{"--from", "x/a", "--to", "y/b", "--port", "80"},
 			explainJSON{Verdict: "Deny", Tier: "Baseline", Policy: "ClusterFirewallPolicy/blue-not-red", Rule: "from-blue", Reason: "rule"}},
@@ -221,10 +224,11 @@ func TestExplainModel(t *testing.T) {
 			explainJSON{Verdict: "Deny", Tier: "Namespaced", Policy: "FirewallPolicy/y/no-b", Rule: "deny-b", Reason: "rule"}},
 		{"named port at ingress, IPv6", []string{"--from", "x/a", "--to", "z/c", "--port", "80", "--family", "ipv6"},
 			explainJSON{Verdict: "Allow", Tier: "Namespaced", Policy: "FirewallPolicy/z/web", Rule: "http", Reason: "rule"}},
-		{"staged policy: audit would deny UDP", []string{"--from", "y/b", "--to", "y/a", "--port", "53", "--protocol", "UDP"},
-			explainJSON{Verdict: "Allow", Tier: "Default", Reason: "no-policy", Audit: staged}},
-		{"staged policy on a denied connection", []string{"--from", "x/a", "--to", "y/b", "--port", "53", "--protocol", "UDP"},
-			explainJSON{Verdict: "Deny", Tier: "Baseline", Policy: "ClusterFirewallPolicy/blue-not-red", Rule: "from-blue", Reason: "rule", Audit: staged}},
+		// Port 53 with --dns-bypass Allow: the side doors (TestExplainSideDoors) stay out of the way.
+		{"staged policy: audit would deny UDP", []string{"--from", "y/b", "--to", "y/a", "--port", "53", "--protocol", "UDP", "--dns-bypass", "Allow"},
+			explainJSON{Verdict: "Allow", Tier: "Default", Reason: "no-policy", Audit: staged, SideDoor: dnsAllowed}},
+		{"staged policy on a denied connection", []string{"--from", "x/a", "--to", "y/b", "--port", "53", "--protocol", "UDP", "--dns-bypass", "Allow"},
+			explainJSON{Verdict: "Deny", Tier: "Baseline", Policy: "ClusterFirewallPolicy/blue-not-red", Rule: "from-blue", Reason: "rule", Audit: staged, SideDoor: dnsAllowed}},
 		{"lookup of xmr pool blocked by Admin", []string{"--from", "z/c", "--to-name", "xmr-eu.com"},
 			explainJSON{Verdict: "Deny", Tier: "Admin", Policy: "ClusterFirewallPolicy/deny-mining", Rule: "mining", Reason: "rule"}},
 		{"node default deny", []string{"--from", "y/b", "--to", "y/a", "--port", "80", "--default-verdict", "deny"},
@@ -234,7 +238,7 @@ func TestExplainModel(t *testing.T) {
 
 func TestExplainText(t *testing.T) {
 	out, errOut, code := runCmd(t, "explain", "-f", modelPolicies, "--workloads", modelWorkloads,
-		"--from", "x/a", "--to", "y/b", "--port", "53", "--protocol", "udp")
+		"--from", "x/a", "--to", "y/b", "--port", "53", "--protocol", "udp", "--dns-bypass", "Allow")
 	if code != exitOK {
 		t.Fatalf("code %d, stderr %q", code, errOut)
 	}
@@ -455,5 +459,63 @@ func TestHelp(t *testing.T) {
 	out, _, code = runCmd(t, "version")
 	if code != exitOK || !strings.HasPrefix(out, "egressctl ") {
 		t.Errorf("version: %d %q", code, out)
+	}
+}
+
+// TestExplainSideDoors: explain says what the kernel does with a pod's DNS
+// that does not go to egressd (issue 16), exemptions included; the kernel
+// side is test/dataplane TestSideDoorsConformance.
+func TestExplainSideDoors(t *testing.T) {
+	pols, wls := "testdata/sidedoors/policies.yaml", "testdata/sidedoors/workloads.yaml"
+	node := "node default Redirect"
+	checkExplain(t, pols, wls, []explainCase{
+		{"plain DNS to 8.8.8.8 redirected", []string{"--from", "builds/runner-0", "--to-ip", "8.8.8.8", "--port", "53", "--protocol", "udp"},
+			explainJSON{Verdict: "Redirect", Reason: "dns-redirect", SideDoor: &sideDoorJSON{Door: "dns", Verdict: "Redirected",
+				Reason: "plain DNS to another resolver is redirected to egressd (" + node + ")", To: "169.254.20.10:53"}}},
+		{"plain DNS over TCP and IPv6 without an IPv6 resolver address is dropped", []string{"--from", "builds/runner-0", "--to-ip", "2001:4860:4860::8888", "--port", "53"},
+			explainJSON{Verdict: "Deny", Reason: "dns-bypass-blocked", SideDoor: &sideDoorJSON{Door: "dns", Verdict: "Dropped",
+				Reason: "plain DNS to another resolver; egressd listens on no address of this family, so it is dropped"}}},
+		{"plain DNS over IPv6 redirected with an IPv6 resolver address", []string{"--from", "builds/runner-0", "--to-ip", "2001:4860:4860::8888", "--port", "53", "--resolver", "169.254.20.10:53", "--resolver", "[fd00::53]:53"},
+			explainJSON{Verdict: "Redirect", Reason: "dns-redirect", SideDoor: &sideDoorJSON{Door: "dns", Verdict: "Redirected",
+				Reason: "plain DNS to another resolver is redirected to egressd (" + node + ")", To: "[fd00::53]:53"}}},
+		{"DoH to 1.1.1.1 dropped", []string{"--from", "builds/runner-0", "--to-ip", "1.1.1.1", "--port", "443"},
+			explainJSON{Verdict: "Deny", Reason: "dns-bypass-blocked", SideDoor: &sideDoorJSON{Door: "doh", Verdict: "Dropped",
+				Reason: "encrypted DNS (doh) is dropped (" + node + ")", Resolver: "cloudflare-dns.com"}}},
+		{"DoT dropped", []string{"--from", "builds/runner-0", "--to-ip", "203.0.113.7", "--port", "853"},
+			explainJSON{Verdict: "Deny", Reason: "dns-bypass-blocked", SideDoor: &sideDoorJSON{Door: "dot", Verdict: "Dropped",
+				Reason: "encrypted DNS (dot) is dropped (" + node + ")"}}},
+		{"DoQ dropped", []string{"--from", "builds/runner-0", "--to-ip", "203.0.113.7", "--port", "853", "--protocol", "udp"},
+			explainJSON{Verdict: "Deny", Reason: "dns-bypass-blocked", SideDoor: &sideDoorJSON{Door: "doq", Verdict: "Dropped",
+				Reason: "encrypted DNS (doq) is dropped (" + node + ")"}}},
+		{"encrypted DNS allowed on the node", []string{"--from", "builds/runner-0", "--to-ip", "1.1.1.1", "--port", "443", "--encrypted-dns", "Allow"},
+			explainJSON{Verdict: "Allow", Tier: "Default", Reason: "no-policy", SideDoor: &sideDoorJSON{Door: "doh", Verdict: "Pass",
+				Reason: "encrypted DNS allowed on this node (--encrypted-dns=Allow)", Resolver: "cloudflare-dns.com"}}},
+		{"not a side door: HTTPS elsewhere", []string{"--from", "builds/runner-0", "--to-ip", "203.0.113.7", "--port", "443"},
+			explainJSON{Verdict: "Allow", Tier: "Default", Reason: "no-policy"}},
+		{"egressd itself", []string{"--from", "builds/runner-0", "--to-ip", "169.254.20.10", "--port", "53", "--protocol", "udp"},
+			explainJSON{Verdict: "Allow", Tier: "Default", Reason: "no-policy"}},
+		{"dnsBypass Drop", []string{"--from", "builds/strict-0", "--to-ip", "8.8.8.8", "--port", "53", "--protocol", "udp"},
+			explainJSON{Verdict: "Deny", Policy: "ClusterFirewallPolicy/strict-dns", Reason: "dns-bypass-blocked", SideDoor: &sideDoorJSON{Door: "dns", Verdict: "Dropped",
+				Reason: "plain DNS to another resolver is dropped (dnsBypass Drop of ClusterFirewallPolicy/strict-dns)", Policy: "ClusterFirewallPolicy/strict-dns"}}},
+		{"dnsBypass.resolvers exemption", []string{"--from", "dns/unbound-0", "--to-ip", "9.9.9.9", "--port", "853"},
+			explainJSON{Verdict: "Allow", Tier: "Default", Reason: "no-policy", SideDoor: &sideDoorJSON{Door: "dot", Verdict: "Pass",
+				Reason: "resolver exempted by dnsBypass.resolvers of ClusterFirewallPolicy/own-resolver", Policy: "ClusterFirewallPolicy/own-resolver"}}},
+		{"dnsBypass.resolvers: other resolvers still redirected", []string{"--from", "dns/unbound-0", "--to-ip", "8.8.8.8", "--port", "53", "--protocol", "udp"},
+			explainJSON{Verdict: "Redirect", Policy: "ClusterFirewallPolicy/own-resolver", Reason: "dns-redirect", SideDoor: &sideDoorJSON{Door: "dns", Verdict: "Redirected",
+				Reason: "plain DNS to another resolver is redirected to egressd (dnsBypass Redirect of ClusterFirewallPolicy/own-resolver)", Policy: "ClusterFirewallPolicy/own-resolver", To: "169.254.20.10:53"}}},
+		{"exempt namespace", []string{"--from", "kube-system/coredns-0", "--to-ip", "8.8.8.8", "--port", "53", "--protocol", "udp"},
+			explainJSON{Verdict: "Allow", Tier: "Default", Reason: "no-policy", SideDoor: &sideDoorJSON{Door: "dns", Verdict: "Pass",
+				Reason: "dnsBypass Allow (node default Allow)"}}},
+		{"no exempt namespaces", []string{"--from", "kube-system/coredns-0", "--to-ip", "8.8.8.8", "--port", "53", "--protocol", "udp", "--dns-bypass-exempt-namespaces", ""},
+			explainJSON{Verdict: "Redirect", Reason: "dns-redirect", SideDoor: &sideDoorJSON{Door: "dns", Verdict: "Redirected",
+				Reason: "plain DNS to another resolver is redirected to egressd (" + node + ")", To: "169.254.20.10:53"}}},
+	})
+	out, errOut, code := runCmd(t, "explain", "-f", pols, "--workloads", wls, "--from", "builds/runner-0", "--to-ip", "8.8.8.8", "--port", "53", "--protocol", "udp")
+	if code != exitOK || !strings.HasPrefix(out, "Verdict:     Redirected to egressd (169.254.20.10:53)\n") || !strings.Contains(out, "original destination 8.8.8.8:53") {
+		t.Errorf("text: code %d %q\n%s", code, errOut, out)
+	}
+	out, _, _ = runCmd(t, "explain", "-f", pols, "--workloads", wls, "--from", "builds/runner-0", "--to-ip", "1.1.1.1", "--port", "443")
+	if !strings.HasPrefix(out, "Verdict:     Deny\n") || !strings.Contains(out, "1.1.1.1 is cloudflare-dns.com in the DoH list") {
+		t.Errorf("text:\n%s", out)
 	}
 }

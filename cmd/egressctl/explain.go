@@ -34,6 +34,17 @@ no-matching-fqdn, invalid-name.
 FQDN rules match an address only after the source resolved a matching name to it
 through the node resolver: record such lookups with --resolved NAME=IP[,IP...].
 
+DNS side doors: before the tiers, the kernel redirects a pod's plain DNS (port 53)
+for any resolver but egressd to egressd, and drops DoT/DoQ (853) and connections to
+known DoH resolvers (docs/policy.md "DNS side doors"). Explain says so first, with
+the node settings of --dns-bypass, --dns-bypass-exempt-namespaces, --encrypted-dns,
+--doh-resolvers and --resolver (egressd's own flags): "Verdict: Redirected to
+egressd (ADDR)" or "Verdict: Deny" with the door; JSON then has verdict "Redirect"
+(reason dns-redirect) or "Deny" (reason dns-bypass-blocked), the dnsBypass policy if
+one decided, and "sideDoor": {"door", "verdict", "reason", "policy", "resolver",
+"to"}, which is also present (verdict "Pass") when an exemption lets the connection
+through to the tiers.
+
 Exit status: 0 whatever the verdict, 1 on invalid input (invalid policies,
 unreadable files, unknown pods), 2 on a usage error.`
 
@@ -45,6 +56,9 @@ type explainJSON struct {
 	Rule    string       `json:"rule"`
 	Reason  string       `json:"reason"`
 	Audit   *explainJSON `json:"audit,omitempty"`
+	// SideDoor is set when the connection is DNS that bypasses egressd
+	// (sidedoors.go).
+	SideDoor *sideDoorJSON `json:"sideDoor,omitempty"`
 }
 
 func outcomeJSON(o policy.Outcome) *explainJSON {
@@ -64,6 +78,7 @@ type explainFlags struct {
 	resolved  resolvedList
 	out       *choice
 	engine    *engineFlags
+	sideDoors *sideDoorFlags // sidedoors.go
 }
 
 func runExplain(args []string, stdout, stderr io.Writer) int {
@@ -83,8 +98,12 @@ func runExplain(args []string, stdout, stderr io.Writer) int {
 	fs.Var(&f.resolved, "resolved", "`NAME=IP[,IP...]`: the source resolved NAME to these IPs (repeatable), for FQDN rules")
 	fs.Var(f.out, "o", "output `format`: text or json")
 	f.engine = addEngineFlags(fs)
+	f.sideDoors = addSideDoorFlags(fs)
 	if code, done := parse(fs, args, stdout, stderr); done {
 		return code
+	}
+	if err := f.sideDoors.load(); err != nil {
+		return usageError(fs, stderr, "%v", err)
 	}
 	if fs.NArg() > 0 {
 		return usageError(fs, stderr, "unexpected arguments %q", fs.Args())
@@ -196,6 +215,7 @@ func runExplain(args []string, stdout, stderr io.Writer) int {
 	}
 	conn := policy.Connection{Src: srcIP, Dst: toIP, Port: int32(f.port), Protocol: proto}
 	d := m.engine.Decide(conn)
+	sd, sdTo := f.sideDoors.decide(m, from, conn)
 	if f.out.value == "json" {
 		deciding := d.Deciding()
 		res := outcomeJSON(deciding.Outcome)
@@ -205,7 +225,19 @@ func runExplain(args []string, stdout, stderr io.Writer) int {
 			res.Audit = outcomeJSON(wd.Outcome)
 			res.Audit.Verdict = string(would.Verdict)
 		}
+		if sd.Door != policy.SideDoorNone {
+			res.SideDoor = f.sideDoors.json(sd, conn, sdTo)
+			switch sd.Verdict { // the kernel acts before the tiers
+			case policy.SideDoorDropped:
+				res = &explainJSON{Verdict: string(policy.Deny), Policy: res.SideDoor.Policy, Reason: "dns-bypass-blocked", SideDoor: res.SideDoor}
+			case policy.SideDoorRedirected:
+				res = &explainJSON{Verdict: "Redirect", Policy: res.SideDoor.Policy, Reason: "dns-redirect", SideDoor: res.SideDoor}
+			}
+		}
 		return writeJSON(fs, stdout, stderr, res)
+	}
+	if f.sideDoors.printSideDoor(stdout, sd, conn, sdTo) {
+		fmt.Fprintf(stdout, "\nPolicy tiers (not reached for this connection):\n")
 	}
 	printConnection(stdout, m, conn, d, f.resolved)
 	return exitOK
