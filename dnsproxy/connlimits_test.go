@@ -6,12 +6,14 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/miekg/dns"
+	"golang.org/x/sys/unix"
 )
 
 // Tests of the connection and fair-share limits (issue 17 items 5 and 6),
@@ -415,4 +417,67 @@ func TestFDBudget(t *testing.T) {
 				tc.tcp, tc.inflight, tc.nofile, tc.reserve, tcp, infl, tc.wantTCP, tc.wantInfl)
 		}
 	}
+}
+
+// emfileListener fails its first accepts with EMFILE, as a listener does when
+// the process is out of descriptors.
+type emfileListener struct {
+	net.Listener
+	fails int
+}
+
+func (l *emfileListener) Accept() (net.Conn, error) {
+	if l.fails > 0 {
+		l.fails--
+		return nil, &net.OpError{Op: "accept", Net: "tcp", Err: os.NewSyscallError("accept4", unix.EMFILE)}
+	}
+	return l.Listener.Accept()
+}
+
+// Out of descriptors, accepting backs off and retries (counted) instead of
+// handing the error to the server; other errors end Accept.
+func TestAcceptRetriesEMFILE(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	srv := &Server{s: &settings{}}
+	tl := &tcpListener{Listener: &emfileListener{Listener: ln, fails: 3}, srv: srv, idle: time.Second}
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	got, err := tl.Accept()
+	if err != nil {
+		t.Fatalf("Accept: %v", err)
+	}
+	got.Close()
+	if n := srv.st.tcpAcceptErrors.Load(); n != 3 {
+		t.Errorf("accept errors counted %d, want 3", n)
+	}
+	tl.Close()
+	if _, err := tl.Accept(); err == nil {
+		t.Error("Accept on a closed listener succeeded")
+	}
+}
+
+// The per-packet cost of the limits on the fast path: one token from the
+// client's bucket and, for a reply, one from its RRL bucket (1,000 clients,
+// in parallel).
+func BenchmarkLimitsPerPacket(b *testing.B) {
+	s := &settings{Config: Config{RateLimit: 1e9, RateBurst: 1e9, RateClients: 65536, RRLRate: 1e9, RRLSlip: 2}}
+	rl, _ := newRateLimiter(s)
+	r, _ := newRRL(s)
+	now := time.Now()
+	b.RunParallel(func(pb *testing.PB) {
+		i := 0
+		for pb.Next() {
+			c := netip.AddrFrom4([4]byte{10, 0, byte(i >> 8 & 3), byte(i)})
+			rl.allow(c, now)
+			r.check(c, "api.example.com.", dns.TypeA, dns.RcodeSuccess, now)
+			i++
+		}
+	})
 }

@@ -121,14 +121,13 @@ type tcpListener struct {
 // Accept returns the next connection within the limits; connections over a
 // limit are reset and counted. Temporary errors (EMFILE when the process is
 // out of descriptors after all) back off instead of spinning, as net/http
-// does.
+// does; miekg/dns would retry them at once.
 func (l *tcpListener) Accept() (net.Conn, error) {
 	var delay time.Duration
 	for {
 		c, err := l.Listener.Accept()
 		if err != nil {
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Temporary() && !l.closed.Load() { //nolint:staticcheck // EMFILE/ENFILE are reported as Temporary only
+			if retryableAccept(err) && !l.closed.Load() {
 				l.srv.st.tcpAcceptErrors.Add(1)
 				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
 				time.Sleep(delay)
@@ -153,6 +152,17 @@ func (l *tcpListener) Accept() (net.Conn, error) {
 		l.srv.st.tcpAccepted.Add(1)
 		return &tcpConn{Conn: c, srv: l.srv, client: client, idle: l.idle, idleUntil: time.Now().Add(l.idle)}, nil
 	}
+}
+
+// retryableAccept reports the accept errors that leave the listener usable:
+// out of descriptors or memory, a connection aborted before it was accepted.
+func retryableAccept(err error) bool {
+	for _, e := range []error{unix.EMFILE, unix.ENFILE, unix.ENOBUFS, unix.ENOMEM, unix.ECONNABORTED} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
 }
 
 // Close closes the listener.
