@@ -1,8 +1,10 @@
 package attack
 
 import (
+	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -121,5 +123,95 @@ func TestUnknownClientWaitsForWorkloads(t *testing.T) {
 	}
 	if !strings.Contains(metrics, "# HELP egressd_dns_unknown_refused_total") {
 		t.Fatalf("egressd_dns_unknown_refused_total is not described")
+	}
+}
+
+// TestUnknownClientFloodIsBounded: a pod missing from the workloads file
+// floods the resolver with queries for fresh names (each one would wait for
+// the store). At most --unknown-client-waiters of them wait at once; the rest
+// are refused at once, and a known pod resolving meanwhile gets every
+// answer.
+func TestUnknownClientFloodIsBounded(t *testing.T) {
+	w := New(t, Config{
+		Zone:     unknownZone,
+		Policies: denyMiningPolicies,
+		Pods:     []netmodel.PodSpec{{Name: DefaultPod}, {Name: "builds/ghost-0"}},
+		Unlisted: []string{"builds/ghost-0"},
+	})
+	a := w.StartAgent(AgentOptions{Extra: []string{"--unknown-client-waiters", "64"}})
+	ghost, victim := w.Pod("builds/ghost-0"), w.Pods[0]
+
+	const flood = 4000 // datagrams, about 2,000 a second for 2 s
+	floodDone := make(chan error, 1)
+	go func() {
+		floodDone <- ghost.Do(func() error {
+			c, err := net.Dial("udp", ResolverAddr)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			go func() { // read and discard the refusals
+				buf := make([]byte, 512)
+				for {
+					if _, err := c.Read(buf); err != nil {
+						return
+					}
+				}
+			}()
+			start := time.Now()
+			for i := range flood {
+				m := new(dns.Msg)
+				m.SetQuestion(fmt.Sprintf("n%d.world.test.", i), dns.TypeA)
+				b, err := m.Pack()
+				if err != nil {
+					return err
+				}
+				if _, err := c.Write(b); err != nil {
+					return err
+				}
+				if d := time.Duration(i+1) * time.Second / 2000; time.Since(start) < d {
+					time.Sleep(d - time.Since(start))
+				}
+			}
+			time.Sleep(500 * time.Millisecond) // the last waits end (200 ms)
+			return nil
+		})
+	}()
+	// The victim resolves while the flood runs.
+	var lat []time.Duration
+	for i := 0; ; i++ {
+		select {
+		case err := <-floodDone:
+			if err != nil {
+				t.Fatal(err)
+			}
+			goto done
+		default:
+		}
+		start := time.Now()
+		r := w.Ask(victim, "udp", "ok.world.test", dns.TypeA)
+		lat = append(lat, time.Since(start))
+		if r.Rcode != dns.RcodeSuccess || len(AnswerAddrs(r)) != 1 {
+			t.Fatalf("victim query %d during the flood: %s %v", i, Rcode(r), AnswerAddrs(r))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+done:
+	slices.Sort(lat)
+	m := a.Metrics()
+	waits, full, refused := MetricValue(m, "egressd_dns_unknown_waits_total"), MetricValue(m, "egressd_dns_unknown_waits_full_total"), MetricValue(m, "egressd_dns_unknown_refused_total")
+	t.Logf("flood of %d fresh names from an unknown pod: %v waited (200 ms each), %v refused without waiting (64 waiters), %v refused in all; rate-limited %v",
+		flood, waits, full, refused, MetricValue(m, "egressd_dns_limited_total"))
+	t.Logf("victim: %d queries answered during the flood, latency p50 %v p99 %v max %v", len(lat), lat[len(lat)/2], lat[len(lat)*99/100], lat[len(lat)-1])
+	if full == 0 {
+		t.Errorf("the waiter cap never refused a query: %v waits", waits)
+	}
+	// At most 64 wait at once and each wait lasts 200 ms: over the ~2.5 s of
+	// the flood, no more than 64 × 2.5 / 0.2 = 800 can have waited.
+	if waits > 64*(2.5+1)/0.2 {
+		t.Errorf("%v queries waited: the cap of 64 waiters did not hold", waits)
+	}
+	if refused != waits+full {
+		t.Errorf("refused %v != waited %v + refused at once %v (an unknown query was served?)", refused, waits, full)
 	}
 }
