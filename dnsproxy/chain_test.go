@@ -23,6 +23,8 @@ import (
 //	www.bare.test     DNAME bare.test → minepool.test, no synthesized CNAME    A 203.0.113.10
 //	cdn.test          CNAME edge.cdn.test (no Allow rule matches it) A 198.51.100.1
 //	staged.test       CNAME txt.test                             A 198.51.100.2
+//	db.default.svc.cluster.local   CNAME db.minepool.test (ExternalName)  A 203.0.113.11
+//	ext.default.svc.cluster.local  CNAME edge.cdn.test (ExternalName)     A 198.51.100.3
 func chainUpstream(w dns.ResponseWriter, q *dns.Msg) {
 	r := new(dns.Msg)
 	r.SetReply(q)
@@ -45,6 +47,10 @@ func chainUpstream(w dns.ResponseWriter, q *dns.Msg) {
 			r.Answer = []dns.RR{dname("bare.test.", "minepool.test."), a("www.minepool.test.", "203.0.113.10")}
 		case "cdn.test.":
 			r.Answer = []dns.RR{cname(qn, "edge.cdn.test."), a("edge.cdn.test.", "198.51.100.1")}
+		case "db.default.svc.cluster.local.":
+			r.Answer = []dns.RR{cname(qn, "db.minepool.test."), a("db.minepool.test.", "203.0.113.11")}
+		case "ext.default.svc.cluster.local.":
+			r.Answer = []dns.RR{cname(qn, "edge.cdn.test."), a("edge.cdn.test.", "198.51.100.3")}
 		case "staged.test.":
 			r.Answer = []dns.RR{cname(qn, "txt.test."), a("txt.test.", "198.51.100.2")}
 		}
@@ -79,6 +85,7 @@ func TestChainIntoDeniedNameBlocked(t *testing.T) {
 		{gatewayIP, "mid.test", "c.minepool.test"},
 		{runnerIP, "www.dalias.test", "www.minepool.test"},
 		{runnerIP, "www.bare.test", "www.minepool.test"},
+		{gatewayIP, "db.default.svc.cluster.local", "db.minepool.test"}, // an ExternalName Service into the pool
 	}
 	for _, c := range cases {
 		for _, warm := range []bool{false, true} {
@@ -140,6 +147,18 @@ func TestChainAllowedWritesQuestionRules(t *testing.T) {
 	}
 	if cp := h.srv.Checkpoint(); len(cp.Entries) != 1 || len(cp.Entries[0].Via) != 1 {
 		t.Errorf("checkpoint entries %+v", cp.Entries)
+	}
+}
+
+// TestChainClusterNameToAllowedExternalName: a cluster-domain name (an
+// ExternalName Service) aliasing an external name no Deny rule matches is
+// answered.
+func TestChainClusterNameToAllowedExternalName(t *testing.T) {
+	up := startFakeUpstream(t, chainUpstream)
+	h := start(t, []string{up.addr}, nil)
+	r := h.query(t, gatewayIP, "udp", "ext.default.svc.cluster.local", dns.TypeA, false)
+	if r.Rcode != dns.RcodeSuccess || len(r.Answer) != 2 {
+		t.Fatalf("want the chain answered, got %s %v", dns.RcodeToString[r.Rcode], r.Answer)
 	}
 }
 
