@@ -4,6 +4,7 @@ import (
 	"net"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/miekg/dns"
 )
@@ -100,3 +101,41 @@ func TestAuthorityAndAdditionalStripped(t *testing.T) {
 		t.Errorf("nx.example. forwarded %d times, want 2 (cached)", f.count("nx.example."))
 	}
 }
+
+// TestRestoredAnswersAreMinimized: a checkpoint written by an older release
+// holds answers with the upstream's NS records and glue; they are served
+// minimized once restored.
+func TestRestoredAnswersAreMinimized(t *testing.T) {
+	h := start(t, []string{blackhole(t)}, nil)
+	m := new(dns.Msg)
+	m.SetQuestion("www.example.", dns.TypeA)
+	r := new(dns.Msg)
+	r.SetReply(m)
+	referralUpstream(&capture{out: r}, m) // fills every section
+	if len(r.Ns) == 0 || len(r.Extra) < 2 {
+		t.Fatalf("the stored answer lacks NS or glue: %v", r)
+	}
+	packed, err := r.Pack()
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := h.clock.Now()
+	n := h.srv.RestoreCache(Checkpoint{Cache: []CachedAnswer{{Msg: packed, Flags: 1, Stored: now, Expires: now.Add(time.Minute)}}})
+	if n != 1 {
+		t.Fatalf("restored %d answers", n)
+	}
+	for _, from := range []string{"udp", "tcp"} { // the fast path and the slow path
+		got := h.query(t, unknownIP, from, "www.example", dns.TypeA, true)
+		if len(got.Answer) != 1 || len(got.Ns) != 0 || !slices.Equal(types(got.Extra), []string{"OPT"}) {
+			t.Fatalf("over %s: answer %v authority %v additional %v, want the address only", from, got.Answer, types(got.Ns), types(got.Extra))
+		}
+	}
+}
+
+// capture is a dns.ResponseWriter that keeps the message written.
+type capture struct {
+	dns.ResponseWriter
+	out *dns.Msg
+}
+
+func (c *capture) WriteMsg(m *dns.Msg) error { *c.out = *m; return nil }
