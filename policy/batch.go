@@ -55,7 +55,7 @@ func (s *Store) ApplyPolicies(b *PolicyBatch) error {
 	if b.Len() == 0 {
 		return nil
 	}
-	next := s.prepareFQDNIndex(b)
+	next, policyGen := s.prepareFQDNIndex(b)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	gone := make(map[PolicyRef]bool, len(b.deletes))
@@ -83,29 +83,34 @@ func (s *Store) ApplyPolicies(b *PolicyBatch) error {
 	}
 	for ref := range gone {
 		s.countLocked(s.policies[ref], -1)
+		s.policies[ref].retired = true
 		delete(s.policies, ref)
 		s.pending.policies[ref] = true
 	}
 	for _, cp := range b.puts {
 		s.putLocked(cp)
 	}
+	// The batch's policies are not in the delta: the current index no
+	// longer serves, the prepared one does if no change came in between.
+	s.fqdn.gen++
+	if s.policyGen == policyGen {
+		next.gen, next.seq = s.fqdn.gen, s.fqdn.base+uint64(len(s.fqdn.delta))
+		s.fqdn.cur.Store(next)
+	}
 	s.gen++
 	s.policyGen++
 	s.selGen++
-	if next.gen == s.policyGen { // no other change came in between
-		s.fqdn.cur.Store(next)
-	}
 	return nil
 }
 
 // prepareFQDNIndex builds, outside the store's write lock, the FQDN index of
-// the policies the store will hold after b, for the generation b will create
-// if no other change comes first (ApplyPolicies checks). Lookups go on with
+// the policies the store will hold after b if no other change comes first
+// (ApplyPolicies checks the returned policy generation). Lookups go on with
 // the current index meanwhile instead of waiting for a rebuild after the swap.
-func (s *Store) prepareFQDNIndex(b *PolicyBatch) *fqdnIndex {
+func (s *Store) prepareFQDNIndex(b *PolicyBatch) (*fqdnIndex, uint64) {
 	s.mu.RLock()
 	next := maps.Clone(s.policies)
-	gen := s.policyGen + 1
+	policyGen := s.policyGen
 	s.mu.RUnlock()
 	if next == nil {
 		next = map[PolicyRef]*compiledPolicy{}
@@ -116,5 +121,5 @@ func (s *Store) prepareFQDNIndex(b *PolicyBatch) *fqdnIndex {
 	for _, cp := range b.puts {
 		next[cp.ref] = cp
 	}
-	return buildFQDNIndex(next, gen)
+	return buildFQDNIndex(next, 0), policyGen
 }

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -215,13 +216,9 @@ func (e *Engine) selectingLocked(w *Workload, ns *Namespace, dir Direction, audi
 	var t tiers
 	var admin, baseline []*compiledPolicy
 	di := dirIndex(dir)
-	// The index lists the policies in evaluation order: no sorting here.
-	for _, p := range e.fqdnIndexLocked().ordered {
-		if p.audit && !audit {
-			continue
-		}
-		if !p.selects(w, ns) {
-			continue
+	add := func(p *compiledPolicy) {
+		if p.audit && !audit || !p.selects(w, ns) {
+			return
 		}
 		switch p.tier {
 		case TierAdmin:
@@ -234,9 +231,50 @@ func (e *Engine) selectingLocked(w *Workload, ns *Namespace, dir Direction, audi
 			}
 		}
 	}
+	// The index lists the policies in evaluation order: no sorting here.
+	x, delta := e.fqdnIndexLocked()
+	for _, p := range x.ordered {
+		if !p.retired {
+			add(p)
+		}
+	}
+	if len(delta) > 0 {
+		// Policies put since the index was built, merged in order.
+		baseAdmin, baseBaseline, baseNamespaced := admin, baseline, t.namespaced
+		admin, baseline, t.namespaced = nil, nil, nil
+		for _, p := range delta {
+			if !p.retired {
+				add(p)
+			}
+		}
+		admin = mergeOrdered(baseAdmin, admin)
+		baseline = mergeOrdered(baseBaseline, baseline)
+		t.namespaced = mergeOrdered(baseNamespaced, t.namespaced)
+	}
 	t.admin = groupSorted(admin)
 	t.baseline = groupSorted(baseline)
 	return t
+}
+
+// mergeOrdered merges extra (in any order) into base (in evaluation order).
+func mergeOrdered(base, extra []*compiledPolicy) []*compiledPolicy {
+	if len(extra) == 0 {
+		return base
+	}
+	slices.SortFunc(extra, compareEvaluationOrder)
+	out := make([]*compiledPolicy, 0, len(base)+len(extra))
+	i, j := 0, 0
+	for i < len(base) && j < len(extra) {
+		if compareEvaluationOrder(base[i], extra[j]) <= 0 {
+			out = append(out, base[i])
+			i++
+		} else {
+			out = append(out, extra[j])
+			j++
+		}
+	}
+	out = append(out, base[i:]...)
+	return append(out, extra[j:]...)
 }
 
 // groupSorted groups policies sorted by priority then reference into runs of

@@ -159,3 +159,11 @@ func (e *Engine) oracleSelectingLocked(w *Workload, ns *Namespace, dir Direction
 	sort.Slice(t.namespaced, func(i, j int) bool { return comparePolicyRefs(t.namespaced[i].ref, t.namespaced[j].ref) < 0 })
 	return t
 }
+
+// SetFQDNDeltaLimit sets how many single puts the FQDN index takes outside it
+// before a rebuild (tests exercise both sides of the limit).
+func (s *Store) SetFQDNDeltaLimit(n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.fqdn.maxDelta = n
+}

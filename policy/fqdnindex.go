@@ -24,40 +24,89 @@ type fqdnRef struct {
 	rule int32
 }
 
-// fqdnIndex is the index for one generation of the store's policies.
+// fqdnIndex is the index of the store's policies as of one moment; the
+// policies put one at a time since (Store.putPolicy) are in the store's delta
+// list, and policies replaced or deleted since are still in it, marked
+// retired (placement in a workload's tiers, which are computed from the
+// current policies, drops their matches; selectingLocked skips them).
 type fqdnIndex struct {
-	gen uint64
-	set *domain.Set[fqdnRef]
+	// gen is the store's fqdn.gen it was built for; seq is the delta
+	// sequence number it covers (delta entries from seq on are newer).
+	gen, seq uint64
+	set      *domain.Set[fqdnRef]
 	// ordered lists every policy in evaluation order: by tier, then priority
 	// (Admin, Baseline) and reference, so that selecting a workload's
 	// policies is one pass without sorting.
 	ordered []*compiledPolicy
 }
 
-// fqdnIndexCache holds the current index of a Store: ApplyPolicies builds the
+// maxFQDNDelta is how many policies put one at a time a lookup matches
+// outside the index (pattern by pattern, at most a few microseconds) before
+// the first lookup rebuilds it: in cluster mode policies change one by one,
+// and a rebuild at 10,000 policies costs tens of milliseconds.
+const maxFQDNDelta = 32
+
+// fqdnIndexCache holds the current index of a Store. ApplyPolicies builds the
 // next one before it takes the store's lock, so a large reload does not stall
-// lookups; after single-policy changes the first lookup rebuilds it.
+// lookups; single policies put since the index was built are matched from
+// delta until there are more than maxFQDNDelta, then the first lookup
+// rebuilds it.
 type fqdnIndexCache struct {
 	mu  sync.Mutex // serializes builds
 	cur atomic.Pointer[fqdnIndex]
+	// gen is bumped by every batch (ApplyPolicies): an index of another gen
+	// is not used. Guarded by the store's lock.
+	gen uint64
+	// delta are the policies put one at a time; delta[i] has sequence
+	// number base+i. Written under the store's write lock, read under its
+	// read lock.
+	delta []*compiledPolicy
+	base  uint64
+	// maxDelta overrides maxFQDNDelta when positive (tests).
+	maxDelta int
 }
 
-// fqdnIndexLocked returns the index of the store's current policies (the
-// store is read-locked).
-func (e *Engine) fqdnIndexLocked() *fqdnIndex {
+// notePutLocked records a policy put one at a time (the store is
+// write-locked): it joins the delta of the current index.
+func (c *fqdnIndexCache) notePutLocked(cp *compiledPolicy) {
+	if x := c.cur.Load(); x != nil && x.gen == c.gen {
+		// Drop what the current index covers.
+		if drop := int(x.seq - c.base); drop > 0 {
+			c.delta = append(c.delta[:0:0], c.delta[drop:]...)
+			c.base = x.seq
+		}
+	} else {
+		// No usable index: the next lookup builds one from the policies.
+		c.base += uint64(len(c.delta))
+		c.delta = nil
+	}
+	c.delta = append(c.delta, cp)
+}
+
+// fqdnIndexLocked returns the index of the store's policies and the policies
+// put since it was built (the store is read-locked), building the index when
+// there is none, a batch changed the policies, or the delta is too long.
+func (e *Engine) fqdnIndexLocked() (*fqdnIndex, []*compiledPolicy) {
 	s := e.store
-	gen := s.policyGen
-	if x := s.fqdn.cur.Load(); x != nil && x.gen == gen {
-		return x
+	c := &s.fqdn
+	limit := maxFQDNDelta
+	if c.maxDelta > 0 {
+		limit = c.maxDelta
 	}
-	s.fqdn.mu.Lock()
-	defer s.fqdn.mu.Unlock()
-	if x := s.fqdn.cur.Load(); x != nil && x.gen == gen {
-		return x
+	usable := func(x *fqdnIndex) bool {
+		return x != nil && x.gen == c.gen && c.base+uint64(len(c.delta))-x.seq <= uint64(limit)
 	}
-	x := buildFQDNIndex(s.policies, gen)
-	s.fqdn.cur.Store(x)
-	return x
+	x := c.cur.Load()
+	if !usable(x) {
+		c.mu.Lock()
+		if x = c.cur.Load(); !usable(x) {
+			x = buildFQDNIndex(s.policies, c.gen)
+			x.seq = c.base + uint64(len(c.delta))
+			c.cur.Store(x)
+		}
+		c.mu.Unlock()
+	}
+	return x, c.delta[x.seq-c.base:]
 }
 
 // buildFQDNIndex indexes the FQDN peers of the egress rules of policies.
@@ -79,16 +128,20 @@ func buildFQDNIndex(policies map[PolicyRef]*compiledPolicy, gen uint64) *fqdnInd
 	for _, p := range policies {
 		ordered = append(ordered, p)
 	}
-	slices.SortFunc(ordered, func(a, b *compiledPolicy) int {
-		if a.tier != b.tier {
-			return strings.Compare(string(a.tier), string(b.tier))
-		}
-		if a.tier != TierNamespaced && a.priority != b.priority {
-			return int(a.priority) - int(b.priority)
-		}
-		return comparePolicyRefs(a.ref, b.ref)
-	})
+	slices.SortFunc(ordered, compareEvaluationOrder)
 	return &fqdnIndex{gen: gen, set: b.Build(), ordered: ordered}
+}
+
+// compareEvaluationOrder orders policies by tier, then priority (Admin,
+// Baseline) and reference.
+func compareEvaluationOrder(a, b *compiledPolicy) int {
+	if a.tier != b.tier {
+		return strings.Compare(string(a.tier), string(b.tier))
+	}
+	if a.tier != TierNamespaced && a.priority != b.priority {
+		return int(a.priority) - int(b.priority)
+	}
+	return comparePolicyRefs(a.ref, b.ref)
 }
 
 // Tier order of the matches (tiers are evaluated in this order).
@@ -146,7 +199,20 @@ func putScratch(sc *lookupScratch) {
 // normalized name (a rule with several matching patterns appears once per
 // pattern).
 func (e *Engine) matchLocked(sc *lookupScratch, name string) {
-	sc.refs = e.fqdnIndexLocked().set.AppendValues(sc.refs[:0], name)
+	x, delta := e.fqdnIndexLocked()
+	sc.refs = x.set.AppendValues(sc.refs[:0], name)
+	for _, p := range delta {
+		for i, r := range p.rules[dirIndex(Egress)] {
+			if !r.hasFQDN {
+				continue
+			}
+			for j := range r.peers {
+				if r.peers[j].kind == peerFQDN && r.peers[j].pattern.Match(name) {
+					sc.refs = append(sc.refs, fqdnRef{p: p, rule: int32(i)})
+				}
+			}
+		}
+	}
 }
 
 // place returns where p sits in t, or false when t does not hold p (the

@@ -226,6 +226,30 @@ func TestFQDNIndexMatchesOracle(t *testing.T) {
 		randomFQDNPolicies(t, s, r, 5, fmt.Sprintf("fq%d", seed)) // replaces fq<seed>-0…4
 		randomFQDNPolicies(t, s, r, 3, fmt.Sprintf("new%d", seed))
 		checkAgainstOracle(t, e, names, what+" after policy and namespace changes")
+
+		// Policies changed one at a time, looked up after each change: the
+		// index serves them from its delta, then is rebuilt past the limit
+		// (a small one here), and a batch replaces it in between.
+		s.SetFQDNDeltaLimit(1 + r.Intn(4))
+		for step := 0; step < 12; step++ {
+			switch refs := s.Policies(); r.Intn(4) {
+			case 0:
+				s.DeletePolicy(refs[r.Intn(len(refs))])
+			case 1:
+				var b policy.PolicyBatch
+				p := denyPolicy(fmt.Sprintf("batch%d-%d", seed, step), randomIndexPattern(r))
+				if err := b.UpsertClusterFirewallPolicy(p); err != nil {
+					t.Fatal(err)
+				}
+				b.DeletePolicy(refs[r.Intn(len(refs))])
+				if err := s.ApplyPolicies(&b); err != nil {
+					t.Fatal(err)
+				}
+			default:
+				randomFQDNPolicies(t, s, r, 1, fmt.Sprintf("step%d-%d", seed, r.Intn(3)))
+			}
+			checkAgainstOracle(t, e, names[:12], fmt.Sprintf("%s after change %d", what, step))
+		}
 	}
 }
 

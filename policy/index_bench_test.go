@@ -102,3 +102,28 @@ func BenchmarkLookupManyAdminPolicies(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkLookupAfterPolicyChange measures the first lookup after one of
+// the 10,000 Admin policies changed: the change itself (validation, store),
+// the rebuild of the FQDN index and the workload's tiers (once per change,
+// not per lookup).
+func BenchmarkLookupAfterPolicyChange(b *testing.B) {
+	e := manyAdminEngine(b, 10000)
+	s := e.Store()
+	w := policy.WorkloadKey{Namespace: benchNS(5), Name: benchPod(5)}
+	ps := manyAdminPolicies(10000)
+	buf := make([]policy.RuleRef, 0, 8)
+	e.DecideLookupRules(w, "svc7.example.com", buf[:0])
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		p := ps[i%len(ps)].DeepCopy()
+		p.Spec.Priority = int32(i % 100)
+		if err := s.UpsertClusterFirewallPolicy(p); err != nil {
+			b.Fatal(err)
+		}
+		if d, _ := e.DecideLookupRules(w, "a.pool4242.example", buf[:0]); !d.Blocked() {
+			b.Fatal("not blocked")
+		}
+	}
+}

@@ -128,6 +128,9 @@ type compiledPolicy struct {
 	// isolates is true for a direction the policy isolates (namespaced tier).
 	isolates [2]bool
 	rules    [2][]*compiledRule
+	// retired is set (under the store's write lock) when the store replaced
+	// or deleted the policy: an FQDN index built before still lists it.
+	retired bool
 }
 
 // selects reports whether the policy applies to the workload.

@@ -257,6 +257,7 @@ func (s *Store) putPolicy(cp *compiledPolicy) error {
 		return &PolicyLimitError{Policy: cp.ref, Limit: s.policyLimitLocked()}
 	}
 	s.putLocked(cp)
+	s.fqdn.notePutLocked(cp)
 	s.gen++
 	s.policyGen++
 	s.selGen++
@@ -266,8 +267,10 @@ func (s *Store) putPolicy(cp *compiledPolicy) error {
 func (s *Store) putLocked(cp *compiledPolicy) {
 	if old, ok := s.policies[cp.ref]; ok {
 		s.countLocked(old, -1)
+		old.retired = true
 	}
 	s.countLocked(cp, 1)
+	cp.retired = false
 	s.policies[cp.ref] = cp
 	s.pending.policies[cp.ref] = true
 }
@@ -288,6 +291,7 @@ func (s *Store) DeletePolicy(ref PolicyRef) {
 	defer s.mu.Unlock()
 	if old, ok := s.policies[ref]; ok {
 		s.countLocked(old, -1)
+		old.retired = true
 		delete(s.policies, ref)
 		s.pending.policies[ref] = true
 		s.gen++
