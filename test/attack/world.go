@@ -107,7 +107,8 @@ type World struct {
 	// CoreDNS is the upstream process (its output holds any log plugin lines).
 	CoreDNS *netmodel.Proc
 
-	agentSeq int
+	agentSeq     int
+	policiesPath string
 }
 
 // Require checks what every World needs (root, ip, nft) and skips (or fails
@@ -164,7 +165,17 @@ func New(t testing.TB, cfg Config) *World {
 	if err := nl.AddrAdd(lo, &netlink.Addr{IPNet: &net.IPNet{IP: net.ParseIP(ResolverIP), Mask: net.CIDRMask(32, 32)}}); err != nil {
 		t.Fatalf("add %s to the node's lo: %v", ResolverIP, err)
 	}
-	w.WritePolicies(cfg.Policies)
+	w.policiesPath = filepath.Join(w.Dir, "policies.yaml")
+	if cfg.Policies == "" {
+		// An empty or missing policy file is a partial write to the agent,
+		// which then refuses to start: no policies is an empty directory.
+		w.policiesPath = filepath.Join(w.Dir, "policies.d")
+		if err := os.Mkdir(w.policiesPath, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	} else {
+		w.WritePolicies(cfg.Policies)
+	}
 	if cfg.Workloads != "" {
 		w.WriteWorkloads(cfg.Workloads)
 	} else {
@@ -197,14 +208,22 @@ func (w *World) WriteFile(name, content string) string {
 	return p
 }
 
-// PoliciesPath is the agent's --policies file.
-func (w *World) PoliciesPath() string { return filepath.Join(w.Dir, "policies.yaml") }
+// PoliciesPath is the agent's --policies file (or directory, see
+// Config.Policies).
+func (w *World) PoliciesPath() string { return w.policiesPath }
 
 // WorkloadsPath is the agent's --workloads file.
 func (w *World) WorkloadsPath() string { return filepath.Join(w.Dir, "workloads.yaml") }
 
 // WritePolicies replaces the policies file (the agent reloads it on change).
-func (w *World) WritePolicies(content string) { w.WriteFile("policies.yaml", content) }
+func (w *World) WritePolicies(content string) {
+	w.T.Helper()
+	if strings.HasSuffix(w.policiesPath, ".d") {
+		w.WriteFile(filepath.Join("policies.d", "policies.yaml"), content)
+		return
+	}
+	w.WriteFile("policies.yaml", content)
+}
 
 // WriteWorkloads replaces the workloads file (the agent reloads it on change).
 func (w *World) WriteWorkloads(content string) { w.WriteFile("workloads.yaml", content) }
