@@ -35,12 +35,12 @@ func manyPolicies(n int) string {
 }
 
 // manyPoliciesZone answers every A query under example.com, example.org and
-// example with 192.0.2.1 (CoreDNS template plugin), so that every name is an
+// example with 192.0.2.10 (CoreDNS template plugin), so that every name is an
 // upstream round trip the first time.
 const manyPoliciesZone = `example.com.:5300 example.org.:5300 example.:5300 {
   bind 127.0.0.1
   template IN A {
-    answer "{{ .Name }} 60 IN A 192.0.2.1"
+    answer "{{ .Name }} 60 IN A 192.0.2.10"
   }
 }
 `
