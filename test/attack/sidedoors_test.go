@@ -291,6 +291,23 @@ func TestReplaySideDoors(t *testing.T) {
 		}
 	}
 	t.Logf("%d of %d side doors open", failures, len(doors))
+	// The rules the side doors cost (none on an agent without them).
+	rules := 0
+	for _, ch := range []string{"sd_filter", "sd_dns_redirect"} {
+		out, err := w.Node.Exec(t.Context(), "", "nft", "-a", "list", "chain", "inet", "egressd", ch)
+		if err != nil {
+			continue
+		}
+		for _, l := range strings.Split(string(out), "\n") {
+			if strings.Contains(l, "# handle") && !strings.Contains(l, "{") {
+				rules++
+			}
+		}
+	}
+	t.Logf("side-door rules in table inet egressd: %d", rules)
+	if failures == 0 && rules != 19 { // IPv4-only egressd: docs/egressd.md "DNS side doors"
+		t.Errorf("side-door rules: %d, documented 19", rules)
+	}
 }
 
 func shortErr(err error) string {

@@ -260,6 +260,26 @@ func TestSideDoorsConformance(t *testing.T) {
 	}
 	t.Logf("%d cells agree with the model (v4 and v6)", cells)
 
+	// Size: the rules the kernel holds for the side doors, against the
+	// documented count (21, plus 4 per distinct dnsBypass.resolvers list: one
+	// here) and the enforcer's own count.
+	kernelRules := 0
+	for _, ch := range []string{egress.SideDoorFilterChain, egress.SideDoorNATChain} {
+		out, err := node.Exec(ctx, "", "nft", "-a", "list", "chain", "inet", "egressd", ch)
+		if err != nil {
+			t.Fatalf("nft list chain %s: %v %s", ch, err, out)
+		}
+		for _, l := range strings.Split(string(out), "\n") {
+			if strings.Contains(l, "# handle") && !strings.Contains(l, "{") { // a rule, not the table or chain line
+				kernelRules++
+			}
+		}
+	}
+	if kernelRules != 21+4 || enf.SideDoorRuleCount() != kernelRules {
+		t.Errorf("side-door rules: kernel %d, enforcer %d, documented 25", kernelRules, enf.SideDoorRuleCount())
+	}
+	t.Logf("side-door rules in the kernel: %d", kernelRules)
+
 	// The agent learns where a redirected query was going from conntrack's
 	// original tuple (UDP has no SO_ORIGINAL_DST).
 	od, err := egress.NewOriginalDestinations(node.Fd())
