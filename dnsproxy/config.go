@@ -116,6 +116,9 @@ type Config struct {
 	ServeStale time.Duration
 	// StaleTTL is the TTL of stale answers (default 30s).
 	StaleTTL time.Duration
+	// KeepECH keeps the "ech" SvcParam of HTTPS/SVCB answers; by default it
+	// is removed before caching (ech.go), so that clients send a visible SNI.
+	KeepECH bool
 	// CheckpointCacheBytes bounds the cached answers a checkpoint carries
 	// (packed size, most recently used first; default 32 MiB, negative: the
 	// cache is not checkpointed).

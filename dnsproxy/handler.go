@@ -280,6 +280,9 @@ func (srv *Server) resolve(ctx context.Context, req *request) (*dns.Msg, error) 
 		if n := scrubAnswer(r); n > 0 { // program.go
 			srv.st.scrubbed.Add(uint64(n))
 		}
+		if !srv.s.KeepECH {
+			stripECH(r) // ech.go
+		}
 		minimize(r, do)            // sections.go
 		srv.capAnswer(ctx, req, r) // limits.go
 		return srv.cache.put(key, r, srv.now()), nil

@@ -57,6 +57,7 @@ func (c *config) resolverConfig() (dnsproxy.Config, error) {
 		SetGrace:   c.SetGrace,
 		CacheSize:  c.CacheSize,
 		ServeStale: c.ServeStale,
+		KeepECH:    c.KeepECH, // sidedoors.go
 		RateLimit:  c.RateLimit,
 
 		MaxIPsPerAnswer:        c.MaxIPsPerAnswer,

@@ -29,6 +29,7 @@ type sideDoorConfig struct {
 	DNSBypassExempt  []string // --dns-bypass-exempt-namespaces
 	EncryptedDNS     string   // --encrypted-dns: Drop or Allow
 	DoHResolvers     string   // --doh-resolvers FILE ("" : the list shipped with egressd)
+	KeepECH          bool     // --keep-ech
 	dnsBypassExemptS bool     // the flag was given (an empty value clears the default)
 }
 
@@ -40,6 +41,7 @@ func registerSideDoorFlags(fs *flag.FlagSet, c *config) {
 		return listFlag{&c.DNSBypassExempt}.Set(s)
 	})
 	fs.StringVar(&c.EncryptedDNS, "encrypted-dns", "Drop", "pods' encrypted DNS that bypasses egressd — DoT (TCP 853), DoQ (UDP 853), DoH to the --doh-resolvers addresses: Drop (reported as dns.bypass.blocked) or Allow")
+	fs.BoolVar(&c.KeepECH, "keep-ech", false, "keep the ech SvcParam of HTTPS/SVCB answers (default: removed before caching, so that clients send a visible TLS SNI the L7 proxy can check)")
 	fs.StringVar(&c.DoHResolvers, "doh-resolvers", "", "file of known DoH resolver addresses (\"<address or CIDR> <host name>\" lines) replacing the list shipped with egressd; re-read when it changes, a bad or empty file keeps the last good list")
 }
 

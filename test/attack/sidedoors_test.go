@@ -317,3 +317,32 @@ func shortErr(err error) string {
 	}
 	return s
 }
+
+// TestECHStrippedFromAnswers: an HTTPS record with an ECH configuration from
+// the upstream reaches the pod without its ech SvcParam (the other
+// SvcParams kept), so that the pod's TLS client sends a visible SNI.
+func TestECHStrippedFromAnswers(t *testing.T) {
+	w := New(t, Config{Zone: `svc.test. 60 IN HTTPS 1 . alpn="h2" ech="AEX+DQBBpQAgACB/bXMk" ipv4hint=192.0.2.10` + "\n" +
+		"svc.test. 60 IN A 192.0.2.10\n", Policies: denyMiningPolicies})
+	w.StartAgent(AgentOptions{})
+	for _, network := range []string{"udp", "tcp", "udp"} { // the second UDP query from the cache
+		r := w.Ask(w.Pods[0], network, "svc.test", dns.TypeHTTPS)
+		var https *dns.HTTPS
+		for _, rr := range r.Answer {
+			if h, ok := rr.(*dns.HTTPS); ok {
+				https = h
+			}
+		}
+		if https == nil {
+			t.Fatalf("%s: no HTTPS record in %v", network, r)
+		}
+		keys := []string{}
+		for _, kv := range https.Value {
+			keys = append(keys, kv.Key().String())
+		}
+		t.Logf("%s: HTTPS record SvcParams %v", network, keys)
+		if strings.Contains(strings.Join(keys, ","), "ech") || len(keys) != 2 {
+			t.Errorf("%s: SvcParams %v, want alpn and ipv4hint without ech", network, keys)
+		}
+	}
+}
