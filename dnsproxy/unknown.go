@@ -67,7 +67,13 @@ func parseServeUnknown(list []string) (prefixes []netip.Prefix, node bool, err e
 			if err != nil {
 				return nil, false, fmt.Errorf("%q is not a CIDR prefix (%v)", truncate(s), err)
 			}
-			prefixes = append(prefixes, netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-unmapBits(p.Addr())).Masked())
+			if p.Addr().Is4In6() {
+				if p.Bits() < 96 {
+					return nil, false, fmt.Errorf("%q mixes IPv4-mapped and other IPv6 addresses", truncate(s))
+				}
+				p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+			}
+			prefixes = append(prefixes, p.Masked())
 		default:
 			a, err := netip.ParseAddr(s)
 			if err != nil {
@@ -81,15 +87,6 @@ func parseServeUnknown(list []string) (prefixes []netip.Prefix, node bool, err e
 		return nil, false, fmt.Errorf("%q excludes every other entry", ServeUnknownNone)
 	}
 	return prefixes, node, nil
-}
-
-// unmapBits is 96 for an IPv4-mapped IPv6 address (whose prefix length
-// counts the mapping), else 0.
-func unmapBits(a netip.Addr) int {
-	if a.Is4In6() {
-		return 96
-	}
-	return 0
 }
 
 // truncate shortens s for an error message.
@@ -111,9 +108,9 @@ type unknownClients struct {
 	maxWait  int64
 	addrs    func() ([]net.Addr, error) // the node's addresses (net.InterfaceAddrs)
 
-	mu       sync.Mutex
+	mu       sync.Mutex // serializes reads of the node's addresses
 	local    atomic.Pointer[map[netip.Addr]struct{}]
-	readLast time.Time
+	readLast atomic.Int64 // Unix nanoseconds of the last read
 }
 
 func newUnknownClients(s *settings) *unknownClients {
@@ -142,16 +139,27 @@ func (u *unknownClients) served(ip netip.Addr, now time.Time) bool {
 	}
 	// Not among the node's addresses as last read: read them again, at most
 	// once per nodeAddrRefresh (an address added since, as the listen
-	// address on the dummy interface, or a new interface).
+	// address on the dummy interface, or a new interface). Misses in
+	// between cost no lock.
+	recent := func() bool {
+		last := time.Unix(0, u.readLast.Load())
+		return u.local.Load() != nil && now.Sub(last) < nodeAddrRefresh && !now.Before(last)
+	}
+	if recent() {
+		return false
+	}
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	if m := u.local.Load(); m != nil && now.Sub(u.readLast) < nodeAddrRefresh && !now.Before(u.readLast) {
-		_, ok := (*m)[ip]
+	if recent() { // read by another query meanwhile
+		_, ok := (*u.local.Load())[ip]
 		return ok
 	}
-	u.readLast = now
+	u.readLast.Store(now.UnixNano())
 	addrs, err := u.addrs()
 	if err != nil {
+		if u.local.Load() == nil { // keeps the reads at one per nodeAddrRefresh
+			u.local.Store(&map[netip.Addr]struct{}{})
+		}
 		return false // fail closed; read again after nodeAddrRefresh
 	}
 	m := make(map[netip.Addr]struct{}, len(addrs))

@@ -211,10 +211,22 @@ func TestServeUnknownNodeAddrs(t *testing.T) {
 	if !u.served(netip.MustParseAddr("169.254.20.10"), now.Add(nodeAddrRefresh)) {
 		t.Errorf("an address added to the node is not served after %v", nodeAddrRefresh)
 	}
-	// A failed read serves nothing new (fail closed).
+	// A failed read serves nothing new (fail closed), and is not retried on
+	// every miss.
 	readErr = errors.New("netlink: no")
+	reads = 0
 	if u.served(netip.MustParseAddr("192.168.1.7"), now.Add(3*nodeAddrRefresh)) {
 		t.Errorf("served after a failed read")
+	}
+	fresh := newUnknownClients(s)
+	fresh.addrs = u.addrs
+	for range 3 {
+		if fresh.served(netip.MustParseAddr("192.168.1.5"), now) {
+			t.Errorf("served while the node's addresses cannot be read")
+		}
+	}
+	if reads != 2 {
+		t.Errorf("%d reads of the node's addresses, want 2 (one per resolver and second)", reads)
 	}
 }
 
@@ -228,6 +240,8 @@ func TestServeUnknownConfig(t *testing.T) {
 		{[]string{"node", "10.0.0.0/8", "fd00::/8", "192.0.2.1"}, ""},
 		{[]string{"none", "node"}, "excludes"},
 		{[]string{"10.0.0.0/33"}, "not a CIDR"},
+		{[]string{"::ffff:10.0.0.0/104"}, ""},
+		{[]string{"::ffff:0.0.0.0/80"}, "IPv4-mapped"},
 		{[]string{"nodes"}, "not an address"},
 		{[]string{strings.Repeat("x", 10000)}, "…"},
 	} {
