@@ -105,6 +105,9 @@ func TestTCPConnectionsPerClientAreBounded(t *testing.T) {
 	}
 }
 
+// At the global limit, a new connection of a client with fewer connections
+// takes the slot of the oldest connection of the client holding the most;
+// among equals it is reset.
 func TestTCPConnectionsGlobalLimit(t *testing.T) {
 	up := startFakeUpstream(t, answerA("192.0.2.1", 60))
 	h := start(t, []string{up.addr}, func(c *Config, _ *Deps) {
@@ -114,15 +117,29 @@ func TestTCPConnectionsGlobalLimit(t *testing.T) {
 	if tcp, _ := h.srv.Limits(); tcp != 4 {
 		t.Fatalf("TCP limit in force %d, want 4", tcp)
 	}
+	var held []*dns.Conn
 	for i := 0; i < 4; i++ {
-		if _, err := askOn(dialTCP(t, h, gatewayIP), "api.test"); err != nil {
+		c := dialTCP(t, h, gatewayIP)
+		if _, err := askOn(c, "api.test"); err != nil {
 			t.Fatalf("connection %d: %v", i, err)
 		}
+		held = append(held, c)
 	}
-	if r, err := askNew(h, runnerIP, "api.test"); err == nil {
+	// Another client gets in: the flooding client's oldest connection goes.
+	if r, err := askOn(dialTCP(t, h, runnerIP), "api.test"); err != nil || r.Rcode != dns.RcodeSuccess {
+		t.Fatalf("other client at the global limit: %v %v", r, err)
+	}
+	if r, err := askOn(held[0], "api.test"); err == nil {
+		t.Errorf("evicted connection still answered: %v", r)
+	}
+	if r, err := askOn(held[3], "api.test"); err != nil {
+		t.Errorf("newest connection of the flooding client: %v %v", r, err)
+	}
+	// The flooding client, now with 3 of the 4, cannot take more.
+	if r, err := askNew(h, gatewayIP, "api.test"); err == nil {
 		t.Fatalf("connection over the global limit answered: %v", r)
 	}
-	if st := h.srv.Stats(); st.TCPRejectedGlobal != 1 || st.TCPOpen != 4 || st.TCPClients != 1 {
+	if st := h.srv.Stats(); st.TCPRejectedGlobal != 1 || st.TCPEvicted != 1 || st.TCPOpen != 4 || st.TCPClients != 2 {
 		t.Errorf("stats %+v", st)
 	}
 	// UDP is not affected.

@@ -59,7 +59,7 @@ type Server struct {
 	flight      singleflight.Group
 	inflight    atomic.Int64
 	inflightPer connCounter // queries in flight per client (MaxInflightPerClient)
-	conns       connCounter // open client TCP connections (tcplimit.go)
+	conns       tcpTable    // open client TCP connections (tcplimit.go)
 	fast        fastState   // the UDP cache-hit path (fastpath.go)
 
 	ctx    context.Context

@@ -176,6 +176,9 @@ type Stats struct {
 	// TCPMaxQueries (write side shut, input drained); TCPAcceptErrors the
 	// failed accepts (out of file descriptors).
 	TCPAccepted, TCPRejectedClient, TCPRejectedGlobal, TCPIdleClosed, TCPDrained, TCPAcceptErrors uint64
+	// TCPEvicted counts connections reset to make room, at TCPMaxConns, for
+	// a client with fewer connections than their client.
+	TCPEvicted uint64
 	// TCPOpen is the number of client TCP connections open now and
 	// TCPClients the number of client addresses they come from; Inflight the
 	// queries in flight now.
@@ -199,7 +202,7 @@ type counters struct {
 	rebindDropped                                             atomic.Uint64
 	clientOverloaded, rrlTruncated, rrlDropped                atomic.Uint64
 	tcpAccepted, tcpRejectedClient, tcpRejectedGlobal         atomic.Uint64
-	tcpIdleClosed, tcpDrained, tcpAcceptErrors                atomic.Uint64
+	tcpIdleClosed, tcpDrained, tcpAcceptErrors, tcpEvicted    atomic.Uint64
 	unknownServed, unknownWaits, unknownWaitsFull             atomic.Uint64
 	unknownRefused                                            atomic.Uint64
 }
@@ -221,7 +224,7 @@ func (c *counters) snapshot() Stats {
 		RRLTruncated:     c.rrlTruncated.Load(), RRLDropped: c.rrlDropped.Load(),
 		TCPAccepted: c.tcpAccepted.Load(), TCPRejectedClient: c.tcpRejectedClient.Load(),
 		TCPRejectedGlobal: c.tcpRejectedGlobal.Load(), TCPIdleClosed: c.tcpIdleClosed.Load(),
-		TCPDrained: c.tcpDrained.Load(), TCPAcceptErrors: c.tcpAcceptErrors.Load(),
+		TCPDrained: c.tcpDrained.Load(), TCPAcceptErrors: c.tcpAcceptErrors.Load(), TCPEvicted: c.tcpEvicted.Load(),
 		UnknownServed: c.unknownServed.Load(), UnknownWaits: c.unknownWaits.Load(),
 		UnknownWaitsFull: c.unknownWaitsFull.Load(), UnknownRefused: c.unknownRefused.Load(),
 	}

@@ -17,7 +17,9 @@ import (
 // Every TCP listener is wrapped in a tcpListener: a connection over the
 // client's limit (TCPMaxConnsPerClient) or over the global limit (the lower of
 // TCPMaxConns and the file descriptor budget, fdBudget) is closed as soon as
-// it is accepted, with a reset, and counted. Accepting it first keeps the
+// it is accepted, with a reset, and counted — unless, at the global limit,
+// another client holds at least two more connections than this one's client:
+// then that client's oldest connection is reset instead (tcpTable). Accepting it first keeps the
 // kernel's backlog moving, so that other clients' connections are not stuck
 // behind it; the descriptor this takes comes out of the reserve and is given
 // back at once.
@@ -54,8 +56,7 @@ func nofileLimit() (uint64, error) {
 	return r.Cur, nil
 }
 
-// connCounter counts open things (TCP connections, queries in flight) per
-// client address and in total. An entry exists only while its count is above
+// connCounter counts queries in flight per client address and in total. An entry exists only while its count is above
 // zero, so the map never holds more entries than the global limit allows.
 type connCounter struct {
 	mu    sync.Mutex
@@ -103,6 +104,82 @@ func (c *connCounter) open() (total, clients int) {
 	return c.total, len(c.per)
 }
 
+// tcpTable holds the open client TCP connections per client, oldest first.
+// At the global limit a new connection takes the slot of the oldest
+// connection of the client holding the most, when that client holds at least
+// two more than the newcomer's: the connections converge to equal shares
+// instead of first come, first served, so a flood from a few clients cannot
+// keep another client's TCP out (issue 17 item 5). Finding that client scans
+// the clients, at most the global limit of them, and only at the limit.
+type tcpTable struct {
+	mu    sync.Mutex
+	per   map[netip.Addr][]*tcpConn
+	total int
+}
+
+// admit adds c unless its client has perClient connections (0: no limit)
+// or the table is at global (0: no limit) with no connection to evict; it
+// returns the connection evicted to make room (to be reset by the caller),
+// or why it refused.
+func (t *tcpTable) admit(c *tcpConn, perClient, global int) (evicted *tcpConn, err error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n := len(t.per[c.client])
+	if perClient > 0 && n >= perClient {
+		return nil, errPerClient
+	}
+	if global > 0 && t.total >= global {
+		var most netip.Addr
+		mostN := 0
+		for a, cs := range t.per {
+			if len(cs) > mostN {
+				most, mostN = a, len(cs)
+			}
+		}
+		if mostN < n+2 {
+			return nil, errGlobal
+		}
+		evicted = t.per[most][0]
+		t.remove(evicted)
+	}
+	if t.per == nil {
+		t.per = make(map[netip.Addr][]*tcpConn)
+	}
+	t.per[c.client] = append(t.per[c.client], c)
+	t.total++
+	return evicted, nil
+}
+
+// release removes c if it is still in the table (an evicted connection was
+// removed already).
+func (t *tcpTable) release(c *tcpConn) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.remove(c)
+}
+
+func (t *tcpTable) remove(c *tcpConn) {
+	cs := t.per[c.client]
+	for i, x := range cs {
+		if x == c {
+			if len(cs) == 1 {
+				delete(t.per, c.client)
+			} else {
+				t.per[c.client] = append(cs[:i:i], cs[i+1:]...)
+			}
+			t.total--
+			return
+		}
+	}
+}
+
+// open returns the connections open and the number of clients they are from.
+func (t *tcpTable) open() (total, clients int) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.total, len(t.per)
+}
+
 var (
 	errPerClient = errors.New("per-client limit")
 	errGlobal    = errors.New("global limit")
@@ -137,7 +214,13 @@ func (l *tcpListener) Accept() (net.Conn, error) {
 		}
 		delay = 0
 		client := addrOf(c.RemoteAddr())
-		if err := l.srv.conns.acquire(client, l.perClient, l.global); err != nil {
+		tc := &tcpConn{Conn: c, srv: l.srv, client: client, idle: l.idle, idleUntil: time.Now().Add(l.idle)}
+		evicted, err := l.srv.conns.admit(tc, l.perClient, l.global)
+		if evicted != nil {
+			l.srv.st.tcpEvicted.Add(1)
+			evicted.reset()
+		}
+		if err != nil {
 			if err == errPerClient {
 				l.srv.st.tcpRejectedClient.Add(1)
 			} else {
@@ -150,7 +233,7 @@ func (l *tcpListener) Accept() (net.Conn, error) {
 			continue
 		}
 		l.srv.st.tcpAccepted.Add(1)
-		return &tcpConn{Conn: c, srv: l.srv, client: client, idle: l.idle, idleUntil: time.Now().Add(l.idle)}, nil
+		return tc, nil
 	}
 }
 
@@ -250,9 +333,19 @@ func (c *tcpConn) Close() error {
 			}
 		}
 		err = c.Conn.Close()
-		c.srv.conns.release(c.client)
+		c.srv.conns.release(c)
 	})
 	return err
+}
+
+// reset closes the connection at once with a reset (its slot was taken
+// back by the table): the goroutine serving it sees its read or write fail
+// and calls Close, which gives nothing back.
+func (c *tcpConn) reset() {
+	if tc, ok := c.Conn.(*net.TCPConn); ok {
+		_ = tc.SetLinger(0)
+	}
+	_ = c.Conn.Close()
 }
 
 // pendingInput reports whether bytes the client sent wait unread.

@@ -110,6 +110,8 @@ func (a *agent) registerResolverLimitMetrics(srv *dnsproxy.Server) {
 	}
 	counter("egressd_dns_tcp_accepted_total", "Client TCP connections accepted within the limits.",
 		func(s dnsproxy.Stats) uint64 { return s.TCPAccepted })
+	counter("egressd_dns_tcp_evicted_total", "Client TCP connections reset at --tcp-max-conns to make room for a client holding at least two fewer.",
+		func(s dnsproxy.Stats) uint64 { return s.TCPEvicted })
 	counter("egressd_dns_tcp_idle_closed_total", "Client TCP connections closed by --tcp-idle-timeout (no reply sent for that long).",
 		func(s dnsproxy.Stats) uint64 { return s.TCPIdleClosed })
 	counter("egressd_dns_tcp_accept_errors_total", "Failed accepts of client TCP connections (e.g. out of file descriptors); accepting backs off.",

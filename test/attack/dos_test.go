@@ -130,7 +130,8 @@ func held(conns []net.Conn) int {
 // The per-client cap holds each pod to 64, the global cap to the descriptor
 // budget ((1,024 − 256) / 2 = 384). While they are held, the agent must
 // still answer /healthz and /metrics, take a policy change from its file,
-// write its checkpoint, and resolve another pod's queries over UDP.
+// write its checkpoint, and resolve another pod's queries over UDP and TCP
+// (at the global limit a flooding pod's oldest connection makes room).
 func TestDoSDescriptorReserve(t *testing.T) {
 	testenv.RequireTools(t, "prlimit")
 	pods := []netmodel.PodSpec{{Name: "builds/victim-0"}}
@@ -211,14 +212,16 @@ spec:
 		time.Sleep(100 * time.Millisecond)
 	}
 	udpR, udpErr := Query(victim.NS, ResolverAddr, "udp", "v.world.test", dns.TypeA)
+	tcpR, tcpErr := Query(victim.NS, ResolverAddr, "tcp", "v.world.test", dns.TypeA)
 	close(stop)
 	<-refreshed
 	open := held(all)
 	global := a.Metric("egressd_dns_tcp_rejected_total", `limit="global"`)
 	perClient := a.Metric("egressd_dns_tcp_rejected_total", `limit="per_client"`)
-	t.Logf("flood: %d connections dialled, %d held by the agent; rejected: %v global, %v per client; /healthz %d %v; /metrics %d %v; late.world.test after the policy change: %v; checkpoint rewritten: %v; victim UDP: %v %v",
-		len(all), open, global, perClient, hcode, herr, mcode, merr, rcodeOf(late),
-		after != nil && (before == nil || after.ModTime().After(before.ModTime())), rcodeOf(udpR), udpErr)
+	evicted := a.Metric("egressd_dns_tcp_evicted_total")
+	t.Logf("flood: %d connections dialled, %d held by the agent; rejected: %v global, %v per client, %v evicted; /healthz %d %v; /metrics %d %v; late.world.test after the policy change: %v; checkpoint rewritten: %v; victim UDP: %v %v; victim TCP: %v %v",
+		len(all), open, global, perClient, evicted, hcode, herr, mcode, merr, rcodeOf(late),
+		after != nil && (before == nil || after.ModTime().After(before.ModTime())), rcodeOf(udpR), udpErr, rcodeOf(tcpR), tcpErr)
 	if open > 384 {
 		t.Errorf("%d connections held, more than the budget of 384", open)
 	}
@@ -236,6 +239,9 @@ spec:
 	}
 	if udpErr != nil || udpR.Rcode != dns.RcodeSuccess {
 		t.Errorf("victim's UDP query: %v %v", rcodeOf(udpR), udpErr)
+	}
+	if tcpErr != nil || tcpR.Rcode != dns.RcodeSuccess {
+		t.Errorf("victim's TCP query at the global limit: %v %v", rcodeOf(tcpR), tcpErr)
 	}
 	if n := strings.Count(a.Log(), "too many open files"); n > 0 {
 		t.Errorf("the agent ran out of descriptors: %d log lines say \"too many open files\"", n)
