@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/miekg/dns"
+
 	"github.com/egressd/egressd/test/coredns"
 	"github.com/egressd/egressd/test/netmodel"
 	"github.com/egressd/egressd/test/testenv"
@@ -75,7 +77,25 @@ func TestAgentTransparentProxy(t *testing.T) {
 	zone.WriteString("alias.test. 60 IN CNAME pool.minepool.test.\n")
 	db := write("db.root", zone.String())
 	cf := write("Corefile", fmt.Sprintf(".:5300 {\n  bind 127.0.0.1\n  file %s .\n}\n", db))
-	start(t, e.node, "coredns", corednsBin, "-conf", cf)
+	coreDNS := start(t, e.node, "coredns", corednsBin, "-conf", cf)
+	// CoreDNS answers before the agent starts: the proxy's first lookups
+	// would otherwise race its start (SERVFAIL, resolve-failed).
+	for i := 0; ; i++ {
+		m := new(dns.Msg)
+		m.SetQuestion("good.test.", dns.TypeA)
+		var r *dns.Msg
+		_ = e.node.Do(func() (err error) {
+			r, _, err = (&dns.Client{Timeout: 200 * time.Millisecond}).Exchange(m, "127.0.0.1:5300")
+			return nil
+		})
+		if r != nil && r.Rcode == dns.RcodeSuccess {
+			break
+		}
+		if i == 100 {
+			t.Fatalf("CoreDNS does not answer:\n%s", coreDNS.out.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 
 	audit := filepath.Join(dir, "audit.jsonl")
 	agent := start(t, e.node, "egressd", bin,
