@@ -97,13 +97,6 @@ func (c *connCounter) release(client netip.Addr) {
 	c.total--
 }
 
-// open returns the total and the number of clients counted.
-func (c *connCounter) open() (total, clients int) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.total, len(c.per)
-}
-
 // tcpTable holds the open client TCP connections per client, oldest first.
 // At the global limit a new connection takes the slot of the oldest
 // connection of the client holding the most, when that client holds at least
