@@ -84,8 +84,8 @@ func TestAgentTransparentProxy(t *testing.T) {
 		m := new(dns.Msg)
 		m.SetQuestion("good.test.", dns.TypeA)
 		var r *dns.Msg
-		_ = e.node.Do(func() (err error) {
-			r, _, err = (&dns.Client{Timeout: 200 * time.Millisecond}).Exchange(m, "127.0.0.1:5300")
+		_ = e.node.Do(func() error {
+			r, _, _ = (&dns.Client{Timeout: 200 * time.Millisecond}).Exchange(m, "127.0.0.1:5300")
 			return nil
 		})
 		if r != nil && r.Rcode == dns.RcodeSuccess {
