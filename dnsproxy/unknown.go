@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -114,7 +115,7 @@ type unknownClients struct {
 }
 
 func newUnknownClients(s *settings) *unknownClients {
-	u := &unknownClients{prefixes: s.serveUnknown, node: s.serveNode, wait: s.UnknownWait,
+	u := &unknownClients{prefixes: slices.Clone(s.serveUnknown), node: s.serveNode, wait: s.UnknownWait,
 		maxWait: int64(s.MaxUnknownWaiters), addrs: net.InterfaceAddrs}
 	if u.node {
 		u.prefixes = append(u.prefixes, loopbacks...)
