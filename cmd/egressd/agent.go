@@ -105,6 +105,8 @@ func (a *agent) run(ctx context.Context) error {
 			return err
 		}
 		opts = append(opts, sdOpt)
+		// Stopped after the resolver (deferred later) and before the telemetry.
+		defer a.startOrigDstWorker()()
 		if a.enforcer, err = egress.New(opts...); err != nil {
 			return fmt.Errorf("dataplane: %w", err)
 		}

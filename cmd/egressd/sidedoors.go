@@ -96,6 +96,88 @@ type sideDoors struct {
 	to6     netip.AddrPort
 	doh     atomic.Pointer[doh.List]
 	origDst *egress.OriginalDestinations // nil: original destinations are not reported
+	// queue holds the blocked and audited lookup events waiting for their
+	// original destination (origDstWorker).
+	queue chan origDstJob
+}
+
+// origDstQueue bounds the events waiting for a conntrack lookup; beyond it an
+// event is reported at once, without the original destination.
+const origDstQueue = 256
+
+type origDstJob struct {
+	ctx context.Context
+	ev  dnsproxy.Event
+	tev telemetry.Event
+}
+
+// queueOrigDst hands a blocked or audited lookup event to origDstWorker; false
+// when there is no worker or its queue is full (the caller reports it as is).
+// The conntrack lookup costs a netlink round trip (about 50-70 µs): it is kept
+// off the query path and to one goroutine, so a flood of blocked lookups
+// cannot multiply it.
+func (a *agent) queueOrigDst(ctx context.Context, ev dnsproxy.Event, tev telemetry.Event) bool {
+	sd := a.sideDoors
+	if sd == nil || sd.queue == nil {
+		return false
+	}
+	select {
+	case sd.queue <- origDstJob{ctx: context.WithoutCancel(ctx), ev: ev, tev: tev}:
+		return true
+	default:
+		return false
+	}
+}
+
+// startOrigDstWorker starts the goroutine that reports the queued events
+// with their original destination; the returned function stops it after
+// reporting what is left (without looking up). The agent stops it after the
+// resolver and before the telemetry, so no event is lost.
+func (a *agent) startOrigDstWorker() func() {
+	sd := a.sideDoors
+	if sd == nil || sd.queue == nil {
+		return func() {}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); a.origDstWorker(ctx) }()
+	return func() {
+		cancel()
+		<-done
+		_ = sd.origDst.Close()
+	}
+}
+
+func (a *agent) origDstWorker(ctx context.Context) {
+	sd := a.sideDoors
+	report := func(j origDstJob, lookup bool) {
+		if lookup {
+			if dst := a.originalDestination(j.ev); dst != "" {
+				attrs := make(map[string]string, len(j.tev.Attrs)+1)
+				for k, v := range j.tev.Attrs {
+					attrs[k] = v
+				}
+				attrs[AttrOriginalDestination] = dst
+				j.tev.Attrs = attrs
+			}
+		}
+		a.events.Report(j.ctx, j.tev)
+	}
+	for {
+		select {
+		case j := <-sd.queue:
+			report(j, true)
+		case <-ctx.Done():
+			for {
+				select {
+				case j := <-sd.queue:
+					report(j, false)
+				default:
+					return
+				}
+			}
+		}
+	}
 }
 
 // sideDoorsOption prepares the side doors and returns the enforcer option.
@@ -121,6 +203,7 @@ func (a *agent) sideDoorsOption() (egress.Option, error) {
 		a.log.Warn("original destinations of redirected queries will not be reported", "err", err)
 	} else {
 		sd.origDst = od
+		sd.queue = make(chan origDstJob, origDstQueue)
 	}
 	a.sideDoors = sd
 	a.log.Info("DNS side doors", "dns-bypass", sd.node.Default, "exempt-namespaces", sd.node.ExemptNamespaces,

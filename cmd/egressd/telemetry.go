@@ -83,12 +83,12 @@ func (a *agent) sourceHooks() file.Hooks {
 }
 
 // dnsReporter adapts the resolver's events to the telemetry reporter.
-// origDst, when set, returns the original destination of a redirected query
-// (sidedoors.go); it costs a conntrack lookup, so only blocked and audited
-// lookups ask.
+// withOrigDst, when set, takes over reporting a blocked or audited lookup to
+// add the original destination of a redirected query first (sidedoors.go: a
+// conntrack lookup, off the query path); false: report it here as it is.
 type dnsReporter struct {
-	r       *telemetry.Reporter
-	origDst func(dnsproxy.Event) string
+	r           *telemetry.Reporter
+	withOrigDst func(ctx context.Context, ev dnsproxy.Event, tev telemetry.Event) bool
 }
 
 func (d dnsReporter) report(ctx context.Context, name string, ev dnsproxy.Event) {
@@ -98,10 +98,8 @@ func (d dnsReporter) report(ctx context.Context, name string, ev dnsproxy.Event)
 		QName: ev.QName, QType: ev.QType, Policy: ev.Policy, Rule: ev.Rule, Tier: ev.Tier,
 		Reason: ev.Reason, Response: ev.Response, CNAME: ev.CNAME,
 	}
-	if d.origDst != nil && name != telemetry.EventLookupAllowed {
-		if dst := d.origDst(ev); dst != "" {
-			tev.Attrs = map[string]string{AttrOriginalDestination: dst}
-		}
+	if d.withOrigDst != nil && name != telemetry.EventLookupAllowed && d.withOrigDst(ctx, ev, tev) {
+		return
 	}
 	d.r.Report(ctx, tev)
 }
@@ -148,7 +146,7 @@ func (d dnsReporter) RebindingBlocked(ctx context.Context, ev dnsproxy.Event) {
 }
 
 func (a *agent) reporter() dnsproxy.Reporter {
-	return dnsReporter{r: a.events, origDst: a.originalDestination}
+	return dnsReporter{r: a.events, withOrigDst: a.queueOrigDst}
 }
 
 // observer feeds the resolver's latencies into the metrics.
