@@ -198,11 +198,18 @@ func (w *World) Pod(name string) *netmodel.Pod {
 	return p
 }
 
-// WriteFile writes name under Dir and returns its path.
+// WriteFile writes name under Dir and returns its path. The content is
+// written to a temporary file next to it (".<name>.tmp", a name the agent's
+// directory walk ignores) and renamed over it, so that the agent never reads
+// a half-written file: a test that wants a partial write writes that content.
 func (w *World) WriteFile(name, content string) string {
 	w.T.Helper()
 	p := filepath.Join(w.Dir, name)
-	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+	tmp := filepath.Join(filepath.Dir(p), "."+filepath.Base(p)+".tmp")
+	if err := os.WriteFile(tmp, []byte(content), 0o644); err != nil {
+		w.T.Fatal(err)
+	}
+	if err := os.Rename(tmp, p); err != nil {
 		w.T.Fatal(err)
 	}
 	return p
@@ -335,7 +342,8 @@ type AgentOptions struct {
 	// NoWait returns as soon as the process started, without waiting for
 	// /readyz (for agents expected to refuse to start: wait on Exited).
 	NoWait bool
-	// ReadyTimeout bounds the wait for /readyz (default 15 s).
+	// ReadyTimeout bounds the wait for /readyz (default 1 minute: a loaded
+	// machine can take tens of seconds to start an agent with a large state).
 	ReadyTimeout time.Duration
 	// Wrap runs the agent through a command, e.g. {"prlimit",
 	// "--nofile=2048"}: Wrap[0] is the program, the agent and its arguments
@@ -404,7 +412,7 @@ func (w *World) StartAgent(o AgentOptions) *Agent {
 func (a *Agent) waitReady(timeout time.Duration) {
 	a.w.T.Helper()
 	if timeout <= 0 {
-		timeout = 15 * time.Second
+		timeout = time.Minute
 	}
 	hc := netmodel.HTTPClient(a.w.Node.NS, 5*time.Second)
 	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); {

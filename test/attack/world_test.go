@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/miekg/dns"
 )
@@ -65,7 +66,14 @@ spec:
 	if line == nil || line["workload"] != DefaultPod || line["client"] != pod.IPv4.String() {
 		t.Fatalf("audit line %v; all: %v", line, a.AuditLines())
 	}
-	if n := a.Metric("egressd_dns_queries_total"); n < 3 {
+	// The counters are updated after the reply: wait for the third (5 s at most).
+	var n float64
+	for i := 0; i < 100 && n < 3; i++ {
+		if n = a.Metric("egressd_dns_queries_total"); n < 3 {
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	if n < 3 {
 		t.Fatalf("egressd_dns_queries_total %v, want >= 3\n%s", n, a.Metrics())
 	}
 	// /status counts the same FQDN set elements as the kernel holds.
