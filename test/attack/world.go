@@ -75,10 +75,11 @@ type Config struct {
 	ExtraServerBlocks string
 	// Files are written to World.Dir before CoreDNS starts (name → content).
 	Files map[string]string
-	// Policies is the content of the --policies file (YAML). Not empty: the
-	// agent refuses to start on a policy file that holds no policy (fail
-	// closed, docs/egressd.md "Policy files"); a world without policies needs
-	// one that selects nothing.
+	// Policies is the content of the --policies file (YAML). The agent
+	// refuses to start on a policy file that holds no policy (fail closed,
+	// docs/egressd.md "Policy files"), so an empty Policies gives --policies
+	// an empty directory instead (no policies), into which WritePolicies
+	// writes policies.yaml.
 	Policies string
 	// Pods are the pod namespaces to create (default: one, DefaultPod).
 	Pods []netmodel.PodSpec
