@@ -91,3 +91,28 @@ spec:
 	}
 	a.StopAgent()
 }
+
+// TestWorldWithoutPolicies: a Config without policies starts the agent on an
+// empty --policies directory (the pod is unrestricted), and WritePolicies
+// writes into it: the deny is then applied.
+func TestWorldWithoutPolicies(t *testing.T) {
+	w := New(t, Config{Zone: "pool.minepool.test. 60 IN A 192.0.2.66\n"})
+	a := w.StartAgent(AgentOptions{})
+	pod := w.Pods[0]
+	if r := w.Ask(pod, "udp", "pool.minepool.test", dns.TypeA); r.Rcode != dns.RcodeSuccess {
+		t.Fatalf("no policies: pool.minepool.test %s, want NOERROR", Rcode(r))
+	}
+	w.WritePolicies(denyMiningPolicies)
+	blocked := false
+	for i := 0; i < 100 && !blocked; i++ { // the agent reloads every 2 s
+		r, err := Query(pod.NS, ResolverAddr, "udp", "pool.minepool.test", dns.TypeA)
+		if err == nil && r.Rcode == dns.RcodeNameError && EDE(r) != nil && EDE(r).InfoCode == dns.ExtendedErrorCodeBlocked {
+			blocked = true
+		} else {
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	if !blocked {
+		t.Fatalf("after WritePolicies(deny): pool.minepool.test not blocked; /status %v", a.Status()["sync"])
+	}
+}
