@@ -39,6 +39,7 @@ lint: vet
 generate:
 	$(GO) run sigs.k8s.io/controller-tools/cmd/controller-gen@v0.19.0 object paths=./policy/
 	$(GO) run sigs.k8s.io/controller-tools/cmd/controller-gen@v0.19.0 crd paths=./policy/ output:crd:dir=deploy/crds
+	cp deploy/crds/*.yaml deploy/helm/egressd/crds/
 
 ## bench: every benchmark; numbers go to docs/benchmarks.md.
 bench:
