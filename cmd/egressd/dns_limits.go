@@ -83,6 +83,12 @@ func (c *config) applyDNSLimits(rc *dnsproxy.Config) {
 	rc.RRLSlip = off(l.RRLSlip)
 }
 
+// statByLabel is one labelled counter of the resolver's statistics.
+type statByLabel struct {
+	value string
+	v     func(dnsproxy.Stats) uint64
+}
+
 // registerResolverLimitMetrics exports the counters of the resolver's
 // limits.
 func (a *agent) registerResolverLimitMetrics(srv *dnsproxy.Server) {
@@ -95,19 +101,18 @@ func (a *agent) registerResolverLimitMetrics(srv *dnsproxy.Server) {
 		_ = reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help},
 			func() float64 { return float64(v(srv.Stats())) }))
 	}
-	for _, r := range []struct {
-		reason string
-		v      func(dnsproxy.Stats) uint64
-	}{
-		{"per_client", func(s dnsproxy.Stats) uint64 { return s.TCPRejectedClient }},
-		{"global", func(s dnsproxy.Stats) uint64 { return s.TCPRejectedGlobal }},
-	} {
-		_ = reg.Register(prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name:        "egressd_dns_tcp_rejected_total",
-			Help:        "Client TCP connections reset at accept: their client had --tcp-max-conns-per-client open (per_client) or --tcp-max-conns were open (global).",
-			ConstLabels: prometheus.Labels{"limit": r.reason},
-		}, func() float64 { return float64(r.v(srv.Stats())) }))
+	// labelled exports one counter per value of label, all under name.
+	labelled := func(name, help, label string, rs ...statByLabel) {
+		for _, r := range rs {
+			_ = reg.Register(prometheus.NewCounterFunc(prometheus.CounterOpts{
+				Name: name, Help: help, ConstLabels: prometheus.Labels{label: r.value},
+			}, func() float64 { return float64(r.v(srv.Stats())) }))
+		}
 	}
+	labelled("egressd_dns_tcp_rejected_total", "Client TCP connections reset at accept: their client had --tcp-max-conns-per-client open (per_client) or --tcp-max-conns were open (global).",
+		"limit",
+		statByLabel{"per_client", func(s dnsproxy.Stats) uint64 { return s.TCPRejectedClient }},
+		statByLabel{"global", func(s dnsproxy.Stats) uint64 { return s.TCPRejectedGlobal }})
 	counter("egressd_dns_tcp_accepted_total", "Client TCP connections accepted within the limits.",
 		func(s dnsproxy.Stats) uint64 { return s.TCPAccepted })
 	counter("egressd_dns_tcp_evicted_total", "Client TCP connections reset at --tcp-max-conns to make room for a client holding at least two fewer.",
@@ -120,31 +125,13 @@ func (a *agent) registerResolverLimitMetrics(srv *dnsproxy.Server) {
 		func(s dnsproxy.Stats) int { return s.TCPOpen })
 	gauge("egressd_dns_inflight", "Queries handled now (slow path).",
 		func(s dnsproxy.Stats) int { return s.Inflight })
-	for _, r := range []struct {
-		limit string
-		v     func(dnsproxy.Stats) uint64
-	}{
-		{"rate", func(s dnsproxy.Stats) uint64 { return s.RateLimited }},
-		{"inflight_per_client", func(s dnsproxy.Stats) uint64 { return s.ClientOverloaded }},
-		{"inflight", func(s dnsproxy.Stats) uint64 { return s.Overloaded }},
-	} {
-		_ = reg.Register(prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name:        "egressd_dns_limited_total",
-			Help:        "Queries answered REFUSED by a limit: the client's rate (--rate-limit), its queries in flight (--max-inflight-per-client), all queries in flight (--max-inflight).",
-			ConstLabels: prometheus.Labels{"limit": r.limit},
-		}, func() float64 { return float64(r.v(srv.Stats())) }))
-	}
-	for _, r := range []struct {
-		action string
-		v      func(dnsproxy.Stats) uint64
-	}{
-		{"truncated", func(s dnsproxy.Stats) uint64 { return s.RRLTruncated }},
-		{"dropped", func(s dnsproxy.Stats) uint64 { return s.RRLDropped }},
-	} {
-		_ = reg.Register(prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name:        "egressd_dns_rrl_total",
-			Help:        "UDP responses over --rrl-rate, sent empty and truncated or dropped (--rrl-slip).",
-			ConstLabels: prometheus.Labels{"action": r.action},
-		}, func() float64 { return float64(r.v(srv.Stats())) }))
-	}
+	labelled("egressd_dns_limited_total", "Queries answered REFUSED by a limit: the client's rate (--rate-limit), its queries in flight (--max-inflight-per-client), all queries in flight (--max-inflight).",
+		"limit",
+		statByLabel{"rate", func(s dnsproxy.Stats) uint64 { return s.RateLimited }},
+		statByLabel{"inflight_per_client", func(s dnsproxy.Stats) uint64 { return s.ClientOverloaded }},
+		statByLabel{"inflight", func(s dnsproxy.Stats) uint64 { return s.Overloaded }})
+	labelled("egressd_dns_rrl_total", "UDP responses over --rrl-rate, sent empty and truncated or dropped (--rrl-slip).",
+		"action",
+		statByLabel{"truncated", func(s dnsproxy.Stats) uint64 { return s.RRLTruncated }},
+		statByLabel{"dropped", func(s dnsproxy.Stats) uint64 { return s.RRLDropped }})
 }

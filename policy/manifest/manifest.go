@@ -58,14 +58,24 @@ func (o *Object) Validate() error {
 }
 
 // Apply validates the object and puts it into the store.
-func (o *Object) Apply(s *policy.Store) error {
+func (o *Object) Apply(s *policy.Store) error { return o.upsertInto(s) }
+
+// upserter is what takes a validated policy: a policy.Store or a
+// policy.PolicyBatch.
+type upserter interface {
+	UpsertFirewallPolicy(*policy.FirewallPolicy) error
+	UpsertClusterFirewallPolicy(*policy.ClusterFirewallPolicy) error
+	UpsertNetworkPolicy(*networkingv1.NetworkPolicy) error
+}
+
+func (o *Object) upsertInto(u upserter) error {
 	switch {
 	case o.FirewallPolicy != nil:
-		return s.UpsertFirewallPolicy(o.FirewallPolicy)
+		return u.UpsertFirewallPolicy(o.FirewallPolicy)
 	case o.ClusterFirewallPolicy != nil:
-		return s.UpsertClusterFirewallPolicy(o.ClusterFirewallPolicy)
+		return u.UpsertClusterFirewallPolicy(o.ClusterFirewallPolicy)
 	case o.NetworkPolicy != nil:
-		return s.UpsertNetworkPolicy(o.NetworkPolicy)
+		return u.UpsertNetworkPolicy(o.NetworkPolicy)
 	}
 	return errors.New("empty object")
 }
@@ -107,17 +117,7 @@ func (e *TooLargeError) Error() string {
 }
 
 // AddTo validates the object and adds it to a batch (policy.Store.ApplyPolicies).
-func (o *Object) AddTo(b *policy.PolicyBatch) error {
-	switch {
-	case o.FirewallPolicy != nil:
-		return b.UpsertFirewallPolicy(o.FirewallPolicy)
-	case o.ClusterFirewallPolicy != nil:
-		return b.UpsertClusterFirewallPolicy(o.ClusterFirewallPolicy)
-	case o.NetworkPolicy != nil:
-		return b.UpsertNetworkPolicy(o.NetworkPolicy)
-	}
-	return errors.New("empty object")
-}
+func (o *Object) AddTo(b *policy.PolicyBatch) error { return o.upsertInto(b) }
 
 // Decode reads every document of r with DefaultLimits.
 func Decode(source string, r io.Reader) ([]Object, error) { return DefaultLimits.Decode(source, r) }
