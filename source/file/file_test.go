@@ -47,6 +47,18 @@ func write(t *testing.T, path, data string) {
 	}
 }
 
+// testFiles writes the test workloads, and policies into the file name, in a
+// new temporary directory and returns the two paths.
+func testFiles(t *testing.T, name, policies string) (pf, wl string) {
+	t.Helper()
+	dir := t.TempDir()
+	wl = filepath.Join(dir, "workloads.yaml")
+	write(t, wl, workloads)
+	pf = filepath.Join(dir, name)
+	write(t, pf, policies)
+	return pf, wl
+}
+
 func verdict(s *policy.Store, port int32) policy.Verdict {
 	e := policy.NewEngine(s, policy.Options{})
 	return e.Decide(policy.Connection{Src: netip.MustParseAddr("10.0.0.1"), Dst: netip.MustParseAddr("10.0.0.2"), Port: port, Protocol: policy.ProtocolTCP}).Verdict
@@ -91,11 +103,7 @@ func TestReloadAppliesAddsChangesAndDeletes(t *testing.T) {
 }
 
 func TestInvalidUpdateKeepsPreviousVersion(t *testing.T) {
-	dir := t.TempDir()
-	wl := filepath.Join(dir, "workloads.yaml")
-	write(t, wl, workloads)
-	pf := filepath.Join(dir, "web.yaml")
-	write(t, pf, allowWeb+"  - action: Deny\n    to: [{cidr: 10.0.0.2/32}]\n    ports: [{port: 81}]\n")
+	pf, wl := testFiles(t, "web.yaml", allowWeb+"  - action: Deny\n    to: [{cidr: 10.0.0.2/32}]\n    ports: [{port: 81}]\n")
 	s := policy.NewStore()
 	src := New(s, pf, wl, nil)
 	if _, err := src.Load(); err != nil {
@@ -119,11 +127,7 @@ func TestInvalidUpdateKeepsPreviousVersion(t *testing.T) {
 }
 
 func TestUndecodableFileDeletesNothing(t *testing.T) {
-	dir := t.TempDir()
-	wl := filepath.Join(dir, "workloads.yaml")
-	write(t, wl, workloads)
-	pf := filepath.Join(dir, "deny.yaml")
-	write(t, pf, denyAll)
+	pf, wl := testFiles(t, "deny.yaml", denyAll)
 	s := policy.NewStore()
 	src := New(s, pf, wl, nil)
 	if _, err := src.Load(); err != nil {

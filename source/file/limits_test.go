@@ -117,11 +117,7 @@ func TestHugeReloadIsAtomicAndLookupsGoOn(t *testing.T) {
 // refused with an error saying so, and the policies loaded from it before stay
 // in force until it is valid again.
 func TestOversizePolicyFileKeepsPolicies(t *testing.T) {
-	dir := t.TempDir()
-	wl := filepath.Join(dir, "workloads.yaml")
-	write(t, wl, workloads)
-	pf := filepath.Join(dir, "policies.yaml")
-	write(t, pf, denyAll)
+	pf, wl := testFiles(t, "policies.yaml", denyAll)
 	s := policy.NewStore()
 	src := New(s, pf, wl, nil)
 	if _, err := src.Load(); err != nil {

@@ -61,11 +61,7 @@ func TestPartialPolicyFileKeepsLastGood(t *testing.T) {
 	}
 	for name, cut := range cuts {
 		t.Run(name, func(t *testing.T) {
-			dir := t.TempDir()
-			wl := filepath.Join(dir, "workloads.yaml")
-			write(t, wl, workloads)
-			pf := filepath.Join(dir, "policies.yaml")
-			write(t, pf, whole)
+			pf, wl := testFiles(t, "policies.yaml", whole)
 			s := policy.NewStore()
 			src := New(s, pf, wl, nil)
 			var failed []Problem
@@ -195,11 +191,7 @@ func TestPartialWorkloadsFileKeepsLastGood(t *testing.T) {
 	}
 	for name, cut := range cuts {
 		t.Run(name, func(t *testing.T) {
-			dir := t.TempDir()
-			wl := filepath.Join(dir, "workloads.yaml")
-			write(t, wl, workloads)
-			pf := filepath.Join(dir, "deny.yaml")
-			write(t, pf, denyAll)
+			pf, wl := testFiles(t, "deny.yaml", denyAll)
 			s := policy.NewStore()
 			src := New(s, pf, wl, nil)
 			loadOK(t, src)
@@ -279,11 +271,7 @@ func TestProblemMessageIsClipped(t *testing.T) {
 // namespaces, pods and policies (a file touched, another one cut) changes
 // nothing: no sync, no re-render of the kernel table.
 func TestUnchangedFilesDoNotChangeTheStore(t *testing.T) {
-	dir := t.TempDir()
-	wl := filepath.Join(dir, "workloads.yaml")
-	write(t, wl, workloads)
-	pf := filepath.Join(dir, "deny.yaml")
-	write(t, pf, denyAll)
+	pf, wl := testFiles(t, "deny.yaml", denyAll)
 	s := policy.NewStore()
 	src := New(s, pf, wl, nil)
 	loadOK(t, src)
@@ -341,11 +329,7 @@ func TestUnreadableFileCountedOnce(t *testing.T) {
 // size at the first load leaves nothing in force: the agent must not start on
 // it (an invalid object alone would not stop it).
 func TestStartBeyondTheLimitsIsUnusable(t *testing.T) {
-	dir := t.TempDir()
-	wl := filepath.Join(dir, "workloads.yaml")
-	write(t, wl, workloads)
-	pf := filepath.Join(dir, "p.yaml")
-	write(t, pf, denyAll+"---\n"+allowWeb)
+	pf, wl := testFiles(t, "p.yaml", denyAll+"---\n"+allowWeb)
 	s := policy.NewStore()
 	s.SetPolicyLimit(1)
 	src := New(s, pf, wl, nil)
