@@ -155,24 +155,7 @@ func TestDoSDescriptorReserve(t *testing.T) {
 	wg.Wait()
 	// An empty message on every connection every second while the agent is
 	// checked, as the attack did (it restarted the old idle timeout).
-	stop := make(chan struct{})
-	refreshed := make(chan struct{})
-	go func() {
-		defer close(refreshed)
-		tk := time.NewTicker(time.Second)
-		defer tk.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-tk.C:
-				for _, c := range all {
-					c.SetWriteDeadline(time.Now().Add(10 * time.Millisecond))
-					c.Write([]byte{0, 0})
-				}
-			}
-		}
-	}()
+	stopEmpty := sendEmptyEverySecond(all)
 	statePath := filepath.Join(w.Dir, "state.json")
 	before, _ := os.Stat(statePath)
 
@@ -213,8 +196,7 @@ spec:
 	}
 	udpR, udpErr := Query(victim.NS, ResolverAddr, "udp", "v.world.test", dns.TypeA)
 	tcpR, tcpErr := Query(victim.NS, ResolverAddr, "tcp", "v.world.test", dns.TypeA)
-	close(stop)
-	<-refreshed
+	stopEmpty()
 	open := held(all)
 	global := a.Metric("egressd_dns_tcp_rejected_total", `limit="global"`)
 	perClient := a.Metric("egressd_dns_tcp_rejected_total", `limit="per_client"`)
@@ -318,4 +300,29 @@ func TestDoSLegitimatePodAt2000QPS(t *testing.T) {
 				run.name, codes["REFUSED"], limited, rrl)
 		}
 	}
+}
+
+// sendEmptyEverySecond writes an empty DNS message (a zero length prefix) on
+// every connection once a second, as the attack did, until the returned stop
+// is called; stop waits for the writer to end.
+func sendEmptyEverySecond(conns []net.Conn) (stop func()) {
+	done := make(chan struct{})
+	ended := make(chan struct{})
+	go func() {
+		defer close(ended)
+		tk := time.NewTicker(time.Second)
+		defer tk.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-tk.C:
+				for _, c := range conns {
+					c.SetWriteDeadline(time.Now().Add(10 * time.Millisecond))
+					c.Write([]byte{0, 0})
+				}
+			}
+		}
+	}()
+	return func() { close(done); <-ended }
 }

@@ -60,23 +60,7 @@ func TestReplayTCPExhaustion(t *testing.T) {
 	}
 	// Every second an empty message on every connection, as the attack did,
 	// while the victim asks.
-	stop := make(chan struct{})
-	defer close(stop)
-	go func() {
-		tk := time.NewTicker(time.Second)
-		defer tk.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-tk.C:
-				for _, c := range conns {
-					c.SetWriteDeadline(time.Now().Add(10 * time.Millisecond))
-					c.Write([]byte{0, 0})
-				}
-			}
-		}
-	}()
+	defer sendEmptyEverySecond(conns)()
 	// Connections the agent closed (a limit) read EOF at once; held ones
 	// time out. Read each with a short deadline after the whole flood.
 	var closed int
