@@ -256,19 +256,7 @@ func TestFQDNIndexMatchesOracle(t *testing.T) {
 // TestFQDNIndexManyPolicies: with the 10,000 Admin policies of the benchmark
 // the index agrees with the oracle on names matching Deny, Allow and no rule.
 func TestFQDNIndexManyPolicies(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds 10,000 policies; skipped with -short")
-	}
-	s := policy.NewStore()
-	if err := s.LoadWorkloads(scenarios.Workloads()); err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range manyAdminPolicies(10000) {
-		if err := s.UpsertClusterFirewallPolicy(p); err != nil {
-			t.Fatal(err)
-		}
-	}
-	e := policy.NewEngine(s, policy.Options{})
+	e := scenariosWithManyAdmin(t, 10000)
 	var names []string
 	for _, l := range manyAdminLookups {
 		names = append(names, l.name)
@@ -282,19 +270,7 @@ func TestFQDNIndexManyPolicies(t *testing.T) {
 // TestDecideLookupDoesNotAllocate: the resolver's per-query work (decision and
 // rule selection) allocates nothing with 10,000 Admin policies.
 func TestDecideLookupDoesNotAllocate(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds 10,000 policies; skipped with -short")
-	}
-	s := policy.NewStore()
-	if err := s.LoadWorkloads(scenarios.Workloads()); err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range manyAdminPolicies(10000) {
-		if err := s.UpsertClusterFirewallPolicy(p); err != nil {
-			t.Fatal(err)
-		}
-	}
-	e := policy.NewEngine(s, policy.Options{})
+	e := scenariosWithManyAdmin(t, 10000)
 	w := policy.WorkloadKey{Namespace: "x", Name: "a"}
 	buf := make([]policy.RuleRef, 0, 8)
 	for _, l := range manyAdminLookups {
@@ -303,4 +279,18 @@ func TestDecideLookupDoesNotAllocate(t *testing.T) {
 			t.Errorf("DecideLookupRules(%q): %.1f allocations per call, want 0", l.name, n)
 		}
 	}
+}
+
+// scenariosWithManyAdmin is an engine on the scenarios' workloads and
+// manyAdminPolicies(n); skipped with -short.
+func scenariosWithManyAdmin(t *testing.T, n int) *policy.Engine {
+	t.Helper()
+	if testing.Short() {
+		t.Skipf("builds %d policies; skipped with -short", n)
+	}
+	s := policy.NewStore()
+	if err := s.LoadWorkloads(scenarios.Workloads()); err != nil {
+		t.Fatal(err)
+	}
+	return withManyAdmin(t, s, n)
 }

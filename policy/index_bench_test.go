@@ -44,7 +44,12 @@ func manyAdminPolicies(n int) []*policy.ClusterFirewallPolicy {
 // plus manyAdminPolicies(n).
 func manyAdminEngine(tb testing.TB, n int) *policy.Engine {
 	tb.Helper()
-	s := benchStore(tb)
+	return withManyAdmin(tb, benchStore(tb), n)
+}
+
+// withManyAdmin adds manyAdminPolicies(n) to s and returns an engine on it.
+func withManyAdmin(tb testing.TB, s *policy.Store, n int) *policy.Engine {
+	tb.Helper()
 	for _, p := range manyAdminPolicies(n) {
 		if err := s.UpsertClusterFirewallPolicy(p); err != nil {
 			tb.Fatal(err)
