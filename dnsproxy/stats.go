@@ -2,6 +2,7 @@ package dnsproxy
 
 import (
 	"context"
+	"reflect"
 	"sync/atomic"
 	"time"
 
@@ -190,6 +191,23 @@ type Stats struct {
 	// because MaxUnknownWaiters waited already; UnknownRefused the queries
 	// refused because their source is no known workload (unknown.go).
 	UnknownServed, UnknownWaits, UnknownWaitsFull, UnknownRefused uint64
+}
+
+// Counters returns every field of s keyed by its name ("Queries",
+// "CacheHits", …, the keys of /status "resolver"); the gauges (TCPOpen,
+// TCPClients, Inflight) are never negative.
+func (s Stats) Counters() map[string]uint64 {
+	v := reflect.ValueOf(s)
+	out := make(map[string]uint64, v.NumField())
+	for i := range v.NumField() {
+		switch f := v.Field(i); f.Kind() {
+		case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+			out[v.Type().Field(i).Name] = f.Uint()
+		case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+			out[v.Type().Field(i).Name] = uint64(max(f.Int(), 0))
+		}
+	}
+	return out
 }
 
 type counters struct {

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/egressd/egressd/telemetry/statusapi"
 )
 
 const statusHelp = `
@@ -32,62 +34,6 @@ $EGRESSD_TOKEN.
 
 Exit status: 0 on success, 1 when the agent cannot be reached or answers an
 error, 2 on a usage error.`
-
-// agentStatus is the part of the agent's /status document the table shows.
-type agentStatus struct {
-	Node      string    `json:"node"`
-	Ready     bool      `json:"ready"`
-	StartedAt time.Time `json:"startedAt"`
-	Now       time.Time `json:"now"`
-	Sync      struct {
-		Source          string            `json:"source"`
-		SourceSynced    bool              `json:"sourceSynced"`
-		StoreGeneration uint64            `json:"storeGeneration"`
-		Policies        int               `json:"policies"`
-		Workloads       int               `json:"workloads"`
-		AppliedPlan     int64             `json:"appliedPlanGeneration"`
-		LastApply       time.Time         `json:"lastApplyTime"`
-		LastError       string            `json:"lastError"`
-		InvalidPolicies map[string]string `json:"invalidPolicies"`
-		Reload          *struct {
-			OK        bool      `json:"ok"`
-			LastError string    `json:"lastError"`
-			File      string    `json:"file"`
-			Since     time.Time `json:"since"`
-			Problems  int       `json:"problems"`
-		} `json:"reload"`
-	} `json:"sync"`
-	Dataplane string `json:"dataplane"`
-	Table     string `json:"table"`
-	Sets      []struct {
-		Name     string `json:"name"`
-		Map      bool   `json:"map"`
-		Elements int    `json:"elements"`
-		// Truncated: the agent stopped counting at Elements.
-		Truncated bool `json:"truncated"`
-	} `json:"sets"`
-	SetsError string `json:"setsError"`
-	Blocked   struct {
-		Since        time.Time `json:"since"`
-		Count        int       `json:"count"`
-		Truncated    bool      `json:"truncated"`
-		TopNames     []counted `json:"topNames"`
-		TopWorkloads []counted `json:"topWorkloads"`
-		Total        uint64    `json:"total"`
-	} `json:"blocked"`
-	Resolver  map[string]uint64 `json:"resolver"`
-	Upstreams []struct {
-		Addr  string    `json:"addr"`
-		Up    bool      `json:"up"`
-		Since time.Time `json:"since"`
-	} `json:"upstreams"`
-	Intercept []string `json:"dnsIntercept"`
-}
-
-type counted struct {
-	Key   string `json:"key"`
-	Count int    `json:"count"`
-}
 
 func runStatus(args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("status", "[--agent URL] [--since 10m] [-o table|json]", statusHelp)
@@ -131,7 +77,7 @@ func runStatus(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return failf(fs, stderr, "%v", err)
 	}
-	var st agentStatus
+	var st statusapi.Status
 	if err := json.Unmarshal(body, &st); err != nil {
 		return failf(fs, stderr, "%s: not a status document: %v", u, err)
 	}
@@ -175,7 +121,7 @@ func yesNo(b bool) string {
 	return "no"
 }
 
-func printStatus(w io.Writer, st *agentStatus, since time.Duration) {
+func printStatus(w io.Writer, st *statusapi.Status, since time.Duration) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	node := st.Node
 	if node == "" {
@@ -252,7 +198,7 @@ func printStatus(w io.Writer, st *agentStatus, since time.Duration) {
 		fmt.Fprintf(w, " (at least; the agent's ring of recent lookups wrapped)")
 	}
 	fmt.Fprintf(w, " (%d since start)\n", b.Total)
-	tops := func(title string, cs []counted) {
+	tops := func(title string, cs []statusapi.Counted) {
 		if len(cs) == 0 {
 			return
 		}

@@ -17,6 +17,7 @@ import (
 	"github.com/egressd/egressd/source/file"
 	"github.com/egressd/egressd/source/kube"
 	"github.com/egressd/egressd/telemetry"
+	"github.com/egressd/egressd/telemetry/statusapi"
 )
 
 // agent wires the sources, the policy store, the dataplane and the resolver.
@@ -44,7 +45,7 @@ type agent struct {
 	interceptOn bool             // --intercept-dns is programmed (intercept.go)
 	intercepted []netip.AddrPort // what it programmed
 	// /status (status.go)
-	blocked       blockedRing
+	blocked       statusapi.BlockedRing
 	lastApply     atomic.Int64 // unix ns of the last successful sync
 	interceptView atomic.Value // []string: a copy of intercepted
 }

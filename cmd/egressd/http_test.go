@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/egressd/egressd/telemetry/statusapi"
 )
 
 const testPolicy = `apiVersion: egressd.io/v1alpha1
@@ -148,7 +150,7 @@ func TestReloadErrorSurfaces(t *testing.T) {
 			t.Fatalf("%d policies in force after the file was emptied, want 1", n)
 		}
 		_, body := get(t, h, "/status", "")
-		var st Status
+		var st statusapi.Status
 		if err := json.Unmarshal([]byte(body), &st); err != nil {
 			t.Fatal(err)
 		}
@@ -174,7 +176,7 @@ func TestReloadErrorSurfaces(t *testing.T) {
 			t.Fatal(err)
 		}
 		_, body = get(t, h, "/status", "")
-		st = Status{}
+		st = statusapi.Status{}
 		if err := json.Unmarshal([]byte(body), &st); err != nil {
 			t.Fatal(err)
 		}

@@ -1,42 +1,17 @@
 package main
 
 import (
+	"bytes"
 	"context"
-	"fmt"
+	"encoding/json"
+	"reflect"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/egressd/egressd/dnsproxy"
+	"github.com/egressd/egressd/telemetry/statusapi"
 )
-
-// TestBlockedRingWindowAndTop: only lookups inside the window count, the top
-// lists are ordered by count, and a wrapped ring says so.
-func TestBlockedRingWindowAndTop(t *testing.T) {
-	var r blockedRing
-	now := time.Now()
-	r.add(blockedLookup{at: now.Add(-time.Hour), workload: "a/old", name: "old.example"})
-	for i := range 3 {
-		r.add(blockedLookup{at: now.Add(-time.Duration(i) * time.Second), workload: "shop/web", name: "evil.example"})
-	}
-	r.add(blockedLookup{at: now, workload: "", name: "other.example"})
-	st := r.since(now.Add(-10*time.Minute), 10)
-	if st.Count != 4 || st.Total != 5 || st.Truncated {
-		t.Fatalf("count %d total %d truncated %v, want 4, 5, false", st.Count, st.Total, st.Truncated)
-	}
-	if st.TopNames[0] != (Counted{"evil.example", 3}) || st.TopNames[1] != (Counted{"other.example", 1}) || len(st.TopNames) != 2 {
-		t.Errorf("top names %v", st.TopNames)
-	}
-	if st.TopWorkloads[0] != (Counted{"shop/web", 3}) || st.TopWorkloads[1] != (Counted{"(unknown client)", 1}) {
-		t.Errorf("top workloads %v", st.TopWorkloads)
-	}
-	for i := range blockedRingSize {
-		r.add(blockedLookup{at: now, workload: "w/x", name: fmt.Sprintf("n%d.example", i%20)})
-	}
-	st = r.since(now.Add(-10*time.Minute), 5)
-	if st.Count != blockedRingSize || !st.Truncated || len(st.TopNames) != 5 {
-		t.Errorf("after wrapping: count %d truncated %v top %d, want %d, true, 5", st.Count, st.Truncated, len(st.TopNames), blockedRingSize)
-	}
-}
 
 // tunnelRecorder is a resolver Reporter that takes tunnel events.
 type tunnelRecorder struct {
@@ -65,11 +40,64 @@ func TestStatusReporterPassesTunnelEvents(t *testing.T) {
 	if len(inner.events) != 2 || inner.events[0] != dnsproxy.EventTunnelSuspected || inner.events[1] != dnsproxy.EventTunnelBlocked {
 		t.Fatalf("inner reporter got %v", inner.events)
 	}
-	if st := a.blocked.since(now.Add(-time.Minute), 10); st.Count != 1 || st.TopNames[0].Key != "b.t.example" {
+	if st := a.blocked.Since(now.Add(-time.Minute), 10); st.Count != 1 || st.TopNames[0].Key != "b.t.example" {
 		t.Fatalf("blocked ring %+v, want the quarantine refusal only", st)
 	}
 	// The agent's own reporter chain takes them too.
 	if _, ok := a.withStatus(a.reporter()).(dnsproxy.TunnelReporter); !ok {
 		t.Fatal("withStatus(reporter()) hides TunnelReporter")
+	}
+}
+
+// TestStatusDocumentRoundTrip: the document an agent with a running resolver
+// serves on /status decodes into statusapi.Status (the type egressctl
+// decodes) with no unknown field, and encodes back to the same bytes: nothing
+// the agent sends is lost to the CLI. The resolver's counters keep the
+// dnsproxy.Stats field names as keys.
+func TestStatusDocumentRoundTrip(t *testing.T) {
+	a, _ := testAgent(t, "--listen", "127.0.0.1:0")
+	stop, err := a.startDNS(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	a.blocked.Add(time.Now(), "x/a", "evil.example")
+	h, err := a.httpHandler()
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, body := get(t, h, "/status?since=1h", "")
+	if code != 200 {
+		t.Fatalf("/status: %d %q", code, body)
+	}
+	dec := json.NewDecoder(strings.NewReader(body))
+	dec.DisallowUnknownFields()
+	var st statusapi.Status
+	if err := dec.Decode(&st); err != nil {
+		t.Fatalf("egressctl's type does not take the agent's document: %v\n%s", err, body)
+	}
+	var again bytes.Buffer
+	enc := json.NewEncoder(&again)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(st); err != nil {
+		t.Fatal(err)
+	}
+	if again.String() != body {
+		t.Errorf("round trip changed the document:\nagent: %s\nagain: %s", body, again.String())
+	}
+	if n := reflect.TypeFor[dnsproxy.Stats]().NumField(); len(st.Resolver) != n {
+		t.Errorf("resolver has %d counters, dnsproxy.Stats %d fields", len(st.Resolver), n)
+	}
+	if _, ok := st.Resolver["Queries"]; !ok {
+		t.Errorf("resolver lacks Queries: %v", st.Resolver)
+	}
+	if len(st.Upstreams) != 1 || st.Upstreams[0].Addr != "127.0.0.1:53" {
+		t.Errorf("upstreams %+v, want 127.0.0.1:53", st.Upstreams)
+	}
+	if st.Sync.Source != "files" || st.Sync.Policies != 1 || st.Sync.Reload == nil || !st.Sync.Reload.OK {
+		t.Errorf("sync %+v", st.Sync)
+	}
+	if st.Blocked.Count != 1 || st.Blocked.TopNames[0] != (statusapi.Counted{Key: "evil.example", Count: 1}) {
+		t.Errorf("blocked %+v", st.Blocked)
 	}
 }
