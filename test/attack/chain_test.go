@@ -25,20 +25,7 @@ edge.cdn-provider.test. 60 IN A 192.0.2.70
 
 // chainPolicies: the Admin Deny of the pool, and an allow rule for the pods
 // of builds naming the first link of every chain and the middle one.
-const chainPolicies = `apiVersion: egressd.io/v1alpha1
-kind: ClusterFirewallPolicy
-metadata: {name: deny-mining}
-spec:
-  tier: Admin
-  priority: 10
-  subject:
-    namespaceSelector: {}
-  egress:
-  - name: mining-pools
-    action: Deny
-    to:
-    - fqdn: {matchPattern: "*.minepool.test"}
----
+const chainPolicies = denyMiningPolicies + `---
 apiVersion: egressd.io/v1alpha1
 kind: FirewallPolicy
 metadata: {name: allow-chains, namespace: builds}

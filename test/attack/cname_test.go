@@ -21,20 +21,7 @@ dname.test. 60 IN DNAME minepool.test.
 // cnamePolicies: an Admin Deny on *.minepool.test for every pod, and an allow
 // rule for builds/* that matches the first name of each chain (www.alias.test,
 // *.dname.test) and not the pool.
-const cnamePolicies = `apiVersion: egressd.io/v1alpha1
-kind: ClusterFirewallPolicy
-metadata: {name: deny-mining}
-spec:
-  tier: Admin
-  priority: 10
-  subject:
-    namespaceSelector: {}
-  egress:
-  - name: mining-pools
-    action: Deny
-    to:
-    - fqdn: {matchPattern: "*.minepool.test"}
----
+const cnamePolicies = denyMiningPolicies + `---
 apiVersion: egressd.io/v1alpha1
 kind: FirewallPolicy
 metadata: {name: allow-alias, namespace: builds}
