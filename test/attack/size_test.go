@@ -140,17 +140,7 @@ func TestReplayAnswerSize(t *testing.T) {
 
 	// Restart on an empty table: the new agent recreates the sets and
 	// restores the entries of the state file.
-	a.StopAgent()
-	if out, err := w.Node.Exec(t.Context(), "", "nft", "delete", "table", "inet", "egressd"); err != nil {
-		t.Fatalf("nft delete table: %v\n%s", err, out)
-	}
-	a2 := w.StartAgent(AgentOptions{})
-	restoreLog := ""
-	for _, l := range strings.Split(a2.Log(), "\n") {
-		if strings.Contains(l, "restor") {
-			restoreLog += l + "\n"
-		}
-	}
+	a2, restoreLog := restartOnEmptyTable(t, w, a, AgentOptions{})
 	restored := w.FQDNElements()
 	rss2, peak2 := procMemory(a2.Cmd.Process.Pid)
 	t.Logf("after restart on an empty table: %d FQDN set elements; agent RSS %.0f MiB (peak %.0f MiB); restore log:\n%s", restored, rss2, peak2, restoreLog)
@@ -211,17 +201,7 @@ func TestReplayAnswerSizeRestoreLarge(t *testing.T) {
 		}
 	}
 	before := w.FQDNElements()
-	a.StopAgent()
-	if out, err := w.Node.Exec(t.Context(), "", "nft", "delete", "table", "inet", "egressd"); err != nil {
-		t.Fatalf("nft delete table: %v\n%s", err, out)
-	}
-	a2 := w.StartAgent(AgentOptions{Extra: extra})
-	restoreLog := ""
-	for _, l := range strings.Split(a2.Log(), "\n") {
-		if strings.Contains(l, "restor") {
-			restoreLog += l + "\n"
-		}
-	}
+	a2, restoreLog := restartOnEmptyTable(t, w, a, AgentOptions{Extra: extra})
 	after := w.FQDNElements()
 	_, peak := procMemory(a2.Cmd.Process.Pid)
 	t.Logf("%d FQDN set elements before the restart, %d restored; restarted agent peak RSS %.0f MiB; restore log:\n%s", before, after, peak, restoreLog)
@@ -234,4 +214,23 @@ func TestReplayAnswerSizeRestoreLarge(t *testing.T) {
 	if after != before {
 		t.Errorf("after restart %d FQDN set elements, want the %d before", after, before)
 	}
+}
+
+// restartOnEmptyTable stops a, deletes the agent's nftables table and starts
+// a new agent with o; it returns the new agent and the lines of its log
+// about the restore.
+func restartOnEmptyTable(t *testing.T, w *World, a *Agent, o AgentOptions) (*Agent, string) {
+	t.Helper()
+	a.StopAgent()
+	if out, err := w.Node.Exec(t.Context(), "", "nft", "delete", "table", "inet", "egressd"); err != nil {
+		t.Fatalf("nft delete table: %v\n%s", err, out)
+	}
+	a2 := w.StartAgent(o)
+	restoreLog := ""
+	for _, l := range strings.Split(a2.Log(), "\n") {
+		if strings.Contains(l, "restor") {
+			restoreLog += l + "\n"
+		}
+	}
+	return a2, restoreLog
 }
