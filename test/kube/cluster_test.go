@@ -23,6 +23,7 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/egressd/egressd/telemetry/statusapi"
 	"github.com/egressd/egressd/test/coredns"
 	"github.com/egressd/egressd/test/kubeapi"
 	"github.com/egressd/egressd/test/netmodel"
@@ -378,33 +379,15 @@ func TestAgentStatus(t *testing.T) {
 		}
 		return string(out)
 	}
-	var st struct {
-		Sync struct {
-			Source       string `json:"source"`
-			SourceSynced bool   `json:"sourceSynced"`
-			Policies     int    `json:"policies"`
-			AppliedPlan  int64  `json:"appliedPlanGeneration"`
-		} `json:"sync"`
-		Sets []struct {
-			Name     string `json:"name"`
-			Elements int    `json:"elements"`
-		} `json:"sets"`
-		Blocked struct {
-			Count        int       `json:"count"`
-			TopNames     []counted `json:"topNames"`
-			TopWorkloads []counted `json:"topWorkloads"`
-		} `json:"blocked"`
-		Resolver  map[string]uint64 `json:"resolver"`
-		Intercept []string          `json:"dnsIntercept"`
-	}
+	var st statusapi.Status
 	if err := json.Unmarshal([]byte(ctlRun("--since", "10m", "-o", "json")), &st); err != nil {
 		t.Fatal(err)
 	}
 	if st.Sync.Source != "kubernetes" || !st.Sync.SourceSynced || st.Sync.Policies != 1 || st.Sync.AppliedPlan == 0 {
 		t.Errorf("sync state %+v, want kubernetes, synced, 1 policy, a plan applied", st.Sync)
 	}
-	if st.Blocked.Count != 1 || len(st.Blocked.TopNames) != 1 || st.Blocked.TopNames[0] != (counted{"evil.example.com", 1}) ||
-		len(st.Blocked.TopWorkloads) != 1 || st.Blocked.TopWorkloads[0] != (counted{"shop/web", 1}) {
+	if st.Blocked.Count != 1 || len(st.Blocked.TopNames) != 1 || st.Blocked.TopNames[0] != (statusapi.Counted{Key: "evil.example.com", Count: 1}) ||
+		len(st.Blocked.TopWorkloads) != 1 || st.Blocked.TopWorkloads[0] != (statusapi.Counted{Key: "shop/web", Count: 1}) {
 		t.Errorf("blocked = %+v, want 1 lookup of evil.example.com by shop/web", st.Blocked)
 	}
 	if st.Resolver["Blocked"] != 1 || st.Resolver["Queries"] < 2 {
@@ -467,9 +450,4 @@ func TestAgentStatus(t *testing.T) {
 		}
 	}
 	t.Logf("egressctl status:\n%s", table)
-}
-
-type counted struct {
-	Key   string `json:"key"`
-	Count int    `json:"count"`
 }
