@@ -300,28 +300,7 @@ func (w *World) startCoreDNS(cfg Config) {
 // without telling (timeouts, no ICMP). They are closed at cleanup.
 func (w *World) StartSilent(addr string) {
 	w.T.Helper()
-	var pc net.PacketConn
-	var ln net.Listener
-	err := w.Node.Do(func() (err error) {
-		if pc, err = net.ListenPacket("udp", addr); err != nil {
-			return err
-		}
-		ln, err = net.Listen("tcp", addr)
-		return err
-	})
-	if err != nil {
-		w.T.Fatalf("silent upstream %s: %v", addr, err)
-	}
-	w.T.Cleanup(func() { pc.Close(); ln.Close() })
-	go func() {
-		buf := make([]byte, 4096)
-		for {
-			if _, _, err := pc.ReadFrom(buf); err != nil {
-				return
-			}
-		}
-	}()
-	netmodel.ServeTCP(w.T, ln, func(c net.Conn) { io.Copy(io.Discard, c); c.Close() })
+	netmodel.ServeSilent(w.T, w.Node.NS, addr)
 }
 
 // AgentOptions are the flags of one agent.

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/netip"
@@ -193,7 +192,7 @@ func newWorld(t *testing.T) *world {
 	w.write("policies.yaml", policies)
 	w.write("workloads.yaml", fmt.Sprintf("namespaces:\n- {name: builds}\npods:\n- {namespace: builds, name: runner-0, ips: [%s, %s]}\n", w.pod.IPv4, w.pod.IPv6))
 	w.startCoreDNS()
-	w.startSilent()
+	netmodel.ServeSilent(w.t, w.node.NS, silentAddr) // an upstream that is down without telling
 	return w
 }
 
@@ -240,41 +239,6 @@ race.example.com.:5300 {
 	cf := w.write("Corefile", corefile)
 	w.coredns = w.startProc("coredns", bin, "-conf", cf)
 	w.waitDNS(upstreamAddr, "api.example.com.")
-}
-
-// startSilent opens a UDP socket and a TCP listener in the node that read and never
-// answer: an upstream that is down without telling (timeouts, not ICMP errors).
-func (w *world) startSilent() {
-	var pc net.PacketConn
-	var ln net.Listener
-	err := w.node.Do(func() (err error) {
-		if pc, err = net.ListenPacket("udp", silentAddr); err != nil {
-			return err
-		}
-		ln, err = net.Listen("tcp", silentAddr)
-		return err
-	})
-	if err != nil {
-		w.t.Fatal(err)
-	}
-	w.t.Cleanup(func() { pc.Close(); ln.Close() })
-	go func() {
-		buf := make([]byte, 4096)
-		for {
-			if _, _, err := pc.ReadFrom(buf); err != nil {
-				return
-			}
-		}
-	}()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { io.Copy(io.Discard, c); c.Close() }()
-		}
-	}()
 }
 
 // proc is a process running inside the node namespace.

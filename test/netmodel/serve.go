@@ -83,3 +83,32 @@ func HTTPClient(ns *NS, timeout time.Duration) *http.Client {
 		},
 	}}
 }
+
+// ServeSilent opens a UDP socket and a TCP listener on addr in ns that read
+// queries and never answer: an upstream that is down without telling
+// (timeouts, no ICMP). They are closed when the test ends.
+func ServeSilent(t testing.TB, ns *NS, addr string) {
+	t.Helper()
+	var pc net.PacketConn
+	var ln net.Listener
+	err := ns.Do(func() (err error) {
+		if pc, err = net.ListenPacket("udp", addr); err != nil {
+			return err
+		}
+		ln, err = net.Listen("tcp", addr)
+		return err
+	})
+	if err != nil {
+		t.Fatalf("silent upstream %s: %v", addr, err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			if _, _, err := pc.ReadFrom(buf); err != nil {
+				return
+			}
+		}
+	}()
+	ServeTCP(t, ln, func(c net.Conn) { io.Copy(io.Discard, c) })
+}
