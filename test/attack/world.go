@@ -561,24 +561,13 @@ func AuditEvent(event, qname string) func(map[string]any) bool {
 // Query sends one query for qname/qtype with EDNS0 (1232 bytes) from inside
 // ns to addr over network ("udp" or "tcp"), with a 5 s timeout.
 func Query(ns *netmodel.NS, addr, network, qname string, qtype uint16) (*dns.Msg, error) {
-	m := new(dns.Msg)
-	m.SetQuestion(dns.Fqdn(qname), qtype)
-	m.SetEdns0(1232, false)
-	return Exchange(ns, &dns.Client{Net: network, Timeout: 5 * time.Second}, m, addr)
+	return netmodel.QueryDNS(ns, addr, network, qname, qtype, 5*time.Second)
 }
 
 // Exchange sends m with c from inside ns (the socket is created there, so its
 // source is an address of ns; set c.Dialer.LocalAddr to pick one).
 func Exchange(ns *netmodel.NS, c *dns.Client, m *dns.Msg, addr string) (*dns.Msg, error) {
-	var r *dns.Msg
-	var qerr error
-	if err := ns.Do(func() error {
-		r, _, qerr = c.Exchange(m, addr)
-		return nil
-	}); err != nil {
-		return nil, err
-	}
-	return r, qerr
+	return netmodel.ExchangeDNS(ns, c, m, addr)
 }
 
 // Ask queries the resolver (ResolverAddr) from pod over network and fails the
@@ -605,20 +594,7 @@ func (w *World) Connect(pod *netmodel.Pod, ip netip.Addr, port int) bool {
 }
 
 // AnswerAddrs returns the A and AAAA addresses in r's answer section.
-func AnswerAddrs(r *dns.Msg) []netip.Addr {
-	var out []netip.Addr
-	for _, rr := range r.Answer {
-		switch rr := rr.(type) {
-		case *dns.A:
-			a, _ := netip.AddrFromSlice(rr.A.To4())
-			out = append(out, a)
-		case *dns.AAAA:
-			a, _ := netip.AddrFromSlice(rr.AAAA)
-			out = append(out, a)
-		}
-	}
-	return out
-}
+func AnswerAddrs(r *dns.Msg) []netip.Addr { return netmodel.AnswerAddrs(r) }
 
 // EDE returns r's Extended DNS Error option, or nil.
 func EDE(r *dns.Msg) *dns.EDNS0_EDE {

@@ -14,6 +14,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	"sigs.k8s.io/yaml"
 
+	"github.com/egressd/egressd/test/netmodel"
 	"github.com/egressd/egressd/test/testenv"
 )
 
@@ -92,7 +93,7 @@ func TestAgentWithDaemonSetCapabilities(t *testing.T) {
 	}
 	r := q("api.example.com")
 	wantRcode(t, r, dns.RcodeSuccess, "api.example.com through the agent's own address")
-	if ips := answerIPs(r); !slices.Equal(ips, []netip.Addr{extV4}) {
+	if ips := netmodel.AnswerAddrs(r); !slices.Equal(ips, []netip.Addr{extV4}) {
 		t.Fatalf("answer %v", ips)
 	}
 	if !w.connect(extV4) {

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/egressd/egressd/test/netmodel"
 )
 
 // clusterDNS is the cluster DNS Service address pods are configured with; no
@@ -25,7 +27,7 @@ func TestInterceptClusterDNS(t *testing.T) {
 			t.Fatalf("%s query to the cluster DNS address: %v", network, err)
 		}
 		wantRcode(t, r, dns.RcodeSuccess, "api.example.com via the cluster DNS address over "+network)
-		ips := answerIPs(r)
+		ips := netmodel.AnswerAddrs(r)
 		if len(ips) == 0 || !w.connect(ips[0]) {
 			t.Fatalf("%s: answer %v not reachable after an intercepted lookup", network, ips)
 		}

@@ -58,7 +58,7 @@ func TestResolverPolicy(t *testing.T) {
 	t.Run("exact", func(t *testing.T) {
 		r := w.query("udp", "api.example.com", dns.TypeA)
 		wantRcode(t, r, dns.RcodeSuccess, "api.example.com")
-		if ips := answerIPs(r); !slices.Equal(ips, []netip.Addr{extV4}) {
+		if ips := netmodel.AnswerAddrs(r); !slices.Equal(ips, []netip.Addr{extV4}) {
 			t.Fatalf("answer %v", ips)
 		}
 		if !w.connect(extV4) {
@@ -89,7 +89,7 @@ func TestResolverPolicy(t *testing.T) {
 				cnames = append(cnames, c.Target)
 			}
 		}
-		if !slices.Equal(cnames, []string{"mid.example.net.", "edge.example.net."}) || !slices.Equal(answerIPs(r), []netip.Addr{cdnEdge}) {
+		if !slices.Equal(cnames, []string{"mid.example.net.", "edge.example.net."}) || !slices.Equal(netmodel.AnswerAddrs(r), []netip.Addr{cdnEdge}) {
 			t.Fatalf("chain: %v", r.Answer)
 		}
 		if !w.connect(cdnEdge) {
@@ -102,7 +102,7 @@ func TestResolverPolicy(t *testing.T) {
 	t.Run("AAAA", func(t *testing.T) {
 		r := w.query("udp", "api.example.com", dns.TypeAAAA)
 		wantRcode(t, r, dns.RcodeSuccess, "api.example.com AAAA")
-		if ips := answerIPs(r); !slices.Equal(ips, []netip.Addr{extV6}) {
+		if ips := netmodel.AnswerAddrs(r); !slices.Equal(ips, []netip.Addr{extV6}) {
 			t.Fatalf("AAAA answer %v", ips)
 		}
 		if !w.connect(extV6) {
@@ -220,7 +220,7 @@ func TestUpstreamFailure(t *testing.T) {
 		for i, name := range []string{"api.example.com", "x.wild.example.com", "c.deep.example.com", "alias.example.com", "a.b.c.deep.example.com"} {
 			r := w.query("udp", name, dns.TypeA)
 			wantRcode(t, r, dns.RcodeSuccess, fmt.Sprintf("query %d (%s) with the first upstream silent", i, name))
-			if len(answerIPs(r)) == 0 {
+			if len(netmodel.AnswerAddrs(r)) == 0 {
 				t.Fatalf("%s: no address: %v", name, r)
 			}
 		}
@@ -255,7 +255,7 @@ func TestConnectRightAfterAnswer(t *testing.T) {
 			m := new(dns.Msg)
 			m.SetQuestion(name, dns.TypeA)
 			r, _, err := c.Exchange(m, resolverAddr)
-			if err != nil || r.Rcode != dns.RcodeSuccess || !slices.Equal(answerIPs(r), []netip.Addr{want}) {
+			if err != nil || r.Rcode != dns.RcodeSuccess || !slices.Equal(netmodel.AnswerAddrs(r), []netip.Addr{want}) {
 				failures = append(failures, fmt.Sprintf("%s: lookup: %v %v", name, err, r))
 				continue
 			}

@@ -163,7 +163,7 @@ func TestRestartKeepsCache(t *testing.T) {
 
 	r = w.query("udp", "api.example.com", dns.TypeA)
 	wantRcode(t, r, dns.RcodeSuccess, "api.example.com after the restart, upstream down")
-	if ips := answerIPs(r); len(ips) != 1 || ips[0] != extV4 || r.Answer[0].Header().Ttl > 60 {
+	if ips := netmodel.AnswerAddrs(r); len(ips) != 1 || ips[0] != extV4 || r.Answer[0].Header().Ttl > 60 {
 		t.Fatalf("answer from the restored cache: %v", r.Answer)
 	}
 	r = w.query("tcp", "api.example.com", dns.TypeA)

@@ -80,7 +80,7 @@ func TestSideDoorsAgent(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s query to another resolver: %v", network, err)
 		}
-		if ips := answerIPs(r); len(ips) != 1 || ips[0] != extV4 {
+		if ips := netmodel.AnswerAddrs(r); len(ips) != 1 || ips[0] != extV4 {
 			t.Fatalf("%s: api.example.com asked of %s answered %v: want egressd's answer %v, not the other resolver's %v", network, other, ips, extV4, otherResolverAnswer)
 		}
 	}

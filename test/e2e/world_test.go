@@ -267,20 +267,7 @@ func (w *world) waitDNS(addr, qname string) {
 
 // exchange sends one query from inside ns (the socket is created there).
 func (w *world) exchange(ns *netmodel.NS, addr, network, qname string, qtype uint16, timeout time.Duration) (*dns.Msg, error) {
-	m := new(dns.Msg)
-	m.SetQuestion(dns.Fqdn(qname), qtype)
-	m.SetEdns0(1232, false)
-	var r *dns.Msg
-	var qerr error
-	err := ns.Do(func() error {
-		c := &dns.Client{Net: network, Timeout: timeout}
-		r, _, qerr = c.Exchange(m, addr)
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	return r, qerr
+	return netmodel.QueryDNS(ns, addr, network, qname, qtype, timeout)
 }
 
 // agentOpts are the flags of one agent.
@@ -399,21 +386,6 @@ func (w *world) query(network, qname string, qtype uint16) *dns.Msg {
 		w.t.Fatalf("query %s %s over %s: %v", qname, dns.TypeToString[qtype], network, err)
 	}
 	return r
-}
-
-func answerIPs(r *dns.Msg) []netip.Addr {
-	var out []netip.Addr
-	for _, rr := range r.Answer {
-		switch rr := rr.(type) {
-		case *dns.A:
-			a, _ := netip.AddrFromSlice(rr.A.To4())
-			out = append(out, a)
-		case *dns.AAAA:
-			a, _ := netip.AddrFromSlice(rr.AAAA)
-			out = append(out, a)
-		}
-	}
-	return out
 }
 
 // connect opens a TCP connection from the pod to ip:80 and reports whether it worked.

@@ -253,20 +253,7 @@ func (w *world) startCoreDNS() {
 
 // exchange sends one query from inside ns.
 func exchange(ns *netmodel.NS, addr, qname string, qtype uint16) (*dns.Msg, error) {
-	m := new(dns.Msg)
-	m.SetQuestion(dns.Fqdn(qname), qtype)
-	m.SetEdns0(1232, false)
-	var r *dns.Msg
-	var qerr error
-	err := ns.Do(func() error {
-		c := &dns.Client{Timeout: 2 * time.Second}
-		r, _, qerr = c.Exchange(m, addr)
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	return r, qerr
+	return netmodel.QueryDNS(ns, addr, "udp", qname, qtype, 2*time.Second)
 }
 
 // startAgent runs the real egressd binary in the node as the pods' resolver
