@@ -17,7 +17,6 @@
 package attack
 
 import (
-	"bufio"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -513,23 +512,7 @@ func (a *Agent) Status() map[string]any {
 }
 
 // AuditLines returns the audit events written so far, one map per JSON line.
-func (a *Agent) AuditLines() []map[string]any {
-	f, err := os.Open(a.AuditPath)
-	if err != nil {
-		return nil
-	}
-	defer f.Close()
-	var out []map[string]any
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 4<<20)
-	for sc.Scan() {
-		var m map[string]any
-		if json.Unmarshal(sc.Bytes(), &m) == nil {
-			out = append(out, m)
-		}
-	}
-	return out
-}
+func (a *Agent) AuditLines() []map[string]any { return testenv.JSONLines(a.AuditPath) }
 
 // WaitAudit returns the first audit event for which match is true, polling
 // the file for up to 5 s (the audit log is written asynchronously); nil when

@@ -1,9 +1,7 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
@@ -361,22 +359,7 @@ func (a *agent) stop() {
 }
 
 // auditLines returns the audit events of the agent.
-func (a *agent) auditLines() []map[string]any {
-	f, err := os.Open(a.audit)
-	if err != nil {
-		return nil
-	}
-	defer f.Close()
-	var out []map[string]any
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		var m map[string]any
-		if json.Unmarshal(sc.Bytes(), &m) == nil {
-			out = append(out, m)
-		}
-	}
-	return out
-}
+func (a *agent) auditLines() []map[string]any { return testenv.JSONLines(a.audit) }
 
 // query asks the resolver from the pod.
 func (w *world) query(network, qname string, qtype uint16) *dns.Msg {

@@ -20,7 +20,6 @@ package tunnel
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -321,17 +320,9 @@ func (w *world) metric(name string) float64 {
 
 // auditEvents returns the audit lines of one event name.
 func (w *world) auditEvents(event string) []map[string]any {
-	f, err := os.Open(w.audit)
-	if err != nil {
-		return nil
-	}
-	defer f.Close()
 	var out []map[string]any
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		var m map[string]any
-		if json.Unmarshal(sc.Bytes(), &m) == nil && m["event"] == event {
+	for _, m := range testenv.JSONLines(w.audit) {
+		if m["event"] == event {
 			out = append(out, m)
 		}
 	}
