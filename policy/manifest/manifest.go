@@ -132,6 +132,11 @@ func (l Limits) Decode(source string, r io.Reader) ([]Object, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", source, err)
 	}
+	return l.decodeBytes(source, data)
+}
+
+// decodeBytes is Decode of what was read.
+func (l Limits) decodeBytes(source string, data []byte) ([]Object, error) {
 	if int64(len(data)) > l.FileBytes {
 		return nil, &TooLargeError{Source: source, What: "bytes", Count: int64(len(data)), Limit: l.FileBytes}
 	}
@@ -313,15 +318,11 @@ func DecodeFile(path string) ([]Object, error) { return DefaultLimits.DecodeFile
 
 // DecodeFile reads one file.
 func (l Limits) DecodeFile(path string) ([]Object, error) {
-	f, err := os.Open(path)
+	data, err := l.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
-	if st, err := f.Stat(); err == nil && st.Size() > l.FileBytes {
-		return nil, &TooLargeError{Source: path, What: "bytes", Count: st.Size(), Limit: l.FileBytes}
-	}
-	return l.Decode(path, f)
+	return l.decodeBytes(path, data)
 }
 
 // Files lists the files DecodePath reads for path: the file itself, or every
