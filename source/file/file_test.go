@@ -59,19 +59,27 @@ func testFiles(t *testing.T, name, policies string) (pf, wl string) {
 	return pf, wl
 }
 
+// testPolicyDir writes the test workloads and makes an empty policy
+// directory in a new temporary directory; it returns the two paths.
+func testPolicyDir(t *testing.T) (pol, wl string) {
+	t.Helper()
+	dir := t.TempDir()
+	wl = filepath.Join(dir, "workloads.yaml")
+	write(t, wl, workloads)
+	pol = filepath.Join(dir, "policies")
+	if err := os.Mkdir(pol, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return pol, wl
+}
+
 func verdict(s *policy.Store, port int32) policy.Verdict {
 	e := policy.NewEngine(s, policy.Options{})
 	return e.Decide(policy.Connection{Src: netip.MustParseAddr("10.0.0.1"), Dst: netip.MustParseAddr("10.0.0.2"), Port: port, Protocol: policy.ProtocolTCP}).Verdict
 }
 
 func TestReloadAppliesAddsChangesAndDeletes(t *testing.T) {
-	dir := t.TempDir()
-	pol := filepath.Join(dir, "policies")
-	if err := os.Mkdir(pol, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	wl := filepath.Join(dir, "workloads.yaml")
-	write(t, wl, workloads)
+	pol, wl := testPolicyDir(t)
 	write(t, filepath.Join(pol, "deny.yaml"), denyAll)
 	s := policy.NewStore()
 	src := New(s, pol, wl, nil)

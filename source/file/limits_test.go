@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -159,13 +158,7 @@ func TestOversizePolicyFileKeepsPolicies(t *testing.T) {
 // *PolicyLimitError; the policies in force stay, and a later reload within
 // the limit applies.
 func TestReloadBeyondTheStoreLimitChangesNothing(t *testing.T) {
-	dir := t.TempDir()
-	wl := filepath.Join(dir, "workloads.yaml")
-	write(t, wl, workloads)
-	pol := filepath.Join(dir, "policies")
-	if err := os.Mkdir(pol, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	pol, wl := testPolicyDir(t)
 	write(t, filepath.Join(pol, "a.yaml"), denyAll)
 	s := policy.NewStore()
 	s.SetPolicyLimit(2)

@@ -124,13 +124,7 @@ spec:
 // TestRemovedPolicyFileDeletesItsPolicies: removing the file is how an
 // operator removes its policies, in a directory and as the --policies file.
 func TestRemovedPolicyFileDeletesItsPolicies(t *testing.T) {
-	dir := t.TempDir()
-	wl := filepath.Join(dir, "workloads.yaml")
-	write(t, wl, workloads)
-	pol := filepath.Join(dir, "policies")
-	if err := os.Mkdir(pol, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	pol, wl := testPolicyDir(t)
 	deny, web := filepath.Join(pol, "deny.yaml"), filepath.Join(pol, "web.yaml")
 	write(t, deny, denyAll)
 	write(t, web, allowWeb)
@@ -155,7 +149,7 @@ func TestRemovedPolicyFileDeletesItsPolicies(t *testing.T) {
 	}
 
 	// A single --policies file removed.
-	pf := filepath.Join(dir, "one.yaml")
+	pf := filepath.Join(filepath.Dir(pol), "one.yaml")
 	write(t, pf, denyAll)
 	s = policy.NewStore()
 	src = New(s, pf, wl, nil)
@@ -293,13 +287,7 @@ func TestUnchangedFilesDoNotChangeTheStore(t *testing.T) {
 // symlink in the policy directory) is one problem, loaded and counted once,
 // not once per poll; its removal clears it.
 func TestUnreadableFileCountedOnce(t *testing.T) {
-	dir := t.TempDir()
-	wl := filepath.Join(dir, "workloads.yaml")
-	write(t, wl, workloads)
-	pol := filepath.Join(dir, "policies")
-	if err := os.Mkdir(pol, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	pol, wl := testPolicyDir(t)
 	write(t, filepath.Join(pol, "deny.yaml"), denyAll)
 	s := policy.NewStore()
 	src := New(s, pol, wl, nil)
@@ -307,7 +295,7 @@ func TestUnreadableFileCountedOnce(t *testing.T) {
 	src.SetHooks(Hooks{Loaded: func(bool) { loads++ }})
 	loadOK(t, src)
 	link := filepath.Join(pol, "gone.yaml")
-	if err := os.Symlink(filepath.Join(dir, "nowhere.yaml"), link); err != nil {
+	if err := os.Symlink(filepath.Join(filepath.Dir(pol), "nowhere.yaml"), link); err != nil {
 		t.Fatal(err)
 	}
 	for range 3 {
