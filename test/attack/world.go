@@ -393,23 +393,7 @@ func (a *Agent) waitReady(timeout time.Duration) {
 	if timeout <= 0 {
 		timeout = time.Minute
 	}
-	hc := netmodel.HTTPClient(a.w.Node.NS, 5*time.Second)
-	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); {
-		select {
-		case <-a.Exited:
-			a.w.T.Fatalf("%s exited: %v\n%s", a.Name, a.Cmd.ProcessState, a.Out.String())
-		default:
-		}
-		resp, err := hc.Get("http://" + a.HTTPAddr + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK && strings.Contains(a.Out.String(), "egressd ready") {
-				return
-			}
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	a.w.T.Fatalf("%s not ready after %s:\n%s", a.Name, timeout, a.Out.String())
+	a.WaitReady(a.w.T, netmodel.HTTPClient(a.w.Node.NS, 5*time.Second), "http://"+a.HTTPAddr+"/readyz", "egressd ready", timeout)
 }
 
 // StopAgent sends SIGTERM and waits for the agent to exit (fails the test

@@ -327,25 +327,7 @@ func (w *world) http() *http.Client {
 
 func (a *agent) waitReady() {
 	a.w.t.Helper()
-	hc := a.w.http()
-	for i := 0; i < 300; i++ {
-		select {
-		case <-a.Exited:
-			a.w.t.Fatalf("%s exited: %v\n%s", a.Name, a.Cmd.ProcessState, a.Out.String())
-		default:
-		}
-		resp, err := hc.Get("http://" + a.httpAddr + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			// During a handover the old process answers on the same address
-			// (SO_REUSEPORT): this one is ready once it says so itself.
-			if resp.StatusCode == http.StatusOK && strings.Contains(a.Out.String(), "egressd ready") {
-				return
-			}
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	a.w.t.Fatalf("%s not ready:\n%s", a.Name, a.Out.String())
+	a.WaitReady(a.w.t, a.w.http(), "http://"+a.httpAddr+"/readyz", "egressd ready", time.Minute)
 }
 
 // stop sends SIGTERM and waits for the process to exit.

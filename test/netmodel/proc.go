@@ -1,7 +1,9 @@
 package netmodel
 
 import (
+	"net/http"
 	"os/exec"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -63,4 +65,28 @@ func (p *Proc) Stop(timeout time.Duration) bool {
 		<-p.Exited
 		return false
 	}
+}
+
+// WaitReady waits until url, fetched with hc, answers 200 OK and p's output
+// holds logLine (empty: any output). During a handover the old process
+// answers on the same address (SO_REUSEPORT): the line tells that this one
+// is ready itself. It fails the test when p exits first or after timeout.
+func (p *Proc) WaitReady(t testing.TB, hc *http.Client, url, logLine string, timeout time.Duration) {
+	t.Helper()
+	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); {
+		select {
+		case <-p.Exited:
+			t.Fatalf("%s exited: %v\n%s", p.Name, p.Cmd.ProcessState, p.Out.String())
+		default:
+		}
+		resp, err := hc.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK && strings.Contains(p.Out.String(), logLine) {
+				return
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("%s not ready after %s:\n%s", p.Name, timeout, p.Out.String())
 }

@@ -274,25 +274,7 @@ func (w *world) startAgent(policies string, extra ...string) {
 		"--state-file", filepath.Join(w.dir, "state.json"),
 	}, extra...)
 	w.agent = w.startProc(w.node.NS, "egressd", agentBinary(w.t), args...)
-	hc := w.http()
-	for i := 0; ; i++ {
-		select {
-		case <-w.agent.Exited:
-			w.t.Fatalf("egressd exited: %v\n%s", w.agent.Cmd.ProcessState, w.agent.Out.String())
-		default:
-		}
-		resp, err := hc.Get("http://" + httpAddr + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
-			}
-		}
-		if i == 300 {
-			w.t.Fatalf("egressd not ready:\n%s", w.agent.Out.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	w.agent.WaitReady(w.t, w.http(), "http://"+httpAddr+"/readyz", "", time.Minute)
 }
 
 // http returns a client whose connections are made inside the node.
