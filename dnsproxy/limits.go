@@ -8,6 +8,8 @@ import (
 
 	"github.com/miekg/dns"
 
+	"github.com/egressd/egressd/dnsproxy/chain"
+
 	"github.com/egressd/egressd/policy"
 )
 
@@ -148,7 +150,7 @@ func (srv *Server) admitAnswer(ctx context.Context, req *request, w *policy.Work
 	if reply != nil {
 		out := reply.Answer[:0]
 		for _, rr := range reply.Answer {
-			if ip, ok := rrAddr(rr); ok && refused[ip] {
+			if ip, ok := chain.Addr(rr); ok && refused[ip] {
 				continue
 			}
 			out = append(out, rr)
@@ -169,17 +171,4 @@ func (srv *Server) admitAnswer(ctx context.Context, req *request, w *policy.Work
 		srv.reportCapped(ctx, req, w, reason, g.refused(), response)
 	}
 	return kept, g, err
-}
-
-// rrAddr returns the address of an A or AAAA record.
-func rrAddr(rr dns.RR) (netip.Addr, bool) {
-	switch rr := rr.(type) {
-	case *dns.A:
-		ip, ok := netip.AddrFromSlice(rr.A.To4())
-		return ip, ok
-	case *dns.AAAA:
-		ip, ok := netip.AddrFromSlice(rr.AAAA.To16())
-		return ip.Unmap(), ok
-	}
-	return netip.Addr{}, false
 }

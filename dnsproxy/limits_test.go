@@ -11,6 +11,7 @@ import (
 
 	"github.com/miekg/dns"
 
+	"github.com/egressd/egressd/dnsproxy/chain"
 	"github.com/egressd/egressd/ipset"
 	"github.com/egressd/egressd/ipset/fake"
 )
@@ -40,7 +41,7 @@ func manyA(n int) func(w dns.ResponseWriter, q *dns.Msg) {
 func replyAddrs(m *dns.Msg) map[netip.Addr]bool {
 	out := map[netip.Addr]bool{}
 	for _, rr := range m.Answer {
-		if ip, ok := rrAddr(rr); ok {
+		if ip, ok := chain.Addr(rr); ok {
 			out[ip] = true
 		}
 	}

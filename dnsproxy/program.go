@@ -24,15 +24,8 @@ type answerAddr struct {
 func answerAddrs(m *dns.Msg) []answerAddr {
 	var out []answerAddr
 	for _, rr := range m.Answer {
-		switch rr := rr.(type) {
-		case *dns.A:
-			if ip, ok := netip.AddrFromSlice(rr.A.To4()); ok {
-				out = append(out, answerAddr{ip, rr.Hdr.Ttl})
-			}
-		case *dns.AAAA:
-			if ip, ok := netip.AddrFromSlice(rr.AAAA.To16()); ok {
-				out = append(out, answerAddr{ip.Unmap(), rr.Hdr.Ttl})
-			}
+		if ip, ok := chain.Addr(rr); ok {
+			out = append(out, answerAddr{ip, rr.Header().Ttl})
 		}
 	}
 	return out

@@ -7,6 +7,8 @@ import (
 
 	"github.com/miekg/dns"
 
+	"github.com/egressd/egressd/dnsproxy/chain"
+
 	"github.com/egressd/egressd/policy"
 )
 
@@ -129,13 +131,8 @@ func (srv *Server) rebindFilter(reply *dns.Msg) []droppedAddr {
 	kept := reply.Answer[:0]
 	addrs := 0
 	for _, rr := range reply.Answer {
-		var ip netip.Addr
-		switch rr := rr.(type) {
-		case *dns.A:
-			ip, _ = netip.AddrFromSlice(rr.A.To4())
-		case *dns.AAAA:
-			ip, _ = netip.AddrFromSlice(rr.AAAA.To16())
-		default:
+		ip, ok := chain.Addr(rr)
+		if !ok {
 			kept = append(kept, rr)
 			continue
 		}

@@ -9,6 +9,7 @@
 package chain
 
 import (
+	"net/netip"
 	"strings"
 
 	"github.com/miekg/dns"
@@ -139,4 +140,17 @@ func (c *Chain) addLink(n string) {
 // lowerFQDN is name in lower case with the root dot.
 func lowerFQDN(name string) string {
 	return strings.ToLower(dns.Fqdn(name))
+}
+
+// Addr returns the address of an A or AAAA record (IPv4-mapped IPv6
+// addresses unmapped); ok is false for other records.
+func Addr(rr dns.RR) (ip netip.Addr, ok bool) {
+	switch rr := rr.(type) {
+	case *dns.A:
+		return netip.AddrFromSlice(rr.A.To4())
+	case *dns.AAAA:
+		ip, ok = netip.AddrFromSlice(rr.AAAA.To16())
+		return ip.Unmap(), ok
+	}
+	return netip.Addr{}, false
 }

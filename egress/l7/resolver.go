@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/netip"
 	"slices"
 	"time"
 
@@ -59,15 +58,8 @@ func DNSResolver(server string, timeout time.Duration) ChainResolver {
 				if !c.Owns(rr.Header().Name) {
 					continue
 				}
-				switch rr := rr.(type) {
-				case *dns.A:
-					if ip, ok := netip.AddrFromSlice(rr.A.To4()); ok {
-						res.Addrs = append(res.Addrs, ip)
-					}
-				case *dns.AAAA:
-					if ip, ok := netip.AddrFromSlice(rr.AAAA.To16()); ok {
-						res.Addrs = append(res.Addrs, ip.Unmap())
-					}
+				if ip, ok := chain.Addr(rr); ok {
+					res.Addrs = append(res.Addrs, ip)
 				}
 			}
 		}
