@@ -102,11 +102,14 @@ type Source struct {
 	pods, nss, netpols, services cache.SharedIndexInformer
 	fwps, cfwps                  cache.SharedIndexInformer
 
-	queue      workqueue.TypedRateLimitingInterface[key]
-	synced     atomic.Bool
-	status     *statusWriter
-	nodeStatus *nodeStatus // this node's status.nodes entries (nodestatus.go)
-	nodeWrites atomic.Int64
+	queue workqueue.TypedRateLimitingInterface[key]
+	// handlersSynced report when every informer delivered its initial list
+	// to the queue.
+	handlersSynced []cache.InformerSynced
+	synced         atomic.Bool
+	status         *statusWriter
+	nodeStatus     *nodeStatus // this node's status.nodes entries (nodestatus.go)
+	nodeWrites     atomic.Int64
 
 	mu sync.Mutex
 	// applied is the generation of each policy in the store (or rejected at
@@ -184,13 +187,19 @@ func NewForClients(kc kubernetes.Interface, dc dynamic.Interface, store *policy.
 		if inf == nil {
 			continue
 		}
-		if _, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		reg, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
 			AddFunc:    func(o any) { s.enqueue(kind, o) },
 			UpdateFunc: func(_, o any) { s.enqueue(kind, o) },
 			DeleteFunc: func(o any) { s.enqueue(kind, o) },
-		}); err != nil {
+		})
+		if err != nil {
 			return nil, err
 		}
+		// The handler's HasSynced, not the informer's: the informer has
+		// synced once its cache holds the initial list, the handler once
+		// every object of it was delivered (queued here). Waiting on the
+		// informer's let the first batch miss objects still in delivery.
+		s.handlersSynced = append(s.handlersSynced, reg.HasSynced)
 	}
 	if opts.Status.Enabled {
 		s.status = newStatusWriter(s, opts.Status)
@@ -259,12 +268,7 @@ func (s *Source) Run(ctx context.Context, onChange func()) error {
 		s.dynFact.Shutdown()
 	}()
 	start := time.Now()
-	syncs := []cache.InformerSynced{s.pods.HasSynced, s.nss.HasSynced, s.netpols.HasSynced,
-		s.fwps.HasSynced, s.cfwps.HasSynced}
-	if s.services != nil {
-		syncs = append(syncs, s.services.HasSynced)
-	}
-	if !cache.WaitForCacheSync(ctx.Done(), syncs...) {
+	if !cache.WaitForCacheSync(ctx.Done(), s.handlersSynced...) {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
