@@ -18,7 +18,11 @@ import (
 type Compiler struct {
 	store *Store
 	opts  Options
-	plan  *Plan
+	// node, when set, scopes the compiler to the workloads of that node (see
+	// ForNode); "" compiles every workload (standalone, egressctl).
+	node   string
+	scoped bool
+	plan   *Plan
 	// policies are the enforced compiled policies the plan was built from.
 	policies map[PolicyRef]*compiledPolicy
 	// selected[w] are the enforced policies selecting w; members is the reverse.
@@ -39,9 +43,39 @@ type peerSelection struct {
 	prefixes []netip.Prefix
 }
 
+// CompilerOption configures a Compiler.
+type CompilerOption func(*Compiler)
+
+// ForNode scopes the compiler to one node (docs/scale.md "Span"): the plan's
+// Workloads and the policies' selections hold only the workloads whose Node is
+// node, so their cost follows the node's pods, not the cluster's. Remote
+// workloads still count as peers (the rules' address sets and egress named
+// ports), and a change of a remote workload recomputes only the rules whose
+// peers it enters, leaves or moves in. An empty node leaves the compiler
+// unscoped. Every consumer of the plan enforces only node's workloads anyway
+// (egress.WithNode).
+func ForNode(node string) CompilerOption {
+	return func(c *Compiler) { c.node, c.scoped = node, node != "" }
+}
+
 // NewCompiler returns a compiler over store; the first Compile is full.
-func NewCompiler(store *Store, opts Options) *Compiler {
-	return &Compiler{store: store, opts: opts.withDefaults()}
+func NewCompiler(store *Store, opts Options, copts ...CompilerOption) *Compiler {
+	c := &Compiler{store: store, opts: opts.withDefaults()}
+	for _, o := range copts {
+		o(c)
+	}
+	return c
+}
+
+// local reports whether w is compiled into the plan's workloads.
+func (c *Compiler) local(w *Workload) bool { return !c.scoped || w.Node == c.node }
+
+// localWorkloadsLocked returns the workloads the plan holds.
+func (c *Compiler) localWorkloadsLocked() map[WorkloadKey]*Workload {
+	if !c.scoped {
+		return c.store.workloads
+	}
+	return c.store.byNode[c.node]
 }
 
 // Plan returns the last compiled plan (nil before the first Compile).
@@ -76,23 +110,24 @@ func (c *Compiler) fullLocked() (*Plan, Changes) {
 	if c.plan != nil {
 		gen = c.plan.Generation + 1
 	}
+	locals := c.localWorkloadsLocked()
 	plan := &Plan{
 		DefaultVerdict: c.opts.DefaultVerdict,
 		Policies:       make(map[PolicyRef]*PlanPolicy, len(s.policies)),
-		Workloads:      make(map[WorkloadKey]*PlanWorkload, len(s.workloads)),
+		Workloads:      make(map[WorkloadKey]*PlanWorkload, len(locals)),
 		Generation:     gen,
 	}
 	c.policies = map[PolicyRef]*compiledPolicy{}
-	c.selected = make(map[WorkloadKey]map[PolicyRef]*compiledPolicy, len(s.workloads))
+	c.selected = make(map[WorkloadKey]map[PolicyRef]*compiledPolicy, len(locals))
 	c.members = map[PolicyRef]map[WorkloadKey]bool{}
 	c.peers, c.named = map[string]*peerSelection{}, map[string][]NamedPortTarget{}
 	defer func() { c.peers, c.named = nil, nil }()
 	// Selections are gathered in slices and turned into exactly sized maps
 	// afterwards: a full compile makes hundreds of thousands of them.
-	sels := make(map[WorkloadKey][]*compiledPolicy, len(s.workloads))
+	sels := make(map[WorkloadKey][]*compiledPolicy, len(locals))
 	// sigs[w] lists the ordinals of the policies selecting w: workloads with
 	// equal signatures share their programs.
-	sigs := make(map[WorkloadKey][]byte, len(s.workloads))
+	sigs := make(map[WorkloadKey][]byte, len(locals))
 	ordinal := uint64(0)
 	for ref, cp := range s.policies {
 		if cp.audit {
@@ -111,7 +146,7 @@ func (c *Compiler) fullLocked() (*Plan, Changes) {
 		plan.Policies[ref] = c.planPolicyLocked(cp)
 	}
 	programs := map[string]*[2]Program{}
-	for key, w := range s.workloads {
+	for key, w := range locals {
 		list := sels[key]
 		if len(list) > 0 {
 			sel := make(map[PolicyRef]*compiledPolicy, len(list))
@@ -179,7 +214,7 @@ func (c *Compiler) incrementalLocked(pending *changeLog) (*Plan, Changes) {
 		}
 		delete(c.selected, key)
 		now := s.workloads[key]
-		if now != nil {
+		if now != nil && c.local(now) {
 			ns := s.namespaceLocked(now.Namespace)
 			for _, cp := range c.policies {
 				if cp.selects(now, ns) {
@@ -202,7 +237,7 @@ func (c *Compiler) incrementalLocked(pending *changeLog) (*Plan, Changes) {
 
 	for key := range dirty {
 		w := s.workloads[key]
-		if w == nil {
+		if w == nil || !c.local(w) {
 			if _, ok := plan.Workloads[key]; ok {
 				delete(plan.Workloads, key)
 				ch.Workloads = append(ch.Workloads, key)
@@ -272,9 +307,17 @@ func (c *Compiler) matchLocked(cp *compiledPolicy) []WorkloadKey {
 			}
 		}
 	}
-	if cp.namespace != "" {
+	switch {
+	case c.scoped:
+		// The node's workloads only: O(pods of the node) per policy.
+		for key, w := range s.byNode[c.node] {
+			if cp.selects(w, s.namespaceLocked(w.Namespace)) {
+				keys = append(keys, key)
+			}
+		}
+	case cp.namespace != "":
 		visit(s.byNS[cp.namespace])
-	} else {
+	default:
 		for ns, ws := range s.byNS {
 			if cp.nsSel.Matches(labels.Set(s.namespaceLocked(ns).Labels)) {
 				visit(ws)

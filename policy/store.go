@@ -22,7 +22,10 @@ type Store struct {
 	workloads  map[WorkloadKey]*Workload
 	byIP       map[netip.Addr]WorkloadKey
 	byNS       map[string]map[WorkloadKey]*Workload
-	policies   map[PolicyRef]*compiledPolicy
+	// byNode indexes the workloads by Workload.Node (a node-scoped compiler
+	// reads its node's workloads without visiting the cluster's).
+	byNode   map[string]map[WorkloadKey]*Workload
+	policies map[PolicyRef]*compiledPolicy
 	// resolved[w][ip][name] records that w resolved name to ip through the
 	// node resolver, until when (zero: no expiry) — the reference model of the
 	// FQDN kernel sets, whose entries time out likewise.
@@ -68,6 +71,7 @@ func NewStore() *Store {
 		workloads:  map[WorkloadKey]*Workload{},
 		byIP:       map[netip.Addr]WorkloadKey{},
 		byNS:       map[string]map[WorkloadKey]*Workload{},
+		byNode:     map[string]map[WorkloadKey]*Workload{},
 		policies:   map[PolicyRef]*compiledPolicy{},
 		resolved:   map[WorkloadKey]map[netip.Addr]map[string]time.Time{},
 	}
@@ -147,6 +151,10 @@ func (s *Store) UpsertWorkload(w Workload) error {
 		s.byNS[nw.Namespace] = map[WorkloadKey]*Workload{}
 	}
 	s.byNS[nw.Namespace][key] = &nw
+	if s.byNode[nw.Node] == nil {
+		s.byNode[nw.Node] = map[WorkloadKey]*Workload{}
+	}
+	s.byNode[nw.Node][key] = &nw
 	s.markWorkloadLocked(key, old)
 	return nil
 }
@@ -187,6 +195,10 @@ func (s *Store) removeWorkloadLocked(key WorkloadKey) {
 	if len(s.byNS[w.Namespace]) == 0 {
 		delete(s.byNS, w.Namespace)
 	}
+	delete(s.byNode[w.Node], key)
+	if len(s.byNode[w.Node]) == 0 {
+		delete(s.byNode, w.Node)
+	}
 	delete(s.workloads, key)
 }
 
@@ -207,6 +219,15 @@ func (s *Store) WorkloadByIP(ip netip.Addr) (WorkloadKey, bool) {
 	defer s.mu.RUnlock()
 	k, ok := s.byIP[ip.Unmap()]
 	return k, ok
+}
+
+// Counts returns the number of workloads and of policies without listing them
+// (Workloads and Policies sort every key: too slow for a status page at 50,000
+// pods).
+func (s *Store) Counts() (workloads, policies int) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return len(s.workloads), len(s.policies)
 }
 
 // Workloads returns the keys of all workloads, sorted.

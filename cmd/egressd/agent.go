@@ -57,7 +57,7 @@ func newAgent(cfg *config, log *slog.Logger) *agent {
 		log:      log,
 		store:    store,
 		engine:   policy.NewEngine(store, cfg.engineOptions()),
-		compiler: policy.NewCompiler(store, cfg.engineOptions()),
+		compiler: policy.NewCompiler(store, cfg.engineOptions(), cfg.compilerScope()...), // kube.go
 		source:   file.New(store, cfg.Policies, cfg.Workloads, log.With("component", "source")),
 		syncReq:  make(chan struct{}, 1),
 		started:  time.Now(),

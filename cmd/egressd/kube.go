@@ -11,6 +11,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/egressd/egressd/policy"
 	"github.com/egressd/egressd/source/kube"
 )
 
@@ -30,6 +31,15 @@ func registerKubeFlags(fs *flag.FlagSet, c *config) {
 	fs.BoolVar(&c.PolicyStatus, "policy-status", true, "cluster mode: write Accepted/Invalid conditions to FirewallPolicy and ClusterFirewallPolicy status (only the holder of the lease writes)")
 	fs.StringVar(&c.LeaseNamespace, "lease-namespace", os.Getenv("POD_NAMESPACE"), "cluster mode: namespace of the egressd-status Lease that elects the one status writer (default $POD_NAMESPACE; empty: every agent writes)")
 	fs.DurationVar(&c.KubeSyncWait, "kube-sync-timeout", 5*time.Minute, "cluster mode: how long to wait for the first complete sync of the API caches before giving up (the kernel keeps its previous state meanwhile)")
+}
+
+// compilerScope scopes the compiler to this node's pods in cluster mode
+// (docs/scale.md); standalone mode compiles every workload of the files.
+func (c *config) compilerScope() []policy.CompilerOption {
+	if !c.kubeMode() {
+		return nil
+	}
+	return []policy.CompilerOption{policy.ForNode(c.NodeName)}
 }
 
 // kubeMode reports whether policies come from the Kubernetes API.

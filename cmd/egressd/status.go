@@ -91,13 +91,14 @@ func kernelSets(ctx context.Context, table string) ([]statusapi.SetStatus, error
 
 func (a *agent) status(ctx context.Context, since time.Duration) statusapi.Status {
 	now := time.Now()
+	workloads, policies := a.store.Counts() // not Workloads(): it sorts every key
 	st := statusapi.Status{
 		Node: a.cfg.NodeName, Ready: a.ready.Load(), StartedAt: a.started, Now: now,
 		Dataplane: a.cfg.Dataplane, Sets: []statusapi.SetStatus{},
 		Sync: statusapi.SyncStatus{
 			Source: "files", SourceSynced: true,
 			StoreGeneration: a.store.Generation(),
-			Policies:        len(a.store.Policies()), Workloads: len(a.store.Workloads()),
+			Policies:        policies, Workloads: workloads,
 			AppliedPlan: a.synced.Load(),
 		},
 		Blocked: a.blocked.Since(now.Add(-since), 10),
