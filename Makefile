@@ -6,7 +6,7 @@ PKGS     ?= ./...
 BIN      ?= bin
 export CI ?=
 
-.PHONY: all build test test-deps unit lint fmt vet generate bench fuzz demo clean
+.PHONY: all build test test-deps unit lint fmt vet generate bench fuzz demo clean scale
 
 all: build
 
@@ -56,3 +56,10 @@ demo: build
 
 clean:
 	rm -rf $(BIN)
+
+## scale: the scale harness (docs/scale.md): a real kube-apiserver with 5,000
+## Nodes, 5,000 namespaces, 50,000 pods and 1,200 policies, one agent; prints
+## the table of docs/scale.md. Size with SCALE_ARGS (e.g. -pods 150000).
+SCALE_ARGS ?=
+scale:
+	$(GO) run ./test/scale/cmd/scale $(SCALE_ARGS)
