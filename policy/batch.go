@@ -4,6 +4,7 @@ import (
 	"maps"
 
 	networkingv1 "k8s.io/api/networking/v1"
+	cnpv1alpha2 "sigs.k8s.io/network-policy-api/apis/v1alpha2"
 )
 
 // PolicyBatch collects policy changes to apply to a Store in one step
@@ -26,6 +27,12 @@ func (b *PolicyBatch) UpsertFirewallPolicy(p *FirewallPolicy) error {
 // UpsertClusterFirewallPolicy validates p and adds it to the batch.
 func (b *PolicyBatch) UpsertClusterFirewallPolicy(p *ClusterFirewallPolicy) error {
 	return b.add(compileClusterFirewallPolicy(p))
+}
+
+// UpsertClusterNetworkPolicy translates p and adds it to the batch (see
+// Store.UpsertClusterNetworkPolicy).
+func (b *PolicyBatch) UpsertClusterNetworkPolicy(p *cnpv1alpha2.ClusterNetworkPolicy) error {
+	return b.add(compileClusterNetworkPolicy(p, false))
 }
 
 // UpsertNetworkPolicy validates p and adds it to the batch.

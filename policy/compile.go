@@ -603,6 +603,14 @@ func (c *Compiler) planRuleLocked(r *compiledRule) *PlanRule {
 		Ref: ref, ID: RuleID(ref), Direction: r.direction, Action: r.action, Tier: r.policy.tier,
 		AnyPeer: r.anyPeer, AnyPort: r.anyPort, FQDN: r.hasFQDN,
 	}
+	if r.action == ActionPass && r.policy.tier == TierBaseline {
+		// A ClusterNetworkPolicy's Pass in the Baseline tier skips the rest
+		// of the tier: the node default decides (Engine.baselinePass).
+		pr.Action = ActionAllow
+		if c.opts.DefaultVerdict == Deny {
+			pr.Action = ActionDeny
+		}
+	}
 	var sets [][]netip.Prefix
 	var selections []*peerSelection
 	allDestinations := r.anyPeer
@@ -619,6 +627,9 @@ func (c *Compiler) planRuleLocked(r *compiledRule) *PlanRule {
 			sel := c.peerSelectionLocked(p)
 			selections = append(selections, sel)
 			sets = append(sets, sel.prefixes)
+		case peerNodes:
+			sets = append(sets, c.nodePrefixesLocked(p))
+			allDestinations = true
 		}
 	}
 	switch {
@@ -677,4 +688,17 @@ func (c *Compiler) planRuleLocked(r *compiledRule) *PlanRule {
 	sortNamedPorts(pr.NamedPorts)
 	pr.NamedPorts = slices.Compact(pr.NamedPorts)
 	return pr
+}
+
+// nodePrefixesLocked returns the addresses of the nodes a nodes peer selects.
+func (c *Compiler) nodePrefixesLocked(p *compiledPeer) []netip.Prefix {
+	var out []netip.Prefix
+	for _, n := range c.store.nodes {
+		if p.nodeSel.Matches(labels.Set(n.Labels)) {
+			for _, ip := range n.IPs {
+				out = append(out, netip.PrefixFrom(ip, ip.BitLen()))
+			}
+		}
+	}
+	return mergePrefixes(out)
 }

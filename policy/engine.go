@@ -7,6 +7,8 @@ import (
 	"strings"
 	"sync"
 
+	"k8s.io/apimachinery/pkg/labels"
+
 	"github.com/egressd/egressd/policy/domain"
 )
 
@@ -401,27 +403,40 @@ func (e *Engine) evaluate(t *tiers, self endpoint, dir Direction, remote endpoin
 // evaluateWith runs the tier pipeline with find (DecideFor, l7.go, matches
 // FQDN peers by one name).
 func (e *Engine) evaluateWith(t *tiers, find ruleFinder) Outcome {
-	if out, decided, pass := firstMatchTier(t.admin, TierAdmin, find); decided && !pass {
+	if out, decided, pass := firstMatchTier(t.admin, TierAdmin, find, ""); decided && !pass {
 		return out
 	}
 	// Admin passed or did not decide.
 	if len(t.namespaced) > 0 {
 		return namespacedTier(t.namespaced, find)
 	}
-	if out, decided, _ := firstMatchTier(t.baseline, TierBaseline, find); decided {
+	if out, decided, pass := firstMatchTier(t.baseline, TierBaseline, find, e.opts.DefaultVerdict); decided {
+		if pass {
+			return e.baselinePass(out)
+		}
 		return out
 	}
 	return Outcome{Verdict: e.opts.DefaultVerdict, Tier: TierDefault, Reason: ReasonNotSelected}
 }
 
+// baselinePass is the outcome of a Pass rule of the Baseline tier (a
+// ClusterNetworkPolicy's): the rest of the tier is skipped and the node
+// default decides; the outcome names the rule that passed.
+func (e *Engine) baselinePass(out Outcome) Outcome {
+	out.Verdict = e.opts.DefaultVerdict
+	return out
+}
+
 // firstMatchTier evaluates priority groups: in each policy the first matching
 // rule counts; in a group, Deny beats Allow beats Pass. It reports whether a
-// group decided and whether the decision is Pass.
-func firstMatchTier(groups [][]*compiledPolicy, tier Tier, find ruleFinder) (Outcome, bool, bool) {
+// group decided and whether the decision is Pass. passAs is set for the
+// Baseline tier, where a Pass (a ClusterNetworkPolicy's) hands the decision
+// to the node default: in a group it ranks as that verdict's action.
+func firstMatchTier(groups [][]*compiledPolicy, tier Tier, find ruleFinder, passAs Verdict) (Outcome, bool, bool) {
 	for _, g := range groups {
 		var best *compiledRule
 		for _, p := range g {
-			if r := find(p, ""); r != nil && (best == nil || actionRank(r.action) > actionRank(best.action)) {
+			if r := find(p, ""); r != nil && (best == nil || rankIn(r.action, passAs) > rankIn(best.action, passAs)) {
 				best = r
 			}
 		}
@@ -434,6 +449,18 @@ func firstMatchTier(groups [][]*compiledPolicy, tier Tier, find ruleFinder) (Out
 		}
 	}
 	return Outcome{}, false, false
+}
+
+// rankIn is actionRank with Pass ranked as the action of passAs when set
+// (the Baseline tier).
+func rankIn(a Action, passAs Verdict) int {
+	if a == ActionPass && passAs != "" {
+		if passAs == Deny {
+			return actionRank(ActionDeny)
+		}
+		return actionRank(ActionAllow)
+	}
+	return actionRank(a)
 }
 
 func actionRank(a Action) int {
@@ -514,6 +541,9 @@ func (e *Engine) peerMatches(p *compiledPeer, self, remote endpoint) bool {
 		return remote.w != nil && p.matchesWorkload(remote.w, remote.ns)
 	case peerCIDR:
 		return p.matchesIP(remote.ip)
+	case peerNodes:
+		n := e.store.nodeLocked(remote.ip)
+		return n != nil && p.nodeSel.Matches(labels.Set(n.Labels))
 	case peerFQDN:
 		for name := range e.store.resolved[self.w.Key()][remote.ip] {
 			if p.pattern.Match(name) {

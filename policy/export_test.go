@@ -65,7 +65,7 @@ func oracleLookupFinder(name string) ruleFinder {
 
 func (e *Engine) oracleEvaluateLookup(t *tiers, name string) Outcome {
 	find := oracleLookupFinder(name)
-	if out, decided, pass := firstMatchTier(t.admin, TierAdmin, find); decided && !pass {
+	if out, decided, pass := firstMatchTier(t.admin, TierAdmin, find, ""); decided && !pass {
 		return out
 	}
 	if len(t.namespaced) > 0 {
@@ -86,7 +86,7 @@ func (e *Engine) oracleEvaluateLookup(t *tiers, name string) Outcome {
 		}
 		return Outcome{Verdict: Allow, Tier: TierNamespaced, Reason: ReasonNoFQDNRule}
 	}
-	if out, decided, _ := firstMatchTier(t.baseline, TierBaseline, find); decided {
+	if out, decided, _ := firstMatchTier(t.baseline, TierBaseline, find, e.opts.DefaultVerdict); decided {
 		return out
 	}
 	if e.opts.Lookups == LookupsEnforce && e.opts.DefaultVerdict == Deny {

@@ -128,6 +128,10 @@ type compiledPolicy struct {
 	// isolates is true for a direction the policy isolates (namespaced tier).
 	isolates [2]bool
 	rules    [2][]*compiledRule
+	// cnp is true for a ClusterNetworkPolicy (Pass is valid in the Baseline
+	// tier too); nodePeers when some rule has a nodes peer (recompiled when
+	// nodes change).
+	cnp, nodePeers bool
 	// retired is set (under the store's write lock) when the store replaced
 	// or deleted the policy: an FQDN index built before still lists it.
 	retired bool
@@ -152,6 +156,8 @@ const (
 	peerNamespaces
 	peerCIDR
 	peerFQDN
+	// peerNodes selects the addresses of nodes by label (ClusterNetworkPolicy).
+	peerNodes
 )
 
 // compiledPeer is one validated peer.
@@ -162,6 +168,8 @@ type compiledPeer struct {
 	namespace string
 	nsSel     labels.Selector
 	podSel    labels.Selector
+	// nodeSel selects nodes (peerNodes).
+	nodeSel labels.Selector
 	// prefixes is the CIDR minus its excepts, as disjoint prefixes.
 	prefixes []netip.Prefix
 	pattern  domain.Pattern
@@ -236,6 +244,9 @@ type compiledRule struct {
 	ports   []compiledPort
 	// hasFQDN is true when some peer is an FQDN peer.
 	hasFQDN bool
+	// failClosed is set when a ClusterNetworkPolicy rule had a peer or a
+	// protocol with no known field and was made a "Deny all" rule.
+	failClosed bool
 }
 
 // ref returns the rule's reference.

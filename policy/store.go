@@ -2,12 +2,15 @@ package policy
 
 import (
 	"fmt"
+	"maps"
 	"net/netip"
+	"slices"
 	"sort"
 	"sync"
 	"time"
 
 	networkingv1 "k8s.io/api/networking/v1"
+	cnpv1alpha2 "sigs.k8s.io/network-policy-api/apis/v1alpha2"
 
 	"github.com/egressd/egressd/policy/domain"
 )
@@ -26,6 +29,9 @@ type Store struct {
 	// reads its node's workloads without visiting the cluster's).
 	byNode   map[string]map[WorkloadKey]*Workload
 	policies map[PolicyRef]*compiledPolicy
+	// nodes and nodeByIP are the nodes (ClusterNetworkPolicy nodes peers).
+	nodes    map[string]*Node
+	nodeByIP map[netip.Addr]string
 	// resolved[w][ip][name] records that w resolved name to ip through the
 	// node resolver, until when (zero: no expiry) — the reference model of the
 	// FQDN kernel sets, whose entries time out likewise.
@@ -73,6 +79,8 @@ func NewStore() *Store {
 		byNS:       map[string]map[WorkloadKey]*Workload{},
 		byNode:     map[string]map[WorkloadKey]*Workload{},
 		policies:   map[PolicyRef]*compiledPolicy{},
+		nodes:      map[string]*Node{},
+		nodeByIP:   map[netip.Addr]string{},
 		resolved:   map[WorkloadKey]map[netip.Addr]map[string]time.Time{},
 	}
 	s.pending.reset()
@@ -262,6 +270,19 @@ func (s *Store) UpsertClusterFirewallPolicy(p *ClusterFirewallPolicy) error {
 	return s.putPolicy(cp)
 }
 
+// UpsertClusterNetworkPolicy translates and adds or replaces a
+// ClusterNetworkPolicy (policy.networking.k8s.io). Invalid fields are
+// rejected as for the other kinds; a peer or protocol with no known field
+// (an object written against a newer CRD) follows upstream's fail-closed
+// rule instead (ValidateClusterNetworkPolicy reports it).
+func (s *Store) UpsertClusterNetworkPolicy(p *cnpv1alpha2.ClusterNetworkPolicy) error {
+	cp, err := compileClusterNetworkPolicy(p, false)
+	if err != nil {
+		return err
+	}
+	return s.putPolicy(cp)
+}
+
 // UpsertNetworkPolicy validates and adds or replaces a Kubernetes NetworkPolicy.
 func (s *Store) UpsertNetworkPolicy(p *networkingv1.NetworkPolicy) error {
 	cp, err := compileNetworkPolicy(p)
@@ -419,8 +440,90 @@ func (s *Store) ForgetLookups(w WorkloadKey) {
 	delete(s.resolved, w)
 }
 
-// LoadWorkloads puts the namespaces and pods of a workloads file into the store.
+// UpsertNode adds or replaces a node (its labels and addresses), for the
+// nodes peers of ClusterNetworkPolicies. Only the policies with a nodes peer
+// are recompiled.
+func (s *Store) UpsertNode(n Node) error {
+	if n.Name == "" {
+		return fmt.Errorf("node: empty name")
+	}
+	ips := make([]netip.Addr, 0, len(n.IPs))
+	for _, ip := range n.IPs {
+		if !ip.IsValid() {
+			return fmt.Errorf("node %s: invalid IP", n.Name)
+		}
+		ips = append(ips, ip.Unmap())
+	}
+	n.IPs = ips
+	n.Labels = maps.Clone(n.Labels)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.removeNodeLocked(n.Name)
+	s.nodes[n.Name] = &n
+	for _, ip := range n.IPs {
+		s.nodeByIP[ip] = n.Name
+	}
+	s.nodesChangedLocked()
+	return nil
+}
+
+// DeleteNode removes a node.
+func (s *Store) DeleteNode(name string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.nodes[name]; !ok {
+		return
+	}
+	s.removeNodeLocked(name)
+	s.nodesChangedLocked()
+}
+
+// Nodes returns the names of the nodes, sorted.
+func (s *Store) Nodes() []string {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	names := slices.Collect(maps.Keys(s.nodes))
+	slices.Sort(names)
+	return names
+}
+
+func (s *Store) removeNodeLocked(name string) {
+	if old := s.nodes[name]; old != nil {
+		for _, ip := range old.IPs {
+			if s.nodeByIP[ip] == name {
+				delete(s.nodeByIP, ip)
+			}
+		}
+		delete(s.nodes, name)
+	}
+}
+
+// nodesChangedLocked marks the policies with a nodes peer for the compiler.
+func (s *Store) nodesChangedLocked() {
+	s.gen++
+	for ref, p := range s.policies {
+		if p.nodePeers {
+			s.pending.policies[ref] = true
+		}
+	}
+}
+
+// nodeLocked returns the node holding ip, or nil.
+func (s *Store) nodeLocked(ip netip.Addr) *Node {
+	if name, ok := s.nodeByIP[ip]; ok {
+		return s.nodes[name]
+	}
+	return nil
+}
+
+// LoadWorkloads puts the namespaces, pods and nodes of a workloads file into
+// the store.
 func (s *Store) LoadWorkloads(ws *Workloads) error {
+	for _, n := range ws.Nodes {
+		if err := s.UpsertNode(n); err != nil {
+			return err
+		}
+	}
 	for _, ns := range ws.Namespaces {
 		if err := s.UpsertNamespace(ns); err != nil {
 			return err

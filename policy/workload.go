@@ -73,8 +73,19 @@ func (w *Workload) namedPort(name string, proto Protocol) (int32, bool) {
 	return 0, false
 }
 
+// Node is a node with its labels and addresses: what a ClusterNetworkPolicy
+// nodes peer selects (Node.status.addresses in Kubernetes, the nodes list of
+// the workloads file in standalone mode).
+type Node struct {
+	Name   string            `json:"name"`
+	Labels map[string]string `json:"labels,omitempty"`
+	IPs    []netip.Addr      `json:"ips,omitempty"`
+}
+
 // Workloads is the standalone workloads file (docs/design.md §3).
 type Workloads struct {
 	Namespaces []Namespace `json:"namespaces,omitempty"`
 	Pods       []Workload  `json:"pods,omitempty"`
+	// Nodes are the nodes ClusterNetworkPolicy nodes peers select.
+	Nodes []Node `json:"nodes,omitempty"`
 }

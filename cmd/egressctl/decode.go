@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	networkingv1 "k8s.io/api/networking/v1"
+	cnpv1alpha2 "sigs.k8s.io/network-policy-api/apis/v1alpha2"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	"github.com/egressd/egressd/policy"
@@ -151,6 +152,8 @@ func unknownFieldsOf(obj map[string]any, kind string) []string {
 		t = reflect.TypeFor[policy.ClusterFirewallPolicy]()
 	case policy.KindNetworkPolicy:
 		t = reflect.TypeFor[networkingv1.NetworkPolicy]()
+	case policy.KindClusterNetworkPolicy:
+		t = reflect.TypeFor[cnpv1alpha2.ClusterNetworkPolicy]()
 	default:
 		return nil
 	}

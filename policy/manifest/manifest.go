@@ -1,5 +1,6 @@
 // Package manifest reads policy and workload files: multi-document YAML (or JSON)
-// holding FirewallPolicy, ClusterFirewallPolicy and NetworkPolicy objects, and the
+// holding FirewallPolicy, ClusterFirewallPolicy, NetworkPolicy and
+// ClusterNetworkPolicy (policy.networking.k8s.io) objects, and the
 // standalone workloads file. Every error names the file, the document and, for
 // invalid policies, the field.
 package manifest
@@ -12,11 +13,13 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	cnpv1alpha2 "sigs.k8s.io/network-policy-api/apis/v1alpha2"
 
 	"github.com/egressd/egressd/policy"
 )
@@ -29,6 +32,9 @@ type Object struct {
 	FirewallPolicy        *policy.FirewallPolicy
 	ClusterFirewallPolicy *policy.ClusterFirewallPolicy
 	NetworkPolicy         *networkingv1.NetworkPolicy
+	// ClusterNetworkPolicy is read from policy.networking.k8s.io/v1alpha2 or
+	// v1beta1 (identical schemas) into the v1alpha2 type.
+	ClusterNetworkPolicy *cnpv1alpha2.ClusterNetworkPolicy
 }
 
 // Ref returns the policy reference of the object.
@@ -40,6 +46,8 @@ func (o *Object) Ref() policy.PolicyRef {
 		return policy.PolicyRef{Kind: policy.KindClusterFirewallPolicy, Name: o.ClusterFirewallPolicy.Name}
 	case o.NetworkPolicy != nil:
 		return policy.PolicyRef{Kind: policy.KindNetworkPolicy, Namespace: o.NetworkPolicy.Namespace, Name: o.NetworkPolicy.Name}
+	case o.ClusterNetworkPolicy != nil:
+		return policy.PolicyRef{Kind: policy.KindClusterNetworkPolicy, Name: o.ClusterNetworkPolicy.Name}
 	}
 	return policy.PolicyRef{}
 }
@@ -53,6 +61,8 @@ func (o *Object) Validate() error {
 		return policy.ValidateClusterFirewallPolicy(o.ClusterFirewallPolicy)
 	case o.NetworkPolicy != nil:
 		return policy.ValidateNetworkPolicy(o.NetworkPolicy)
+	case o.ClusterNetworkPolicy != nil:
+		return policy.ValidateClusterNetworkPolicy(o.ClusterNetworkPolicy)
 	}
 	return errors.New("empty object")
 }
@@ -66,6 +76,7 @@ type upserter interface {
 	UpsertFirewallPolicy(*policy.FirewallPolicy) error
 	UpsertClusterFirewallPolicy(*policy.ClusterFirewallPolicy) error
 	UpsertNetworkPolicy(*networkingv1.NetworkPolicy) error
+	UpsertClusterNetworkPolicy(*cnpv1alpha2.ClusterNetworkPolicy) error
 }
 
 func (o *Object) upsertInto(u upserter) error {
@@ -76,6 +87,8 @@ func (o *Object) upsertInto(u upserter) error {
 		return u.UpsertClusterFirewallPolicy(o.ClusterFirewallPolicy)
 	case o.NetworkPolicy != nil:
 		return u.UpsertNetworkPolicy(o.NetworkPolicy)
+	case o.ClusterNetworkPolicy != nil:
+		return u.UpsertClusterNetworkPolicy(o.ClusterNetworkPolicy)
 	}
 	return errors.New("empty object")
 }
@@ -241,10 +254,16 @@ func decodeOne(src string, doc []byte) ([]Object, error) {
 			return nil, err
 		}
 		return []Object{{Source: src, NetworkPolicy: &p}}, nil
+	case tm.Kind == policy.KindClusterNetworkPolicy && slices.Contains(policy.CNPAPIVersions, tm.APIVersion):
+		var p cnpv1alpha2.ClusterNetworkPolicy
+		if err := strict(&p); err != nil {
+			return nil, err
+		}
+		return []Object{{Source: src, ClusterNetworkPolicy: &p}}, nil
 	case tm.Kind == "" || tm.APIVersion == "":
 		return nil, fmt.Errorf("%s: apiVersion and kind are required", src)
 	}
-	return nil, fmt.Errorf("%s: unsupported kind %s/%s (want %s FirewallPolicy or ClusterFirewallPolicy, or networking.k8s.io/v1 NetworkPolicy)", src, policy.Truncate(tm.APIVersion), policy.Truncate(tm.Kind), policy.APIVersion)
+	return nil, fmt.Errorf("%s: unsupported kind %s/%s (want %s FirewallPolicy or ClusterFirewallPolicy, networking.k8s.io/v1 NetworkPolicy, or %s ClusterNetworkPolicy)", src, policy.Truncate(tm.APIVersion), policy.Truncate(tm.Kind), policy.APIVersion, strings.Join(policy.CNPAPIVersions, " or "))
 }
 
 // SplitDocuments splits YAML at "---" separator lines; Decode numbers

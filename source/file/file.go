@@ -135,7 +135,9 @@ type Source struct {
 	// nsApplied is the version of each namespace last put in the store (an
 	// unchanged namespace is not upserted again: that would re-render the
 	// whole kernel table).
-	nsApplied     map[string]policy.Namespace
+	nsApplied map[string]policy.Namespace
+	// nodesApplied are the nodes of the workloads file last put in the store.
+	nodesApplied  map[string]policy.Node
 	workloadsGood bool
 	// workloadsSeen, policiesSeen: the path existed at a load.
 	workloadsSeen, policiesSeen bool
@@ -158,7 +160,7 @@ func New(store *policy.Store, policies, workloads string, log *slog.Logger) *Sou
 	}
 	return &Source{store: store, policies: policies, workloads: workloads, log: log, now: time.Now,
 		loaded: map[policy.PolicyRef]string{}, fileRefs: map[string]map[policy.PolicyRef]bool{},
-		pods: map[policy.WorkloadKey]bool{}, nss: map[string]bool{}, nsApplied: map[string]policy.Namespace{},
+		pods: map[policy.WorkloadKey]bool{}, nss: map[string]bool{}, nsApplied: map[string]policy.Namespace{}, nodesApplied: map[string]policy.Node{},
 		reported: map[string]bool{}}
 }
 
@@ -313,7 +315,7 @@ func (s *Source) loadWorkloads() bool {
 		return false
 	default:
 		s.workloadsSeen = true
-		if len(ws.Namespaces)+len(ws.Pods) == 0 {
+		if len(ws.Namespaces)+len(ws.Pods)+len(ws.Nodes) == 0 {
 			size := 0
 			if st, err := os.Stat(s.workloads); err == nil {
 				size = int(st.Size())
@@ -444,7 +446,39 @@ func (s *Source) syncWorkloads(ws *policy.Workloads, deleteMissing bool) (bool, 
 		changed = true
 	}
 	s.pods = pods
+	if s.syncNodes(ws.Nodes, deleteMissing, &errs) {
+		changed = true
+	}
 	return changed, errors.Join(errs...)
+}
+
+// syncNodes applies the nodes of the workloads file (ClusterNetworkPolicy
+// nodes peers); with deleteMissing, nodes no longer listed are deleted.
+func (s *Source) syncNodes(nodes []policy.Node, deleteMissing bool, errs *[]error) bool {
+	changed := false
+	want := map[string]bool{}
+	for _, n := range nodes {
+		want[n.Name] = true
+		if old, ok := s.nodesApplied[n.Name]; ok && reflect.DeepEqual(old, n) {
+			continue
+		}
+		if err := s.store.UpsertNode(n); err != nil {
+			*errs = append(*errs, fmt.Errorf("%s: %w", s.workloads, err))
+			continue
+		}
+		s.nodesApplied[n.Name] = n
+		changed = true
+	}
+	if deleteMissing {
+		for name := range s.nodesApplied {
+			if !want[name] {
+				s.store.DeleteNode(name)
+				delete(s.nodesApplied, name)
+				changed = true
+			}
+		}
+	}
+	return changed
 }
 
 func validIPs(ips []netip.Addr) bool {
@@ -664,7 +698,7 @@ func (s *Source) syncPolicies(all []fileObjects) bool {
 
 func hashObject(o *manifest.Object) string {
 	h := sha256.New()
-	fmt.Fprintf(h, "%#v|%#v|%#v", o.FirewallPolicy, o.ClusterFirewallPolicy, o.NetworkPolicy)
+	fmt.Fprintf(h, "%#v|%#v|%#v|%#v", o.FirewallPolicy, o.ClusterFirewallPolicy, o.NetworkPolicy, o.ClusterNetworkPolicy)
 	return string(h.Sum(nil))
 }
 
