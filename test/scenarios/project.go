@@ -959,7 +959,7 @@ func Project() []Scenario {
 	}
 }
 
-// All returns every scenario: Upstream then Project.
+// All returns every scenario: Upstream, Project, then ClusterNetwork.
 func All() []Scenario {
-	return append(Upstream(), Project()...)
+	return append(append(Upstream(), Project()...), ClusterNetwork()...)
 }
