@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	metav1validation "k8s.io/apimachinery/pkg/apis/meta/v1/validation"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/validation"
@@ -105,9 +106,14 @@ func compileSelector(path *field.Path, sel *metav1.LabelSelector) (labels.Select
 	if sel == nil {
 		return labels.Everything(), nil
 	}
+	// Every problem with its own path (matchExpressions[2].operator), as the
+	// API server reports them; never the selector's Go form.
+	if errs := metav1validation.ValidateLabelSelector(sel, metav1validation.LabelSelectorValidationOptions{}, path); len(errs) > 0 {
+		return nil, errs
+	}
 	s, err := metav1.LabelSelectorAsSelector(sel)
 	if err != nil {
-		return nil, field.ErrorList{field.Invalid(path, sel.String(), err.Error())}
+		return nil, field.ErrorList{field.Invalid(path, "", err.Error())}
 	}
 	return s, nil
 }
@@ -316,7 +322,7 @@ func compilePeer(cp *compiledPolicy, path *field.Path, dir Direction, p *Peer) (
 func compileCIDR(path *field.Path, cidr string, except []string) ([]netip.Prefix, field.ErrorList) {
 	base, err := netip.ParsePrefix(cidr)
 	if err != nil {
-		return nil, field.ErrorList{field.Invalid(path.Child("cidr"), cidr, "not a CIDR: "+err.Error())}
+		return nil, field.ErrorList{field.Invalid(path.Child("cidr"), cidr, "not a CIDR: "+prefixError(err))}
 	}
 	if base != base.Masked() {
 		return nil, field.ErrorList{field.Invalid(path.Child("cidr"), cidr, fmt.Sprintf("host bits set; did you mean %s?", base.Masked()))}
@@ -327,7 +333,7 @@ func compileCIDR(path *field.Path, cidr string, except []string) ([]netip.Prefix
 		p, err := netip.ParsePrefix(s)
 		switch {
 		case err != nil:
-			errs = append(errs, field.Invalid(path.Child("except").Index(i), s, "not a CIDR: "+err.Error()))
+			errs = append(errs, field.Invalid(path.Child("except").Index(i), s, "not a CIDR: "+prefixError(err)))
 		case p != p.Masked():
 			errs = append(errs, field.Invalid(path.Child("except").Index(i), s, fmt.Sprintf("host bits set; did you mean %s?", p.Masked())))
 		case p.Addr().Is4() != base.Addr().Is4():
@@ -342,6 +348,16 @@ func compileCIDR(path *field.Path, cidr string, except []string) ([]netip.Prefix
 		return nil, errs
 	}
 	return SubtractPrefixes(base, ex), nil
+}
+
+// prefixError is the reason of a netip.ParsePrefix error without the Go
+// call it repeats (`netip.ParsePrefix("10.0.0.0/33"): `).
+func prefixError(err error) string {
+	msg := err.Error()
+	if i := strings.Index(msg, "): "); strings.HasPrefix(msg, "netip.ParsePrefix(") && i >= 0 {
+		return msg[i+3:]
+	}
+	return msg
 }
 
 // SubtractPrefixes returns base minus every prefix of except, as a sorted list of

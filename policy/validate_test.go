@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 
+	networkingv1 "k8s.io/api/networking/v1"
+
 	"github.com/egressd/egressd/policy"
 	"github.com/egressd/egressd/policy/manifest"
 )
@@ -20,9 +22,9 @@ func TestValidationRejectsWithFieldPath(t *testing.T) {
 	cases := []struct {
 		name, yaml, field, reason string
 	}{
-		{"bad label selector operator", fp + "  podSelector: {matchExpressions: [{key: a, operator: Like, values: [b]}]}\n", "spec.podSelector", "not a valid label selector operator"},
-		{"bad label value in selector", cfp + "  tier: Admin\n  priority: 1\n  subject: {namespaceSelector: {matchLabels: {a: 'b c'}}}\n", "spec.subject.namespaceSelector", "a valid label must be"},
-		{"Exists with values", fp + "  podSelector: {}\n  ingress: [{action: Allow, from: [{pods: {podSelector: {matchExpressions: [{key: a, operator: Exists, values: [x]}]}}}]}]\n", "spec.ingress[0].from[0].pods.podSelector", "values set must be empty"},
+		{"bad label selector operator", fp + "  podSelector: {matchExpressions: [{key: a, operator: Like, values: [b]}]}\n", "spec.podSelector.matchExpressions[0].operator", "not a valid selector operator"},
+		{"bad label value in selector", cfp + "  tier: Admin\n  priority: 1\n  subject: {namespaceSelector: {matchLabels: {a: 'b c'}}}\n", "spec.subject.namespaceSelector.matchLabels", "a valid label must be"},
+		{"Exists with values", fp + "  podSelector: {}\n  ingress: [{action: Allow, from: [{pods: {podSelector: {matchExpressions: [{key: a, operator: Exists, values: [x]}]}}}]}]\n", "spec.ingress[0].from[0].pods.podSelector.matchExpressions[0].values", "may not be specified when `operator` is 'Exists'"},
 		{"bad CIDR", fp + "  podSelector: {}\n  egress: [{action: Allow, to: [{cidr: 10.0.0.0/33}]}]\n", "spec.egress[0].to[0].cidr", "not a CIDR"},
 		{"CIDR with host bits", fp + "  podSelector: {}\n  egress: [{action: Allow, to: [{cidr: 10.0.0.1/8}]}]\n", "spec.egress[0].to[0].cidr", "host bits set"},
 		{"except outside CIDR", fp + "  podSelector: {}\n  egress: [{action: Allow, to: [{cidr: 10.0.0.0/16, except: [10.1.0.0/24]}]}]\n", "spec.egress[0].to[0].except[0]", "must be inside cidr"},
@@ -74,14 +76,15 @@ func TestValidationRejectsWithFieldPath(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			objs, err := manifest.Decode("case", strings.NewReader(c.yaml))
-			if err != nil {
-				t.Fatalf("decode: %v", err)
+			// File mode rejects it with the field path, at decoding (the
+			// CRD schema) or at validation.
+			if err := fileModeError(c.yaml); !strings.Contains(err, c.field+":") {
+				t.Errorf("file mode: no problem at %s: %s", c.field, err)
 			}
-			if len(objs) != 1 {
-				t.Fatalf("%d objects", len(objs))
-			}
-			err = objs[0].Validate()
+			// The policy package's own validation (what the store enforces
+			// whatever the source) rejects it too.
+			objs := []manifest.Object{decodeTyped(t, c.yaml)}
+			err := objs[0].Validate()
 			var ve *policy.ValidationError
 			if !errors.As(err, &ve) {
 				t.Fatalf("want a *policy.ValidationError, got %v", err)
@@ -107,10 +110,55 @@ func TestValidationRejectsWithFieldPath(t *testing.T) {
 	}
 }
 
+// decodeTyped decodes one policy document straight into its API type,
+// without the file-mode schema check, for the policy package's validation.
+func decodeTyped(t *testing.T, doc string) manifest.Object {
+	t.Helper()
+	var tm struct{ APIVersion, Kind string }
+	if err := manifest.Unmarshal([]byte(doc), &tm, false); err != nil {
+		t.Fatal(err)
+	}
+	var o manifest.Object
+	var into any
+	switch tm.Kind {
+	case policy.KindFirewallPolicy:
+		o.FirewallPolicy = &policy.FirewallPolicy{}
+		into = o.FirewallPolicy
+	case policy.KindClusterFirewallPolicy:
+		o.ClusterFirewallPolicy = &policy.ClusterFirewallPolicy{}
+		into = o.ClusterFirewallPolicy
+	case policy.KindNetworkPolicy:
+		o.NetworkPolicy = &networkingv1.NetworkPolicy{}
+		into = o.NetworkPolicy
+	default:
+		t.Fatalf("kind %q", tm.Kind)
+	}
+	if err := manifest.Unmarshal([]byte(doc), into, true); err != nil {
+		t.Fatal(err)
+	}
+	return o
+}
+
+// fileModeError is every problem file mode finds in doc, decoding and
+// validating it.
+func fileModeError(doc string) string {
+	objs, err := manifest.Decode("case", strings.NewReader(doc))
+	msgs := []string{}
+	if err != nil {
+		msgs = append(msgs, err.Error())
+	}
+	for i := range objs {
+		if err := objs[i].Validate(); err != nil {
+			msgs = append(msgs, err.Error())
+		}
+	}
+	return strings.Join(msgs, "\n")
+}
+
 // TestValidationReportsEveryProblem checks that one policy's problems are all
 // listed, each with its own path.
 func TestValidationReportsEveryProblem(t *testing.T) {
-	objs, err := manifest.Decode("case", strings.NewReader(`
+	objs := []manifest.Object{decodeTyped(t, `
 apiVersion: egressd.io/v1alpha1
 kind: ClusterFirewallPolicy
 metadata: {name: many}
@@ -120,10 +168,7 @@ spec:
   mode: Later
   subject: {namespaceSelector: {}}
   ingress: [{action: Pass, from: [{fqdn: {matchName: a.com}}]}]
-  egress: [{action: Allow, to: [{cidr: nope}], ports: [{port: 1, endPort: 0}]}]`))
-	if err != nil {
-		t.Fatal(err)
-	}
+  egress: [{action: Allow, to: [{cidr: nope}], ports: [{port: 1, endPort: 0}]}]`)}
 	var ve *policy.ValidationError
 	if err := objs[0].Validate(); !errors.As(err, &ve) {
 		t.Fatalf("got %v", err)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"flag"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -65,19 +66,24 @@ func TestValidateValid(t *testing.T) {
 func TestValidateInvalid(t *testing.T) {
 	bad := filepath.Join("testdata", "invalid", "bad.yaml")
 	dup := filepath.Join("testdata", "invalid", "dup.yml")
+	p := func(source string, line int, object, field, reason string) problem {
+		return problem{Source: source, Line: line, Object: object, Field: field, Reason: reason}
+	}
+	// Lines are the file's (documents 2 to 5 of bad.yaml start below line 1);
+	// the problems of a document are in line order.
 	want := []problem{
-		{bad + ":1", "FirewallPolicy/x/bad", "spec.egress[0].to[1].cidr", `Invalid value: "10.0.0.0/33"`},
-		{bad + ":1", "FirewallPolicy/x/bad", "spec.egress[0].ports[0].endPort", "Forbidden"},
-		{bad + ":1", "FirewallPolicy/x/bad", "spec.egress[1].action", `Unsupported value: "Block"`},
-		{bad + ":2", "ClusterFirewallPolicy/baseline-pass", "spec.priority", "Invalid value: 5000"},
-		{bad + ":2", "ClusterFirewallPolicy/baseline-pass", "spec.ingress[0].action", "Pass is only allowed in the Admin tier"},
-		{bad + ":2", "ClusterFirewallPolicy/baseline-pass", "spec.ingress[0].from[0].fqdn", "only valid in egress rules"},
-		{bad + ":3", "FirewallPolicy/x/typo", "spec.egres", "Unknown field"},
-		{bad + ":3", "FirewallPolicy/x/typo", "spec.ingress[0].form", "Unknown field"},
-		{bad + ":4", "ConfigMap/cm", "", "unsupported kind v1/ConfigMap"},
-		{dup + ":1", "FirewallPolicy/x/good", "metadata.name", "also defined at " + bad + ":5"},
-		{dup + ":2", "NetworkPolicy/x/np", "spec.policyTypes[1]", `Unsupported value: "Sideways"`},
-		{dup + ":2", "NetworkPolicy/x/np", "spec.ingress[0].from[0].ipBlock.except[0]", "must be inside cidr"},
+		p(bad+":1", 11, "FirewallPolicy/x/bad", "spec.egress[0].to[1].cidr", `Invalid value: "10.0.0.0/33"`),
+		p(bad+":1", 12, "FirewallPolicy/x/bad", "spec.egress[0].ports[0].endPort", "Forbidden"),
+		p(bad+":1", 13, "FirewallPolicy/x/bad", "spec.egress[1].action", `Unsupported value: "Block"`),
+		p(bad+":2", 21, "ClusterFirewallPolicy/baseline-pass", "spec.priority", "Invalid value: 5000"),
+		p(bad+":2", 24, "ClusterFirewallPolicy/baseline-pass", "spec.ingress[0].action", "Pass is only allowed in the Admin tier"),
+		p(bad+":2", 25, "ClusterFirewallPolicy/baseline-pass", "spec.ingress[0].from[0].fqdn", "only valid in egress rules"),
+		p(bad+":3", 33, "FirewallPolicy/x/typo", "spec.egres", "Unknown field: not part of FirewallPolicy (did you mean egress?)"),
+		p(bad+":3", 36, "FirewallPolicy/x/typo", "spec.ingress[0].form", "Unknown field: not part of FirewallPolicy (did you mean from?)"),
+		p(bad+":4", 39, "ConfigMap/cm", "", "unsupported kind v1/ConfigMap"),
+		p(dup+":1", 3, "FirewallPolicy/x/good", "metadata.name", "also defined at "+bad+":5"),
+		p(dup+":2", 12, "NetworkPolicy/x/np", "spec.policyTypes[1]", `Unsupported value: "Sideways"`),
+		p(dup+":2", 14, "NetworkPolicy/x/np", "spec.ingress[0].from[0].ipBlock.except[0]", "must be inside cidr"),
 	}
 
 	out, errOut, code := runCmd(t, "validate", "-f", filepath.Join("testdata", "invalid"), "-o", "json")
@@ -93,12 +99,12 @@ func TestValidateInvalid(t *testing.T) {
 	}
 	for i := range min(len(want), len(res.Errors)) {
 		got, w := res.Errors[i], want[i]
-		if got.Source != w.Source || got.Object != w.Object || got.Field != w.Field || !strings.Contains(got.Reason, w.Reason) {
+		if got.Source != w.Source || got.Line != w.Line || got.Object != w.Object || got.Field != w.Field || !strings.Contains(got.Reason, w.Reason) {
 			t.Errorf("error %d: got %+v\nwant %+v (reason containing %q)", i, got, w, w.Reason)
 		}
 	}
 
-	// Text: one line per problem, "source: object: field: reason", and a summary.
+	// Text: one line per problem, "source: line N: object: field: reason", and a summary.
 	out, _, code = runCmd(t, "validate", "-f", bad, "-f", dup)
 	if code != exitFail {
 		t.Fatalf("text: code %d", code)
@@ -108,7 +114,7 @@ func TestValidateInvalid(t *testing.T) {
 		t.Fatalf("text: %d lines, want %d:\n%s", len(lines), len(want)+1, out)
 	}
 	for i, w := range want {
-		prefix := w.Source + ": " + w.Object + ": "
+		prefix := fmt.Sprintf("%s: line %d: %s: ", w.Source, w.Line, w.Object)
 		if w.Field != "" {
 			prefix += w.Field + ": "
 		}
@@ -116,7 +122,7 @@ func TestValidateInvalid(t *testing.T) {
 			t.Errorf("line %d: %q, want prefix %q", i, lines[i], prefix)
 		}
 	}
-	if last := lines[len(lines)-1]; last != "12 errors in 6 documents (5 objects decoded from 2 files)" {
+	if last := lines[len(lines)-1]; last != "12 errors in 6 documents (3 objects decoded from 2 files)" {
 		t.Errorf("summary %q", last)
 	}
 }
@@ -128,7 +134,7 @@ func TestValidateInputErrors(t *testing.T) {
 	}
 	// A workloads file given as policies gets a hint.
 	out, _, code = runCmd(t, "validate", "-f", modelWorkloads)
-	if code != exitFail || !strings.Contains(out, modelWorkloads+":1: apiVersion and kind are required (this looks like a workloads file") {
+	if code != exitFail || !strings.Contains(out, modelWorkloads+":1: line 3: apiVersion and kind are required (this looks like a workloads file") {
 		t.Errorf("workloads as policies: code %d, %q", code, out)
 	}
 }

@@ -16,6 +16,8 @@ import (
 type problem struct {
 	// Source is "file:document" (document counted from 1), or the file.
 	Source string `json:"source"`
+	// Line is the line of the file (not of the document); 0 when unknown.
+	Line int `json:"line,omitempty"`
 	// Object is "Kind/namespace/name" or "Kind/name"; empty when unknown.
 	Object string `json:"object"`
 	// Field is the field path, e.g. spec.egress[0].to[1].cidr; empty when the
@@ -27,7 +29,13 @@ type problem struct {
 
 func (p problem) String() string {
 	var parts []string
-	for _, s := range []string{p.Source, p.Object, p.Field} {
+	if p.Source != "" {
+		parts = append(parts, p.Source)
+	}
+	if p.Line > 0 {
+		parts = append(parts, fmt.Sprintf("line %d", p.Line))
+	}
+	for _, s := range []string{p.Object, p.Field} {
 		if s != "" {
 			parts = append(parts, s)
 		}
@@ -74,18 +82,18 @@ func readPolicies(paths []string) *policySet {
 			ps.problems = append(ps.problems, validationProblems(o, err)...)
 		}
 		if prev, dup := defined[ref]; dup {
-			ps.problems = append(ps.problems, problem{Source: o.Source, Object: ref.String(), Field: "metadata.name",
+			ps.problems = append(ps.problems, problem{Source: o.Source, Line: o.FieldLine("metadata.name"), Object: ref.String(), Field: "metadata.name",
 				Reason: fmt.Sprintf("Duplicate value: %s is also defined at %s (the later definition would replace it)", ref, prev)})
 		} else {
-			defined[ref] = o.Source
+			defined[ref] = fmt.Sprintf("%s (line %d)", o.Source, o.FieldLine("metadata.name"))
 		}
 	}
 	sortProblems(ps.problems, ps.files)
 	return ps
 }
 
-// sortProblems orders problems by file (in reading order), then document, then
-// as found.
+// sortProblems orders problems by file (in reading order), then document,
+// then line, then as found.
 func sortProblems(ps []problem, files []string) {
 	fileIdx := make(map[string]int, len(files))
 	for i, f := range files {
@@ -115,7 +123,10 @@ func sortProblems(ps []problem, files []string) {
 		if da != db {
 			return da < db
 		}
-		return ra < rb
+		if ra != rb {
+			return ra < rb
+		}
+		return ps[a].Line < ps[b].Line
 	})
 }
 
@@ -128,7 +139,7 @@ func validationProblems(o *manifest.Object, err error) []problem {
 	}
 	out := make([]problem, 0, len(ve.Errs))
 	for _, fe := range ve.Errs {
-		out = append(out, problem{Source: o.Source, Object: ref, Field: fe.Field, Reason: fe.ErrorBody()})
+		out = append(out, problem{Source: o.Source, Line: o.FieldLine(fe.Field), Object: ref, Field: fe.Field, Reason: fe.ErrorBody()})
 	}
 	return out
 }

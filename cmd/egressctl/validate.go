@@ -13,8 +13,10 @@ agent's own validation. PATH is a file or a directory (every .yaml, .yml and .js
 file below it, in lexical order); paths may also be given as arguments.
 
 Every problem is printed with its source (file:document, documents counted from 1),
-its object (Kind/namespace/name), its field path and the reason. An object defined
-twice (same kind, namespace and name) is a problem too.
+the line of the file, its object (Kind/namespace/name), its field path and the reason.
+Documents are checked against the CRD schema (required fields, types, enums, bounds,
+unknown fields) as the API server does, then with the agent's validation. An object
+defined twice (same kind, namespace and name) is a problem too.
 
 Exit status: 0 when every object is valid, 1 when any problem was found, 2 on a
 usage error.`

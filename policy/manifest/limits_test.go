@@ -17,7 +17,7 @@ import (
 func clusterPolicies(n int) []byte {
 	var b bytes.Buffer
 	for i := 0; i < n; i++ {
-		fmt.Fprintf(&b, "---\napiVersion: egressd.io/v1alpha1\nkind: ClusterFirewallPolicy\nmetadata: {name: p%d}\nspec: {tier: Admin, egress: [{action: Deny, to: [{fqdn: {matchPattern: \"*.pool%d.example\"}}]}]}\n", i, i)
+		fmt.Fprintf(&b, "---\napiVersion: egressd.io/v1alpha1\nkind: ClusterFirewallPolicy\nmetadata: {name: p%d}\nspec: {tier: Admin, priority: 1, subject: {namespaceSelector: {}}, egress: [{action: Deny, to: [{fqdn: {matchPattern: \"*.pool%d.example\"}}]}]}\n", i, i)
 	}
 	return b.Bytes()
 }
@@ -90,7 +90,7 @@ func TestTooManyPoliciesAreRefused(t *testing.T) {
 	var list bytes.Buffer
 	list.WriteString("apiVersion: v1\nkind: List\nitems:\n")
 	for i := 0; i < 51; i++ {
-		fmt.Fprintf(&list, "- {apiVersion: egressd.io/v1alpha1, kind: ClusterFirewallPolicy, metadata: {name: l%d}, spec: {tier: Admin, egress: [{action: Deny}]}}\n", i)
+		fmt.Fprintf(&list, "- {apiVersion: egressd.io/v1alpha1, kind: ClusterFirewallPolicy, metadata: {name: l%d}, spec: {tier: Admin, priority: 1, subject: {namespaceSelector: {}}, egress: [{action: Deny}]}}\n", i)
 	}
 	objs, err = small.Decode("list", &list)
 	if tooLarge(t, err, "policies"); len(objs) != 0 {
@@ -141,12 +141,12 @@ func TestHugeValuesAreNotEchoed(t *testing.T) {
 	mb := strings.Repeat("x", 1<<20)
 	docs := map[string]struct{ doc, says string }{
 		"kind":          {"apiVersion: egressd.io/v1alpha1\nkind: " + mb + "\n", "unsupported kind"},
-		"unknown field": {"apiVersion: egressd.io/v1alpha1\nkind: ClusterFirewallPolicy\nmetadata: {name: a}\nspec:\n  tier: Admin\n  ? " + mb + "\n  : 1\n", "unknown field"},
-		"label value":   {"apiVersion: egressd.io/v1alpha1\nkind: ClusterFirewallPolicy\nmetadata: {name: a}\nspec: {tier: Admin, subject: {namespaceSelector: {matchLabels: {team: " + mb + "}}}, egress: [{action: Deny}]}\n", "must be no more than 63"},
-		"label key":     {"apiVersion: egressd.io/v1alpha1\nkind: ClusterFirewallPolicy\nmetadata: {name: a}\nspec:\n  tier: Admin\n  egress: [{action: Deny}]\n  subject:\n    namespaceSelector:\n      matchLabels:\n        ? " + mb + "\n        : a\n", "namespaceSelector"},
-		"name":          {"apiVersion: egressd.io/v1alpha1\nkind: ClusterFirewallPolicy\nmetadata: {name: " + mb + "}\nspec: {tier: Admin, egress: [{action: Deny}]}\n", "must be no more than 253"},
-		"pattern":       {"apiVersion: egressd.io/v1alpha1\nkind: ClusterFirewallPolicy\nmetadata: {name: a}\nspec: {tier: Admin, egress: [{action: Deny, to: [{fqdn: {matchPattern: \"" + mb + ".com\"}}]}]}\n", "more than 253"},
-		"cidr":          {"apiVersion: egressd.io/v1alpha1\nkind: ClusterFirewallPolicy\nmetadata: {name: a}\nspec: {tier: Admin, egress: [{action: Deny, to: [{cidr: \"" + mb + "\"}]}]}\n", "not a CIDR"},
+		"unknown field": {"apiVersion: egressd.io/v1alpha1\nkind: ClusterFirewallPolicy\nmetadata: {name: a}\nspec:\n  tier: Admin\n  priority: 1\n  subject: {namespaceSelector: {}}\n  ? " + mb + "\n  : 1\n", "Unknown field"},
+		"label value":   {"apiVersion: egressd.io/v1alpha1\nkind: ClusterFirewallPolicy\nmetadata: {name: a}\nspec: {tier: Admin, priority: 1, subject: {namespaceSelector: {matchLabels: {team: " + mb + "}}}, egress: [{action: Deny}]}\n", "must be no more than 63"},
+		"label key":     {"apiVersion: egressd.io/v1alpha1\nkind: ClusterFirewallPolicy\nmetadata: {name: a}\nspec:\n  tier: Admin\n  priority: 1\n  egress: [{action: Deny}]\n  subject:\n    namespaceSelector:\n      matchLabels:\n        ? " + mb + "\n        : a\n", "namespaceSelector"},
+		"name":          {"apiVersion: egressd.io/v1alpha1\nkind: ClusterFirewallPolicy\nmetadata: {name: " + mb + "}\nspec: {tier: Admin, priority: 1, subject: {namespaceSelector: {}}, egress: [{action: Deny}]}\n", "must be no more than 253"},
+		"pattern":       {"apiVersion: egressd.io/v1alpha1\nkind: ClusterFirewallPolicy\nmetadata: {name: a}\nspec: {tier: Admin, priority: 1, subject: {namespaceSelector: {}}, egress: [{action: Deny, to: [{fqdn: {matchPattern: \"" + mb + ".com\"}}]}]}\n", "more than 253"},
+		"cidr":          {"apiVersion: egressd.io/v1alpha1\nkind: ClusterFirewallPolicy\nmetadata: {name: a}\nspec: {tier: Admin, priority: 1, subject: {namespaceSelector: {}}, egress: [{action: Deny, to: [{cidr: \"" + mb + "\"}]}]}\n", "Too long"},
 	}
 	for what, c := range docs {
 		objs, err := manifest.Decode("test.yaml", strings.NewReader(c.doc))

@@ -18,6 +18,12 @@ func Unmarshal(doc []byte, v any, strict bool) error {
 	if err := yaml.Unmarshal(doc, &generic); err != nil {
 		return err
 	}
+	return decodeGeneric(generic, v, strict)
+}
+
+// decodeGeneric decodes the generic form of a YAML document into v through
+// its JSON form.
+func decodeGeneric(generic, v any, strict bool) error {
 	generic, err := jsonable(generic)
 	if err != nil {
 		return err

@@ -21,11 +21,11 @@ import (
 func bigPolicyFile(n int, suffix string, firstPrio, lastPrio int, firstRule, lastRule string) string {
 	var b bytes.Buffer
 	probe := func(name string, prio int, action, rule string) {
-		fmt.Fprintf(&b, "---\napiVersion: egressd.io/v1alpha1\nkind: ClusterFirewallPolicy\nmetadata: {name: %s}\nspec: {tier: Admin, priority: %d, egress: [{name: %s, action: %s, to: [{fqdn: {matchName: probe.example}}]}]}\n", name, prio, rule, action)
+		fmt.Fprintf(&b, "---\napiVersion: egressd.io/v1alpha1\nkind: ClusterFirewallPolicy\nmetadata: {name: %s}\nspec: {tier: Admin, priority: %d, subject: {namespaceSelector: {}}, egress: [{name: %s, action: %s, to: [{fqdn: {matchName: probe.example}}]}]}\n", name, prio, rule, action)
 	}
 	probe("aaa-first", firstPrio, "Allow", firstRule)
 	for i := 0; i < n; i++ {
-		fmt.Fprintf(&b, "---\napiVersion: egressd.io/v1alpha1\nkind: ClusterFirewallPolicy\nmetadata: {name: filler-%05d}\nspec: {tier: Admin, priority: %d, egress: [{action: Deny, to: [{fqdn: {matchPattern: \"*.pool%d.%s\"}}]}]}\n", i, i%100, i, suffix)
+		fmt.Fprintf(&b, "---\napiVersion: egressd.io/v1alpha1\nkind: ClusterFirewallPolicy\nmetadata: {name: filler-%05d}\nspec: {tier: Admin, priority: %d, subject: {namespaceSelector: {}}, egress: [{action: Deny, to: [{fqdn: {matchPattern: \"*.pool%d.%s\"}}]}]}\n", i, i%100, i, suffix)
 	}
 	probe("zzz-last", lastPrio, "Deny", lastRule)
 	return b.String()
