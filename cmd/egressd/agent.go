@@ -166,7 +166,7 @@ func (a *agent) requestSync() {
 // sync compiles the store and applies the difference to the kernel.
 func (a *agent) sync(ctx context.Context) (err error) {
 	start := time.Now()
-	var gens map[policy.PolicyRef]int64 // cluster mode: policy generations compiled (status.nodes)
+	var gens map[policy.PolicyRef]int64 // cluster mode: policy generations compiled (the node Lease)
 	if a.kube != nil {
 		gens = a.kube.StoreGenerations()
 	}

@@ -108,8 +108,10 @@ type Source struct {
 	handlersSynced []cache.InformerSynced
 	synced         atomic.Bool
 	status         *statusWriter
-	nodeStatus     *nodeStatus // this node's status.nodes entries (nodestatus.go)
-	nodeWrites     atomic.Int64
+	programmed     programmedState // what this node programmed (nodestatus.go)
+	// policiesChanged: the batch being handled changed a policy (the worker's
+	// own flag).
+	policiesChanged bool
 
 	mu sync.Mutex
 	// applied is the generation of each policy in the store (or rejected at
@@ -158,6 +160,7 @@ func NewForClients(kc kubernetes.Interface, dc dynamic.Interface, store *policy.
 		invalid:    map[policy.PolicyRef]error{},
 		inStore:    map[policy.PolicyRef]int64{},
 		eventTimes: map[key]time.Time{},
+		programmed: programmedState{changed: make(chan struct{}, 1)},
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
 			workqueue.NewTypedItemExponentialFailureRateLimiter[key](50*time.Millisecond, 30*time.Second),
 			workqueue.TypedRateLimitingQueueConfig[key]{Name: "egressd-kube-source"}),
@@ -203,9 +206,6 @@ func NewForClients(kc kubernetes.Interface, dc dynamic.Interface, store *policy.
 	}
 	if opts.Status.Enabled {
 		s.status = newStatusWriter(s, opts.Status)
-		if opts.NodeName != "" {
-			s.nodeStatus = newNodeStatus(s, opts.NodeName)
-		}
 	}
 	return s, nil
 }
@@ -280,15 +280,13 @@ func (s *Source) Run(ctx context.Context, onChange func()) error {
 	s.synced.Store(true)
 	s.log.Info("kubernetes caches synced", "took", time.Since(start).Round(time.Millisecond),
 		"pods", len(s.pods.GetStore().ListKeys()), "policies", len(s.store.Policies()))
+	s.observePolicies()
 	if onChange != nil {
 		onChange()
 	}
 	if s.status != nil {
 		go s.status.run(ctx)
-	}
-	if s.nodeStatus != nil {
-		go s.nodeStatus.run(ctx)
-		if ns := s.opts.Status.LeaseNamespace; ns != "" {
+		if ns := s.opts.Status.LeaseNamespace; ns != "" && s.opts.NodeName != "" {
 			go s.agentLease(ctx, ns, s.opts.NodeName, s.status.opts.NodeLeaseDuration)
 		}
 	}
@@ -324,10 +322,20 @@ func (s *Source) processBatch(ctx context.Context, onChange func()) bool {
 		}
 		changed = s.handle(k) || changed
 	}
+	s.observePolicies()
 	if changed && onChange != nil {
 		onChange()
 	}
 	return ctx.Err() == nil
+}
+
+// observePolicies tells the status writer the Store's policy generations
+// after a batch that changed a policy.
+func (s *Source) observePolicies() {
+	if s.policiesChanged && s.status != nil {
+		s.status.observe(s.StoreGenerations())
+	}
+	s.policiesChanged = false
 }
 
 // handle brings one key in line with the informer cache; it reports whether the
@@ -541,9 +549,7 @@ func (s *Source) syncPolicy(k key, o any, exists bool) (bool, error) {
 		if s.status != nil {
 			s.status.forget(ref)
 		}
-		if s.nodeStatus != nil {
-			s.nodeStatus.forget(ref)
-		}
+		s.policiesChanged = true
 		return true, nil
 	}
 	var gen int64
@@ -587,6 +593,7 @@ func (s *Source) syncPolicy(k key, o any, exists bool) (bool, error) {
 		delete(s.invalid, ref)
 		if k.kind != kindNetpol {
 			s.inStore[ref] = gen
+			s.policiesChanged = true
 		}
 	}
 	s.mu.Unlock()
@@ -628,9 +635,6 @@ func (s *Source) requestStatus(ref policy.PolicyRef) {
 	}
 	if s.status != nil {
 		s.status.enqueue(ref)
-	}
-	if s.nodeStatus != nil {
-		s.nodeStatus.check(ref)
 	}
 }
 

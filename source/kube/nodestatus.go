@@ -2,8 +2,13 @@ package kube
 
 import (
 	"context"
-	"fmt"
+	"encoding/binary"
+	"encoding/hex"
+	"hash/fnv"
+	"maps"
+	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -11,52 +16,64 @@ import (
 	coordinationv1 "k8s.io/api/coordination/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/tools/cache"
-	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/ptr"
 
 	"github.com/egressd/egressd/policy"
 )
+
+// What each node has programmed is published on its own agent Lease, never in
+// the policies (docs/scale.md "Policy status"): a policy's status does not grow
+// with the node count and an edit causes at most two writes to it, whatever the
+// number of nodes. Each agent holds the Lease "egressd-node-<node>" in the lease
+// namespace, renews it, and annotates it with a digest of the policy
+// generations it programmed (ProgrammedDigest); only the status writer (the
+// leader) watches these Leases and turns them into the Programmed condition.
 
 // AgentLeaseLabel marks the per-node agent Leases: every agent holds the Lease
 // "egressd-node-<node>" in the lease namespace and renews it; the status writer
 // counts the unexpired ones as the nodes a policy must be programmed on.
 const AgentLeaseLabel = "egressd.io/agent-lease"
 
+// Annotations of the agent Leases.
+const (
+	// AnnotationProgrammedDigest is the ProgrammedDigest of the policy
+	// generations the node programmed last.
+	AnnotationProgrammedDigest = "egressd.io/programmed-digest"
+	// AnnotationProgrammedPolicies is how many policies that digest covers.
+	AnnotationProgrammedPolicies = "egressd.io/programmed-policies"
+	// AnnotationProgrammedTime is when the node programmed it (RFC 3339).
+	AnnotationProgrammedTime = "egressd.io/programmed-time"
+)
+
 // AgentLeaseName is the name of node's agent Lease.
 func AgentLeaseName(node string) string { return "egressd-node-" + node }
 
-// nodeStatus reports, for this node, the policy generations programmed into the
-// kernel in status.nodes[node] with server-side apply under the field manager
-// "egressd/<node>": each node owns its own list entry, so nodes never conflict.
-// ReportProgrammed only records and queues; one goroutine writes (through the
-// client's rate limiter), never the dataplane.
-type nodeStatus struct {
-	src     *Source
-	node    string
-	manager string
-	queue   workqueue.TypedRateLimitingInterface[policy.PolicyRef]
-
-	mu      sync.Mutex
-	want    map[policy.PolicyRef]int64
-	written map[policy.PolicyRef]written
-}
-
-type written struct {
-	gen int64
-	at  time.Time
-}
-
-func newNodeStatus(src *Source, node string) *nodeStatus {
-	return &nodeStatus{src: src, node: node, manager: "egressd/" + node,
-		want: map[policy.PolicyRef]int64{}, written: map[policy.PolicyRef]written{},
-		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
-			workqueue.NewTypedItemExponentialFailureRateLimiter[policy.PolicyRef](100*time.Millisecond, time.Minute),
-			workqueue.TypedRateLimitingQueueConfig[policy.PolicyRef]{Name: "egressd-node-status"}),
+// ProgrammedDigest is a digest of policy generations (StoreGenerations): two
+// agents that hold the same policies at the same generations have the same
+// digest, whatever the order they got them in.
+func ProgrammedDigest(gens map[policy.PolicyRef]int64) string {
+	refs := slices.Collect(maps.Keys(gens))
+	sort.Slice(refs, func(i, j int) bool { return refs[i].String() < refs[j].String() })
+	h := fnv.New64a()
+	var b [8]byte
+	for _, r := range refs {
+		h.Write([]byte(r.String()))
+		binary.BigEndian.PutUint64(b[:], uint64(gens[r]))
+		h.Write(b[:])
 	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// programmedState is what this node programmed last (published on its Lease).
+type programmedState struct {
+	mu       sync.Mutex
+	digest   string
+	policies int
+	at       time.Time
+	changed  chan struct{} // signalled when digest changes
 }
 
 // StoreGenerations returns the metadata.generation of every FirewallPolicy and
@@ -67,174 +84,75 @@ func newNodeStatus(src *Source, node string) *nodeStatus {
 func (s *Source) StoreGenerations() map[policy.PolicyRef]int64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := make(map[policy.PolicyRef]int64, len(s.inStore))
-	for k, v := range s.inStore {
-		out[k] = v
-	}
-	return out
+	return maps.Clone(s.inStore)
 }
 
 // ReportProgrammed records that the policy generations gens (from
-// StoreGenerations) are programmed on this node; the node's entries in the
-// policies' status.nodes are updated asynchronously. It never blocks.
+// StoreGenerations) are programmed on this node; the node's agent Lease is
+// annotated with their digest soon after (at most once a second). It never
+// blocks.
 func (s *Source) ReportProgrammed(gens map[policy.PolicyRef]int64) {
-	if s.nodeStatus == nil {
+	d := ProgrammedDigest(gens)
+	p := &s.programmed
+	p.mu.Lock()
+	changed := d != p.digest
+	p.digest, p.policies, p.at = d, len(gens), time.Now()
+	p.mu.Unlock()
+	if !changed {
 		return
 	}
-	n := s.nodeStatus
-	n.mu.Lock()
-	for ref, g := range gens {
-		if n.want[ref] != g {
-			n.want[ref] = g
-			n.queue.Add(ref)
-		}
+	select {
+	case p.changed <- struct{}{}:
+	default:
 	}
-	n.mu.Unlock()
-}
-
-// check queues ref when its object may disagree with what this node programmed.
-func (n *nodeStatus) check(ref policy.PolicyRef) {
-	n.mu.Lock()
-	_, ok := n.want[ref]
-	n.mu.Unlock()
-	if ok {
-		n.queue.Add(ref)
+	if s.status != nil && s.opts.Status.LeaseNamespace == "" {
+		// No agent Leases: this agent is the only node the writer counts.
+		s.status.nodeProgrammed(s.opts.NodeName, d)
 	}
 }
 
-func (n *nodeStatus) forget(ref policy.PolicyRef) {
-	n.mu.Lock()
-	delete(n.want, ref)
-	delete(n.written, ref)
-	n.mu.Unlock()
-	n.queue.Forget(ref)
+// ProgrammedDigest returns the digest of what this node programmed last and
+// when ("" before the first report).
+func (s *Source) ProgrammedDigest() (string, time.Time) {
+	s.programmed.mu.Lock()
+	defer s.programmed.mu.Unlock()
+	return s.programmed.digest, s.programmed.at
 }
 
-func (n *nodeStatus) run(ctx context.Context) {
-	go func() { <-ctx.Done(); n.queue.ShutDown() }()
-	for {
-		ref, quit := n.queue.Get()
-		if quit {
-			return
-		}
-		err := n.write(ctx, ref)
-		switch {
-		case err == nil || apierrors.IsNotFound(err):
-			n.queue.Forget(ref)
-		case ctx.Err() == nil:
-			n.src.log.Warn("node status write failed; retrying", "policy", ref.String(), "err", err)
-			n.queue.AddRateLimited(ref)
-		}
-		n.queue.Done(ref)
-	}
-}
-
-// nodeEntry is one element of status.nodes.
-type nodeEntry struct {
-	index int
-	gen   int64
-	at    time.Time
-}
-
-// nodeEntries returns status.nodes of an object by node name.
-func nodeEntries(u *unstructured.Unstructured) map[string]nodeEntry {
-	out := map[string]nodeEntry{}
-	list, _, _ := unstructured.NestedSlice(u.Object, "status", "nodes")
-	for i, e := range list {
-		m, ok := e.(map[string]any)
-		if !ok {
-			continue
-		}
-		name, _ := m["nodeName"].(string)
-		g, _ := m["observedGeneration"].(int64)
-		ts, _ := m["lastProgrammedTime"].(string)
-		at, _ := time.Parse(time.RFC3339, ts)
-		out[name] = nodeEntry{index: i, gen: g, at: at}
-	}
-	return out
-}
-
-func (s *Source) cached(ref policy.PolicyRef) (*unstructured.Unstructured, bool) {
-	inf, ck := s.fwps, ref.Namespace+"/"+ref.Name
-	if ref.Kind == kindCFWP {
-		inf, ck = s.cfwps, ref.Name
-	}
-	o, ok, err := inf.GetStore().GetByKey(ck)
-	if err != nil || !ok {
-		return nil, false
-	}
-	u, ok := o.(*unstructured.Unstructured)
-	return u, ok
-}
-
-func (n *nodeStatus) write(ctx context.Context, ref policy.PolicyRef) error {
-	n.mu.Lock()
-	g, ok := n.want[ref]
-	last := n.written[ref]
-	n.mu.Unlock()
-	if !ok {
-		return nil
-	}
-	u, ok := n.src.cached(ref)
-	if !ok {
-		return nil
-	}
-	if cur, has := nodeEntries(u)[n.node]; has && cur.gen == g {
-		return nil
-	}
-	// Our own write may not be in the cache yet; its event re-queues the ref.
-	if last.gen == g && time.Since(last.at) < 5*time.Second {
-		return nil
-	}
-	now := metav1.Now()
-	apply := &unstructured.Unstructured{Object: map[string]any{
-		"apiVersion": policy.APIVersion,
-		"kind":       ref.Kind,
-		"metadata":   map[string]any{"name": ref.Name},
-		"status": map[string]any{"nodes": []any{map[string]any{
-			"nodeName":           n.node,
-			"observedGeneration": g,
-			"lastProgrammedTime": now.UTC().Format(time.RFC3339),
-		}}},
-	}}
-	res := n.src.dyn.Resource(gvrOf(ref.Kind))
-	opts := metav1.ApplyOptions{FieldManager: n.manager, Force: true}
-	var err error
-	if ref.Namespace != "" {
-		apply.SetNamespace(ref.Namespace)
-		_, err = res.Namespace(ref.Namespace).ApplyStatus(ctx, ref.Name, apply, opts)
-	} else {
-		_, err = res.ApplyStatus(ctx, ref.Name, apply, opts)
-	}
-	if err != nil {
-		return fmt.Errorf("apply status.nodes[%s]: %w", n.node, err)
-	}
-	n.mu.Lock()
-	n.written[ref] = written{gen: g, at: time.Now()}
-	n.mu.Unlock()
-	n.src.nodeWrites.Add(1)
-	return nil
-}
-
-// NodeStatusWrites returns how many status.nodes writes this agent made.
-func (s *Source) NodeStatusWrites() int64 { return s.nodeWrites.Load() }
-
-// agentLease keeps this node's agent Lease renewed until ctx ends. The Lease is
-// left in place on shutdown: a restarted agent takes it over, and a node whose
-// agent is gone for good drops out when the Lease expires.
+// agentLease keeps this node's agent Lease renewed (every quarter of d) and
+// annotated with what the node programmed (within a second of a change) until
+// ctx ends. The Lease is left in place on shutdown: a restarted agent takes it
+// over, and a node whose agent is gone for good drops out when it expires.
 func (s *Source) agentLease(ctx context.Context, ns, node string, d time.Duration) {
 	leases := s.kube.CoordinationV1().Leases(ns)
 	name := AgentLeaseName(node)
 	renew := func() error {
 		now := metav1.NewMicroTime(time.Now())
+		digest, at := s.ProgrammedDigest()
+		s.programmed.mu.Lock()
+		count := s.programmed.policies
+		s.programmed.mu.Unlock()
+		annotate := func(l *coordinationv1.Lease) {
+			if digest == "" {
+				return
+			}
+			if l.Annotations == nil {
+				l.Annotations = map[string]string{}
+			}
+			l.Annotations[AnnotationProgrammedDigest] = digest
+			l.Annotations[AnnotationProgrammedPolicies] = strconv.Itoa(count)
+			l.Annotations[AnnotationProgrammedTime] = at.UTC().Format(time.RFC3339)
+		}
 		l, err := leases.Get(ctx, name, metav1.GetOptions{})
 		if apierrors.IsNotFound(err) {
-			_, err = leases.Create(ctx, &coordinationv1.Lease{
+			l = &coordinationv1.Lease{
 				ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns,
 					Labels: map[string]string{AgentLeaseLabel: "true", "app.kubernetes.io/name": "egressd"}},
 				Spec: coordinationv1.LeaseSpec{HolderIdentity: ptr.To(node),
 					LeaseDurationSeconds: ptr.To(int32(d.Seconds())), AcquireTime: &now, RenewTime: &now},
-			}, metav1.CreateOptions{})
+			}
+			annotate(l)
+			_, err = leases.Create(ctx, l, metav1.CreateOptions{})
 			return err
 		}
 		if err != nil {
@@ -243,25 +161,35 @@ func (s *Source) agentLease(ctx context.Context, ns, node string, d time.Duratio
 		l.Spec.HolderIdentity = ptr.To(node)
 		l.Spec.LeaseDurationSeconds = ptr.To(int32(d.Seconds()))
 		l.Spec.RenewTime = &now
+		annotate(l)
 		_, err = leases.Update(ctx, l, metav1.UpdateOptions{})
 		return err
 	}
 	t := time.NewTicker(d / 4)
 	defer t.Stop()
+	var last time.Time
 	for {
 		if err := renew(); err != nil && ctx.Err() == nil {
 			s.log.Warn("agent lease renewal failed", "lease", ns+"/"+name, "err", err)
 		}
+		last = time.Now()
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-s.programmed.changed:
+			// At most one extra write a second, whatever the sync rate.
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Until(last.Add(time.Second))):
+			}
 		}
 	}
 }
 
-// agentLeases watches the agent Leases of the lease namespace (the status writer's
-// view of which nodes run an agent).
+// newAgentLeaseInformer watches the agent Leases of the lease namespace (the
+// status writer's view of which nodes run an agent and what they programmed).
 func newAgentLeaseInformer(s *Source, ns string) (informers.SharedInformerFactory, cache.SharedIndexInformer) {
 	f := informers.NewSharedInformerFactoryWithOptions(s.kube, 0, informers.WithNamespace(ns),
 		informers.WithTweakListOptions(func(lo *metav1.ListOptions) {
@@ -270,13 +198,18 @@ func newAgentLeaseInformer(s *Source, ns string) (informers.SharedInformerFactor
 	return f, f.Coordination().V1().Leases().Informer()
 }
 
-// liveNodes returns the nodes whose agent Lease has not expired, sorted; nil when
-// agent Leases are not used (no lease namespace).
-func (w *statusWriter) liveNodes(now time.Time) []string {
+// liveNodes returns the nodes whose agent Lease has not expired, sorted, with
+// the digest each published; without agent Leases (no lease namespace) the
+// nodes that reported to this writer directly.
+func (w *statusWriter) liveNodes(now time.Time) ([]string, map[string]string) {
 	if w.leases == nil {
-		return nil
+		w.progMu.Lock()
+		defer w.progMu.Unlock()
+		out := slices.Sorted(maps.Keys(w.direct))
+		return out, maps.Clone(w.direct)
 	}
 	out := []string{}
+	digests := map[string]string{}
 	for _, o := range w.leases.GetStore().List() {
 		l, ok := o.(*coordinationv1.Lease)
 		if !ok || l.Spec.HolderIdentity == nil || l.Spec.RenewTime == nil || l.Spec.LeaseDurationSeconds == nil {
@@ -284,9 +217,11 @@ func (w *statusWriter) liveNodes(now time.Time) []string {
 		}
 		exp := l.Spec.RenewTime.Add(time.Duration(*l.Spec.LeaseDurationSeconds) * time.Second)
 		if now.Before(exp) && strings.HasPrefix(l.Name, "egressd-node-") {
-			out = append(out, *l.Spec.HolderIdentity)
+			n := *l.Spec.HolderIdentity
+			out = append(out, n)
+			digests[n] = l.Annotations[AnnotationProgrammedDigest]
 		}
 	}
 	sort.Strings(out)
-	return out
+	return out, digests
 }

@@ -2,12 +2,10 @@ package kube
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"slices"
-	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -52,9 +50,13 @@ type StatusOptions struct {
 	LeaseDuration, RenewDeadline, RetryPeriod time.Duration
 	// NodeLeaseDuration of the per-node agent Leases (default 40s, renewed every
 	// quarter of it): a node counts for the Programmed condition while its Lease
-	// is unexpired; its status.nodes entries are pruned once the Lease expired
-	// and the entry is older than this duration.
+	// is unexpired.
 	NodeLeaseDuration time.Duration
+	// ProgressInterval is how often, at most, the writer rewrites a pending
+	// Programmed condition whose node count moved (default 10s): an edit that
+	// every node programs within it costs two writes (Pending, then Programmed),
+	// whatever the node count.
+	ProgressInterval time.Duration
 }
 
 // Condition reasons.
@@ -74,12 +76,39 @@ type statusWriter struct {
 	queue   workqueue.TypedRateLimitingInterface[policy.PolicyRef]
 	leading atomic.Bool
 	writes  atomic.Int64
+	ctx     context.Context // of run
 
-	leaseFact informers.SharedInformerFactory
-	leases    cache.SharedIndexInformer // agent Leases; nil without a lease namespace
-	liveMu    sync.Mutex
-	lastLive  []string
+	leaseFact  informers.SharedInformerFactory
+	leases     cache.SharedIndexInformer // agent Leases; nil without a lease namespace
+	leasesOnce sync.Once                 // started when leading: only the writer watches them
+
+	// What the nodes programmed (progress.go's model, docs/scale.md): seq
+	// numbers the writer's own successive policy states; a node that
+	// published the digest of state s has programmed every policy whose
+	// changedAt is at most s.
+	progMu    sync.Mutex
+	seq       uint64
+	history   map[string]uint64 // digest → seq (the last historyLimit states)
+	order     []string          // digests of history, oldest first
+	prevGens  map[policy.PolicyRef]int64
+	changedAt map[policy.PolicyRef]uint64
+	nodeSeq   map[string]uint64 // best state seq each node published
+	direct    map[string]string // no agent Leases: node → digest, reported in process
+	snap      progressSnapshot
+	kickTimer *time.Timer
+	lastWrite map[policy.PolicyRef]time.Time
 }
+
+// progressSnapshot is the live nodes' state seqs, sorted.
+type progressSnapshot struct {
+	nodes []string
+	seqs  []uint64
+}
+
+// historyLimit bounds the policy states the writer remembers: a node whose
+// digest is older than that counts as programmed only for the policies its
+// last recognised state covers.
+const historyLimit = 256
 
 func newStatusWriter(src *Source, opts StatusOptions) *statusWriter {
 	if opts.FieldManager == "" {
@@ -106,7 +135,12 @@ func newStatusWriter(src *Source, opts StatusOptions) *statusWriter {
 	if opts.NodeLeaseDuration < time.Second {
 		opts.NodeLeaseDuration = 40 * time.Second
 	}
+	if opts.ProgressInterval <= 0 {
+		opts.ProgressInterval = 10 * time.Second
+	}
 	w := &statusWriter{src: src, opts: opts,
+		history: map[string]uint64{}, changedAt: map[policy.PolicyRef]uint64{}, nodeSeq: map[string]uint64{},
+		direct: map[string]string{}, lastWrite: map[policy.PolicyRef]time.Time{},
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
 			workqueue.NewTypedItemExponentialFailureRateLimiter[policy.PolicyRef](100*time.Millisecond, time.Minute),
 			workqueue.TypedRateLimitingQueueConfig[policy.PolicyRef]{Name: "egressd-status"}),
@@ -114,26 +148,96 @@ func newStatusWriter(src *Source, opts StatusOptions) *statusWriter {
 	if opts.LeaseNamespace != "" {
 		w.leaseFact, w.leases = newAgentLeaseInformer(src, opts.LeaseNamespace)
 		_, _ = w.leases.AddEventHandler(cache.ResourceEventHandlerFuncs{
-			AddFunc:    func(any) { w.checkLive() },
-			UpdateFunc: func(_, _ any) { w.checkLive() },
-			DeleteFunc: func(any) { w.checkLive() },
+			AddFunc:    func(any) { w.kick() },
+			UpdateFunc: func(_, _ any) { w.kick() },
+			DeleteFunc: func(any) { w.kick() },
 		})
 	}
 	return w
 }
 
-// checkLive re-checks every policy when the set of nodes with a live agent
-// changed (a node joined, or its agent Lease expired).
-func (w *statusWriter) checkLive() {
-	live := w.liveNodes(time.Now())
-	w.liveMu.Lock()
-	changed := !slices.Equal(live, w.lastLive)
-	w.lastLive = live
-	w.liveMu.Unlock()
+// kick re-evaluates the nodes' progress within a second (one evaluation for a
+// burst of Lease updates).
+func (w *statusWriter) kick() {
+	w.progMu.Lock()
+	defer w.progMu.Unlock()
+	if w.kickTimer != nil {
+		return
+	}
+	w.kickTimer = time.AfterFunc(time.Second, func() {
+		w.progMu.Lock()
+		w.kickTimer = nil
+		w.progMu.Unlock()
+		w.checkProgress()
+	})
+}
+
+// checkProgress recomputes the live nodes' progress and, when it moved (a node
+// joined or left, or published a newer state), re-checks every policy; the
+// writes skip the policies whose conditions stay the same.
+func (w *statusWriter) checkProgress() {
+	live, digests := w.liveNodes(time.Now())
+	w.progMu.Lock()
+	snap := progressSnapshot{nodes: live, seqs: make([]uint64, 0, len(live))}
+	for _, n := range live {
+		if s, ok := w.history[digests[n]]; ok && s > w.nodeSeq[n] {
+			w.nodeSeq[n] = s
+		}
+		snap.seqs = append(snap.seqs, w.nodeSeq[n])
+	}
+	slices.Sort(snap.seqs)
+	changed := !slices.Equal(snap.nodes, w.snap.nodes) || !slices.Equal(snap.seqs, w.snap.seqs)
+	nodesChanged := !slices.Equal(snap.nodes, w.snap.nodes)
+	w.snap = snap
+	w.progMu.Unlock()
+	if nodesChanged && w.leading.Load() {
+		w.src.log.Info("policy status writer: nodes with an agent", "nodes", len(live))
+	}
 	if changed && w.leading.Load() {
-		w.src.log.Info("policy status writer: nodes with an agent", "nodes", live)
 		w.queueAll()
 	}
+}
+
+// observe records the writer's own policy state after a change of the Store
+// (the generations of the policies it holds): a new state gets the next seq,
+// and each policy whose generation changed is marked as changed at it.
+func (w *statusWriter) observe(gens map[policy.PolicyRef]int64) {
+	d := ProgrammedDigest(gens)
+	w.progMu.Lock()
+	if _, ok := w.history[d]; ok && w.seq > 0 && w.order[len(w.order)-1] == d {
+		w.progMu.Unlock()
+		return
+	}
+	w.seq++
+	if _, ok := w.history[d]; !ok {
+		w.order = append(w.order, d)
+	}
+	w.history[d] = w.seq
+	for len(w.order) > historyLimit {
+		delete(w.history, w.order[0])
+		w.order = w.order[1:]
+	}
+	for ref, g := range gens {
+		if old, ok := w.prevGens[ref]; !ok || old != g {
+			w.changedAt[ref] = w.seq
+		}
+	}
+	for ref := range w.changedAt {
+		if _, ok := gens[ref]; !ok {
+			delete(w.changedAt, ref)
+		}
+	}
+	w.prevGens = gens
+	w.progMu.Unlock()
+	w.checkProgress() // a node may have published this state before the writer saw it
+}
+
+// nodeProgrammed records, without agent Leases, what a node programmed.
+func (w *statusWriter) nodeProgrammed(node, digest string) {
+	w.progMu.Lock()
+	w.direct[node] = digest
+	w.progMu.Unlock()
+	w.kick()
 }
 
 func (w *statusWriter) enqueue(ref policy.PolicyRef) {
@@ -154,22 +258,11 @@ func (s *Source) StatusWrites() int64 {
 
 func (w *statusWriter) run(ctx context.Context) {
 	defer w.queue.ShutDown()
+	w.ctx = ctx
 	if w.leases != nil {
-		w.leaseFact.Start(ctx.Done())
-		defer w.leaseFact.Shutdown()
-		cache.WaitForCacheSync(ctx.Done(), w.leases.HasSynced)
-		go func() {
-			// Leases expire without an event.
-			t := time.NewTicker(max(w.opts.NodeLeaseDuration/8, 100*time.Millisecond))
-			defer t.Stop()
-			for {
-				select {
-				case <-ctx.Done():
-					return
-				case <-t.C:
-					w.checkLive()
-				}
-			}
+		defer func() {
+			w.leasesOnce.Do(func() {}) // never start them after this
+			w.leaseFact.Shutdown()
 		}()
 	}
 	go func() {
@@ -210,10 +303,33 @@ func (w *statusWriter) run(ctx context.Context) {
 	}
 }
 
-// startLeading queues every policy: the new writer checks them all.
+// startLeading starts watching the agent Leases (only the writer watches
+// them: N agents watching N Leases would be N² events per renewal round) and
+// queues every policy: the new writer checks them all.
 func (w *statusWriter) startLeading() {
 	w.leading.Store(true)
 	w.src.log.Info("policy status writer: writing policy status", "identity", w.opts.Identity)
+	if w.leases != nil {
+		w.leasesOnce.Do(func() {
+			ctx := w.ctx
+			w.leaseFact.Start(ctx.Done())
+			cache.WaitForCacheSync(ctx.Done(), w.leases.HasSynced)
+			go func() {
+				// Leases expire without an event.
+				t := time.NewTicker(max(w.opts.NodeLeaseDuration/8, 100*time.Millisecond))
+				defer t.Stop()
+				for {
+					select {
+					case <-ctx.Done():
+						return
+					case <-t.C:
+						w.checkProgress()
+					}
+				}
+			}()
+		})
+	}
+	w.checkProgress()
 	w.queueAll()
 }
 
@@ -301,23 +417,22 @@ func (w *statusWriter) write(ctx context.Context, ref policy.PolicyRef) error {
 	w.src.mu.Lock()
 	applied, handled := w.src.applied[ref]
 	verr := w.src.invalid[ref]
+	inForce, hasVersion := w.src.inStore[ref]
 	w.src.mu.Unlock()
 	if !handled || applied != gen {
 		return nil // the source has not seen this generation yet; it will queue it
 	}
-	var cur struct {
-		Conditions []metav1.Condition `json:"conditions"`
-	}
+	var cur currentStatus
 	if st, ok := u.Object["status"].(map[string]any); ok {
 		_ = runtime.DefaultUnstructuredConverter.FromUnstructured(st, &cur)
 	}
 	want := DesiredConditions(gen, verr)
-	prog, prune, recheck := w.programmed(u, gen, verr != nil, time.Now())
-	want = append(want, prog)
-	if recheck > 0 {
-		w.queue.AddAfter(ref, recheck)
+	if !hasVersion {
+		inForce = -1
 	}
-	same := len(prune) == 0
+	want = append(want, w.programmed(ref, gen, inForce, verr != nil))
+	_, hasNodes := cur.Nodes()
+	same, progressOnly := !hasNodes, !hasNodes
 	out := make([]metav1.Condition, 0, len(want))
 	for _, c := range want {
 		old := meta.FindStatusCondition(cur.Conditions, c.Type)
@@ -328,14 +443,30 @@ func (w *statusWriter) write(ctx context.Context, ref policy.PolicyRef) error {
 		}
 		if old == nil || old.Status != c.Status || old.Reason != c.Reason || old.Message != c.Message || old.ObservedGeneration != c.ObservedGeneration {
 			same = false
+			// Only the node count of a condition that stays pending moved.
+			if old == nil || c.Type != policy.ConditionProgrammed || c.Status == metav1.ConditionTrue ||
+				old.Status != c.Status || old.Reason != c.Reason || old.ObservedGeneration != c.ObservedGeneration {
+				progressOnly = false
+			}
 		}
 		out = append(out, c)
 	}
 	if same {
 		return nil
 	}
-	if err := w.prune(ctx, ref, prune); err != nil {
-		return err
+	if progressOnly {
+		w.progMu.Lock()
+		wait := w.opts.ProgressInterval - time.Since(w.lastWrite[ref])
+		w.progMu.Unlock()
+		if wait > 0 {
+			w.queue.AddAfter(ref, wait)
+			return nil
+		}
+	}
+	if hasNodes {
+		if err := w.dropNodes(ctx, ref); err != nil {
+			return err
+		}
 	}
 	conds := make([]any, len(out))
 	for i := range out {
@@ -365,96 +496,70 @@ func (w *statusWriter) write(ctx context.Context, ref policy.PolicyRef) error {
 		return fmt.Errorf("apply status: %w", err)
 	}
 	w.writes.Add(1)
+	w.progMu.Lock()
+	w.lastWrite[ref] = time.Now()
+	w.progMu.Unlock()
 	return nil
 }
 
-// programmed returns the Programmed condition of a policy at generation gen from
-// its status.nodes, the entries to prune (nodes whose agent Lease expired, with
-// an entry older than the node lease duration) and, when an entry will become
-// prunable later, after how long to look again.
-func (w *statusWriter) programmed(u *unstructured.Unstructured, gen int64, invalid bool, now time.Time) (metav1.Condition, []string, time.Duration) {
-	entries := nodeEntries(u)
-	live := w.liveNodes(now)
-	var prune []string
-	var recheck time.Duration
-	if live == nil { // no agent Leases: every node that reported counts
-		live = make([]string, 0, len(entries))
-		for n := range entries {
-			live = append(live, n)
-		}
-	} else {
-		for n, e := range entries {
-			if slices.Contains(live, n) {
-				continue
-			}
-			if age := now.Sub(e.at); age >= w.opts.NodeLeaseDuration {
-				prune = append(prune, n)
-			} else if d := w.opts.NodeLeaseDuration - age + 100*time.Millisecond; recheck == 0 || d < recheck {
-				recheck = d
-			}
-		}
-	}
+// currentStatus is what the writer reads of a policy's status.
+type currentStatus struct {
+	Conditions []metav1.Condition `json:"conditions"`
+	// NodeList is status.nodes, the per-node entries earlier versions wrote
+	// (one per node); the writer removes it.
+	NodeList []any `json:"nodes"`
+}
+
+// Nodes returns status.nodes and whether the object has it.
+func (c currentStatus) Nodes() ([]any, bool) { return c.NodeList, c.NodeList != nil }
+
+// programmed returns the Programmed condition of a policy at generation gen
+// whose version in force (in the Store) is at generation inForce (-1: none):
+// "programmed on N/M nodes", M the nodes with a live agent, N those whose
+// published state includes that version.
+func (w *statusWriter) programmed(ref policy.PolicyRef, gen, inForce int64, invalid bool) metav1.Condition {
+	w.progMu.Lock()
+	snap := w.snap
+	at, known := w.changedAt[ref]
+	// The writer has not observed the Store's version yet: nobody counts.
+	known = known && w.prevGens[ref] == inForce
+	w.progMu.Unlock()
 	done := 0
-	for _, n := range live {
-		if e, ok := entries[n]; ok && e.gen == gen {
-			done++
-		}
+	if known {
+		// seqs is sorted: the nodes at or past the policy's change.
+		i, _ := slices.BinarySearch(snap.seqs, at)
+		done = len(snap.seqs) - i
 	}
+	live := len(snap.nodes)
 	c := metav1.Condition{Type: policy.ConditionProgrammed, ObservedGeneration: gen,
-		Message: fmt.Sprintf("programmed on %d/%d nodes", done, len(live))}
+		Message: fmt.Sprintf("programmed on %d/%d nodes", done, live)}
 	switch {
 	case invalid:
 		c.Status, c.Reason = metav1.ConditionFalse, ReasonInvalid
-	case len(live) > 0 && done == len(live):
+	case live > 0 && done == live:
 		c.Status, c.Reason = metav1.ConditionTrue, ReasonProgrammed
 	default:
 		c.Status, c.Reason = metav1.ConditionFalse, ReasonPending
 	}
-	sort.Strings(prune)
-	return c, prune, recheck
+	return c
 }
 
-// prune removes the status.nodes entries of gone nodes with a JSON patch whose
-// test operations make it fail (and be retried) when the list moved meanwhile.
-// The entries belong to the nodes' field managers, so an apply cannot drop them.
-func (w *statusWriter) prune(ctx context.Context, ref policy.PolicyRef, nodes []string) error {
-	if len(nodes) == 0 {
-		return nil
-	}
-	u, ok := w.src.cached(ref)
-	if !ok {
-		return nil
-	}
-	entries := nodeEntries(u)
-	idx := make([]int, 0, len(nodes))
-	name := map[int]string{}
-	for _, n := range nodes {
-		if e, ok := entries[n]; ok {
-			idx = append(idx, e.index)
-			name[e.index] = n
-		}
-	}
-	sort.Sort(sort.Reverse(sort.IntSlice(idx)))
-	var ops []map[string]any
-	for _, i := range idx {
-		p := fmt.Sprintf("/status/nodes/%d", i)
-		ops = append(ops,
-			map[string]any{"op": "test", "path": p + "/nodeName", "value": name[i]},
-			map[string]any{"op": "remove", "path": p})
-	}
-	body, err := json.Marshal(ops)
-	if err != nil {
-		return err
-	}
+// dropNodes removes status.nodes, the per-node entries of earlier versions
+// (upgrade). They belong to the nodes' field managers, so an apply cannot drop
+// them; a JSON patch removes the whole list in one write.
+func (w *statusWriter) dropNodes(ctx context.Context, ref policy.PolicyRef) error {
+	body := []byte(`[{"op":"remove","path":"/status/nodes"}]`)
 	res := w.src.dyn.Resource(gvrOf(ref.Kind))
+	var err error
 	if ref.Namespace != "" {
 		_, err = res.Namespace(ref.Namespace).Patch(ctx, ref.Name, types.JSONPatchType, body, metav1.PatchOptions{}, "status")
 	} else {
 		_, err = res.Patch(ctx, ref.Name, types.JSONPatchType, body, metav1.PatchOptions{}, "status")
 	}
 	if err != nil {
-		return fmt.Errorf("prune status.nodes %v: %w", nodes, err)
+		return fmt.Errorf("remove status.nodes: %w", err)
 	}
-	w.src.log.Info("policy status writer: pruned nodes without an agent", "policy", ref.String(), "nodes", nodes)
+	w.writes.Add(1)
+	w.src.log.Info("policy status writer: removed the per-node status entries of an earlier version", "policy", ref.String())
 	return nil
 }

@@ -2,12 +2,14 @@ package scale_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"sync"
 	"testing"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
@@ -52,7 +54,10 @@ func startAgent(t *testing.T, cfg *rest.Config, node string) *agent {
 	a := &agent{node: node, store: policy.NewStore()}
 	compiler := policy.NewCompiler(a.store, policy.Options{}, policy.ForNode(node))
 	src, err := kube.New(cfg, a.store, kube.Options{NodeName: node,
-		Status: kube.StatusOptions{Enabled: true, LeaseNamespace: "default", Identity: node}})
+		Status: kube.StatusOptions{Enabled: true, LeaseNamespace: "default", Identity: node,
+			// A pending count is never rewritten during the test: the writes
+			// per edit do not depend on timing.
+			ProgressInterval: time.Hour}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,7 +106,9 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool)
 // agents (node-0, node-1, node-2). Each agent's plan holds its node's pods
 // only (100 of the 2,000), and relabelling a pod of another node (one that
 // moves between peer sets) is compiled without a full compile and without
-// touching any of the agent's workloads.
+// touching any of the agent's workloads. A policy edit causes at most two
+// writes to that policy (Pending, then Programmed on 3/3 nodes) and none to
+// the others, and no policy carries per-node entries.
 func TestNodeScopedAgents(t *testing.T) {
 	cp := kubeapi.Start(t)
 	ctx := context.Background()
@@ -175,4 +182,59 @@ func TestNodeScopedAgents(t *testing.T) {
 		t.Errorf("a remote relabel changed no rule: the pod's peer sets did not follow (compiles %+v)", after)
 	}
 	t.Logf("remote relabel: %d compile(s), %d rule(s) changed", len(after), rules)
+
+	// A policy edit with three agents.
+	ri := dyn.Resource(kube.FirewallPolicies).Namespace(scale.Namespace(1))
+	other := dyn.Resource(kube.FirewallPolicies).Namespace(scale.Namespace(4))
+	programmed := func(u *unstructured.Unstructured) string {
+		conds, _, _ := unstructured.NestedSlice(u.Object, "status", "conditions")
+		for _, c := range conds {
+			if m := c.(map[string]any); m["type"] == policy.ConditionProgrammed && m["observedGeneration"] == u.GetGeneration() {
+				return fmt.Sprint(m["status"], " ", m["message"])
+			}
+		}
+		return ""
+	}
+	var u *unstructured.Unstructured
+	waitFor(t, 2*time.Minute, "fwp-1 and fwp-4 programmed on 3/3 nodes", func() bool {
+		var err error
+		u, err = ri.Get(ctx, "fwp-1", metav1.GetOptions{})
+		if err != nil {
+			return false
+		}
+		o, err := other.Get(ctx, "fwp-4", metav1.GetOptions{})
+		return err == nil && programmed(u) == "True programmed on 3/3 nodes" && programmed(o) == "True programmed on 3/3 nodes"
+	})
+	o, _ := other.Get(ctx, "fwp-4", metav1.GetOptions{})
+	w, err := ri.Watch(ctx, metav1.ListOptions{FieldSelector: "metadata.name=fwp-1", ResourceVersion: u.GetResourceVersion()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	if _, err := ri.Patch(ctx, "fwp-1", types.MergePatchType, []byte(`{"spec":{"egress":[{"action":"Allow","to":[{"fqdn":{"matchName":"edited.example.com"}}]}]}}`), metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, time.Minute, "the edit programmed on 3/3 nodes", func() bool {
+		var err error
+		u, err = ri.Get(ctx, "fwp-1", metav1.GetOptions{})
+		return err == nil && u.GetGeneration() == 2 && programmed(u) == "True programmed on 3/3 nodes"
+	})
+	writes := -1 // the edit itself
+	for rv := ""; rv != u.GetResourceVersion(); {
+		ev := <-w.ResultChan()
+		if obj, ok := ev.Object.(*unstructured.Unstructured); ok {
+			rv = obj.GetResourceVersion()
+			writes++
+		}
+	}
+	t.Logf("one edit with 3 agents: %d status writes, status %d bytes", writes, len(fmt.Sprint(u.Object["status"])))
+	if writes > 2 {
+		t.Errorf("%d status writes for one edit with 3 agents, want at most 2", writes)
+	}
+	if _, has, _ := unstructured.NestedFieldNoCopy(u.Object, "status", "nodes"); has {
+		t.Errorf("per-node entries in the policy's status: %v", u.Object["status"])
+	}
+	if o2, err := other.Get(ctx, "fwp-4", metav1.GetOptions{}); err != nil || o2.GetResourceVersion() != o.GetResourceVersion() {
+		t.Errorf("an edit of fwp-1 rewrote fwp-4 (resourceVersion %s → %s, %v)", o.GetResourceVersion(), o2.GetResourceVersion(), err)
+	}
 }
