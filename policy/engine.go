@@ -34,6 +34,12 @@ type Options struct {
 	// SearchDomains are extra suffixes whose names are never blocked by FQDN
 	// rules (search-path expansions of the node).
 	SearchDomains []string
+	// NodeResolvers are the node resolver's addresses (egressd --listen) and
+	// NodeProxies the L7 proxies' (--http-proxy, the transparent proxy's
+	// listeners): the kernel accepts a pod's TCP and UDP to them before any
+	// policy (chain egress_local, rule "node resolver"), so Decide allows
+	// them with ReasonNodeResolver and ReasonNodeProxy.
+	NodeResolvers, NodeProxies []netip.AddrPort
 }
 
 func (o Options) withDefaults() Options {
@@ -93,6 +99,8 @@ const (
 	ReasonIsolated      = "isolated"          // namespaced policies select it and no rule allows
 	ReasonNotWorkload   = "not-a-workload"    // the endpoint is not a known workload
 	ReasonSelf          = "self"              // a workload talking to itself is always allowed
+	ReasonNodeResolver  = "node-resolver"     // TCP/UDP to the node resolver: accepted by the kernel before any policy
+	ReasonNodeProxy     = "node-proxy"        // TCP/UDP to an egressd L7 proxy: accepted by the kernel before any policy
 	ReasonClusterDomain = "cluster-domain"    // lookup of a name inside the cluster domain
 	ReasonLookupsEnf    = "lookups-enforced"  // lookup not allowed by any FQDN rule
 	ReasonInvalidName   = "invalid-name"      // lookup of an invalid name
@@ -179,7 +187,10 @@ func (e *Engine) decide(c Connection, egress func(src, dst endpoint) DirectionDe
 		d.Egress, d.Ingress = self, self
 		return d
 	}
-	if src.w != nil {
+	if reason := e.nodeServiceReason(c); src.w != nil && reason != "" {
+		// The kernel accepts these before any policy (egress_local).
+		d.Egress = DirectionDecision{Applies: true, Workload: src.w.Key(), Outcome: Outcome{Verdict: Allow, Reason: reason}}
+	} else if src.w != nil {
 		d.Egress = egress(src, dst)
 	} else {
 		d.Egress = DirectionDecision{Outcome: Outcome{Verdict: Allow, Reason: ReasonNotWorkload}}
@@ -193,6 +204,26 @@ func (e *Engine) decide(c Connection, egress func(src, dst endpoint) DirectionDe
 		d.Verdict = Deny
 	}
 	return d
+}
+
+// nodeServiceReason is ReasonNodeResolver or ReasonNodeProxy when c is TCP
+// or UDP to one of the node's resolver or proxy addresses; "" otherwise.
+func (e *Engine) nodeServiceReason(c Connection) string {
+	if c.Protocol != ProtocolTCP && c.Protocol != ProtocolUDP {
+		return ""
+	}
+	dst := netip.AddrPortFrom(c.Dst.Unmap(), uint16(c.Port))
+	for _, ap := range e.opts.NodeResolvers {
+		if netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()) == dst {
+			return ReasonNodeResolver
+		}
+	}
+	for _, ap := range e.opts.NodeProxies {
+		if netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()) == dst {
+			return ReasonNodeProxy
+		}
+	}
+	return ""
 }
 
 func (e *Engine) endpointLocked(ip netip.Addr) endpoint {

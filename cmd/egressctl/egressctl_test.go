@@ -159,6 +159,7 @@ func checkExplain(t *testing.T, policies, workloads string, cases []explainCase)
 			g, w := got, c.want
 			g.Audit, w.Audit = nil, nil
 			g.SideDoor, w.SideDoor = nil, nil
+			g.Egress, g.Ingress = nil, nil
 			if g != w || (got.Audit == nil) != (c.want.Audit == nil) || (got.Audit != nil && *got.Audit != *c.want.Audit) ||
 				(got.SideDoor == nil) != (c.want.SideDoor == nil) || (got.SideDoor != nil && *got.SideDoor != *c.want.SideDoor) {
 				t.Errorf("got  %s\nwant %+v %+v", out, c.want, c.want.Audit)
@@ -168,12 +169,65 @@ func checkExplain(t *testing.T, policies, workloads string, cases []explainCase)
 			_ = json.Unmarshal([]byte(out), &keys)
 			for k := range keys {
 				switch k {
-				case "verdict", "tier", "policy", "rule", "reason", "audit", "sideDoor":
+				case "verdict", "tier", "policy", "rule", "reason", "audit", "sideDoor", "egress", "ingress":
 				default:
 					t.Errorf("unexpected key %q", k)
 				}
 			}
 		})
+	}
+}
+
+// TestExplainKernelExemptions: what the kernel accepts before any policy
+// (egress.Enforcer's egress_local chain: the node resolver and the proxies,
+// TCP and UDP) is allowed by explain with its own reason, even for a pod whose
+// egress is isolated; other ports and protocols of those addresses are not.
+func TestExplainKernelExemptions(t *testing.T) {
+	gw := []string{"--from", "payments/gateway-0"}
+	checkExplain(t, designPolicies, designWorkloads, []explainCase{
+		{"node resolver UDP", append(gw, "--to-ip", "169.254.20.10", "--port", "53", "--protocol", "UDP"), explainJSON{Verdict: "Allow", Reason: "node-resolver"}},
+		{"node resolver TCP", append(gw, "--to-ip", "169.254.20.10", "--port", "53"), explainJSON{Verdict: "Allow", Reason: "node-resolver"}},
+		{"node resolver, another port", append(gw, "--to-ip", "169.254.20.10", "--port", "80"), explainJSON{Verdict: "Deny", Tier: "Namespaced", Policy: "FirewallPolicy/payments/payments", Reason: "isolated"}},
+		{"node resolver, SCTP", append(gw, "--to-ip", "169.254.20.10", "--port", "53", "--protocol", "SCTP"), explainJSON{Verdict: "Deny", Tier: "Namespaced", Policy: "FirewallPolicy/payments/payments", Reason: "isolated"}},
+		{"resolver moved", append(gw, "--to-ip", "10.9.9.9", "--port", "5353", "--protocol", "UDP", "--resolver", "10.9.9.9:5353"), explainJSON{Verdict: "Allow", Reason: "node-resolver"}},
+		{"proxy", append(gw, "--to-ip", "10.9.9.1", "--port", "3128", "--proxy", "10.9.9.1:3128"), explainJSON{Verdict: "Allow", Reason: "node-proxy"}},
+		{"no proxy given", append(gw, "--to-ip", "10.9.9.1", "--port", "3128"), explainJSON{Verdict: "Deny", Tier: "Namespaced", Policy: "FirewallPolicy/payments/payments", Reason: "isolated"}},
+		{"itself", append(gw, "--to", "payments/gateway-0", "--port", "9999"), explainJSON{Verdict: "Allow", Reason: "self"}},
+	})
+}
+
+// TestExplainNamesBothDirections: an allowed connection's JSON names the
+// egress rule that allowed it as well as the ingress side that decided.
+func TestExplainNamesBothDirections(t *testing.T) {
+	pol := filepath.Join(t.TempDir(), "p.yaml")
+	if err := os.WriteFile(pol, []byte(`apiVersion: egressd.io/v1alpha1
+kind: FirewallPolicy
+metadata: {name: orders-out, namespace: payments}
+spec:
+  podSelector: {matchLabels: {app: order-service}}
+  egress:
+  - {name: to-gateway, action: Allow, to: [{pods: {podSelector: {matchLabels: {app: payment-gateway}}}}], ports: [{port: 8080}]}
+---
+apiVersion: egressd.io/v1alpha1
+kind: FirewallPolicy
+metadata: {name: gateway-in, namespace: payments}
+spec:
+  podSelector: {matchLabels: {app: payment-gateway}}
+  ingress:
+  - {name: from-orders, action: Allow, from: [{pods: {podSelector: {matchLabels: {app: order-service}}}}], ports: [{port: 8080}]}
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, _, code := runCmd(t, "explain", "-f", pol, "--workloads", designWorkloads, "--from", "payments/orders-0", "--to", "payments/gateway-0", "--port", "8080", "-o", "json")
+	if code != exitOK {
+		t.Fatal(code, out)
+	}
+	got := decodeJSON[explainJSON](t, out)
+	if got.Verdict != "Allow" || got.Rule != "from-orders" || got.Egress == nil || got.Ingress == nil || got.Ingress.Rule != "from-orders" {
+		t.Fatalf("%s", out)
+	}
+	if got.Egress.Reason != "rule" || got.Egress.Policy != "FirewallPolicy/payments/orders-out" || got.Egress.Rule != "to-gateway" {
+		t.Errorf("the egress side does not name its rule: %s", out)
 	}
 }
 
@@ -499,7 +553,7 @@ func TestExplainSideDoors(t *testing.T) {
 		{"not a side door: HTTPS elsewhere", []string{"--from", "builds/runner-0", "--to-ip", "203.0.113.7", "--port", "443"},
 			explainJSON{Verdict: "Allow", Tier: "Default", Reason: "no-policy"}},
 		{"egressd itself", []string{"--from", "builds/runner-0", "--to-ip", "169.254.20.10", "--port", "53", "--protocol", "udp"},
-			explainJSON{Verdict: "Allow", Tier: "Default", Reason: "no-policy"}},
+			explainJSON{Verdict: "Allow", Reason: "node-resolver"}},
 		{"dnsBypass Drop", []string{"--from", "builds/strict-0", "--to-ip", "8.8.8.8", "--port", "53", "--protocol", "udp"},
 			explainJSON{Verdict: "Deny", Policy: "ClusterFirewallPolicy/strict-dns", Reason: "dns-bypass-blocked", SideDoor: &sideDoorJSON{Door: "dns", Verdict: "Dropped",
 				Reason: "plain DNS to another resolver is dropped (dnsBypass Drop of ClusterFirewallPolicy/strict-dns)", Policy: "ClusterFirewallPolicy/strict-dns"}}},

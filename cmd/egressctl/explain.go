@@ -24,12 +24,17 @@ The source is a pod of the workloads file (--from NS/POD). The destination is on
 A connection is decided in both directions: egress at the source, then ingress at
 the destination (only when the destination is a known pod). Text output shows
 both, the rule that decided each, and what Audit-mode policies would have decided.
-JSON output is the deciding direction only:
+JSON output is the deciding direction:
   {"verdict": "Allow"|"Deny", "tier": ..., "policy": ..., "rule": ..., "reason": ...}
-plus "audit" (same keys) when Audit-mode policies would have decided otherwise.
+plus "audit" (same keys) when Audit-mode policies would have decided otherwise,
+and for a connection "egress" and "ingress" (same keys), each direction.
 Empty strings mean "not applicable". Reasons: rule, isolated, no-policy,
-not-a-workload, and for lookups cluster-domain, lookups-enforced,
-no-matching-fqdn, invalid-name.
+not-a-workload, self, node-resolver, node-proxy, and for lookups cluster-domain,
+lookups-enforced, no-matching-fqdn, invalid-name.
+
+What the kernel accepts before any policy is allowed with its own reason: a pod
+reaching itself (self), TCP/UDP to egressd's resolver (node-resolver: --resolver)
+and to its L7 proxies (node-proxy: --proxy).
 
 FQDN rules match an address only after the source resolved a matching name to it
 through the node resolver: record such lookups with --resolved NAME=IP[,IP...].
@@ -59,10 +64,34 @@ type explainJSON struct {
 	// SideDoor is set when the connection is DNS that bypasses egressd
 	// (sidedoors.go).
 	SideDoor *sideDoorJSON `json:"sideDoor,omitempty"`
+	// Egress and Ingress are both directions of a connection (verdict, tier,
+	// policy, rule, reason): the rule that allowed the egress side is named
+	// even when the ingress side decided.
+	Egress  *explainJSON `json:"egress,omitempty"`
+	Ingress *explainJSON `json:"ingress,omitempty"`
 }
 
 func outcomeJSON(o policy.Outcome) *explainJSON {
 	return &explainJSON{Verdict: string(o.Verdict), Tier: string(o.Tier), Policy: o.Policy.String(), Rule: o.Rule, Reason: o.Reason}
+}
+
+// directionJSON is one direction of a decision.
+func directionJSON(d policy.DirectionDecision) *explainJSON {
+	return outcomeJSON(d.Outcome)
+}
+
+// addrPortList is a repeatable address:port flag.
+type addrPortList []netip.AddrPort
+
+func (l *addrPortList) String() string { return fmt.Sprint([]netip.AddrPort(*l)) }
+
+func (l *addrPortList) Set(s string) error {
+	ap, err := netip.ParseAddrPort(s)
+	if err != nil {
+		return fmt.Errorf("%q: want address:port", s)
+	}
+	*l = append(*l, netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()))
+	return nil
 }
 
 type explainFlags struct {
@@ -79,6 +108,7 @@ type explainFlags struct {
 	out       *choice
 	engine    *engineFlags
 	sideDoors *sideDoorFlags // sidedoors.go
+	proxies   addrPortList
 }
 
 func runExplain(args []string, stdout, stderr io.Writer) int {
@@ -99,6 +129,7 @@ func runExplain(args []string, stdout, stderr io.Writer) int {
 	fs.Var(f.out, "o", "output `format`: text or json")
 	f.engine = addEngineFlags(fs)
 	f.sideDoors = addSideDoorFlags(fs)
+	fs.Var(&f.proxies, "proxy", "an egressd L7 proxy's listen `ADDR` (egressd --http-proxy, the transparent proxy's listeners; repeatable): pods always reach it")
 	if code, done := parse(fs, args, stdout, stderr); done {
 		return code
 	}
@@ -159,7 +190,9 @@ func runExplain(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 
-	m, problems, err := loadModel(f.paths, f.workloads, f.engine.options())
+	opts := f.engine.options()
+	opts.NodeResolvers, opts.NodeProxies = f.sideDoors.resolverAddr, f.proxies
+	m, problems, err := loadModel(f.paths, f.workloads, opts)
 	if err != nil {
 		for _, p := range problems {
 			fmt.Fprintln(stderr, p)
@@ -225,6 +258,7 @@ func runExplain(args []string, stdout, stderr io.Writer) int {
 			res.Audit = outcomeJSON(wd.Outcome)
 			res.Audit.Verdict = string(would.Verdict)
 		}
+		res.Egress, res.Ingress = directionJSON(d.Egress), directionJSON(d.Ingress)
 		if sd.Door != policy.SideDoorNone {
 			res.SideDoor = f.sideDoors.json(sd, conn, sdTo)
 			switch sd.Verdict { // the kernel acts before the tiers
@@ -368,6 +402,12 @@ func describe(dir string, o policy.Outcome) string {
 		return fmt.Sprintf("no policy decided %s for this pod; node default %s", dir, o.Verdict)
 	case policy.ReasonNotWorkload:
 		return "not a known workload: not enforced"
+	case policy.ReasonSelf:
+		return "a pod reaching itself: the traffic stays inside the pod (loopback) and never reaches the node's rules"
+	case policy.ReasonNodeResolver:
+		return "TCP/UDP to egressd's resolver (--resolver): the kernel accepts it before any policy (table inet egressd, chain egress_local)"
+	case policy.ReasonNodeProxy:
+		return "TCP/UDP to an egressd L7 proxy (--proxy): the kernel accepts it before any policy (table inet egressd, chain egress_local)"
 	case policy.ReasonClusterDomain:
 		return "the name is inside the cluster domain or a search domain: never blocked by FQDN rules (governed at L3)"
 	case policy.ReasonLookupsEnf:
