@@ -186,24 +186,19 @@ func (srv *Server) Restore(ctx context.Context, cp Checkpoint) (int, error) {
 		if srv.s.rebindRange(ip, srv.clusterName(e.Name)) != "" {
 			continue // rebinding protection drops it from answers now (rebind.go)
 		}
-		fam := ipset.IPv4
-		if !ip.Is4() {
-			fam = ipset.IPv6
-		}
-		timeout := max(left.Round(time.Second), time.Second)
-		var elems []ipset.Element
-		var rules []policy.RuleRef
+		// The same set operations as an answer's (program.go), with the time
+		// the entry has left.
+		var ops []ipset.Op
+		elems := 0
 		if srv.deps.Sets != nil && srv.deps.Engine != nil {
-			for _, src := range w.IPs {
-				if src = src.Unmap(); src.Is4() == ip.Is4() {
-					elems = append(elems, ipset.Pair(src, ip, timeout))
-				}
-			}
-			if len(elems) > 0 {
+			srcs := sourcesOf(&w)
+			var rules []policy.RuleRef
+			if len(srcs[family(ip)]) > 0 {
 				rules = srv.deps.Engine.FQDNRules(key, e.Name)
 			}
+			ops, elems = srv.setOps(rules, srcs, []setAddr{{ip, max(left.Round(time.Second), time.Second)}})
 		}
-		g := srv.track.admit(key, e.Name, e.Via, []netip.Addr{ip}, []time.Time{e.Expires}, []int{len(rules) * len(elems)}, now)
+		g := srv.track.admit(key, e.Name, e.Via, []netip.Addr{ip}, []time.Time{e.Expires}, []int{elems}, now)
 		if !g.ok[0] {
 			srv.st.overName.Add(uint64(g.overName))
 			srv.st.overWorkload.Add(uint64(g.overWorkload))
@@ -213,12 +208,11 @@ func (srv *Server) Restore(ctx context.Context, cp Checkpoint) (int, error) {
 			srv.deps.RecordLookup(key, e.Name, []netip.Addr{ip}, e.Expires)
 		}
 		n++
-		for _, r := range rules {
-			name := srv.deps.SetNamer(r, fam)
-			if _, ok := bySet[name]; !ok {
-				sets = append(sets, name)
+		for _, op := range ops {
+			if _, ok := bySet[op.Set]; !ok {
+				sets = append(sets, op.Set)
 			}
-			bySet[name] = append(bySet[name], elems...)
+			bySet[op.Set] = append(bySet[op.Set], op.Elements...)
 		}
 	}
 	var ops []ipset.Op

@@ -64,54 +64,61 @@ func (s *settings) setTimeout(ttl uint32) uint32 {
 	return max(max(ttl, s.minSetTTL)+s.grace, 1)
 }
 
-// program writes the answer's addresses as (workload IP, answer IP) pairs into
-// the sets of rules, in one transaction, and clamps the TTLs of the reply so
-// that no record outlives the entries written. The addresses are admitted by
-// the bounds first (admitAnswer: refused ones leave the reply), tracked with
-// the answer's alias chain links, and recorded in the reference model
-// (trackAnswer).
-func (srv *Server) program(ctx context.Context, req *request, w *policy.Workload, rules []policy.RuleRef, reply *dns.Msg, links []string) error {
-	addrs := answerAddrs(reply)
-	if len(addrs) == 0 || len(rules) == 0 || srv.deps.Sets == nil || len(reply.Question) != 1 {
-		return nil
-	}
-	var srcs [2][]netip.Addr // by family: [0] IPv4, [1] IPv6
+// sources are a workload's IPs by family: [0] IPv4, [1] IPv6 (unmapped).
+type sources [2][]netip.Addr
+
+// sourcesOf returns the IPs of w by family.
+func sourcesOf(w *policy.Workload) sources {
+	var srcs sources
 	for _, ip := range w.IPs {
 		ip = ip.Unmap()
-		if ip.Is4() {
-			srcs[0] = append(srcs[0], ip)
-		} else {
-			srcs[1] = append(srcs[1], ip)
-		}
+		srcs[family(ip)] = append(srcs[family(ip)], ip)
 	}
-	// The bounds (limits.go): refused addresses leave the reply.
-	addrs, grant, err := srv.admitAnswer(ctx, req, w, rules, srcs, reply.Question[0].Name, links, addrs, reply)
-	if err != nil {
-		return err
+	return srcs
+}
+
+// family is the index of ip's family in sources: 0 IPv4, 1 IPv6.
+func family(ip netip.Addr) int {
+	if ip.Is4() {
+		return 0
 	}
+	return 1
+}
+
+// setFamilies are the set families by index of sources.
+var setFamilies = [2]ipset.Family{ipset.IPv4, ipset.IPv6}
+
+// setAddr is an address to write with the timeout of its set entries.
+type setAddr struct {
+	ip      netip.Addr
+	timeout time.Duration
+}
+
+// setAddrs are the answer addresses with their set timeouts (setTimeout).
+func (s *settings) setAddrs(addrs []answerAddr) []setAddr {
+	out := make([]setAddr, len(addrs))
+	for i, a := range addrs {
+		out[i] = setAddr{a.ip, time.Duration(s.setTimeout(a.ttl)) * time.Second}
+	}
+	return out
+}
+
+// setOps turns (rules, sources, addresses) into set operations: for every
+// rule and family, one add of the (source, address) pairs of that family
+// into the rule's set, each with its address's timeout. It is the single
+// place where an answer becomes kernel set elements: the slow path
+// (program), the fast path (fastProgram) and Restore all write through it.
+// n is the number of elements.
+func (srv *Server) setOps(rules []policy.RuleRef, srcs sources, addrs []setAddr) (ops []ipset.Op, n int) {
 	var elems [2][]ipset.Element
-	minTTL := ^uint32(0)
 	for _, a := range addrs {
-		minTTL = min(minTTL, a.ttl)
-		fi := 0
-		if !a.ip.Is4() {
-			fi = 1
-		}
-		timeout := time.Duration(srv.s.setTimeout(a.ttl)) * time.Second
+		fi := family(a.ip)
 		for _, src := range srcs[fi] {
-			elems[fi] = append(elems[fi], ipset.Pair(src, a.ip, timeout))
+			elems[fi] = append(elems[fi], ipset.Pair(src, a.ip, a.timeout))
 		}
 	}
-	// No record of the reply (CNAMEs included) may outlive the shortest-lived
-	// address: a client must come back to us before any entry expires.
-	for _, rr := range reply.Answer {
-		h := rr.Header()
-		h.Ttl = min(h.Ttl, minTTL)
-	}
-	ops := make([]ipset.Op, 0, 2*len(rules))
-	n := 0
 	for _, r := range rules {
-		for fi, fam := range [2]ipset.Family{ipset.IPv4, ipset.IPv6} {
+		for fi, fam := range setFamilies {
 			if len(elems[fi]) == 0 {
 				continue
 			}
@@ -119,9 +126,20 @@ func (srv *Server) program(ctx context.Context, req *request, w *policy.Workload
 			n += len(elems[fi])
 		}
 	}
+	return ops, n
+}
+
+// writeAnswer writes the admitted addresses of an answer for workload w into
+// the sets of rules, in one Apply bounded by SetWriteTimeout, and records
+// them in the reference model (trackAnswer). Nothing to write for the
+// workload's families, or a failed write, gives the tracker's grant back.
+// wrote reports whether a write happened and succeeded; a successful one is
+// counted (a failed one is left to the caller to count).
+func (srv *Server) writeAnswer(ctx context.Context, w *policy.Workload, rules []policy.RuleRef, srcs sources, qname string, addrs []answerAddr, g *grant) (wrote bool, err error) {
+	ops, n := srv.setOps(rules, srcs, srv.s.setAddrs(addrs))
 	if len(ops) == 0 {
-		srv.track.undo(grant) // nothing of the workload's families to write
-		return nil
+		srv.track.undo(g) // nothing of the workload's families to write
+		return false, nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, srv.s.SetWriteTimeout)
 	defer cancel()
@@ -130,13 +148,47 @@ func (srv *Server) program(ctx context.Context, req *request, w *policy.Workload
 	if srv.deps.Observer.SetWrite != nil {
 		srv.deps.Observer.SetWrite(n, time.Since(start), err)
 	}
-	srv.st.setWrites.Add(1)
 	if err != nil {
-		srv.st.setFailures.Add(1)
-		srv.track.undo(grant)
+		srv.track.undo(g)
+		return false, err
+	}
+	srv.st.setWrites.Add(1)
+	srv.st.setElements.Add(uint64(n))
+	srv.trackAnswer(w.Key(), qname, addrs) // tracker.go
+	return true, nil
+}
+
+// program writes the answer's addresses as (workload IP, answer IP) pairs into
+// the sets of the lookup's rules, in one transaction, and clamps the TTLs of
+// the reply so that no record outlives the entries written. The addresses are
+// admitted by the bounds first (admitAnswer: refused ones leave the reply),
+// tracked with the answer's alias chain links, and recorded in the reference
+// model (writeAnswer).
+func (srv *Server) program(ctx context.Context, req *request, lk *lookup, reply *dns.Msg) error {
+	addrs := answerAddrs(reply)
+	if len(addrs) == 0 || len(lk.rules) == 0 || srv.deps.Sets == nil || len(reply.Question) != 1 {
+		return nil
+	}
+	srcs := sourcesOf(lk.wl)
+	// The bounds (limits.go): refused addresses leave the reply.
+	addrs, grant, err := srv.admitAnswer(ctx, req, lk.wl, lk.rules, srcs, lk.decision.Name, lk.links, addrs, reply)
+	if err != nil {
 		return err
 	}
-	srv.st.setElements.Add(uint64(n))
-	srv.trackAnswer(w.Key(), reply.Question[0].Name, addrs) // tracker.go
+	// No record of the reply (CNAMEs included) may outlive the shortest-lived
+	// address: a client must come back to us before any entry expires.
+	minTTL := ^uint32(0)
+	for _, a := range addrs {
+		minTTL = min(minTTL, a.ttl)
+	}
+	for _, rr := range reply.Answer {
+		h := rr.Header()
+		h.Ttl = min(h.Ttl, minTTL)
+	}
+	if _, err := srv.writeAnswer(ctx, lk.wl, lk.rules, srcs, lk.decision.Name, addrs, grant); err != nil {
+		srv.st.setWrites.Add(1)
+		srv.st.setFailures.Add(1)
+		return err
+	}
 	return nil
 }
