@@ -39,10 +39,8 @@ type revokeFilter struct {
 	decide   func(policy.Connection) policy.Verdict
 }
 
-var protoOfNum = map[uint8]policy.Protocol{6: policy.ProtocolTCP, 17: policy.ProtocolUDP, 132: policy.ProtocolSCTP}
-
 func (f *revokeFilter) MatchConntrackFlow(flow *netlink.ConntrackFlow) bool {
-	proto, ok := protoOfNum[flow.Forward.Protocol]
+	proto, ok := protoOf(flow.Forward.Protocol)
 	if !ok {
 		return false
 	}

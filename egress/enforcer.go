@@ -77,8 +77,6 @@ import (
 	"maps"
 	"net/netip"
 	"slices"
-	"sort"
-	"strings"
 	"sync"
 
 	"github.com/egressd/egressd/ipset/nftset"
@@ -620,101 +618,7 @@ func (e *Enforcer) applyIncremental(plan *policy.Plan, ch policy.Changes) error 
 // sets list their elements, FQDN sets are shown empty).
 func (e *Enforcer) Render(plan *policy.Plan) string {
 	st := e.build(plan)
-	st.chains, st.sets = st.wantAll()
-	return st.text(e.opts.table)
-}
+	chains, sets := st.wantAll()
+	return tableText(e.opts.table, sets, &st.vmaps, chains) // model.go
 
-func (st *state) text(table string) string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "table inet %s {\n", table)
-	var names []string
-	for n := range st.sets {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
-		s := st.sets[n]
-		var typ, flags string
-		var elems []string
-		switch s.kind {
-		case skPrefix:
-			typ, flags = ipKw(s.fam)+"_addr", "interval"
-			for _, r := range s.ranges {
-				if r.lo == r.hi {
-					elems = append(elems, r.lo.String())
-				} else {
-					elems = append(elems, r.lo.String()+"-"+r.hi.String())
-				}
-			}
-		case skNamedPort:
-			typ = ipKw(s.fam) + "_addr . inet_proto . inet_service"
-			for _, np := range s.nports {
-				elems = append(elems, fmt.Sprintf("%s . %s . %d", np.Addr, strings.ToLower(string(np.Protocol)), np.Port))
-			}
-		case skFQDN:
-			typ, flags = ipKw(s.fam)+"_addr . "+ipKw(s.fam)+"_addr", "timeout"
-		}
-		typ = strings.ReplaceAll(typ, "ip6_addr", "ipv6_addr")
-		typ = strings.ReplaceAll(typ, "ip_addr", "ipv4_addr")
-		fmt.Fprintf(&b, "\tset %s {\n\t\ttype %s\n", n, typ)
-		if flags != "" {
-			fmt.Fprintf(&b, "\t\tflags %s\n", flags)
-		}
-		if len(elems) > 0 {
-			fmt.Fprintf(&b, "\t\telements = { %s }\n", strings.Join(elems, ", "))
-		}
-		b.WriteString("\t}\n")
-	}
-	for i, m := range st.vmaps {
-		typ := "ipv4_addr"
-		if i%2 == 1 {
-			typ = "ipv6_addr"
-		}
-		fmt.Fprintf(&b, "\tmap %s {\n\t\ttype %s : verdict\n", vmapNames[i], typ)
-		var ips []netip.Addr
-		for ip := range m {
-			ips = append(ips, ip)
-		}
-		slices.SortFunc(ips, netip.Addr.Compare)
-		var elems []string
-		for _, ip := range ips {
-			v := m[ip]
-			s := map[verdictKind]string{vJump: "jump " + v.chain, vGoto: "goto " + v.chain, vDrop: "drop", vAccept: "accept"}[v.kind]
-			elems = append(elems, ip.String()+" : "+s)
-		}
-		if len(elems) > 0 {
-			fmt.Fprintf(&b, "\t\telements = { %s }\n", strings.Join(elems, ", "))
-		}
-		b.WriteString("\t}\n")
-	}
-	names = names[:0]
-	for n := range st.chains {
-		names = append(names, n)
-	}
-	sort.Slice(names, func(i, j int) bool {
-		bi, bj := st.chains[names[i]].base != nil, st.chains[names[j]].base != nil
-		if bi != bj {
-			return bi
-		}
-		return names[i] < names[j]
-	})
-	for _, n := range names {
-		c := st.chains[n]
-		fmt.Fprintf(&b, "\tchain %s {\n", n)
-		if c.base != nil {
-			hook := "forward"
-			if c.base.input {
-				hook = "input"
-			}
-			fmt.Fprintf(&b, "\t\ttype filter hook %s priority %d; policy accept;\n", hook, c.base.priority)
-		}
-		for _, l := range strings.Split(strings.TrimSuffix(c.text, "\n"), "\n") {
-			if l != "" {
-				fmt.Fprintf(&b, "\t\t%s\n", l)
-			}
-		}
-		b.WriteString("\t}\n")
-	}
-	b.WriteString("}\n")
-	return b.String()
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/base32"
 	"fmt"
 	"hash/fnv"
+	"maps"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -51,6 +52,14 @@ const (
 )
 
 var vmapNames = [numVmaps]string{"eg_v4", "eg_v6", "in_v4", "in_v6", "egp_v4", "egp_v6", "inp_v4", "inp_v6"}
+
+// vmapFam is the address family of the map with index i.
+func vmapFam(i int) fam {
+	if i%2 == 1 {
+		return fam6
+	}
+	return fam4
+}
 
 func vmapIndex(dir policy.Direction, f fam, pass bool) int {
 	i := 0
@@ -244,8 +253,6 @@ type vtarget struct {
 	chain string
 }
 
-var protoNum = map[policy.Protocol]uint8{policy.ProtocolTCP: 6, policy.ProtocolUDP: 17, policy.ProtocolSCTP: 132}
-
 // --- rendering of policies -------------------------------------------------
 
 type variant struct {
@@ -307,7 +314,7 @@ func renderRuleMatches(r *policy.PlanRule) ruleRender {
 	} else {
 		var items []portItem
 		for _, p := range r.Ports {
-			it := portItem{proto: protoNum[p.Protocol], lo: p.First, hi: p.Last}
+			it := portItem{proto: protoNum(p.Protocol), lo: p.First, hi: p.Last}
 			if p.All {
 				it.lo, it.hi = 0, 65535
 			}
@@ -393,23 +400,22 @@ func sortNamed(ns []policy.NamedPortTarget) []policy.NamedPortTarget {
 	return slices.CompactFunc(ns, func(a, b policy.NamedPortTarget) bool { return a == b })
 }
 
+// rangesText is the content of an address set, named by its digest.
 func rangesText(rs []addrRange) string {
 	var b strings.Builder
 	for _, r := range rs {
-		b.WriteString(r.lo.String())
-		if r.hi != r.lo {
-			b.WriteByte('-')
-			b.WriteString(r.hi.String())
-		}
+		b.WriteString(r.text())
 		b.WriteByte(',')
 	}
 	return b.String()
 }
 
+// namedText is the content of a named-port set, named by its digest.
 func namedText(ns []policy.NamedPortTarget) string {
 	var b strings.Builder
 	for _, n := range ns {
-		fmt.Fprintf(&b, "%s . %s . %d,", n.Addr, strings.ToLower(string(n.Protocol)), n.Port)
+		b.WriteString(namedPortText(n))
+		b.WriteByte(',')
 	}
 	return b.String()
 }
@@ -671,14 +677,140 @@ func newChain(name string, rules []rule) *chainDef {
 
 // --- text ---------------------------------------------------------------------
 
+// The text form of the model, in nft syntax: each chain's rendering (its
+// fingerprint: a chain is rewritten when it changes) and the whole table
+// (Enforcer.Render, for debugging and the rendering tests).
+
+// tableText renders a table: its sets (with their elements; FQDN sets,
+// filled by the resolver, empty), verdict maps and chains, hooked chains
+// first.
+func tableText(table string, sets map[string]*setDef, vmaps *[numVmaps]map[netip.Addr]vtarget, chains map[string]*chainDef) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "table inet %s {\n", table)
+	for _, n := range slices.Sorted(maps.Keys(sets)) {
+		b.WriteString(sets[n].text())
+	}
+	for i, m := range vmaps {
+		fmt.Fprintf(&b, "\tmap %s {\n\t\ttype %s : verdict\n", vmapNames[i], nftAddrType(vmapFam(i)))
+		var elems []string
+		for _, ip := range slices.SortedFunc(maps.Keys(m), netip.Addr.Compare) {
+			elems = append(elems, ip.String()+" : "+m[ip].text())
+		}
+		writeElements(&b, elems)
+		b.WriteString("\t}\n")
+	}
+	names := slices.SortedFunc(maps.Keys(chains), func(a, b string) int {
+		if ba, bb := chains[a].base != nil, chains[b].base != nil; ba != bb {
+			if ba {
+				return -1
+			}
+			return 1
+		}
+		return strings.Compare(a, b)
+	})
+	for _, n := range names {
+		b.WriteString(chains[n].blockText())
+	}
+	b.WriteString("}\n")
+	return b.String()
+}
+
+// text renders a set declaration with its elements.
+func (s *setDef) text() string {
+	var b strings.Builder
+	var typ, flags string
+	var elems []string
+	switch s.kind {
+	case skPrefix:
+		typ, flags = nftAddrType(s.fam), "interval"
+		for _, r := range s.ranges {
+			elems = append(elems, r.text())
+		}
+	case skNamedPort:
+		typ = nftAddrType(s.fam) + " . inet_proto . inet_service"
+		for _, np := range s.nports {
+			elems = append(elems, namedPortText(np))
+		}
+	case skFQDN:
+		typ, flags = nftAddrType(s.fam)+" . "+nftAddrType(s.fam), "timeout"
+	}
+	fmt.Fprintf(&b, "\tset %s {\n\t\ttype %s\n", s.name, typ)
+	if flags != "" {
+		fmt.Fprintf(&b, "\t\tflags %s\n", flags)
+	}
+	writeElements(&b, elems)
+	b.WriteString("\t}\n")
+	return b.String()
+}
+
+// blockText renders a chain declaration with its rules.
+func (c *chainDef) blockText() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "\tchain %s {\n", c.name)
+	if c.base != nil {
+		hook := "forward"
+		if c.base.input {
+			hook = "input"
+		}
+		fmt.Fprintf(&b, "\t\ttype filter hook %s priority %d; policy accept;\n", hook, c.base.priority)
+	}
+	for _, l := range strings.Split(strings.TrimSuffix(c.text, "\n"), "\n") {
+		if l != "" {
+			fmt.Fprintf(&b, "\t\t%s\n", l)
+		}
+	}
+	b.WriteString("\t}\n")
+	return b.String()
+}
+
+func writeElements(b *strings.Builder, elems []string) {
+	if len(elems) > 0 {
+		fmt.Fprintf(b, "\t\telements = { %s }\n", strings.Join(elems, ", "))
+	}
+}
+
+// nftAddrType is nft's address type of a family.
+func nftAddrType(f fam) string {
+	if f == fam6 {
+		return "ipv6_addr"
+	}
+	return "ipv4_addr"
+}
+
+// text renders an address range: "lo" or "lo-hi".
+func (r addrRange) text() string {
+	if r.lo == r.hi {
+		return r.lo.String()
+	}
+	return r.lo.String() + "-" + r.hi.String()
+}
+
+// namedPortText renders a named-port element: "addr . proto . port".
+func namedPortText(n policy.NamedPortTarget) string {
+	return fmt.Sprintf("%s . %s . %d", n.Addr, strings.ToLower(string(n.Protocol)), n.Port)
+}
+
+// text renders a verdict-map element's verdict.
+func (v vtarget) text() string {
+	switch v.kind {
+	case vJump:
+		return "jump " + v.chain
+	case vGoto:
+		return "goto " + v.chain
+	case vDrop:
+		return "drop"
+	case vAccept:
+		return "accept"
+	}
+	return ""
+}
+
 func ipKw(f fam) string {
 	if f == fam6 {
 		return "ip6"
 	}
 	return "ip"
 }
-
-var protoName = map[uint8]string{6: "tcp", 17: "udp", 132: "sctp"}
 
 func (m *match) text(f fam) string {
 	switch m.kind {
@@ -692,10 +824,7 @@ func (m *match) text(f fam) string {
 	case mNamedPort:
 		return ipKw(f) + " daddr . meta l4proto . th dport @" + m.set
 	case mProto:
-		if n, ok := protoName[m.proto]; ok {
-			return "meta l4proto " + n
-		}
-		return fmt.Sprintf("meta l4proto %d", m.proto)
+		return "meta l4proto " + protoName(m.proto)
 	case mDport:
 		if m.lo == m.hi {
 			return fmt.Sprintf("th dport %d", m.lo)
@@ -726,10 +855,7 @@ func (m *match) text(f fam) string {
 	case mPortSet:
 		var es []string
 		for _, p := range m.ports {
-			n, ok := protoName[p.proto]
-			if !ok {
-				n = strconv.Itoa(int(p.proto))
-			}
+			n := protoName(p.proto)
 			if p.lo == p.hi {
 				es = append(es, fmt.Sprintf("%s . %d", n, p.lo))
 			} else {

@@ -143,14 +143,8 @@ func ParsePacketHeader(b []byte) (DeniedPacket, bool) {
 	default:
 		return p, false
 	}
-	switch proto {
-	case 6:
-		p.Protocol = policy.ProtocolTCP
-	case 17:
-		p.Protocol = policy.ProtocolUDP
-	case 132:
-		p.Protocol = policy.ProtocolSCTP
-	default:
+	var known bool
+	if p.Protocol, known = protoOf(proto); !known {
 		return p, true
 	}
 	if len(l4) >= 4 {

@@ -189,11 +189,7 @@ func (e *Enforcer) portSet(m *match) (*nftables.Set, []nftables.SetElement) {
 }
 
 func (e *Enforcer) vmapSet(i int) *nftables.Set {
-	f := fam4
-	if i%2 == 1 {
-		f = fam6
-	}
-	return &nftables.Set{Table: e.table, Name: vmapNames[i], IsMap: true, KeyType: addrType(f), DataType: nftables.TypeVerdict, KeyByteOrder: binaryutil.BigEndian}
+	return &nftables.Set{Table: e.table, Name: vmapNames[i], IsMap: true, KeyType: addrType(vmapFam(i)), DataType: nftables.TypeVerdict, KeyByteOrder: binaryutil.BigEndian}
 }
 
 // addrRange is an inclusive range of addresses.
@@ -253,7 +249,7 @@ func namedElems(ns []policy.NamedPortTarget) []nftables.SetElement {
 	out := make([]nftables.SetElement, 0, len(ns))
 	for _, n := range ns {
 		k := n.Addr.AsSlice()
-		k = append(k, protoNum[n.Protocol], 0, 0, 0)
+		k = append(k, protoNum(n.Protocol), 0, 0, 0)
 		k = binary.BigEndian.AppendUint16(k, n.Port)
 		k = append(k, 0, 0)
 		out = append(out, nftables.SetElement{Key: k})

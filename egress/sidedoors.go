@@ -294,7 +294,7 @@ func (e *Enforcer) sdDropRule(f fam, src, dst string, proto byte, port uint16, n
 		dportPayload(reg1),
 		&expr.Cmp{Op: op, Register: reg1, Data: binaryutil.BigEndian.PutUint16(port)},
 		&expr.Counter{})
-	txt += fmt.Sprintf(" meta l4proto %s th dport %s%d counter", protoName[proto], opText, port)
+	txt += fmt.Sprintf(" meta l4proto %s th dport %s%d counter", protoName(proto), opText, port)
 	if e.opts.logGroup >= 0 {
 		prefix := BypassLogPrefix + string(door)
 		ex = append(ex, &expr.Log{Key: 1<<unix.NFTA_LOG_GROUP | 1<<unix.NFTA_LOG_PREFIX, Group: uint16(e.opts.logGroup), Data: []byte(prefix)})
@@ -319,7 +319,7 @@ func sdRedirectRule(f fam, src string, proto byte, to netip.AddrPort) sdRule {
 		&expr.Immediate{Register: 2, Data: binaryutil.BigEndian.PutUint16(to.Port())},
 		&expr.NAT{Type: expr.NATTypeDestNAT, Family: uint32(nfprotoOf(f)), RegAddrMin: 1, RegProtoMin: 2, Specified: true},
 	}
-	return sdRule{text: fmt.Sprintf("%s saddr @%s meta l4proto %s th dport 53 counter dnat %s to %s", ipKw(f), src, protoName[proto], ipKw(f), to), exprs: ex}
+	return sdRule{text: fmt.Sprintf("%s saddr @%s meta l4proto %s th dport 53 counter dnat %s to %s", ipKw(f), src, protoName(proto), ipKw(f), to), exprs: ex}
 }
 
 // applySideDoorsLocked brings the side-door objects in line with the plan,
