@@ -579,13 +579,7 @@ func (e *Enforcer) build(plan *policy.Plan) *state {
 		e.setWorkload(st, t, key, pw)
 	}
 	st.settle(t)
-	for i := range t.vm {
-		for ip, v := range t.vm[i] {
-			if v != nil {
-				st.vmaps[i][ip] = *v
-			}
-		}
-	}
+	st.commitVmaps(t) // the maps are empty: only additions
 	st.plan = plan
 	return st
 }

@@ -3,6 +3,7 @@ package egress
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"slices"
 	"sort"
 	"strings"
@@ -249,33 +250,31 @@ func sameKind(ks *nftables.Set, want *setDef) bool {
 	return false
 }
 
-// emitIncremental sends the difference between the kernel part of the state
-// and what it wants, for the names tx touched.
+// emitIncremental sends, in one batch, the difference between the kernel
+// part of the state and what it wants for the names tx touched; once the
+// kernel took it, the state's kernel part is updated (commit).
 func (e *Enforcer) emitIncremental(st *state, t *tx) error {
-	c := e.enc
-	var addChains, changed, delChains []*chainDef
-	for _, n := range sortedKeys(t.chains) {
-		nc, oc := st.wantChain(n), st.chains[n]
-		switch {
-		case nc == nil && oc != nil:
-			delChains = append(delChains, oc)
-		case nc != nil && oc == nil:
-			addChains = append(addChains, nc)
-		case nc != nil && oc.text != nc.text:
-			changed = append(changed, nc)
-		}
+	err := e.emitDiff(st, t)
+	if err == nil {
+		err = e.flush("apply changes")
 	}
-	var delSets []*setDef
-	for _, n := range sortedKeys(t.sets) {
-		ns, os := st.setDefs[n], st.sets[n]
-		switch {
-		case ns == nil && os != nil:
-			delSets = append(delSets, os)
-		case ns != nil && os == nil:
-			if err := e.addSet(ns); err != nil {
-				e.discard()
-				return err
-			}
+	if err != nil {
+		e.discard()
+		return err
+	}
+	st.commit(t)
+	return nil
+}
+
+// emitDiff encodes the difference: new sets, new chains and rewritten ones
+// (jump targets before the jumps), map elements, then what goes away.
+func (e *Enforcer) emitDiff(st *state, t *tx) error {
+	c := e.enc
+	addChains, changed, delChains := st.chainDiff(t)
+	addSets, delSets := st.setDiff(t)
+	for _, s := range addSets {
+		if err := e.addSet(s); err != nil {
+			return err
 		}
 	}
 	for _, ch := range addChains {
@@ -284,38 +283,21 @@ func (e *Enforcer) emitIncremental(st *state, t *tx) error {
 	for _, ch := range changed {
 		c.FlushChain(e.chainObj(ch))
 		if err := e.addRules(ch); err != nil {
-			e.discard()
 			return err
 		}
 	}
 	for _, ch := range addChains {
 		if err := e.addRules(ch); err != nil {
-			e.discard()
 			return err
 		}
 	}
-	type vmDiff struct{ del, add []nftables.SetElement }
-	var vd [numVmaps]vmDiff
 	for i := range t.vm {
-		for ip, v := range t.vm[i] {
-			old, had := st.vmaps[i][ip]
-			switch {
-			case v == nil && had:
-				vd[i].del = append(vd[i].del, vmapElem(ip, old))
-			case v != nil && had && old != *v:
-				vd[i].del = append(vd[i].del, vmapElem(ip, old))
-				vd[i].add = append(vd[i].add, vmapElem(ip, *v))
-			case v != nil && !had:
-				vd[i].add = append(vd[i].add, vmapElem(ip, *v))
-			}
-		}
+		del, add := vmapDiff(st.vmaps[i], t.vm[i])
 		obj := e.vmapSet(i)
-		if err := e.delElems(obj, vd[i].del, vmapChunk); err != nil {
-			e.discard()
+		if err := e.delElems(obj, del, vmapChunk); err != nil {
 			return err
 		}
-		if err := e.addElems(obj, vd[i].add, vmapChunk); err != nil {
-			e.discard()
+		if err := e.addElems(obj, add, vmapChunk); err != nil {
 			return err
 		}
 	}
@@ -328,11 +310,63 @@ func (e *Enforcer) emitIncremental(st *state, t *tx) error {
 	for _, s := range delSets {
 		c.DelSet(e.nftSet(s))
 	}
-	if err := e.flush("apply changes"); err != nil {
-		e.discard()
-		return err
+	return nil
+}
+
+// chainDiff sorts the chains tx touched into those to add, to rewrite and to
+// delete.
+func (st *state) chainDiff(t *tx) (add, changed, del []*chainDef) {
+	for _, n := range sortedKeys(t.chains) {
+		nc, oc := st.wantChain(n), st.chains[n]
+		switch {
+		case nc == nil && oc != nil:
+			del = append(del, oc)
+		case nc != nil && oc == nil:
+			add = append(add, nc)
+		case nc != nil && oc.text != nc.text:
+			changed = append(changed, nc)
+		}
 	}
-	// The kernel now holds what the state wants for the touched names.
+	return add, changed, del
+}
+
+// setDiff sorts the sets tx touched into those to add and to delete (a set's
+// name says its content: one that stays is not rewritten).
+func (st *state) setDiff(t *tx) (add, del []*setDef) {
+	for _, n := range sortedKeys(t.sets) {
+		ns, os := st.setDefs[n], st.sets[n]
+		switch {
+		case ns == nil && os != nil:
+			del = append(del, os)
+		case ns != nil && os == nil:
+			add = append(add, ns)
+		}
+	}
+	return add, del
+}
+
+// vmapDiff returns the elements of a verdict map to delete and to add to go
+// from its kernel contents to the wanted ones of the addresses a change
+// touched (nil: no element).
+func vmapDiff(kernel map[netip.Addr]vtarget, want map[netip.Addr]*vtarget) (del, add []nftables.SetElement) {
+	for ip, v := range want {
+		old, had := kernel[ip]
+		switch {
+		case v == nil && had:
+			del = append(del, vmapElem(ip, old))
+		case v != nil && had && old != *v:
+			del = append(del, vmapElem(ip, old))
+			add = append(add, vmapElem(ip, *v))
+		case v != nil && !had:
+			add = append(add, vmapElem(ip, *v))
+		}
+	}
+	return del, add
+}
+
+// commit records that the kernel now holds what the state wants for the
+// names tx touched.
+func (st *state) commit(t *tx) {
 	for _, n := range sortedKeys(t.chains) {
 		if nc := st.wantChain(n); nc != nil {
 			st.chains[n] = nc
@@ -347,6 +381,11 @@ func (e *Enforcer) emitIncremental(st *state, t *tx) error {
 			delete(st.sets, n)
 		}
 	}
+	st.commitVmaps(t)
+}
+
+// commitVmaps records the map elements tx touched as the kernel's.
+func (st *state) commitVmaps(t *tx) {
 	for i := range t.vm {
 		for ip, v := range t.vm[i] {
 			if v == nil {
@@ -356,5 +395,4 @@ func (e *Enforcer) emitIncremental(st *state, t *tx) error {
 			}
 		}
 	}
-	return nil
 }
