@@ -148,7 +148,8 @@ type Enforcer struct {
 	bat   *batcher
 	table *nftables.Table
 	log   *slog.Logger
-	st    *state // nil: the next Apply is full
+	nft   encoder // the model's nftables objects for the table (nft.go)
+	st    *state  // nil: the next Apply is full
 	// sdApplied is the side-door rendering in the kernel ("": unknown).
 	sdApplied string
 }
@@ -166,6 +167,7 @@ func New(opts ...Option) (*Enforcer, error) {
 		return nil, errors.New("egress: empty table name")
 	}
 	e := &Enforcer{opts: o, log: o.logger, table: &nftables.Table{Name: o.table, Family: nftables.TableFamilyINet}}
+	e.nft = encoder{table: e.table, logGroup: o.logGroup, logPrefix: LogPrefix}
 	conn, err := e.dial()
 	if err != nil {
 		return nil, err
@@ -569,7 +571,7 @@ func (e *Enforcer) Apply(ctx context.Context, plan *policy.Plan, changes policy.
 func (e *Enforcer) build(plan *policy.Plan) *state {
 	st := newState(e.defVerdict(plan))
 	t := newTx()
-	for _, c := range e.baseChains() {
+	for _, c := range baseChains(e.opts.dnsExempt) {
 		st.base[c.name] = c
 	}
 	for ref, pp := range plan.Policies {

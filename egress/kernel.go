@@ -21,33 +21,18 @@ const (
 	vmapChunk = 256
 )
 
-func (e *Enforcer) chainObj(c *chainDef) *nftables.Chain {
-	ch := &nftables.Chain{Name: c.name, Table: e.table}
-	if c.base != nil {
-		ch.Type = nftables.ChainTypeFilter
-		ch.Hooknum = nftables.ChainHookForward
-		if c.base.input {
-			ch.Hooknum = nftables.ChainHookInput
-		}
-		ch.Priority = nftables.ChainPriorityRef(nftables.ChainPriority(c.base.priority))
-		pol := nftables.ChainPolicyAccept
-		ch.Policy = &pol
-	}
-	return ch
-}
-
 func (e *Enforcer) addRules(c *chainDef) error {
 	ch := &nftables.Chain{Name: c.name, Table: e.table}
 	var err error
 	anon := func(m *match) (string, uint32) {
-		s, elems := e.portSet(m)
+		s, elems := e.nft.portSet(m)
 		if aerr := e.enc.AddSet(s, elems); aerr != nil && err == nil {
 			err = fmt.Errorf("chain %s: port set: %w", c.name, aerr)
 		}
 		return s.Name, s.ID
 	}
 	for i := range c.rules {
-		e.enc.AddRule(&nftables.Rule{Table: e.table, Chain: ch, Exprs: e.exprs(&c.rules[i], anon)})
+		e.enc.AddRule(&nftables.Rule{Table: e.table, Chain: ch, Exprs: e.nft.exprs(&c.rules[i], anon)})
 	}
 	return err
 }
@@ -153,7 +138,7 @@ func (e *Enforcer) emitFull(st *state, chains map[string]*chainDef, sets map[str
 	// Hooked chains and new chains first (jump targets must exist).
 	for _, n := range names {
 		if !kchains[n] || chains[n].base != nil {
-			c.AddChain(e.chainObj(chains[n]))
+			c.AddChain(e.nft.chain(chains[n]))
 		}
 	}
 	// Empty every existing chain: no rule references an old object any more.
@@ -201,7 +186,7 @@ func (e *Enforcer) emitFull(st *state, chains map[string]*chainDef, sets map[str
 		}
 	}
 	for i := range st.vmaps {
-		obj := e.vmapSet(i)
+		obj := e.nft.vmap(i)
 		if !kept[vmapNames[i]] {
 			if err := c.AddSet(obj, nil); err != nil {
 				return fmt.Errorf("egress: map %s: %w", vmapNames[i], err)
@@ -214,7 +199,7 @@ func (e *Enforcer) emitFull(st *state, chains map[string]*chainDef, sets map[str
 		}
 	}
 	for i, m := range st.vmaps {
-		obj := e.vmapSet(i)
+		obj := e.nft.vmap(i)
 		elems := make([]nftables.SetElement, 0, len(m))
 		for ip, v := range m {
 			elems = append(elems, vmapElem(ip, v))
@@ -230,11 +215,11 @@ func (e *Enforcer) emitFull(st *state, chains map[string]*chainDef, sets map[str
 }
 
 func (e *Enforcer) addSet(s *setDef) error {
-	obj := e.nftSet(s)
+	obj := e.nft.set(s)
 	if err := e.enc.AddSet(obj, nil); err != nil {
 		return fmt.Errorf("egress: set %s: %w", s.name, err)
 	}
-	if err := e.addElems(obj, e.setElems(s), elemChunk); err != nil {
+	if err := e.addElems(obj, setElems(s), elemChunk); err != nil {
 		return fmt.Errorf("egress: set %s: %w", s.name, err)
 	}
 	return nil
@@ -278,10 +263,10 @@ func (e *Enforcer) emitDiff(st *state, t *tx) error {
 		}
 	}
 	for _, ch := range addChains {
-		c.AddChain(e.chainObj(ch))
+		c.AddChain(e.nft.chain(ch))
 	}
 	for _, ch := range changed {
-		c.FlushChain(e.chainObj(ch))
+		c.FlushChain(e.nft.chain(ch))
 		if err := e.addRules(ch); err != nil {
 			return err
 		}
@@ -293,7 +278,7 @@ func (e *Enforcer) emitDiff(st *state, t *tx) error {
 	}
 	for i := range t.vm {
 		del, add := vmapDiff(st.vmaps[i], t.vm[i])
-		obj := e.vmapSet(i)
+		obj := e.nft.vmap(i)
 		if err := e.delElems(obj, del, vmapChunk); err != nil {
 			return err
 		}
@@ -302,13 +287,13 @@ func (e *Enforcer) emitDiff(st *state, t *tx) error {
 		}
 	}
 	for _, ch := range delChains {
-		c.FlushChain(e.chainObj(ch))
+		c.FlushChain(e.nft.chain(ch))
 	}
 	for _, ch := range delChains {
-		c.DelChain(e.chainObj(ch))
+		c.DelChain(e.nft.chain(ch))
 	}
 	for _, s := range delSets {
-		c.DelSet(e.nftSet(s))
+		c.DelSet(e.nft.set(s))
 	}
 	return nil
 }

@@ -632,8 +632,9 @@ func renderProg(p *progDef, def policy.Verdict, has func(string) bool) *chainDef
 	return newChain(p.name, rs)
 }
 
-// baseChains returns the hooked chains.
-func (e *Enforcer) baseChains() []*chainDef {
+// baseChains returns the hooked chains; dnsExempt are the node resolver
+// addresses pods may always reach on the node.
+func baseChains(dnsExempt []netip.AddrPort) []*chainDef {
 	est := rule{m: []match{{kind: mCtState, ct: ctEstablished | ctRelated}}, v: vAccept}
 	inv := rule{m: []match{{kind: mCtState, ct: ctInvalid}}, v: vDrop}
 	dispatch := func(dir policy.Direction) []rule {
@@ -646,7 +647,7 @@ func (e *Enforcer) baseChains() []*chainDef {
 	eg := append([]rule{est, inv}, dispatch(policy.Egress)...)
 	in := append([]rule{est, inv}, dispatch(policy.Ingress)...)
 	local := []rule{est}
-	for _, ap := range e.opts.dnsExempt {
+	for _, ap := range dnsExempt {
 		for _, p := range []uint8{6, 17} {
 			local = append(local, rule{fam: famOf(ap.Addr()), m: []match{{kind: mDaddr, addr: ap.Addr().Unmap()}, {kind: mProto, proto: p}, {kind: mDport, lo: ap.Port(), hi: ap.Port()}}, v: vAccept, comment: "node resolver"})
 		}

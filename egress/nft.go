@@ -57,8 +57,33 @@ func dportPayload(dreg uint32) *expr.Payload {
 	return &expr.Payload{OperationType: expr.PayloadLoad, DestRegister: dreg, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2}
 }
 
-// exprs turns a rule into nftables expressions.
-func (e *Enforcer) exprs(r *rule, anon func(*match) (string, uint32)) []expr.Any {
+// encoder turns the model into google/nftables objects and expressions for
+// one table.
+type encoder struct {
+	table     *nftables.Table
+	logGroup  int    // nflog group of drops; negative: no log
+	logPrefix string // nflog prefix of drops
+}
+
+// chain returns the nftables object of a chain.
+func (enc *encoder) chain(c *chainDef) *nftables.Chain {
+	ch := &nftables.Chain{Name: c.name, Table: enc.table}
+	if c.base != nil {
+		ch.Type = nftables.ChainTypeFilter
+		ch.Hooknum = nftables.ChainHookForward
+		if c.base.input {
+			ch.Hooknum = nftables.ChainHookInput
+		}
+		ch.Priority = nftables.ChainPriorityRef(nftables.ChainPriority(c.base.priority))
+		pol := nftables.ChainPolicyAccept
+		ch.Policy = &pol
+	}
+	return ch
+}
+
+// exprs turns a rule into nftables expressions; anon adds the anonymous set
+// of a port list and returns its name and ID.
+func (enc *encoder) exprs(r *rule, anon func(*match) (string, uint32)) []expr.Any {
 	var out []expr.Any
 	if r.fam != famAny {
 		out = append(out,
@@ -127,8 +152,8 @@ func (e *Enforcer) exprs(r *rule, anon func(*match) (string, uint32)) []expr.Any
 	case vAccept:
 		out = append(out, &expr.Verdict{Kind: expr.VerdictAccept})
 	case vDrop:
-		if r.log && e.opts.logGroup >= 0 {
-			out = append(out, &expr.Log{Key: 1<<unix.NFTA_LOG_GROUP | 1<<unix.NFTA_LOG_PREFIX, Group: uint16(e.opts.logGroup), Data: []byte(LogPrefix)})
+		if r.log && enc.logGroup >= 0 {
+			out = append(out, &expr.Log{Key: 1<<unix.NFTA_LOG_GROUP | 1<<unix.NFTA_LOG_PREFIX, Group: uint16(enc.logGroup), Data: []byte(enc.logPrefix)})
 		}
 		out = append(out, &expr.Verdict{Kind: expr.VerdictDrop})
 	case vReturn:
@@ -153,9 +178,9 @@ func addrType(f fam) nftables.SetDatatype {
 	return nftables.TypeIPAddr
 }
 
-// nftSet returns the nftables object of a set definition.
-func (e *Enforcer) nftSet(s *setDef) *nftables.Set {
-	ns := &nftables.Set{Table: e.table, Name: s.name, KeyByteOrder: binaryutil.BigEndian}
+// set returns the nftables object of a set definition.
+func (enc *encoder) set(s *setDef) *nftables.Set {
+	ns := &nftables.Set{Table: enc.table, Name: s.name, KeyByteOrder: binaryutil.BigEndian}
 	switch s.kind {
 	case skPrefix:
 		ns.KeyType = addrType(s.fam)
@@ -175,8 +200,8 @@ func (e *Enforcer) nftSet(s *setDef) *nftables.Set {
 
 // portSet returns the anonymous set (meta l4proto . th dport, intervals) of a
 // rule's port list, with its elements.
-func (e *Enforcer) portSet(m *match) (*nftables.Set, []nftables.SetElement) {
-	s := &nftables.Set{Table: e.table, Anonymous: true, Constant: true, Interval: true, Concatenation: true,
+func (enc *encoder) portSet(m *match) (*nftables.Set, []nftables.SetElement) {
+	s := &nftables.Set{Table: enc.table, Anonymous: true, Constant: true, Interval: true, Concatenation: true,
 		KeyType: nftables.MustConcatSetType(nftables.TypeInetProto, nftables.TypeInetService), KeyByteOrder: binaryutil.BigEndian}
 	key := func(proto uint8, port uint16) []byte {
 		return []byte{proto, 0, 0, 0, byte(port >> 8), byte(port), 0, 0}
@@ -188,8 +213,9 @@ func (e *Enforcer) portSet(m *match) (*nftables.Set, []nftables.SetElement) {
 	return s, elems
 }
 
-func (e *Enforcer) vmapSet(i int) *nftables.Set {
-	return &nftables.Set{Table: e.table, Name: vmapNames[i], IsMap: true, KeyType: addrType(vmapFam(i)), DataType: nftables.TypeVerdict, KeyByteOrder: binaryutil.BigEndian}
+// vmap returns the nftables object of the verdict map with index i.
+func (enc *encoder) vmap(i int) *nftables.Set {
+	return &nftables.Set{Table: enc.table, Name: vmapNames[i], IsMap: true, KeyType: addrType(vmapFam(i)), DataType: nftables.TypeVerdict, KeyByteOrder: binaryutil.BigEndian}
 }
 
 // addrRange is an inclusive range of addresses.
@@ -257,7 +283,9 @@ func namedElems(ns []policy.NamedPortTarget) []nftables.SetElement {
 	return out
 }
 
-func (e *Enforcer) setElems(s *setDef) []nftables.SetElement {
+// setElems returns the elements of a named set (FQDN sets: none, the
+// resolver fills them).
+func setElems(s *setDef) []nftables.SetElement {
 	switch s.kind {
 	case skPrefix:
 		return rangeElems(s.ranges)
