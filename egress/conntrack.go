@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 
+	"github.com/egressd/egressd/egress/nftmodel"
 	"github.com/egressd/egressd/policy"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -40,7 +41,7 @@ type revokeFilter struct {
 }
 
 func (f *revokeFilter) MatchConntrackFlow(flow *netlink.ConntrackFlow) bool {
-	proto, ok := protoOf(flow.Forward.Protocol)
+	proto, ok := nftmodel.ProtoOf(flow.Forward.Protocol)
 	if !ok {
 		return false
 	}

@@ -79,6 +79,9 @@ import (
 	"slices"
 	"sync"
 
+	"github.com/egressd/egressd/egress/nftmodel"
+	"github.com/egressd/egressd/ipset"
+
 	"github.com/egressd/egressd/ipset/nftset"
 	"github.com/egressd/egressd/policy"
 	"github.com/google/nftables"
@@ -90,6 +93,19 @@ const DefaultTable = "egressd"
 
 // DefaultDNSExempt is the node-local resolver address pods may always reach.
 var DefaultDNSExempt = []netip.AddrPort{netip.MustParseAddrPort("169.254.20.10:53")}
+
+// FQDNSetName returns the name of the kernel set of an FQDN rule for a family
+// (nftmodel.FQDNSetName): the concatenated set (workload address . answer
+// address, with timeouts) the Enforcer creates and the resolver fills.
+func FQDNSetName(ruleID string, family ipset.Family) string {
+	return nftmodel.FQDNSetName(ruleID, family)
+}
+
+// FQDNSetSpec returns the ipset.Spec of an FQDN rule's set
+// (nftmodel.FQDNSetSpec).
+func FQDNSetSpec(ruleID string, family ipset.Family) ipset.Spec {
+	return nftmodel.FQDNSetSpec(ruleID, family)
+}
 
 // Option configures an Enforcer.
 type Option func(*options)
@@ -148,8 +164,8 @@ type Enforcer struct {
 	bat   *batcher
 	table *nftables.Table
 	log   *slog.Logger
-	nft   encoder // the model's nftables objects for the table (nft.go)
-	st    *state  // nil: the next Apply is full
+	nft   nftmodel.Encoder // the model's nftables objects for the table
+	st    *state           // nil: the next Apply is full
 	// sdApplied is the side-door rendering in the kernel ("": unknown).
 	sdApplied string
 }
@@ -167,7 +183,7 @@ func New(opts ...Option) (*Enforcer, error) {
 		return nil, errors.New("egress: empty table name")
 	}
 	e := &Enforcer{opts: o, log: o.logger, table: &nftables.Table{Name: o.table, Family: nftables.TableFamilyINet}}
-	e.nft = encoder{table: e.table, logGroup: o.logGroup, logPrefix: LogPrefix}
+	e.nft = nftmodel.Encoder{Table: e.table, LogGroup: o.logGroup, LogPrefix: LogPrefix}
 	conn, err := e.dial()
 	if err != nil {
 		return nil, err
@@ -252,17 +268,17 @@ type wlState struct {
 type state struct {
 	def policy.Verdict
 	// Kernel contents.
-	chains map[string]*chainDef
-	sets   map[string]*setDef
-	vmaps  [numVmaps]map[netip.Addr]vtarget
+	chains map[string]*nftmodel.Chain
+	sets   map[string]*nftmodel.Set
+	vmaps  [nftmodel.NumVmaps]map[netip.Addr]nftmodel.VmapTarget
 	// Wanted contents.
-	base       map[string]*chainDef
-	pols       map[policy.PolicyRef]*polRender
-	polChains  map[string]*chainDef // every non-empty policy chain, by name
-	chainUsers map[string]int       // policy chain → program chains jumping to it
-	setDefs    map[string]*setDef
+	base       map[string]*nftmodel.Chain
+	pols       map[policy.PolicyRef]*nftmodel.PolicyChains
+	polChains  map[string]*nftmodel.Chain // every non-empty policy chain, by name
+	chainUsers map[string]int             // policy chain → program chains jumping to it
+	setDefs    map[string]*nftmodel.Set
 	setRefs    map[string]int // set → policies using it
-	progs      map[string]*progDef
+	progs      map[string]*nftmodel.Program
 	polProgs   map[policy.PolicyRef]map[string]bool // policy → program chains naming it
 	wls        map[policy.WorkloadKey]*wlState
 	plan       *policy.Plan
@@ -271,20 +287,20 @@ type state struct {
 func newState(def policy.Verdict) *state {
 	st := &state{
 		def:        def,
-		chains:     map[string]*chainDef{},
-		sets:       map[string]*setDef{},
-		base:       map[string]*chainDef{},
-		pols:       map[policy.PolicyRef]*polRender{},
-		polChains:  map[string]*chainDef{},
+		chains:     map[string]*nftmodel.Chain{},
+		sets:       map[string]*nftmodel.Set{},
+		base:       map[string]*nftmodel.Chain{},
+		pols:       map[policy.PolicyRef]*nftmodel.PolicyChains{},
+		polChains:  map[string]*nftmodel.Chain{},
 		chainUsers: map[string]int{},
-		setDefs:    map[string]*setDef{},
+		setDefs:    map[string]*nftmodel.Set{},
 		setRefs:    map[string]int{},
-		progs:      map[string]*progDef{},
+		progs:      map[string]*nftmodel.Program{},
 		polProgs:   map[policy.PolicyRef]map[string]bool{},
 		wls:        map[policy.WorkloadKey]*wlState{},
 	}
 	for i := range st.vmaps {
-		st.vmaps[i] = map[netip.Addr]vtarget{}
+		st.vmaps[i] = map[netip.Addr]nftmodel.VmapTarget{}
 	}
 	return st
 }
@@ -295,13 +311,13 @@ type tx struct {
 	chains map[string]bool
 	sets   map[string]bool
 	dirty  map[string]bool // program chains
-	vm     [numVmaps]map[netip.Addr]*vtarget
+	vm     [nftmodel.NumVmaps]map[netip.Addr]*nftmodel.VmapTarget
 }
 
 func newTx() *tx {
 	t := &tx{chains: map[string]bool{}, sets: map[string]bool{}, dirty: map[string]bool{}}
 	for i := range t.vm {
-		t.vm[i] = map[netip.Addr]*vtarget{}
+		t.vm[i] = map[netip.Addr]*nftmodel.VmapTarget{}
 	}
 	return t
 }
@@ -325,35 +341,35 @@ func (e *Enforcer) enforced(w *policy.PlanWorkload) bool {
 // that becomes empty or non-empty changes their jumps).
 func (st *state) setPolicy(t *tx, ref policy.PolicyRef, pp *policy.PlanPolicy) {
 	old := st.pols[ref]
-	var nw *polRender
+	var nw *nftmodel.PolicyChains
 	if pp != nil {
-		nw = renderPolicy(pp)
+		nw = nftmodel.RenderPolicy(pp)
 		st.pols[ref] = nw
 	} else {
 		delete(st.pols, ref)
 	}
 	if old != nil {
-		for n := range old.chains {
+		for n := range old.Chains {
 			delete(st.polChains, n)
 			t.chains[n] = true
 		}
-		for _, s := range old.sets {
-			if st.setRefs[s.name]--; st.setRefs[s.name] <= 0 {
-				delete(st.setRefs, s.name)
-				delete(st.setDefs, s.name)
+		for _, s := range old.Sets {
+			if st.setRefs[s.Name]--; st.setRefs[s.Name] <= 0 {
+				delete(st.setRefs, s.Name)
+				delete(st.setDefs, s.Name)
 			}
-			t.sets[s.name] = true
+			t.sets[s.Name] = true
 		}
 	}
 	if nw != nil {
-		for n, c := range nw.chains {
+		for n, c := range nw.Chains {
 			st.polChains[n] = c
 			t.chains[n] = true
 		}
-		for _, s := range nw.sets {
-			st.setRefs[s.name]++
-			st.setDefs[s.name] = s
-			t.sets[s.name] = true
+		for _, s := range nw.Sets {
+			st.setRefs[s.Name]++
+			st.setDefs[s.Name] = s
+			t.sets[s.Name] = true
 		}
 	}
 	for p := range st.polProgs[ref] {
@@ -362,35 +378,35 @@ func (st *state) setPolicy(t *tx, ref policy.PolicyRef, pp *policy.PlanPolicy) {
 }
 
 // useProg takes (n>0) or releases (n<0) a program chain.
-func (st *state) useProg(t *tx, pd *progDef, n int) string {
-	if cur, ok := st.progs[pd.name]; ok {
+func (st *state) useProg(t *tx, pd *nftmodel.Program, n int) string {
+	if cur, ok := st.progs[pd.Name]; ok {
 		pd = cur
 	} else {
-		st.progs[pd.name] = pd
-		for _, ref := range pd.refs() {
+		st.progs[pd.Name] = pd
+		for _, ref := range pd.Refs() {
 			m := st.polProgs[ref]
 			if m == nil {
 				m = map[string]bool{}
 				st.polProgs[ref] = m
 			}
-			m[pd.name] = true
+			m[pd.Name] = true
 		}
 	}
-	pd.users += n
-	if pd.users <= 0 || n > 0 && pd.users == n {
-		t.dirty[pd.name] = true // new or gone
+	pd.Users += n
+	if pd.Users <= 0 || n > 0 && pd.Users == n {
+		t.dirty[pd.Name] = true // new or gone
 	}
-	return pd.name
+	return pd.Name
 }
 
 // setWorkload updates the maps and program chains of one workload (pw nil or
 // not enforced: removed).
 func (e *Enforcer) setWorkload(st *state, t *tx, key policy.WorkloadKey, pw *policy.PlanWorkload) {
 	old := st.wls[key]
-	want := map[int]map[netip.Addr]vtarget{}
-	put := func(i int, ip netip.Addr, v vtarget) {
+	want := map[int]map[netip.Addr]nftmodel.VmapTarget{}
+	put := func(i int, ip netip.Addr, v nftmodel.VmapTarget) {
 		if want[i] == nil {
-			want[i] = map[netip.Addr]vtarget{}
+			want[i] = map[netip.Addr]nftmodel.VmapTarget{}
 		}
 		want[i][ip] = v
 	}
@@ -398,30 +414,30 @@ func (e *Enforcer) setWorkload(st *state, t *tx, key policy.WorkloadKey, pw *pol
 		nw := &wlState{ips: slices.Clone(pw.IPs)}
 		for _, dir := range policy.Directions {
 			prog := pw.Program(dir)
-			var tgt, pass vtarget
+			var tgt, pass nftmodel.VmapTarget
 			if prog.Empty() {
 				if st.def != policy.Deny {
 					continue
 				}
-				tgt = vtarget{kind: vDrop}
+				tgt = nftmodel.VmapTarget{Kind: nftmodel.VDrop}
 			} else {
-				rk := restKey(prog)
-				rest := st.useProg(t, &progDef{name: restChain(dir, rk), dir: dir, groups: prog.Baseline, isolated: prog.Isolated, ns: prog.Namespaced}, 1)
+				rk := nftmodel.RestKey(prog)
+				rest := st.useProg(t, &nftmodel.Program{Name: nftmodel.RestChain(dir, rk), Dir: dir, Groups: prog.Baseline, Isolated: prog.Isolated, Ns: prog.Namespaced}, 1)
 				nw.progs = append(nw.progs, rest)
-				tgt = vtarget{kind: vJump, chain: rest}
+				tgt = nftmodel.VmapTarget{Kind: nftmodel.VJump, Chain: rest}
 				if len(prog.Admin) > 0 {
-					adm := st.useProg(t, &progDef{name: adminChain(dir, adminKey(prog)), dir: dir, admin: true, groups: prog.Admin}, 1)
+					adm := st.useProg(t, &nftmodel.Program{Name: nftmodel.AdminChain(dir, nftmodel.AdminKey(prog)), Dir: dir, Admin: true, Groups: prog.Admin}, 1)
 					nw.progs = append(nw.progs, adm)
-					tgt = vtarget{kind: vJump, chain: adm}
-					pass = vtarget{kind: vGoto, chain: rest}
+					tgt = nftmodel.VmapTarget{Kind: nftmodel.VJump, Chain: adm}
+					pass = nftmodel.VmapTarget{Kind: nftmodel.VGoto, Chain: rest}
 				}
 			}
 			for _, ip := range pw.IPs {
 				ip = ip.Unmap()
-				f := famOf(ip)
-				put(vmapIndex(dir, f, false), ip, tgt)
-				if pass.kind != 0 {
-					put(vmapIndex(dir, f, true), ip, pass)
+				f := nftmodel.FamOf(ip)
+				put(nftmodel.VmapIndex(dir, f, false), ip, tgt)
+				if pass.Kind != 0 {
+					put(nftmodel.VmapIndex(dir, f, true), ip, pass)
 				}
 			}
 		}
@@ -463,17 +479,17 @@ func (st *state) settle(t *tx) {
 			continue
 		}
 		t.chains[name] = true
-		for _, j := range pd.jumps {
+		for _, j := range pd.Jumps {
 			st.chainUsers[j]--
 			if st.chainUsers[j] <= 0 {
 				delete(st.chainUsers, j)
 			}
 			t.chains[j] = true
 		}
-		pd.jumps = nil
-		if pd.users <= 0 {
+		pd.Jumps = nil
+		if pd.Users <= 0 {
 			delete(st.progs, name)
-			for _, ref := range pd.refs() {
+			for _, ref := range pd.Refs() {
 				if m := st.polProgs[ref]; m != nil {
 					delete(m, name)
 					if len(m) == 0 {
@@ -483,8 +499,8 @@ func (st *state) settle(t *tx) {
 			}
 			continue
 		}
-		pd.chain = renderProg(pd, st.def, has)
-		for _, j := range pd.jumps {
+		pd.Chain = nftmodel.RenderProg(pd, st.def, has)
+		for _, j := range pd.Jumps {
 			st.chainUsers[j]++
 			t.chains[j] = true
 		}
@@ -492,12 +508,12 @@ func (st *state) settle(t *tx) {
 }
 
 // wantChain returns the chain the kernel should hold under a name (nil: none).
-func (st *state) wantChain(n string) *chainDef {
+func (st *state) wantChain(n string) *nftmodel.Chain {
 	if c := st.base[n]; c != nil {
 		return c
 	}
 	if pd := st.progs[n]; pd != nil {
-		return pd.chain
+		return pd.Chain
 	}
 	if st.chainUsers[n] > 0 {
 		return st.polChains[n]
@@ -506,13 +522,13 @@ func (st *state) wantChain(n string) *chainDef {
 }
 
 // wantAll returns every chain and set the kernel should hold.
-func (st *state) wantAll() (map[string]*chainDef, map[string]*setDef) {
-	chains := map[string]*chainDef{}
+func (st *state) wantAll() (map[string]*nftmodel.Chain, map[string]*nftmodel.Set) {
+	chains := map[string]*nftmodel.Chain{}
 	for n, c := range st.base {
 		chains[n] = c
 	}
 	for n, pd := range st.progs {
-		chains[n] = pd.chain
+		chains[n] = pd.Chain
 	}
 	for n := range st.chainUsers {
 		if c := st.polChains[n]; c != nil {
@@ -571,8 +587,8 @@ func (e *Enforcer) Apply(ctx context.Context, plan *policy.Plan, changes policy.
 func (e *Enforcer) build(plan *policy.Plan) *state {
 	st := newState(e.defVerdict(plan))
 	t := newTx()
-	for _, c := range baseChains(e.opts.dnsExempt) {
-		st.base[c.name] = c
+	for _, c := range nftmodel.BaseChains(e.opts.dnsExempt) {
+		st.base[c.Name] = c
 	}
 	for ref, pp := range plan.Policies {
 		st.setPolicy(t, ref, pp)
@@ -615,6 +631,6 @@ func (e *Enforcer) applyIncremental(plan *policy.Plan, ch policy.Changes) error 
 func (e *Enforcer) Render(plan *policy.Plan) string {
 	st := e.build(plan)
 	chains, sets := st.wantAll()
-	return tableText(e.opts.table, sets, &st.vmaps, chains) // model.go
+	return nftmodel.TableText(e.opts.table, sets, &st.vmaps, chains) // model.go
 
 }

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/egressd/egressd/egress/nftmodel"
 	"github.com/egressd/egressd/policy"
 	"github.com/google/nftables"
 	"golang.org/x/sys/unix"
@@ -21,18 +22,18 @@ const (
 	vmapChunk = 256
 )
 
-func (e *Enforcer) addRules(c *chainDef) error {
-	ch := &nftables.Chain{Name: c.name, Table: e.table}
+func (e *Enforcer) addRules(c *nftmodel.Chain) error {
+	ch := &nftables.Chain{Name: c.Name, Table: e.table}
 	var err error
-	anon := func(m *match) (string, uint32) {
-		s, elems := e.nft.portSet(m)
+	anon := func(m *nftmodel.Match) (string, uint32) {
+		s, elems := e.nft.PortSet(m)
 		if aerr := e.enc.AddSet(s, elems); aerr != nil && err == nil {
-			err = fmt.Errorf("chain %s: port set: %w", c.name, aerr)
+			err = fmt.Errorf("chain %s: port set: %w", c.Name, aerr)
 		}
 		return s.Name, s.ID
 	}
-	for i := range c.rules {
-		e.enc.AddRule(&nftables.Rule{Table: e.table, Chain: ch, Exprs: e.nft.exprs(&c.rules[i], anon)})
+	for i := range c.Rules {
+		e.enc.AddRule(&nftables.Rule{Table: e.table, Chain: ch, Exprs: e.nft.Exprs(&c.Rules[i], anon)})
 	}
 	return err
 }
@@ -131,14 +132,14 @@ func (e *Enforcer) applyFull(plan *policy.Plan) error {
 	return nil
 }
 
-func (e *Enforcer) emitFull(st *state, chains map[string]*chainDef, sets map[string]*setDef, kchains map[string]bool, ksets map[string]*nftables.Set) error {
+func (e *Enforcer) emitFull(st *state, chains map[string]*nftmodel.Chain, sets map[string]*nftmodel.Set, kchains map[string]bool, ksets map[string]*nftables.Set) error {
 	c := e.enc
 	c.AddTable(e.table)
 	names := sortedKeys(chains)
 	// Hooked chains and new chains first (jump targets must exist).
 	for _, n := range names {
-		if !kchains[n] || chains[n].base != nil {
-			c.AddChain(e.nft.chain(chains[n]))
+		if !kchains[n] || chains[n].Base != nil {
+			c.AddChain(e.nft.Chain(chains[n]))
 		}
 	}
 	// Empty every existing chain: no rule references an old object any more.
@@ -151,14 +152,14 @@ func (e *Enforcer) emitFull(st *state, chains map[string]*chainDef, sets map[str
 	for _, n := range sortedKeys(ksets) {
 		ks := ksets[n]
 		want, isSet := sets[n]
-		isMap := slices.Contains(vmapNames[:], n)
+		isMap := slices.Contains(nftmodel.VmapNames[:], n)
 		switch {
 		case isMap && ks.IsMap:
 			c.FlushSet(ks)
 			kept[n] = true
-		case isSet && want.kind == skFQDN && ks.Concatenation && ks.HasTimeout:
+		case isSet && want.Kind == nftmodel.SkFQDN && ks.Concatenation && ks.HasTimeout:
 			kept[n] = true // keep the resolver's elements and their timeouts
-		case isSet && want.kind != skFQDN && sameKind(ks, want):
+		case isSet && want.Kind != nftmodel.SkFQDN && sameKind(ks, want):
 			kept[n] = true // the name is a digest of the elements
 		default:
 			c.DelSet(ks)
@@ -186,10 +187,10 @@ func (e *Enforcer) emitFull(st *state, chains map[string]*chainDef, sets map[str
 		}
 	}
 	for i := range st.vmaps {
-		obj := e.nft.vmap(i)
-		if !kept[vmapNames[i]] {
+		obj := e.nft.Vmap(i)
+		if !kept[nftmodel.VmapNames[i]] {
 			if err := c.AddSet(obj, nil); err != nil {
-				return fmt.Errorf("egress: map %s: %w", vmapNames[i], err)
+				return fmt.Errorf("egress: map %s: %w", nftmodel.VmapNames[i], err)
 			}
 		}
 	}
@@ -199,13 +200,13 @@ func (e *Enforcer) emitFull(st *state, chains map[string]*chainDef, sets map[str
 		}
 	}
 	for i, m := range st.vmaps {
-		obj := e.nft.vmap(i)
+		obj := e.nft.Vmap(i)
 		elems := make([]nftables.SetElement, 0, len(m))
 		for ip, v := range m {
-			elems = append(elems, vmapElem(ip, v))
+			elems = append(elems, nftmodel.VmapElem(ip, v))
 		}
 		if err := e.addElems(obj, elems, vmapChunk); err != nil {
-			return fmt.Errorf("egress: map %s: %w", vmapNames[i], err)
+			return fmt.Errorf("egress: map %s: %w", nftmodel.VmapNames[i], err)
 		}
 	}
 	t0 := time.Now()
@@ -214,22 +215,22 @@ func (e *Enforcer) emitFull(st *state, chains map[string]*chainDef, sets map[str
 	return err
 }
 
-func (e *Enforcer) addSet(s *setDef) error {
-	obj := e.nft.set(s)
+func (e *Enforcer) addSet(s *nftmodel.Set) error {
+	obj := e.nft.Set(s)
 	if err := e.enc.AddSet(obj, nil); err != nil {
-		return fmt.Errorf("egress: set %s: %w", s.name, err)
+		return fmt.Errorf("egress: set %s: %w", s.Name, err)
 	}
-	if err := e.addElems(obj, setElems(s), elemChunk); err != nil {
-		return fmt.Errorf("egress: set %s: %w", s.name, err)
+	if err := e.addElems(obj, nftmodel.SetElems(s), elemChunk); err != nil {
+		return fmt.Errorf("egress: set %s: %w", s.Name, err)
 	}
 	return nil
 }
 
-func sameKind(ks *nftables.Set, want *setDef) bool {
-	switch want.kind {
-	case skPrefix:
+func sameKind(ks *nftables.Set, want *nftmodel.Set) bool {
+	switch want.Kind {
+	case nftmodel.SkPrefix:
 		return ks.Interval && !ks.Concatenation && !ks.IsMap
-	case skNamedPort:
+	case nftmodel.SkNamedPort:
 		return ks.Concatenation && !ks.Interval && !ks.HasTimeout && !ks.IsMap
 	}
 	return false
@@ -263,10 +264,10 @@ func (e *Enforcer) emitDiff(st *state, t *tx) error {
 		}
 	}
 	for _, ch := range addChains {
-		c.AddChain(e.nft.chain(ch))
+		c.AddChain(e.nft.Chain(ch))
 	}
 	for _, ch := range changed {
-		c.FlushChain(e.nft.chain(ch))
+		c.FlushChain(e.nft.Chain(ch))
 		if err := e.addRules(ch); err != nil {
 			return err
 		}
@@ -278,7 +279,7 @@ func (e *Enforcer) emitDiff(st *state, t *tx) error {
 	}
 	for i := range t.vm {
 		del, add := vmapDiff(st.vmaps[i], t.vm[i])
-		obj := e.nft.vmap(i)
+		obj := e.nft.Vmap(i)
 		if err := e.delElems(obj, del, vmapChunk); err != nil {
 			return err
 		}
@@ -287,20 +288,20 @@ func (e *Enforcer) emitDiff(st *state, t *tx) error {
 		}
 	}
 	for _, ch := range delChains {
-		c.FlushChain(e.nft.chain(ch))
+		c.FlushChain(e.nft.Chain(ch))
 	}
 	for _, ch := range delChains {
-		c.DelChain(e.nft.chain(ch))
+		c.DelChain(e.nft.Chain(ch))
 	}
 	for _, s := range delSets {
-		c.DelSet(e.nft.set(s))
+		c.DelSet(e.nft.Set(s))
 	}
 	return nil
 }
 
 // chainDiff sorts the chains tx touched into those to add, to rewrite and to
 // delete.
-func (st *state) chainDiff(t *tx) (add, changed, del []*chainDef) {
+func (st *state) chainDiff(t *tx) (add, changed, del []*nftmodel.Chain) {
 	for _, n := range sortedKeys(t.chains) {
 		nc, oc := st.wantChain(n), st.chains[n]
 		switch {
@@ -308,7 +309,7 @@ func (st *state) chainDiff(t *tx) (add, changed, del []*chainDef) {
 			del = append(del, oc)
 		case nc != nil && oc == nil:
 			add = append(add, nc)
-		case nc != nil && oc.text != nc.text:
+		case nc != nil && oc.Text != nc.Text:
 			changed = append(changed, nc)
 		}
 	}
@@ -317,7 +318,7 @@ func (st *state) chainDiff(t *tx) (add, changed, del []*chainDef) {
 
 // setDiff sorts the sets tx touched into those to add and to delete (a set's
 // name says its content: one that stays is not rewritten).
-func (st *state) setDiff(t *tx) (add, del []*setDef) {
+func (st *state) setDiff(t *tx) (add, del []*nftmodel.Set) {
 	for _, n := range sortedKeys(t.sets) {
 		ns, os := st.setDefs[n], st.sets[n]
 		switch {
@@ -333,17 +334,17 @@ func (st *state) setDiff(t *tx) (add, del []*setDef) {
 // vmapDiff returns the elements of a verdict map to delete and to add to go
 // from its kernel contents to the wanted ones of the addresses a change
 // touched (nil: no element).
-func vmapDiff(kernel map[netip.Addr]vtarget, want map[netip.Addr]*vtarget) (del, add []nftables.SetElement) {
+func vmapDiff(kernel map[netip.Addr]nftmodel.VmapTarget, want map[netip.Addr]*nftmodel.VmapTarget) (del, add []nftables.SetElement) {
 	for ip, v := range want {
 		old, had := kernel[ip]
 		switch {
 		case v == nil && had:
-			del = append(del, vmapElem(ip, old))
+			del = append(del, nftmodel.VmapElem(ip, old))
 		case v != nil && had && old != *v:
-			del = append(del, vmapElem(ip, old))
-			add = append(add, vmapElem(ip, *v))
+			del = append(del, nftmodel.VmapElem(ip, old))
+			add = append(add, nftmodel.VmapElem(ip, *v))
 		case v != nil && !had:
-			add = append(add, vmapElem(ip, *v))
+			add = append(add, nftmodel.VmapElem(ip, *v))
 		}
 	}
 	return del, add

@@ -8,6 +8,8 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/egressd/egressd/egress/nftmodel"
+
 	nflog "github.com/florianl/go-nflog/v2"
 
 	"github.com/egressd/egressd/policy"
@@ -144,7 +146,7 @@ func ParsePacketHeader(b []byte) (DeniedPacket, bool) {
 		return p, false
 	}
 	var known bool
-	if p.Protocol, known = protoOf(proto); !known {
+	if p.Protocol, known = nftmodel.ProtoOf(proto); !known {
 		return p, true
 	}
 	if len(l4) >= 4 {

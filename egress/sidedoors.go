@@ -7,6 +7,8 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/egressd/egressd/egress/nftmodel"
+
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
@@ -74,10 +76,10 @@ func WithSideDoors(sd SideDoors) Option {
 // sdSet is one set of the side-door rules.
 type sdSet struct {
 	name     string
-	fam      fam
+	fam      nftmodel.Fam
 	interval bool
-	addrs    []netip.Addr // plain sets
-	ranges   []addrRange  // interval sets
+	addrs    []netip.Addr         // plain sets
+	ranges   []nftmodel.AddrRange // interval sets
 }
 
 // sdRule is one rule: its text (nft syntax) and expressions.
@@ -94,8 +96,8 @@ type sdRender struct {
 	workloadSets int // elements in workload sets (for logs)
 }
 
-func sdName(base string, f fam) string {
-	if f == fam6 {
+func sdName(base string, f nftmodel.Fam) string {
+	if f == nftmodel.Fam6 {
 		return sideDoorPrefix + base + "_v6"
 	}
 	return sideDoorPrefix + base + "_v4"
@@ -105,16 +107,16 @@ func sdName(base string, f fam) string {
 func (e *Enforcer) renderSideDoors(plan *policy.Plan) *sdRender {
 	sd := e.opts.sideDoors
 	type famSets struct{ redir, drop, enc, self []netip.Addr }
-	fs := map[fam]*famSets{fam4: {}, fam6: {}}
+	fs := map[nftmodel.Fam]*famSets{nftmodel.Fam4: {}, nftmodel.Fam6: {}}
 	profiles := map[string]*struct {
 		resolvers []netip.Prefix
-		srcs      map[fam][]netip.Addr
+		srcs      map[nftmodel.Fam][]netip.Addr
 	}{}
-	to := map[fam]netip.AddrPort{fam4: sd.To4, fam6: sd.To6}
+	to := map[nftmodel.Fam]netip.AddrPort{nftmodel.Fam4: sd.To4, nftmodel.Fam6: sd.To6}
 	for _, ap := range append(slices.Clone(e.opts.dnsExempt), sd.To4, sd.To6) {
 		if ap.IsValid() {
 			a := ap.Addr().Unmap()
-			fs[famOf(a)].self = append(fs[famOf(a)].self, a)
+			fs[nftmodel.FamOf(a)].self = append(fs[nftmodel.FamOf(a)].self, a)
 		}
 	}
 	keys := make([]policy.WorkloadKey, 0, len(plan.Workloads))
@@ -136,17 +138,17 @@ func (e *Enforcer) renderSideDoors(plan *policy.Plan) *sdRender {
 			for _, p := range s.Resolvers {
 				b.WriteString(p.String() + ",")
 			}
-			prof = hashName(b.String())
+			prof = nftmodel.HashName(b.String())
 			if profiles[prof] == nil {
 				profiles[prof] = &struct {
 					resolvers []netip.Prefix
-					srcs      map[fam][]netip.Addr
-				}{resolvers: s.Resolvers, srcs: map[fam][]netip.Addr{}}
+					srcs      map[nftmodel.Fam][]netip.Addr
+				}{resolvers: s.Resolvers, srcs: map[nftmodel.Fam][]netip.Addr{}}
 			}
 		}
 		for _, ip := range w.IPs {
 			ip = ip.Unmap()
-			f := famOf(ip)
+			f := nftmodel.FamOf(ip)
 			if s.Action == policy.DNSBypassRedirect && to[f].IsValid() {
 				fs[f].redir = append(fs[f].redir, ip)
 			} else {
@@ -161,7 +163,7 @@ func (e *Enforcer) renderSideDoors(plan *policy.Plan) *sdRender {
 		}
 	}
 	r := &sdRender{}
-	plain := func(base string, f fam, addrs []netip.Addr) string {
+	plain := func(base string, f nftmodel.Fam, addrs []netip.Addr) string {
 		slices.SortFunc(addrs, netip.Addr.Compare)
 		addrs = slices.Compact(addrs)
 		s := &sdSet{name: sdName(base, f), fam: f, addrs: addrs}
@@ -171,14 +173,14 @@ func (e *Enforcer) renderSideDoors(plan *policy.Plan) *sdRender {
 		}
 		return s.name
 	}
-	interval := func(base string, f fam, ps []netip.Prefix) string {
+	interval := func(base string, f nftmodel.Fam, ps []netip.Prefix) string {
 		var mine []netip.Prefix
 		for _, p := range ps {
-			if !p.Addr().Is4In6() && famOf(p.Addr()) == f {
+			if !p.Addr().Is4In6() && nftmodel.FamOf(p.Addr()) == f {
 				mine = append(mine, p)
 			}
 		}
-		s := &sdSet{name: sdName(base, f), fam: f, interval: true, ranges: ranges(mine)}
+		s := &sdSet{name: sdName(base, f), fam: f, interval: true, ranges: nftmodel.Ranges(mine)}
 		r.sets = append(r.sets, s)
 		return s.name
 	}
@@ -188,12 +190,12 @@ func (e *Enforcer) renderSideDoors(plan *policy.Plan) *sdRender {
 	}
 	sort.Strings(profNames)
 	r.filter = append(r.filter, sdRule{text: "ct state established,related accept", exprs: []expr.Any{
-		&expr.Ct{Register: reg1, Key: expr.CtKeySTATE},
-		&expr.Bitwise{SourceRegister: reg1, DestRegister: reg1, Len: 4,
-			Mask: binaryutil.NativeEndian.PutUint32(ctEstablished | ctRelated), Xor: binaryutil.NativeEndian.PutUint32(0)},
-		&expr.Cmp{Op: expr.CmpOpNeq, Register: reg1, Data: []byte{0, 0, 0, 0}},
+		&expr.Ct{Register: nftmodel.Reg1, Key: expr.CtKeySTATE},
+		&expr.Bitwise{SourceRegister: nftmodel.Reg1, DestRegister: nftmodel.Reg1, Len: 4,
+			Mask: binaryutil.NativeEndian.PutUint32(nftmodel.CtEstablished | nftmodel.CtRelated), Xor: binaryutil.NativeEndian.PutUint32(0)},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: nftmodel.Reg1, Data: []byte{0, 0, 0, 0}},
 		&expr.Verdict{Kind: expr.VerdictAccept}}})
-	for _, f := range []fam{fam4, fam6} {
+	for _, f := range []nftmodel.Fam{nftmodel.Fam4, nftmodel.Fam6} {
 		self := plain("self", f, fs[f].self)
 		redir := plain("redir", f, fs[f].redir)
 		drop := plain("drop", f, fs[f].drop)
@@ -225,11 +227,11 @@ func (e *Enforcer) renderSideDoors(plan *policy.Plan) *sdRender {
 	}
 	var b strings.Builder
 	for _, s := range r.sets {
-		fmt.Fprintf(&b, "set %s { type %s_addr;", s.name, map[fam]string{fam4: "ipv4", fam6: "ipv6"}[s.fam])
+		fmt.Fprintf(&b, "set %s { type %s_addr;", s.name, map[nftmodel.Fam]string{nftmodel.Fam4: "ipv4", nftmodel.Fam6: "ipv6"}[s.fam])
 		if s.interval {
 			b.WriteString(" flags interval;")
 			for _, rg := range s.ranges {
-				fmt.Fprintf(&b, " %s-%s", rg.lo, rg.hi)
+				fmt.Fprintf(&b, " %s-%s", rg.Lo, rg.Hi)
 			}
 		} else {
 			for _, a := range s.addrs {
@@ -252,17 +254,17 @@ func (e *Enforcer) renderSideDoors(plan *policy.Plan) *sdRender {
 }
 
 // sdAddrRule: [ip saddr @src] ip daddr @dst <verdict>.
-func sdAddrRule(f fam, src, dst string, v expr.VerdictKind) sdRule {
+func sdAddrRule(f nftmodel.Fam, src, dst string, v expr.VerdictKind) sdRule {
 	var ex []expr.Any
 	var txt []string
-	ex = append(ex, &expr.Meta{Key: expr.MetaKeyNFPROTO, Register: reg1},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: []byte{nfprotoOf(f)}})
+	ex = append(ex, &expr.Meta{Key: expr.MetaKeyNFPROTO, Register: nftmodel.Reg1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: nftmodel.Reg1, Data: []byte{nftmodel.NfprotoOf(f)}})
 	if src != "" {
-		ex = append(ex, addrPayload(f, true, reg1), &expr.Lookup{SourceRegister: reg1, SetName: src})
-		txt = append(txt, ipKw(f)+" saddr @"+src)
+		ex = append(ex, nftmodel.AddrPayload(f, true, nftmodel.Reg1), &expr.Lookup{SourceRegister: nftmodel.Reg1, SetName: src})
+		txt = append(txt, nftmodel.IPKeyword(f)+" saddr @"+src)
 	}
-	ex = append(ex, addrPayload(f, false, reg1), &expr.Lookup{SourceRegister: reg1, SetName: dst})
-	txt = append(txt, ipKw(f)+" daddr @"+dst)
+	ex = append(ex, nftmodel.AddrPayload(f, false, nftmodel.Reg1), &expr.Lookup{SourceRegister: nftmodel.Reg1, SetName: dst})
+	txt = append(txt, nftmodel.IPKeyword(f)+" daddr @"+dst)
 	vt := "accept"
 	if v == expr.VerdictReturn {
 		vt = "return"
@@ -273,28 +275,28 @@ func sdAddrRule(f fam, src, dst string, v expr.VerdictKind) sdRule {
 
 // sdDropRule: ip saddr @src [ip daddr @dst] meta l4proto P th dport [!=] port
 // counter [log] drop.
-func (e *Enforcer) sdDropRule(f fam, src, dst string, proto byte, port uint16, notPort bool, door policy.SideDoor) sdRule {
+func (e *Enforcer) sdDropRule(f nftmodel.Fam, src, dst string, proto byte, port uint16, notPort bool, door policy.SideDoor) sdRule {
 	ex := []expr.Any{
-		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: reg1},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: []byte{nfprotoOf(f)}},
-		addrPayload(f, true, reg1), &expr.Lookup{SourceRegister: reg1, SetName: src},
+		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: nftmodel.Reg1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: nftmodel.Reg1, Data: []byte{nftmodel.NfprotoOf(f)}},
+		nftmodel.AddrPayload(f, true, nftmodel.Reg1), &expr.Lookup{SourceRegister: nftmodel.Reg1, SetName: src},
 	}
-	txt := ipKw(f) + " saddr @" + src
+	txt := nftmodel.IPKeyword(f) + " saddr @" + src
 	if dst != "" {
-		ex = append(ex, addrPayload(f, false, reg1), &expr.Lookup{SourceRegister: reg1, SetName: dst})
-		txt += " " + ipKw(f) + " daddr @" + dst
+		ex = append(ex, nftmodel.AddrPayload(f, false, nftmodel.Reg1), &expr.Lookup{SourceRegister: nftmodel.Reg1, SetName: dst})
+		txt += " " + nftmodel.IPKeyword(f) + " daddr @" + dst
 	}
 	op, opText := expr.CmpOpEq, ""
 	if notPort {
 		op, opText = expr.CmpOpNeq, "!= "
 	}
 	ex = append(ex,
-		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg1},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: []byte{proto}},
-		dportPayload(reg1),
-		&expr.Cmp{Op: op, Register: reg1, Data: binaryutil.BigEndian.PutUint16(port)},
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: nftmodel.Reg1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: nftmodel.Reg1, Data: []byte{proto}},
+		nftmodel.DportPayload(nftmodel.Reg1),
+		&expr.Cmp{Op: op, Register: nftmodel.Reg1, Data: binaryutil.BigEndian.PutUint16(port)},
 		&expr.Counter{})
-	txt += fmt.Sprintf(" meta l4proto %s th dport %s%d counter", protoName(proto), opText, port)
+	txt += fmt.Sprintf(" meta l4proto %s th dport %s%d counter", nftmodel.ProtoName(proto), opText, port)
 	if e.opts.logGroup >= 0 {
 		prefix := BypassLogPrefix + string(door)
 		ex = append(ex, &expr.Log{Key: 1<<unix.NFTA_LOG_GROUP | 1<<unix.NFTA_LOG_PREFIX, Group: uint16(e.opts.logGroup), Data: []byte(prefix)})
@@ -305,21 +307,21 @@ func (e *Enforcer) sdDropRule(f fam, src, dst string, proto byte, port uint16, n
 }
 
 // sdRedirectRule: ip saddr @src meta l4proto P th dport 53 counter dnat to <to>.
-func sdRedirectRule(f fam, src string, proto byte, to netip.AddrPort) sdRule {
+func sdRedirectRule(f nftmodel.Fam, src string, proto byte, to netip.AddrPort) sdRule {
 	ex := []expr.Any{
-		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: reg1},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: []byte{nfprotoOf(f)}},
-		addrPayload(f, true, reg1), &expr.Lookup{SourceRegister: reg1, SetName: src},
-		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg1},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: []byte{proto}},
-		dportPayload(reg1),
-		&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: binaryutil.BigEndian.PutUint16(policy.DNSPort)},
+		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: nftmodel.Reg1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: nftmodel.Reg1, Data: []byte{nftmodel.NfprotoOf(f)}},
+		nftmodel.AddrPayload(f, true, nftmodel.Reg1), &expr.Lookup{SourceRegister: nftmodel.Reg1, SetName: src},
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: nftmodel.Reg1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: nftmodel.Reg1, Data: []byte{proto}},
+		nftmodel.DportPayload(nftmodel.Reg1),
+		&expr.Cmp{Op: expr.CmpOpEq, Register: nftmodel.Reg1, Data: binaryutil.BigEndian.PutUint16(policy.DNSPort)},
 		&expr.Counter{},
 		&expr.Immediate{Register: 1, Data: to.Addr().Unmap().AsSlice()},
 		&expr.Immediate{Register: 2, Data: binaryutil.BigEndian.PutUint16(to.Port())},
-		&expr.NAT{Type: expr.NATTypeDestNAT, Family: uint32(nfprotoOf(f)), RegAddrMin: 1, RegProtoMin: 2, Specified: true},
+		&expr.NAT{Type: expr.NATTypeDestNAT, Family: uint32(nftmodel.NfprotoOf(f)), RegAddrMin: 1, RegProtoMin: 2, Specified: true},
 	}
-	return sdRule{text: fmt.Sprintf("%s saddr @%s meta l4proto %s th dport 53 counter dnat %s to %s", ipKw(f), src, protoName(proto), ipKw(f), to), exprs: ex}
+	return sdRule{text: fmt.Sprintf("%s saddr @%s meta l4proto %s th dport 53 counter dnat %s to %s", nftmodel.IPKeyword(f), src, nftmodel.ProtoName(proto), nftmodel.IPKeyword(f), to), exprs: ex}
 }
 
 // applySideDoorsLocked brings the side-door objects in line with the plan,
@@ -348,7 +350,7 @@ func (e *Enforcer) applySideDoorsLocked(plan *policy.Plan) error {
 	want := map[string]bool{}
 	for _, s := range r.sets {
 		want[s.name] = true
-		obj := &nftables.Set{Table: e.table, Name: s.name, KeyType: addrType(s.fam), Interval: s.interval, KeyByteOrder: binaryutil.BigEndian}
+		obj := &nftables.Set{Table: e.table, Name: s.name, KeyType: nftmodel.AddrType(s.fam), Interval: s.interval, KeyByteOrder: binaryutil.BigEndian}
 		if err := c.AddSet(obj, nil); err != nil {
 			e.discard()
 			return fmt.Errorf("egress: side doors: set %s: %w", s.name, err)
@@ -356,7 +358,7 @@ func (e *Enforcer) applySideDoorsLocked(plan *policy.Plan) error {
 		c.FlushSet(obj)
 		var elems []nftables.SetElement
 		if s.interval {
-			elems = rangeElems(s.ranges)
+			elems = nftmodel.RangeElems(s.ranges)
 		} else {
 			for _, a := range s.addrs {
 				elems = append(elems, nftables.SetElement{Key: a.AsSlice()})

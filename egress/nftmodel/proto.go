@@ -1,4 +1,4 @@
-package egress
+package nftmodel
 
 import (
 	"strconv"
@@ -32,7 +32,7 @@ func protoNum(p policy.Protocol) uint8 {
 }
 
 // protoOf returns the protocol of an IP protocol number.
-func protoOf(num uint8) (policy.Protocol, bool) {
+func ProtoOf(num uint8) (policy.Protocol, bool) {
 	for _, pr := range protocols {
 		if pr.num == num {
 			return pr.proto, true
@@ -42,7 +42,7 @@ func protoOf(num uint8) (policy.Protocol, bool) {
 }
 
 // protoName returns the nft keyword of an IP protocol number, or the number.
-func protoName(num uint8) string {
+func ProtoName(num uint8) string {
 	for _, pr := range protocols {
 		if pr.num == num {
 			return pr.name
