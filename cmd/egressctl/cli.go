@@ -32,6 +32,7 @@ func commands() []command {
 		{"validate", "check policy files and print every error with its file, object and field", runValidate},
 		{"explain", "explain the verdict on one connection or DNS lookup", runExplain},
 		{"matrix", "print the reachability matrix of every pod to every pod", runMatrix},
+		{"convert", "convert Calico policies into egressd policies", runConvert},
 		{"status", "show the live state of a running agent (sets, blocked lookups, sync)", runStatus},
 		{"version", "print the version", runVersion},
 		{"help", "print help on a command", runHelp},
