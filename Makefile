@@ -35,11 +35,16 @@ lint: vet
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.6.1 $(PKGS)
 
 ## generate: deepcopy and the CRDs in deploy/crds (schemas, CEL rules, printer
-## columns from the kubebuilder markers in policy/types.go) with controller-gen.
+## columns from the kubebuilder markers in policy/types.go) with controller-gen,
+## and the upstream ClusterNetworkPolicy CRD (experimental channel) from the
+## sigs.k8s.io/network-policy-api module go.mod requires.
 generate:
 	$(GO) run sigs.k8s.io/controller-tools/cmd/controller-gen@v0.19.0 object paths=./policy/
 	$(GO) run sigs.k8s.io/controller-tools/cmd/controller-gen@v0.19.0 crd paths=./policy/ output:crd:dir=deploy/crds
-	cp deploy/crds/*.yaml deploy/helm/egressd/crds/
+	cp deploy/crds/egressd.io_*.yaml deploy/helm/egressd/crds/
+	cp "$$($(GO) list -m -f '{{.Dir}}' sigs.k8s.io/network-policy-api)/config/crd/experimental/policy.networking.k8s.io_clusternetworkpolicies.yaml" deploy/crds/
+	chmod 644 deploy/crds/policy.networking.k8s.io_clusternetworkpolicies.yaml
+	cp deploy/crds/policy.networking.k8s.io_clusternetworkpolicies.yaml deploy/helm/egressd/files/
 
 ## bench: every benchmark; numbers go to docs/benchmarks.md.
 bench:

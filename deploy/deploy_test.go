@@ -248,10 +248,19 @@ func TestHelmChart(t *testing.T) {
 	crds, _ := filepath.Glob("crds/*.yaml")
 	for _, f := range crds {
 		a, _ := os.ReadFile(f)
-		b, err := os.ReadFile(filepath.Join("helm", "egressd", f))
-		if err != nil || !bytes.Equal(a, b) {
-			t.Errorf("helm/egressd/%s differs from deploy/%s: copy it after make generate", f, f)
+		chartCopy := filepath.Join("helm", "egressd", f)
+		if filepath.Base(f) == cnpCRD {
+			// Installed by a template behind clusterNetworkPolicy.installCRD,
+			// not from the chart's unconditional crds/.
+			chartCopy = filepath.Join("helm", "egressd", "files", cnpCRD)
 		}
+		b, err := os.ReadFile(chartCopy)
+		if err != nil || !bytes.Equal(a, b) {
+			t.Errorf("%s differs from deploy/%s: copy it after make generate", chartCopy, f)
+		}
+	}
+	if _, err := os.Stat(filepath.Join("helm", "egressd", "crds", cnpCRD)); err == nil {
+		t.Errorf("helm/egressd/crds/%s: the ClusterNetworkPolicy CRD must stay behind clusterNetworkPolicy.installCRD", cnpCRD)
 	}
 	for _, f := range []string{"helm/egressd/Chart.yaml", "helm/egressd/values.yaml"} {
 		b, err := os.ReadFile(f)
@@ -279,7 +288,22 @@ func TestHelmChart(t *testing.T) {
 		_ = i
 	}
 	checkDaemonSet(t, ds)
+	// The upstream ClusterNetworkPolicy CRD: installed by default, kept on
+	// uninstall, left out with installCRD=false.
+	if !bytes.Contains(out, []byte("name: clusternetworkpolicies.policy.networking.k8s.io")) || !bytes.Contains(out, []byte("helm.sh/resource-policy: keep")) {
+		t.Errorf("helm template: no ClusterNetworkPolicy CRD with helm.sh/resource-policy: keep")
+	}
+	off, err := exec.Command(helm, "template", "egressd", "helm/egressd", "--namespace", "egressd", "--set", "clusterNetworkPolicy.installCRD=false").CombinedOutput()
+	if err != nil {
+		t.Fatalf("helm template: %v\n%s", err, off)
+	}
+	if bytes.Contains(off, []byte("clusternetworkpolicies.policy.networking.k8s.io")) {
+		t.Errorf("helm template with clusterNetworkPolicy.installCRD=false still renders the CRD")
+	}
 }
+
+// cnpCRD is the upstream ClusterNetworkPolicy CRD's file name.
+const cnpCRD = "policy.networking.k8s.io_clusternetworkpolicies.yaml"
 
 // TestInvalidExamples: every policy under examples/invalid is rejected by the
 // agent's own validation (standalone mode, egressctl validate) with the field

@@ -454,7 +454,10 @@ func (s *Store) UpsertNode(n Node) error {
 		}
 		ips = append(ips, ip.Unmap())
 	}
-	n.IPs = ips
+	n.IPs = nil
+	if len(ips) > 0 {
+		n.IPs = ips
+	}
 	n.Labels = maps.Clone(n.Labels)
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -465,6 +468,17 @@ func (s *Store) UpsertNode(n Node) error {
 	}
 	s.nodesChangedLocked()
 	return nil
+}
+
+// Node returns a copy of a node.
+func (s *Store) Node(name string) (Node, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	n, ok := s.nodes[name]
+	if !ok {
+		return Node{}, false
+	}
+	return *n, true
 }
 
 // DeleteNode removes a node.

@@ -1,6 +1,7 @@
 // Package kube is the cluster policy source: it watches the Kubernetes API with
-// client-go informers (Pods, Namespaces, NetworkPolicies, FirewallPolicies,
-// ClusterFirewallPolicies and the cluster DNS Service) and keeps a policy.Store in
+// client-go informers (Pods, Namespaces, Nodes, NetworkPolicies, FirewallPolicies,
+// ClusterFirewallPolicies, ClusterNetworkPolicies when their CRD is installed,
+// and the cluster DNS Service) and keeps a policy.Store in
 // line with the cluster, the way source/file does for the standalone files.
 //
 // Every informer event only enqueues the object's key; one worker reads the current
@@ -21,8 +22,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -44,6 +47,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
+	cnpv1alpha2 "sigs.k8s.io/network-policy-api/apis/v1alpha2"
 
 	"github.com/egressd/egressd/policy"
 )
@@ -72,6 +76,9 @@ type Options struct {
 	Resync time.Duration
 	// Log receives the source's logs (default slog.Default()).
 	Log *slog.Logger
+	// CNPProbeInterval is how often the source looks for the
+	// ClusterNetworkPolicy CRD while it is not installed (default 30s).
+	CNPProbeInterval time.Duration
 }
 
 // kinds of queued keys.
@@ -82,6 +89,7 @@ const (
 	kindFWP     = policy.KindFirewallPolicy
 	kindCFWP    = policy.KindClusterFirewallPolicy
 	kindService = "Service"
+	kindNode    = "Node"
 )
 
 type key struct {
@@ -100,7 +108,13 @@ type Source struct {
 	svcFact informers.SharedInformerFactory
 
 	pods, nss, netpols, services cache.SharedIndexInformer
-	fwps, cfwps                  cache.SharedIndexInformer
+	// nodes feeds the Store's nodes (ClusterNetworkPolicy nodes peers).
+	nodes       cache.SharedIndexInformer
+	fwps, cfwps cache.SharedIndexInformer
+	// cnps watches ClusterNetworkPolicies (cnp.go); nil while the CRD is
+	// not installed. Guarded by mu.
+	cnps   cache.SharedIndexInformer
+	cnpGVR schema.GroupVersionResource
 
 	queue workqueue.TypedRateLimitingInterface[key]
 	// handlersSynced report when every informer delivered its initial list
@@ -175,6 +189,8 @@ func NewForClients(kc kubernetes.Interface, dc dynamic.Interface, store *policy.
 	s.pods = s.factory.Core().V1().Pods().Informer()
 	s.nss = s.factory.Core().V1().Namespaces().Informer()
 	s.netpols = s.factory.Networking().V1().NetworkPolicies().Informer()
+	s.nodes = s.factory.Core().V1().Nodes().Informer()
+	_ = s.nodes.SetTransform(trimNode)
 	if !opts.NoDNSService {
 		s.services = s.svcFact.Core().V1().Services().Informer()
 	}
@@ -185,7 +201,7 @@ func NewForClients(kc kubernetes.Interface, dc dynamic.Interface, store *policy.
 	_ = s.pods.SetTransform(trimPod)
 	for kind, inf := range map[string]cache.SharedIndexInformer{
 		kindPod: s.pods, kindNS: s.nss, kindNetpol: s.netpols, kindService: s.services,
-		kindFWP: s.fwps, kindCFWP: s.cfwps,
+		kindFWP: s.fwps, kindCFWP: s.cfwps, kindNode: s.nodes,
 	} {
 		if inf == nil {
 			continue
@@ -261,7 +277,11 @@ func (s *Source) Run(ctx context.Context, onChange func()) error {
 	go func() { <-ctx.Done(); s.queue.ShutDown() }() // unblocks the worker
 	s.factory.Start(ctx.Done())
 	s.svcFact.Start(ctx.Done())
+	cnpWatched := s.setupCNP()
 	s.dynFact.Start(ctx.Done())
+	if !cnpWatched {
+		go s.watchForCNP(ctx)
+	}
 	defer func() {
 		s.factory.Shutdown()
 		s.svcFact.Shutdown()
@@ -370,6 +390,8 @@ func (s *Source) sync(k key) (bool, error) {
 		inf = s.pods
 	case kindNS:
 		inf = s.nss
+	case kindNode:
+		inf = s.nodes
 	case kindNetpol:
 		inf = s.netpols
 	case kindService:
@@ -381,6 +403,10 @@ func (s *Source) sync(k key) (bool, error) {
 		inf = s.fwps
 	case kindCFWP:
 		inf = s.cfwps
+	case kindCNP:
+		if inf, _ = s.cnpInformer(); inf == nil {
+			return false, nil
+		}
 	default:
 		return false, nil
 	}
@@ -393,6 +419,8 @@ func (s *Source) sync(k key) (bool, error) {
 		return s.syncPod(k, o, exists)
 	case kindNS:
 		return s.syncNamespace(k, o, exists)
+	case kindNode:
+		return s.syncNode(k, o, exists)
 	case kindService:
 		return s.syncService(o, exists), nil
 	default:
@@ -407,6 +435,48 @@ func (s *Source) syncNamespace(k key, o any, exists bool) (bool, error) {
 	}
 	ns := o.(*corev1.Namespace)
 	return true, s.store.UpsertNamespace(policy.Namespace{Name: ns.Name, Labels: ns.Labels})
+}
+
+// syncNode keeps the Store's node (labels, status.addresses) in line; a
+// change that does not touch them (conditions, heartbeats) changes nothing.
+func (s *Source) syncNode(k key, o any, exists bool) (bool, error) {
+	if !exists {
+		if slices.Contains(s.store.Nodes(), k.name) {
+			s.store.DeleteNode(k.name)
+			return true, nil
+		}
+		return false, nil
+	}
+	n := NodeOf(o.(*corev1.Node))
+	if old, ok := s.store.Node(n.Name); ok && reflect.DeepEqual(old, n) {
+		return false, nil
+	}
+	return true, s.store.UpsertNode(n)
+}
+
+// NodeOf is the policy.Node of a node: its labels and the addresses of
+// status.addresses (every address that parses as an IP, as upstream's nodes
+// peer matches "the IPs present in the node.Status.Addresses field").
+func NodeOf(n *corev1.Node) policy.Node {
+	out := policy.Node{Name: n.Name, Labels: maps.Clone(n.Labels)}
+	for _, a := range n.Status.Addresses {
+		if ip, err := netip.ParseAddr(a.Address); err == nil && !slices.Contains(out.IPs, ip.Unmap()) {
+			out.IPs = append(out.IPs, ip.Unmap())
+		}
+	}
+	return out
+}
+
+// trimNode keeps what NodeOf needs.
+func trimNode(o any) (any, error) {
+	n, ok := o.(*corev1.Node)
+	if !ok {
+		return o, nil
+	}
+	return &corev1.Node{
+		ObjectMeta: metav1.ObjectMeta{Name: n.Name, Labels: n.Labels, ResourceVersion: n.ResourceVersion},
+		Status:     corev1.NodeStatus{Addresses: n.Status.Addresses},
+	}, nil
 }
 
 func (s *Source) syncPod(k key, o any, exists bool) (bool, error) {
@@ -584,6 +654,19 @@ func (s *Source) syncPolicy(k key, o any, exists bool) (bool, error) {
 			return false, nil
 		}
 		err = s.store.UpsertClusterFirewallPolicy(&p)
+	case kindCNP:
+		// Fields egressd does not know (a newer CRD) are dropped: such a
+		// peer has no known field and fails closed (policy semantics).
+		var p cnpv1alpha2.ClusterNetworkPolicy
+		if err := fromUnstructured(o, &p); err != nil {
+			return false, s.reject(ref, 0, err)
+		}
+		gen = p.Generation
+		if s.seen(ref, gen) {
+			s.requestStatus(ref)
+			return false, nil
+		}
+		err = s.store.UpsertClusterNetworkPolicy(&p)
 	}
 	s.mu.Lock()
 	s.applied[ref] = gen
@@ -647,9 +730,13 @@ func fromUnstructured(o any, out any) error {
 }
 
 // gvrOf returns the resource of a policy kind.
-func gvrOf(kind string) schema.GroupVersionResource {
-	if kind == kindCFWP {
+func (s *Source) gvrOf(kind string) schema.GroupVersionResource {
+	switch kind {
+	case kindCFWP:
 		return ClusterFirewallPolicies
+	case kindCNP:
+		_, gvr := s.cnpInformer()
+		return gvr
 	}
 	return FirewallPolicies
 }

@@ -337,7 +337,7 @@ func (w *statusWriter) queueAll() {
 	for _, inf := range []struct {
 		kind string
 		keys []string
-	}{{kindFWP, w.src.fwps.GetStore().ListKeys()}, {kindCFWP, w.src.cfwps.GetStore().ListKeys()}} {
+	}{{kindFWP, w.src.fwps.GetStore().ListKeys()}, {kindCFWP, w.src.cfwps.GetStore().ListKeys()}, {kindCNP, w.src.cnpKeys()}} {
 		for _, k := range inf.keys {
 			ns, name, _ := strings.Cut(k, "/")
 			if name == "" {
@@ -405,8 +405,14 @@ func DesiredConditions(gen int64, err error) []metav1.Condition {
 func (w *statusWriter) write(ctx context.Context, ref policy.PolicyRef) error {
 	inf := w.src.fwps
 	ck := ref.Namespace + "/" + ref.Name
-	if ref.Kind == kindCFWP {
+	switch ref.Kind {
+	case kindCFWP:
 		inf, ck = w.src.cfwps, ref.Name
+	case kindCNP:
+		if inf, _ = w.src.cnpInformer(); inf == nil {
+			return nil
+		}
+		ck = ref.Name
 	}
 	o, exists, err := inf.GetStore().GetByKey(ck)
 	if err != nil || !exists {
@@ -431,6 +437,12 @@ func (w *statusWriter) write(ctx context.Context, ref policy.PolicyRef) error {
 		inForce = -1
 	}
 	want = append(want, w.programmed(ref, gen, inForce, verr != nil))
+	if ref.Kind == kindCNP {
+		// Another implementation may own the unprefixed types.
+		for i := range want {
+			want[i].Type = "egressd.io/" + want[i].Type
+		}
+	}
 	_, hasNodes := cur.Nodes()
 	same, progressOnly := !hasNodes, !hasNodes
 	out := make([]metav1.Condition, 0, len(want))
@@ -444,7 +456,7 @@ func (w *statusWriter) write(ctx context.Context, ref policy.PolicyRef) error {
 		if old == nil || old.Status != c.Status || old.Reason != c.Reason || old.Message != c.Message || old.ObservedGeneration != c.ObservedGeneration {
 			same = false
 			// Only the node count of a condition that stays pending moved.
-			if old == nil || c.Type != policy.ConditionProgrammed || c.Status == metav1.ConditionTrue ||
+			if old == nil || strings.TrimPrefix(c.Type, "egressd.io/") != policy.ConditionProgrammed || c.Status == metav1.ConditionTrue ||
 				old.Status != c.Status || old.Reason != c.Reason || old.ObservedGeneration != c.ObservedGeneration {
 				progressOnly = false
 			}
@@ -476,8 +488,12 @@ func (w *statusWriter) write(ctx context.Context, ref policy.PolicyRef) error {
 		}
 		conds[i] = m
 	}
+	apiVersion := policy.APIVersion
+	if ref.Kind == kindCNP {
+		apiVersion = w.src.gvrOf(kindCNP).GroupVersion().String()
+	}
 	apply := &unstructured.Unstructured{Object: map[string]any{
-		"apiVersion": policy.APIVersion,
+		"apiVersion": apiVersion,
 		"kind":       ref.Kind,
 		"metadata":   map[string]any{"name": ref.Name},
 		"status":     map[string]any{"conditions": conds},
@@ -485,7 +501,7 @@ func (w *statusWriter) write(ctx context.Context, ref policy.PolicyRef) error {
 	if ref.Namespace != "" {
 		apply.SetNamespace(ref.Namespace)
 	}
-	res := w.src.dyn.Resource(gvrOf(ref.Kind))
+	res := w.src.dyn.Resource(w.src.gvrOf(ref.Kind))
 	opts := metav1.ApplyOptions{FieldManager: w.opts.FieldManager, Force: true}
 	if ref.Namespace != "" {
 		_, err = res.Namespace(ref.Namespace).ApplyStatus(ctx, ref.Name, apply, opts)
@@ -549,7 +565,7 @@ func (w *statusWriter) programmed(ref policy.PolicyRef, gen, inForce int64, inva
 // them; a JSON patch removes the whole list in one write.
 func (w *statusWriter) dropNodes(ctx context.Context, ref policy.PolicyRef) error {
 	body := []byte(`[{"op":"remove","path":"/status/nodes"}]`)
-	res := w.src.dyn.Resource(gvrOf(ref.Kind))
+	res := w.src.dyn.Resource(w.src.gvrOf(ref.Kind))
 	var err error
 	if ref.Namespace != "" {
 		_, err = res.Namespace(ref.Namespace).Patch(ctx, ref.Name, types.JSONPatchType, body, metav1.PatchOptions{}, "status")
