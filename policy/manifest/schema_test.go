@@ -3,6 +3,8 @@ package manifest
 import (
 	"fmt"
 	"io/fs"
+	"maps"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -124,6 +126,19 @@ func minimal(s *Schema) any {
 		m := map[string]any{}
 		for _, r := range s.Required {
 			m[r] = minimal(s.Properties[r])
+		}
+		// minProperties (a one-of object such as a ClusterNetworkPolicy
+		// subject): add optional properties in name order.
+		if s.MinProperties != nil {
+			keys := slices.Sorted(maps.Keys(s.Properties))
+			for _, k := range keys {
+				if int64(len(m)) >= *s.MinProperties {
+					break
+				}
+				if _, ok := m[k]; !ok {
+					m[k] = minimal(s.Properties[k])
+				}
+			}
 		}
 		return m
 	case "array":
