@@ -380,7 +380,7 @@ func printOutcome(w io.Writer, indent, dir string, o policy.Outcome) {
 		fmt.Fprintf(w, "%spolicy:    %s\n", indent, p)
 	}
 	if o.Rule != "" {
-		fmt.Fprintf(w, "%srule:      %s (%s)\n", indent, o.Rule, o.Action)
+		fmt.Fprintf(w, "%srule:      %s (%s)\n", indent, o.Rule, actionName(o))
 	}
 	fmt.Fprintf(w, "%sreason:    %s: %s\n", indent, o.Reason, describe(dir, o))
 }
@@ -395,7 +395,10 @@ func describe(dir string, o policy.Outcome) string {
 		case o.Tier == policy.TierNamespaced:
 			return "an Allow rule matches and no Deny rule of the namespaced policies does"
 		}
-		return fmt.Sprintf("the first matching rule of the %s tier (by priority, then rule order) has action %s", o.Tier, o.Action)
+		if o.Tier == policy.TierBaseline && o.Action == policy.ActionPass {
+			return fmt.Sprintf("the first matching rule of the Baseline tier (by priority, then rule order) is a Pass: the rest of the tier is skipped and the node default (%s) decides", o.Verdict)
+		}
+		return fmt.Sprintf("the first matching rule of the %s tier (by priority, then rule order; at equal priority Deny beats Allow beats Pass, whatever the kind) has action %s", o.Tier, actionName(o))
 	case policy.ReasonIsolated:
 		return fmt.Sprintf("%s selects the pod for %s (isolated) and no rule of the namespaced policies allows this", o.Policy, dir)
 	case policy.ReasonNotSelected:
@@ -427,7 +430,7 @@ func describe(dir string, o policy.Outcome) string {
 // summary is a one-line account of an outcome.
 func summary(dir string, o policy.Outcome) string {
 	if o.Reason == policy.ReasonRule {
-		return fmt.Sprintf("rule %s (%s) of %s, %s tier", o.Rule, o.Action, o.Policy, o.Tier)
+		return fmt.Sprintf("rule %s (%s) of %s, %s tier", o.Rule, actionName(o), o.Policy, o.Tier)
 	}
 	return o.Reason + ": " + describe(dir, o)
 }
@@ -449,4 +452,13 @@ func printLookup(w io.Writer, m *model, d policy.LookupDecision) {
 			fmt.Fprintf(w, "%s%s (the answer's addresses are allowed by this rule)\n", label, r)
 		}
 	}
+}
+
+// actionName is the action of the deciding rule as its policy writes it: a
+// ClusterNetworkPolicy's Allow is its Accept.
+func actionName(o policy.Outcome) string {
+	if o.Policy.Kind == policy.KindClusterNetworkPolicy && o.Action == policy.ActionAllow {
+		return "Accept"
+	}
+	return string(o.Action)
 }
