@@ -579,3 +579,87 @@ func TestExplainSideDoors(t *testing.T) {
 		t.Errorf("text:\n%s", out)
 	}
 }
+
+// TestDocsMatrixExamples: the matrix examples of docs/egressctl.md (run in
+// cmd/egressctl/testdata/model) print what the command prints today.
+func TestDocsMatrixExamples(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/egressctl.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	examples := 0
+	lines := strings.Split(string(doc), "\n")
+	for i := 0; i < len(lines); i++ {
+		cmdline, ok := strings.CutPrefix(lines[i], "$ egressctl matrix ")
+		if !ok {
+			continue
+		}
+		var want []string
+		for j := i + 1; j < len(lines) && !strings.HasPrefix(lines[j], "$ ") && !strings.HasPrefix(lines[j], "```"); j++ {
+			want = append(want, lines[j])
+		}
+		args := []string{"matrix"}
+		for _, a := range strings.Fields(cmdline) {
+			switch a {
+			case "policies", "workloads.yaml":
+				a = filepath.Join("testdata", "model", a)
+			}
+			args = append(args, a)
+		}
+		out, errOut, code := runCmd(t, args...)
+		if code != exitOK {
+			t.Fatalf("%s: code %d %s", cmdline, code, errOut)
+		}
+		got := strings.TrimRight(strings.ReplaceAll(errOut, "testdata/model/", "")+out, "\n")
+		if w := strings.TrimRight(strings.Join(want, "\n"), "\n"); got != w {
+			t.Errorf("docs/egressctl.md line %d: $ egressctl matrix %s\ngot:\n%s\nthe docs say:\n%s", i+1, cmdline, got, w)
+		}
+		examples++
+	}
+	if examples < 2 {
+		t.Fatalf("%d matrix examples found", examples)
+	}
+}
+
+// TestDocsHelpBlocks: the usage block of each command in docs/egressctl.md is
+// the command's -h output (flags, defaults and text cannot drift).
+func TestDocsHelpBlocks(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/egressctl.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []string{"validate", "explain", "matrix", "convert"} {
+		key := "## egressctl " + c + "\n\n```\n"
+		i := strings.Index(string(doc), key)
+		if i < 0 {
+			t.Errorf("docs/egressctl.md has no section %q", "egressctl "+c)
+			continue
+		}
+		block := string(doc[i+len(key):])
+		block = block[:strings.Index(block, "```")]
+		out, _, code := runCmd(t, c, "-h")
+		if code != exitOK || out != block {
+			t.Errorf("egressctl %s -h differs from docs/egressctl.md:\n%s\ndocs:\n%s", c, out, block)
+		}
+	}
+}
+
+// TestDeployExamples: deploy/examples holds three sets, validated one by one
+// (docs/egressctl.md): the policies, the demo (which repeats deny-mining) and
+// the invalid examples, each refused.
+func TestDeployExamples(t *testing.T) {
+	for _, p := range []string{"../../deploy/examples/policies", "../../deploy/examples/demo/policies.yaml"} {
+		if out, _, code := runCmd(t, "validate", "-f", p); code != exitOK {
+			t.Errorf("%s: code %d\n%s", p, code, out)
+		}
+	}
+	invalid, _ := filepath.Glob("../../deploy/examples/invalid/*.yaml")
+	if len(invalid) == 0 {
+		t.Fatal("no invalid examples")
+	}
+	for _, f := range invalid {
+		if out, _, code := runCmd(t, "validate", "-f", f); code != exitFail || !strings.Contains(out, "spec.") {
+			t.Errorf("%s: code %d, want 1 with the field\n%s", f, code, out)
+		}
+	}
+}

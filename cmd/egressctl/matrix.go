@@ -48,7 +48,7 @@ type endpointIP struct {
 }
 
 func runMatrix(args []string, stdout, stderr io.Writer) int {
-	fs := newFlagSet("matrix", "-f PATH --workloads FILE [--ports 80,81] [--protocols TCP] [--family ipv4|ipv6] [-o table|json]", matrixHelp)
+	fs := newFlagSet("matrix", "-f PATH --workloads FILE [--ports 80,81] [--protocols TCP,UDP,SCTP] [--family ipv4|ipv6] [-o table|json]", matrixHelp)
 	var paths stringList
 	fs.Var(&paths, "f", "policy file or directory `PATH` (repeatable)")
 	workloads := fs.String("workloads", "", "workloads `FILE`: namespaces and pods with labels, IPs and named ports")

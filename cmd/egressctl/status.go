@@ -36,7 +36,7 @@ Exit status: 0 on success, 1 when the agent cannot be reached or answers an
 error, 2 on a usage error.`
 
 func runStatus(args []string, stdout, stderr io.Writer) int {
-	fs := newFlagSet("status", "[--agent URL] [--since 10m] [-o table|json]", statusHelp)
+	fs := newFlagSet("status", "[--agent URL] [--since 10m] [-o table|json] [--timeout 5s] [--token-file FILE]", statusHelp)
 	def := os.Getenv("EGRESSD_AGENT")
 	if def == "" {
 		def = "http://127.0.0.1:9464"
