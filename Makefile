@@ -6,7 +6,7 @@ PKGS     ?= ./...
 BIN      ?= bin
 export CI ?=
 
-.PHONY: all build test test-deps unit lint fmt vet generate bench fuzz demo clean scale
+.PHONY: all build test test-deps unit lint fmt vet generate bench fuzz demo clean scale cluster cluster-down cluster-build
 
 all: build
 
@@ -58,6 +58,20 @@ fuzz:
 
 demo: build
 	./hack/demo.sh
+
+## cluster: a real single-node Kubernetes cluster on this machine (as root): kubelet,
+## containerd, bridge CNI, kube-proxy (nftables), CoreDNS, with egressd installed from
+## deploy/ using the image of `make image`. Writes $(BIN)/cluster/kubeconfig and prints
+## how to use it; docs/kubernetes.md. The first run builds the components (15-30 min).
+cluster: image cluster-build
+	$(GO) run ./test/cluster/cmd/cluster up -dir $(BIN)/cluster -image $(BIN)/egressd-image.tar
+
+## cluster-down: stops `make cluster` and leaves the host as it was.
+cluster-down:
+	$(GO) run ./test/cluster/cmd/cluster down -dir $(BIN)/cluster
+
+cluster-build:
+	$(GO) run ./test/cluster/cmd/cluster-build >/dev/null
 
 clean:
 	rm -rf $(BIN)

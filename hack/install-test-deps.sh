@@ -23,6 +23,7 @@ declare -A pkgs=(
   [dns2tcpd]=dns2tcp
   [iodined]=iodine
   [ifconfig]=net-tools # iodine and iodined configure their tun device with it
+  [runc]=runc           # test/cluster: the OCI runtime under containerd
 )
 missing=()
 for tool in "${!pkgs[@]}"; do
@@ -45,6 +46,12 @@ go run ./test/coredns/cmd/coredns-build >/dev/null
 
 echo "install-test-deps: kube-apiserver (cached after the first build, ~5+ minutes)"
 go run ./test/kubeapi/cmd/kubeapi-build >/dev/null
+
+# test/cluster: kube-apiserver, -controller-manager, -scheduler, kubelet, kube-proxy
+# and kubectl in one go build, containerd + shim, CNI plugins (cached after the first
+# build, 15-30 minutes on 2 cores; instant when cached).
+echo "install-test-deps: node components for test/cluster (cached after the first build)"
+go run ./test/cluster/cmd/cluster-build >/dev/null
 
 # helm renders the chart in deploy/ (not packaged by Debian 12): built once from
 # its Go module into the cache and linked onto PATH.

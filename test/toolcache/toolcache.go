@@ -1,5 +1,5 @@
 // Package toolcache builds the real components the tests use (Jaeger,
-// kube-apiserver, CoreDNS) once per machine and caches them under
+// kube-apiserver, CoreDNS, the node components of test/cluster) once per machine and caches them under
 // ${EGRESSD_CACHE:-$HOME/.cache/egressd}/<name>-<version>/<name>. Concurrent
 // test processes wait for one build (a file lock in the cache directory).
 package toolcache
@@ -37,6 +37,9 @@ type Tool struct {
 	// Override, when set, names an environment variable that points at a
 	// prebuilt binary to use instead of the cache.
 	Override string
+	// Binary is the file inside Dir whose presence means the build is done
+	// (a tool that builds several binaries writes it last); empty: Name.
+	Binary string
 	// Build writes the binary to bin (inside dir), logging to logw.
 	Build func(ctx context.Context, dir, bin string, logw io.Writer) error
 }
@@ -50,6 +53,9 @@ func (t Tool) Path() string {
 		if p := os.Getenv(t.Override); p != "" {
 			return p
 		}
+	}
+	if t.Binary != "" {
+		return filepath.Join(t.Dir(), t.Binary)
 	}
 	return filepath.Join(t.Dir(), t.Name)
 }
