@@ -112,7 +112,7 @@ const StateFile = "state.json"
 // Start brings a cluster up: node namespaces, control plane, containerd, kubelet,
 // kube-proxy and CoreDNS, and returns once CoreDNS is available. On error it tears down
 // what it started.
-func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
+func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	if opts.Dir == "" {
 		return nil, errors.New("cluster: Options.Dir is required")
 	}
@@ -124,7 +124,7 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 	if logw == nil {
 		logw = io.Discard
 	}
-	c = &Cluster{log: logw, start: time.Now()}
+	c := &Cluster{log: logw, start: time.Now()}
 	c.logf("building or finding the node components")
 	if c.Bin, err = EnsureBinaries(ctx, logw); err != nil {
 		return nil, err
@@ -135,16 +135,15 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 	name := "egc" + hex.EncodeToString(id)
 	c.State = State{Name: name, Dir: dir, NodeNS: name + "-node", ExtNS: name + "-ext", CgroupRoot: "/" + name}
 	defer func() {
-		if err != nil {
-			if c.Dir != "" {
-				c.logf("start failed, tearing down: %v", err)
-				_ = c.Stop()
+		if err != nil && c.Dir != "" {
+			c.logf("start failed, tearing down: %v", err)
+			if terr := c.Stop(); terr != nil {
+				c.logf("teardown: %v", terr)
 			}
-			c = nil
 		}
 	}()
 	l := layout(dir)
-	for _, d := range []string{"var/upper", "var/work", "sysctl", "logs", "bin", "images", "etcd", "kubelet/pki",
+	for _, d := range []string{"var/upper", "var/work", "sysctl", "logs", "bin", "images", "kubelet/pki",
 		"containerd/root", "containerd/state", "containerd/opt", "cni/net.d", "cni/ipam", "ext"} {
 		if err := os.MkdirAll(l.path(d), 0o755); err != nil {
 			return nil, err
@@ -186,7 +185,9 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 	}
 
 	// Control plane.
-	if err := c.startNode(l, "etcd", c.Bin.Etcd, "--data-dir", l.path("etcd"),
+	// etcd's data lives on the anchor's private tmpfs /run: no fsync waits on a busy
+	// disk (the cluster is throwaway), and it goes with the anchor.
+	if err := c.startNode(l, "etcd", c.Bin.Etcd, "--data-dir", "/run/etcd",
 		"--listen-client-urls", "http://127.0.0.1:2379", "--advertise-client-urls", "http://127.0.0.1:2379",
 		"--listen-peer-urls", "http://127.0.0.1:2380", "--log-level", "warn"); err != nil {
 		return nil, err
@@ -198,6 +199,7 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 		"--client-ca-file="+l.path("pki/ca.crt"),
 		"--kubelet-client-certificate="+l.path("pki/apiserver-kubelet-client.crt"),
 		"--kubelet-client-key="+l.path("pki/apiserver-kubelet-client.key"),
+		"--kubelet-preferred-address-types=InternalIP",
 		"--service-account-key-file="+l.path("pki/sa.key"), "--service-account-signing-key-file="+l.path("pki/sa.key"),
 		"--service-account-issuer=https://kubernetes.default.svc",
 		"--token-auth-file="+l.path("pki/tokens.csv"), "--authorization-mode=Node,RBAC",
@@ -214,14 +216,16 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 		return nil, err
 	}
 	c.step("API server ready")
-	if err := c.startNode(l, "kube-controller-manager", c.Bin.Kube("kube-controller-manager"),
+	// controller-manager and scheduler exit on a transient API error at start (an etcd
+	// timeout on a loaded machine): they run under a restart loop.
+	if err := c.startNodeRestarting(l, "kube-controller-manager", c.Bin.Kube("kube-controller-manager"),
 		"--kubeconfig="+l.path("kube-controller-manager.kubeconfig"),
 		"--service-account-private-key-file="+l.path("pki/sa.key"), "--root-ca-file="+l.path("pki/ca.crt"),
 		"--use-service-account-credentials=true", "--leader-elect=false", "--bind-address=127.0.0.1",
 		"--profiling=false"); err != nil {
 		return nil, err
 	}
-	if err := c.startNode(l, "kube-scheduler", c.Bin.Kube("kube-scheduler"),
+	if err := c.startNodeRestarting(l, "kube-scheduler", c.Bin.Kube("kube-scheduler"),
 		"--kubeconfig="+l.path("kube-scheduler.kubeconfig"), "--leader-elect=false", "--bind-address=127.0.0.1",
 		"--profiling=false"); err != nil {
 		return nil, err
@@ -349,7 +353,7 @@ func (c *Cluster) writeFiles(ctx context.Context, l layout, port int) error {
 		"kube-proxy.yaml":              kubeProxyConfig(l),
 		"resolv.conf":                  "nameserver " + ExternalDNS + "\n",
 		"ext/Corefile":                 externalCorefile(l),
-		"ext/hosts":                    externalHostsFile(),
+		"ext/zone":                     externalZoneFile(),
 	}
 	for name, content := range files {
 		if err := os.WriteFile(l.path(name), []byte(content), 0o644); err != nil {
@@ -383,11 +387,11 @@ func (c *Cluster) setupNetwork(ctx context.Context) error {
 		{"ip", "-n", node, "addr", "add", NodeIP + "/24", "dev", "ext0"},
 		{"ip", "-n", node, "link", "set", "ext0", "up"},
 		{"ip", "-n", ext, "link", "set", "eth0", "up"},
-		{"ip", "-n", ext, "route", "add", ClusterCIDR, "via", NodeIP},
 	}
 	for _, n := range sortedKeys(ExternalHosts) {
 		cmds = append(cmds, []string{"ip", "-n", ext, "addr", "add", ExternalHosts[n] + "/24", "dev", "eth0"})
 	}
+	cmds = append(cmds, []string{"ip", "-n", ext, "route", "add", ClusterCIDR, "via", NodeIP})
 	for _, cmd := range cmds {
 		if cmd[1] == "netns" {
 			// record before creating, so that a failure tears the name down
@@ -495,6 +499,15 @@ func (c *Cluster) startNode(l layout, name, bin string, args ...string) error {
 	cmd := exec.Command(c.Bin.Nsenter, append([]string{"-t", strconv.Itoa(c.AnchorPID), "-m", "-n", "--", bin}, args...)...)
 	cmd.Dir = "/"
 	return c.detached(name, bin, cmd, l.path("logs/"+name+".log"))
+}
+
+// startNodeRestarting is startNode under a shell loop that restarts the daemon a
+// second after it exits.
+func (c *Cluster) startNodeRestarting(l layout, name, bin string, args ...string) error {
+	loop := `while :; do "$0" "$@"; echo "exited ($?), restarting"; sleep 1; done`
+	cmd := exec.Command(c.Bin.Nsenter, append([]string{"-t", strconv.Itoa(c.AnchorPID), "-m", "-n", "--", "/bin/sh", "-c", loop, bin}, args...)...)
+	cmd.Dir = "/"
+	return c.detached(name, "/usr/bin/dash", cmd, l.path("logs/"+name+".log"))
 }
 
 // startExt starts a daemon in the external network namespace.

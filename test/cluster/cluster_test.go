@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"sort"
 	"strings"
 	"sync"
@@ -65,8 +64,10 @@ func readHostState() hostState {
 	mounts, _ := os.ReadFile("/proc/self/mountinfo")
 	var ms []string
 	for _, l := range strings.Split(string(mounts), "\n") {
-		if f := strings.Fields(l); len(f) > 4 {
-			ms = append(ms, f[4]) // mount point
+		// mount points of this package's clusters (other tests of the machine come
+		// and go meanwhile)
+		if f := strings.Fields(l); len(f) > 4 && (strings.Contains(f[4], "/egc") || strings.Contains(f[4], "egressd-cluster-")) {
+			ms = append(ms, f[4])
 		}
 	}
 	sort.Strings(ms)
@@ -121,8 +122,7 @@ func stripCounters(links string) string {
 	return strings.Join(out, "\n")
 }
 
-// requireCluster returns the shared cluster, starting it on first use with egressd's
-// image (built like `make image`) imported.
+// requireCluster returns the shared cluster, starting it on first use.
 func requireCluster(t *testing.T) *cluster.Cluster {
 	t.Helper()
 	if testing.Short() {
@@ -145,13 +145,8 @@ func requireCluster(t *testing.T) *cluster.Cluster {
 		if sharedErr != nil {
 			return
 		}
-		img, err := buildEgressdImage(ctx, sharedDir)
-		if err != nil {
-			sharedErr = err
-			return
-		}
 		start := time.Now()
-		shared, sharedErr = cluster.Start(ctx, cluster.Options{Dir: sharedDir, Log: testWriter{t}, Images: []string{img}})
+		shared, sharedErr = cluster.Start(ctx, cluster.Options{Dir: sharedDir, Log: testWriter{t}})
 		if sharedErr == nil {
 			t.Logf("cluster up in %s: %v", time.Since(start).Round(10*time.Millisecond), shared.Timings)
 		}
@@ -170,25 +165,6 @@ type testWriter struct{ t *testing.T }
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Logf("%s", bytes.TrimRight(p, "\n"))
 	return len(p), nil
-}
-
-// repoRoot is the module's root (two levels up from this package).
-func repoRoot(t testing.TB) string {
-	_, file, _, _ := runtime.Caller(0)
-	return filepath.Join(filepath.Dir(file), "..", "..")
-}
-
-// buildEgressdImage builds egressd's image as `make image` does, into dir.
-func buildEgressdImage(ctx context.Context, dir string) (string, error) {
-	_, file, _, _ := runtime.Caller(0)
-	root := filepath.Join(filepath.Dir(file), "..", "..")
-	out := filepath.Join(dir, "egressd-image.tar")
-	cmd := exec.CommandContext(ctx, "go", "run", "./hack/image", "-out", out)
-	cmd.Dir = root
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("building egressd's image (go run ./hack/image): %w: %s", err, b)
-	}
-	return out, nil
 }
 
 // probeResult is what the probe program prints (test/cluster/cmd/probe).

@@ -194,22 +194,34 @@ conntrack:
 `, l.path("kube-proxy.kubeconfig"), NodeName, ClusterCIDR)
 }
 
-// externalCorefile: the external DNS server answers ExternalHosts from a hosts file
-// and NXDOMAIN for every other name.
+// ExternalZone is the zone the external DNS server is authoritative for: the names of
+// ExternalHosts, NXDOMAIN for any other name in it.
+const ExternalZone = "example.test"
+
+// externalCorefile: the external DNS server answers ExternalZone from a zone file, and
+// NXDOMAIN for every name outside it.
 func externalCorefile(l layout) string {
-	return fmt.Sprintf(`.:53 {
-    bind %s
-    hosts %s {
-        reload 1s
+	return fmt.Sprintf(`%[1]s:53 {
+    bind %[2]s
+    file %[3]s
+}
+.:53 {
+    bind %[2]s
+    template ANY ANY {
+        rcode NXDOMAIN
     }
 }
-`, ExternalDNS, l.path("ext/hosts"))
+`, ExternalZone, ExternalDNS, l.path("ext/zone"))
 }
 
-func externalHostsFile() string {
+func externalZoneFile() string {
 	var b strings.Builder
+	fmt.Fprintf(&b, "$ORIGIN %s.\n", ExternalZone)
+	fmt.Fprintf(&b, "@ 3600 IN SOA ns.%[1]s. admin.%[1]s. 1 7200 3600 1209600 60\n", ExternalZone)
+	fmt.Fprintf(&b, "@ 3600 IN NS ns.%s.\n", ExternalZone)
+	fmt.Fprintf(&b, "ns 60 IN A %s\n", ExternalDNS)
 	for _, n := range sortedKeys(ExternalHosts) {
-		fmt.Fprintf(&b, "%s %s\n", ExternalHosts[n], n)
+		fmt.Fprintf(&b, "%s. 60 IN A %s\n", n, ExternalHosts[n])
 	}
 	return b.String()
 }
