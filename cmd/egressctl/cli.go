@@ -5,9 +5,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"runtime"
-	"runtime/debug"
 	"strings"
+
+	"github.com/egressd/egressd/internal/buildinfo"
 )
 
 // Exit codes.
@@ -111,38 +111,7 @@ func runVersion(args []string, stdout, stderr io.Writer) int {
 	return exitOK
 }
 
-func versionString() string {
-	v := version
-	var rev string
-	var dirty bool
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		if v == "" {
-			v = bi.Main.Version
-		}
-		for _, s := range bi.Settings {
-			switch s.Key {
-			case "vcs.revision":
-				rev = s.Value
-			case "vcs.modified":
-				dirty = s.Value == "true"
-			}
-		}
-	}
-	if v == "" {
-		v = "(devel)"
-	}
-	out := v
-	if rev != "" {
-		if len(rev) > 12 {
-			rev = rev[:12]
-		}
-		out += " " + rev
-		if dirty {
-			out += "-dirty"
-		}
-	}
-	return fmt.Sprintf("%s %s %s/%s", out, runtime.Version(), runtime.GOOS, runtime.GOARCH)
-}
+func versionString() string { return buildinfo.Version(version) }
 
 // flagSet is a subcommand's flags with its help text.
 type flagSet struct {

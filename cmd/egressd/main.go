@@ -12,9 +12,23 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/egressd/egressd/internal/buildinfo"
 )
 
+// versionRequested: --version (or -version) alone prints the version.
+func versionRequested(args []string) bool {
+	return len(args) == 1 && (args[0] == "--version" || args[0] == "-version")
+}
+
+// version is set at build time with -ldflags "-X main.version=v1.2.3".
+var version = ""
+
 func main() {
+	if versionRequested(os.Args[1:]) {
+		fmt.Println("egressd", buildinfo.Version(version))
+		return
+	}
 	cfg, err := parseFlags(os.Args[1:], os.Stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		os.Exit(0)
