@@ -69,6 +69,7 @@ func (c *config) resolverConfig() (dnsproxy.Config, error) {
 		ServeUnknown:       c.serveUnknown(), // dns_flags.go
 		UnknownWait:        c.unknownWait(),
 		MaxUnknownWaiters:  c.UnknownClientWaiters,
+		HealthInterval:     c.healthInterval(), // dns_flags.go
 	}
 	for _, s := range strings.Split(c.Sinkhole, ",") {
 		a, err := netip.ParseAddr(strings.TrimSpace(s))

@@ -21,6 +21,11 @@ type dnsConfig struct {
 	ServeUnknown         string
 	UnknownClientWait    time.Duration
 	UnknownClientWaiters int
+
+	// UpstreamHealthInterval is the period of the upstream health probe (the
+	// only upstream traffic of an idle agent: one "." NS query per upstream
+	// and period; docs/scale.md).
+	UpstreamHealthInterval time.Duration
 }
 
 func registerDNSFlags(fs *flag.FlagSet, c *config) {
@@ -28,6 +33,16 @@ func registerDNSFlags(fs *flag.FlagSet, c *config) {
 	fs.StringVar(&c.ServeUnknown, "serve-unknown", dnsproxy.ServeUnknownNode, "sources that are no known workload but are served without policy: comma-separated CIDRs or addresses, \"node\" (the node's own addresses and loopback) or \"none\"; every other unknown source is refused (REFUSED, EDE \"egressd: unknown client\")")
 	fs.DurationVar(&c.UnknownClientWait, "unknown-client-wait", 200*time.Millisecond, "how long a query from an unknown source waits for its address to become a workload's (a new pod) before it is refused (0: no wait)")
 	fs.IntVar(&c.UnknownClientWaiters, "unknown-client-waiters", 256, "most queries waiting at once with --unknown-client-wait; beyond, unknown sources are refused at once")
+	fs.DurationVar(&c.UpstreamHealthInterval, "upstream-health-interval", time.Second, "period of the health probe (\".\" NS) sent to every --upstream: the agent's only upstream queries when idle (0: no probe; upstreams are then marked down and up by real queries only)")
+}
+
+// healthInterval returns --upstream-health-interval for the resolver (whose
+// zero means the default and negative none).
+func (c *dnsConfig) healthInterval() time.Duration {
+	if c.UpstreamHealthInterval == 0 {
+		return -1
+	}
+	return c.UpstreamHealthInterval
 }
 
 // serveUnknown returns --serve-unknown as the resolver's list.
@@ -62,6 +77,9 @@ func (c *dnsConfig) validateDNS() error {
 	}
 	if c.UnknownClientWait < 0 || c.UnknownClientWait > 5*time.Second {
 		return errors.New("--unknown-client-wait must be between 0 and 5s")
+	}
+	if c.UpstreamHealthInterval < 0 {
+		return errors.New("--upstream-health-interval must not be negative")
 	}
 	if c.UnknownClientWaiters < 1 {
 		return errors.New("--unknown-client-waiters must be positive")

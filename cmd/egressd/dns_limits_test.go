@@ -44,3 +44,31 @@ func TestDNSLimitFlags(t *testing.T) {
 		}
 	}
 }
+
+// TestUpstreamHealthIntervalFlag: --upstream-health-interval sets the period of
+// the upstream probe (an idle agent's only upstream queries) and 0 turns it off.
+func TestUpstreamHealthIntervalFlag(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want time.Duration
+	}{
+		{nil, time.Second},
+		{[]string{"--upstream-health-interval", "30s"}, 30 * time.Second},
+		{[]string{"--upstream-health-interval", "0"}, -1}, // dnsproxy: negative disables
+	} {
+		c, err := parseFlags(append([]string{"--policies", "p"}, tc.args...), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rc, err := c.resolverConfig()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rc.HealthInterval != tc.want {
+			t.Errorf("%v: HealthInterval %s, want %s", tc.args, rc.HealthInterval, tc.want)
+		}
+	}
+	if _, err := parseFlags([]string{"--policies", "p", "--upstream-health-interval", "-1s"}, nil); err == nil || !strings.Contains(err.Error(), "--upstream-health-interval") {
+		t.Errorf("negative interval: error %v", err)
+	}
+}
