@@ -145,7 +145,13 @@ type Source struct {
 // New returns a source for the API server of cfg. It does not contact the server
 // before Run.
 func New(cfg *rest.Config, store *policy.Store, opts Options) (*Source, error) {
-	kc, err := kubernetes.NewForConfig(cfg)
+	// Built-in types (pods, namespaces, NetworkPolicies, Leases) over
+	// protobuf: smaller and cheaper to decode than JSON, which matters for the
+	// initial list of every pod of the cluster. CRDs only speak JSON.
+	pb := rest.CopyConfig(cfg)
+	pb.AcceptContentTypes = "application/vnd.kubernetes.protobuf,application/json"
+	pb.ContentType = "application/vnd.kubernetes.protobuf"
+	kc, err := kubernetes.NewForConfig(pb)
 	if err != nil {
 		return nil, err
 	}
@@ -196,9 +202,13 @@ func NewForClients(kc kubernetes.Interface, dc dynamic.Interface, store *policy.
 	}
 	s.fwps = s.dynFact.ForResource(FirewallPolicies).Informer()
 	s.cfwps = s.dynFact.ForResource(ClusterFirewallPolicies).Informer()
-	// Pods only carry what the Store needs: drop managed fields and most of the
-	// spec to keep the cache small on large clusters.
+	// The caches keep only what the source reads (docs/scale.md "Slim
+	// caches"): every pod of the cluster is cached, so the pods most of all.
 	_ = s.pods.SetTransform(trimPod)
+	_ = s.nss.SetTransform(trimNamespace)
+	_ = s.netpols.SetTransform(trimMeta)
+	_ = s.fwps.SetTransform(trimMeta)
+	_ = s.cfwps.SetTransform(trimMeta)
 	for kind, inf := range map[string]cache.SharedIndexInformer{
 		kindPod: s.pods, kindNS: s.nss, kindNetpol: s.netpols, kindService: s.services,
 		kindFWP: s.fwps, kindCFWP: s.cfwps, kindNode: s.nodes,
@@ -554,19 +564,50 @@ func PodWorkload(p *corev1.Pod) policy.Workload {
 	return w
 }
 
+// slimMeta is the metadata the source reads of any object: its key, labels,
+// generation and resource version (no managed fields, annotations, owners or
+// finalizers, which can be most of an object's size).
+func slimMeta(m metav1.ObjectMeta) metav1.ObjectMeta {
+	return metav1.ObjectMeta{Name: m.Name, Namespace: m.Namespace, UID: m.UID, ResourceVersion: m.ResourceVersion,
+		Generation: m.Generation, Labels: m.Labels, DeletionTimestamp: m.DeletionTimestamp}
+}
+
+// trimNamespace keeps a namespace's name and labels.
+func trimNamespace(o any) (any, error) {
+	ns, ok := o.(*corev1.Namespace)
+	if !ok {
+		return o, nil
+	}
+	return &corev1.Namespace{ObjectMeta: slimMeta(ns.ObjectMeta)}, nil
+}
+
+// trimMeta drops the managed fields and annotations of a policy (the status
+// writer reads the status conditions, so the rest stays).
+func trimMeta(o any) (any, error) {
+	switch v := o.(type) {
+	case *networkingv1.NetworkPolicy:
+		v.ObjectMeta = slimMeta(v.ObjectMeta)
+	case *unstructured.Unstructured:
+		if md, ok := v.Object["metadata"].(map[string]any); ok {
+			delete(md, "managedFields")
+			delete(md, "annotations")
+		}
+	}
+	return o, nil
+}
+
 // trimPod keeps what PodWorkload and the latency bookkeeping need.
 func trimPod(o any) (any, error) {
 	p, ok := o.(*corev1.Pod)
 	if !ok {
 		return o, nil
 	}
-	p.ManagedFields = nil
-	p.Annotations = nil
+	p.ObjectMeta = slimMeta(p.ObjectMeta)
 	trim := func(cs []corev1.Container) []corev1.Container {
 		var out []corev1.Container
 		for _, c := range cs {
 			if len(c.Ports) > 0 {
-				out = append(out, corev1.Container{Name: c.Name, Ports: c.Ports})
+				out = append(out, corev1.Container{Ports: c.Ports})
 			}
 		}
 		return out

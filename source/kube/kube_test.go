@@ -6,7 +6,9 @@ import (
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/egressd/egressd/policy"
 )
@@ -54,5 +56,56 @@ func TestDesiredConditions(t *testing.T) {
 	ok := DesiredConditions(4, nil)
 	if ok[0].Status != metav1.ConditionTrue || ok[1].Status != metav1.ConditionFalse {
 		t.Fatalf("%+v", ok)
+	}
+}
+
+// TestSlimCaches: the informer transforms keep what the source reads (key,
+// labels, generation; a pod's workload; a policy's spec and status) and drop
+// managed fields, annotations, owners and finalizers.
+func TestSlimCaches(t *testing.T) {
+	fat := metav1.ObjectMeta{Namespace: "ns", Name: "x", Generation: 3, ResourceVersion: "7",
+		Labels:          map[string]string{"app": "x"},
+		Annotations:     map[string]string{"kubectl.kubernetes.io/last-applied-configuration": strings.Repeat("x", 4096)},
+		ManagedFields:   []metav1.ManagedFieldsEntry{{Manager: "kubectl"}},
+		OwnerReferences: []metav1.OwnerReference{{Name: "rs"}}, Finalizers: []string{"f"}}
+	check := func(what string, m metav1.ObjectMeta) {
+		t.Helper()
+		if m.Name != "x" || m.Generation != 3 || m.ResourceVersion != "7" || m.Labels["app"] != "x" {
+			t.Errorf("%s: lost metadata: %+v", what, m)
+		}
+		if m.Annotations != nil || m.ManagedFields != nil || m.OwnerReferences != nil || m.Finalizers != nil {
+			t.Errorf("%s: kept %+v", what, m)
+		}
+	}
+	p := &corev1.Pod{ObjectMeta: *fat.DeepCopy(), Spec: corev1.PodSpec{NodeName: "n1",
+		Containers: []corev1.Container{{Name: "c", Image: "img", Command: []string{"run"}, Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 80}}}}},
+		Status: corev1.PodStatus{Phase: corev1.PodRunning, PodIPs: []corev1.PodIP{{IP: "10.0.0.1"}}, Conditions: []corev1.PodCondition{{Type: "Ready"}}}}
+	want := PodWorkload(p)
+	tp, _ := trimPod(p.DeepCopy())
+	slim := tp.(*corev1.Pod)
+	check("pod", slim.ObjectMeta)
+	if got := PodWorkload(slim); got.Node != want.Node || len(got.IPs) != 1 || len(got.Ports) != 1 || got.Labels["app"] != "x" {
+		t.Errorf("pod workload %+v, want %+v", got, want)
+	}
+	if slim.Spec.Containers[0].Image != "" || slim.Status.Conditions != nil || slim.Status.Phase != corev1.PodRunning {
+		t.Errorf("pod kept %+v", slim)
+	}
+	tn, _ := trimNamespace(&corev1.Namespace{ObjectMeta: *fat.DeepCopy(), Spec: corev1.NamespaceSpec{Finalizers: []corev1.FinalizerName{"kubernetes"}}})
+	check("namespace", tn.(*corev1.Namespace).ObjectMeta)
+	np := &networkingv1.NetworkPolicy{ObjectMeta: *fat.DeepCopy(), Spec: networkingv1.NetworkPolicySpec{PolicyTypes: []networkingv1.PolicyType{"Ingress"}}}
+	tnp, _ := trimMeta(np)
+	check("networkpolicy", tnp.(*networkingv1.NetworkPolicy).ObjectMeta)
+	if len(tnp.(*networkingv1.NetworkPolicy).Spec.PolicyTypes) != 1 {
+		t.Error("networkpolicy lost its spec")
+	}
+	u := &unstructured.Unstructured{Object: map[string]any{
+		"metadata": map[string]any{"name": "x", "annotations": map[string]any{"a": "b"}, "managedFields": []any{map[string]any{"manager": "m"}}},
+		"spec":     map[string]any{"mode": "Enforce"},
+		"status":   map[string]any{"conditions": []any{}},
+	}}
+	tu, _ := trimMeta(u)
+	md := tu.(*unstructured.Unstructured).Object["metadata"].(map[string]any)
+	if _, has := md["managedFields"]; has || md["annotations"] != nil || tu.(*unstructured.Unstructured).Object["status"] == nil {
+		t.Errorf("custom resource after trim: %v", tu)
 	}
 }
