@@ -48,7 +48,9 @@
 // set r4_/r6_<digest of the ranges> shared by every rule with the same
 // addresses (daddr for egress, saddr for ingress); FQDN rules match the
 // concatenated timeout sets fq_<ruleID>_v4/_v6 (ip saddr . ip daddr, filled by
-// the resolver, see FQDNSetName). Ports: one entry renders inline ("meta
+// the resolver, see FQDNSetName); a Deny rule with exact names also matches
+// "ip daddr @fqd_<ruleID>_v4/_v6", the addresses egressd resolved itself for
+// them (DenySetName). Ports: one entry renders inline ("meta
 // l4proto P th dport A-B"), several one anonymous interval set "meta l4proto
 // . th dport { tcp . 80, udp . 53 }"; resolved named ports the set
 // np4_/np6_<digest> (ip daddr . meta l4proto . th dport). Verdicts: Allow
@@ -120,6 +122,8 @@ type options struct {
 	dnsExempt []netip.AddrPort
 	decide    func(policy.Connection) policy.Verdict
 	sideDoors *SideDoors // sidedoors.go; nil: none
+	// planObserver is told every applied plan (denyset.go); nil: none.
+	planObserver func(*policy.Plan)
 }
 
 // WithTable sets the table name (default "egressd").
@@ -569,6 +573,9 @@ func (e *Enforcer) Apply(ctx context.Context, plan *policy.Plan, changes policy.
 	if err != nil {
 		e.st = nil // resynchronise from the kernel on the next Apply
 		return err
+	}
+	if e.opts.planObserver != nil {
+		e.opts.planObserver(plan)
 	}
 	if e.opts.decide != nil && (full || len(changes.Policies) > 0 || len(changes.Rules) > 0 || len(changes.Workloads) > 0) {
 		n, rerr := e.revokeLocked(plan, e.opts.decide)

@@ -159,7 +159,9 @@ func (e *Enforcer) emitFull(st *state, chains map[string]*nftmodel.Chain, sets m
 			kept[n] = true
 		case isSet && want.Kind == nftmodel.SkFQDN && ks.Concatenation && ks.HasTimeout:
 			kept[n] = true // keep the resolver's elements and their timeouts
-		case isSet && want.Kind != nftmodel.SkFQDN && sameKind(ks, want):
+		case isSet && want.Kind == nftmodel.SkFQDNDeny && !ks.Concatenation && !ks.Interval && !ks.IsMap && ks.HasTimeout:
+			kept[n] = true // keep the pre-resolver's elements and their timeouts
+		case isSet && want.Kind != nftmodel.SkFQDN && want.Kind != nftmodel.SkFQDNDeny && sameKind(ks, want):
 			kept[n] = true // the name is a digest of the elements
 		default:
 			c.DelSet(ks)

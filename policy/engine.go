@@ -545,6 +545,9 @@ func (e *Engine) ruleMatches(r *compiledRule, self endpoint, remote endpoint, po
 		if e.peerMatches(&r.peers[i], self, remote) {
 			return true
 		}
+		if r.action == ActionDeny && r.direction == Egress && e.store.denyResolved.matches(&r.peers[i], remote.ip) { // denynames.go
+			return true
+		}
 	}
 	return false
 }

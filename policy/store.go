@@ -36,6 +36,9 @@ type Store struct {
 	// node resolver, until when (zero: no expiry) — the reference model of the
 	// FQDN kernel sets, whose entries time out likewise.
 	resolved map[WorkloadKey]map[netip.Addr]map[string]time.Time
+	// denyResolved are the addresses of Deny rules' exact names that egressd
+	// resolved itself (denynames.go).
+	denyResolved denyResolved
 	// pending records what changed since the compiler last looked.
 	pending changeLog
 	// gen counts changes to workloads, namespaces and policies.

@@ -106,6 +106,11 @@ func (a *agent) run(ctx context.Context) error {
 			return err
 		}
 		opts = append(opts, sdOpt)
+		prOpt, err := a.denyPreresolve(ctx) // sidedoors.go
+		if err != nil {
+			return err
+		}
+		opts = append(opts, prOpt)
 		// Stopped after the resolver (deferred later) and before the telemetry.
 		defer a.startOrigDstWorker()()
 		if a.enforcer, err = egress.New(opts...); err != nil {

@@ -16,8 +16,10 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/egressd/egressd/dnsproxy"
+	"github.com/egressd/egressd/dnsproxy/preresolve"
 	"github.com/egressd/egressd/egress"
 	"github.com/egressd/egressd/egress/doh"
+	"github.com/egressd/egressd/ipset/nftset"
 	"github.com/egressd/egressd/policy"
 	"github.com/egressd/egressd/telemetry"
 )
@@ -25,12 +27,15 @@ import (
 // sideDoorConfig closes the DNS side doors (issue 16; docs/egressd.md,
 // "DNS side doors"): pods' DNS that does not go to egressd.
 type sideDoorConfig struct {
-	DNSBypass        string   // --dns-bypass: Redirect, Drop or Allow
-	DNSBypassExempt  []string // --dns-bypass-exempt-namespaces
-	EncryptedDNS     string   // --encrypted-dns: Drop or Allow
-	DoHResolvers     string   // --doh-resolvers FILE ("" : the list shipped with egressd)
-	KeepECH          bool     // --keep-ech
-	dnsBypassExemptS bool     // the flag was given (an empty value clears the default)
+	DNSBypass       string   // --dns-bypass: Redirect, Drop or Allow
+	DNSBypassExempt []string // --dns-bypass-exempt-namespaces
+	EncryptedDNS    string   // --encrypted-dns: Drop or Allow
+	DoHResolvers    string   // --doh-resolvers FILE ("" : the list shipped with egressd)
+	KeepECH         bool     // --keep-ech
+	// --deny-preresolve-max-names, --deny-preresolve-min-interval
+	DenyPreresolveMaxNames    int
+	DenyPreresolveMinInterval time.Duration
+	dnsBypassExemptS          bool // the flag was given (an empty value clears the default)
 }
 
 func registerSideDoorFlags(fs *flag.FlagSet, c *config) {
@@ -42,6 +47,8 @@ func registerSideDoorFlags(fs *flag.FlagSet, c *config) {
 	})
 	fs.StringVar(&c.EncryptedDNS, "encrypted-dns", "Drop", "pods' encrypted DNS that bypasses egressd — DoT (TCP 853), DoQ (UDP 853), DoH to the --doh-resolvers addresses: Drop (reported as dns.bypass.blocked) or Allow")
 	fs.BoolVar(&c.KeepECH, "keep-ech", false, "keep the ech SvcParam of HTTPS/SVCB answers (default: removed before caching, so that clients send a visible TLS SNI the L7 proxy can check)")
+	fs.IntVar(&c.DenyPreresolveMaxNames, "deny-preresolve-max-names", preresolve.DefaultMaxNames, "resolve up to this many exact names of Deny rules through the upstream on a schedule and drop their addresses for the pods the rules apply to, looked up or not (0: off; wildcards cannot be pre-resolved)")
+	fs.DurationVar(&c.DenyPreresolveMinInterval, "deny-preresolve-min-interval", preresolve.DefaultMinInterval, "shortest time between two resolutions of a pre-resolved Deny name, whatever its TTL (at most 2 × names queries per interval; the longest is 1h)")
 	fs.StringVar(&c.DoHResolvers, "doh-resolvers", "", "file of known DoH resolver addresses (\"<address or CIDR> <host name>\" lines) replacing the list shipped with egressd; re-read when it changes, a bad or empty file keeps the last good list")
 }
 
@@ -54,6 +61,9 @@ func (c *sideDoorConfig) validateSideDoors() error {
 	case "Drop", "Allow":
 	default:
 		errs = append(errs, fmt.Errorf("--encrypted-dns %.40q: want Drop or Allow", c.EncryptedDNS))
+	}
+	if c.DenyPreresolveMaxNames < 0 || (c.DenyPreresolveMaxNames > 0 && c.DenyPreresolveMinInterval < time.Second) {
+		errs = append(errs, fmt.Errorf("--deny-preresolve-max-names %d, --deny-preresolve-min-interval %v: want names ≥ 0 and an interval of at least 1s", c.DenyPreresolveMaxNames, c.DenyPreresolveMinInterval))
 	}
 	if c.DoHResolvers != "" {
 		if _, err := readDoHList(c.DoHResolvers); err != nil {
@@ -209,6 +219,40 @@ func (a *agent) sideDoorsOption() (egress.Option, error) {
 	a.log.Info("DNS side doors", "dns-bypass", sd.node.Default, "exempt-namespaces", sd.node.ExemptNamespaces,
 		"encrypted-dns", a.cfg.EncryptedDNS, "doh-resolvers", len(l), "redirect-to4", sd.to4, "redirect-to6", sd.to6)
 	return egress.WithSideDoors(egress.SideDoors{Node: sd.node, To4: sd.to4, To6: sd.to6, DoH: l.Prefixes()}), nil
+}
+
+// denyPreresolve starts the pre-resolver of exact Deny names
+// (dnsproxy/preresolve; it stops with ctx) and returns the enforcer option
+// that hands it every applied plan.
+func (a *agent) denyPreresolve(ctx context.Context) (egress.Option, error) {
+	if a.cfg.DenyPreresolveMaxNames == 0 {
+		return egress.WithPlanObserver(nil), nil
+	}
+	rc, err := a.cfg.resolverConfig()
+	if err != nil {
+		return nil, fmt.Errorf("resolver: %w", err)
+	}
+	exclude := rebindPrefixes(a.cfg.ClusterCIDRs)
+	if addrs, err := nodeAddrs(); err == nil { // localaddr.go
+		for _, ip := range addrs {
+			exclude = append(exclude, netip.PrefixFrom(ip, ip.BitLen()))
+		}
+	}
+	sets, err := nftset.New(nftset.WithTable(egress.DefaultTable))
+	if err != nil {
+		return nil, fmt.Errorf("deny pre-resolution: %w", err)
+	}
+	pr, err := preresolve.New(preresolve.Config{Upstreams: rc.Upstreams, MaxNames: a.cfg.DenyPreresolveMaxNames,
+		MinInterval: a.cfg.DenyPreresolveMinInterval, Exclude: exclude}, preresolve.Deps{
+		Sets: sets, SetName: egress.DenySetName, Record: a.store.RecordDenyResolved, Forget: a.store.ForgetDenyResolved,
+		Log: a.log.With("component", "deny-preresolve")})
+	if err != nil {
+		return nil, err
+	}
+	_ = pr.Register(a.metrics.Registry)
+	go func() { pr.Run(ctx); sets.Close() }()
+	a.log.Info("pre-resolving exact Deny names", "max-names", a.cfg.DenyPreresolveMaxNames, "min-interval", a.cfg.DenyPreresolveMinInterval, "upstreams", rc.Upstreams)
+	return egress.WithPlanObserver(pr.SetPlan), nil
 }
 
 // watchDoHList re-reads --doh-resolvers when it changes and replaces the

@@ -90,6 +90,20 @@ func FQDNSetSpec(ruleID string, family ipset.Family) ipset.Spec {
 	return ipset.Spec{Name: FQDNSetName(ruleID, family), Family: family, Kind: ipset.KindAddrPair, Timeout: true}
 }
 
+// DenySetName returns the name of the kernel set of the addresses egressd
+// resolved itself for the exact names of a Deny rule (see
+// policy.PlanRule.DenyNames): a plain address set with timeouts, created by
+// the Enforcer with the rule and filled by the pre-resolver (package
+// dnsproxy/preresolve; ipset.KindAddr, Timeout: true). The rule drops
+// "ip daddr @fqd_<rule>_v4" for every pod it applies to, whether or not the
+// pod looked the name up.
+func DenySetName(ruleID string, family ipset.Family) string {
+	if family == ipset.IPv6 {
+		return "fqd_" + ruleID + "_v6"
+	}
+	return "fqd_" + ruleID + "_v4"
+}
+
 // HashName is a short digest of s for object names.
 func HashName(s string) string {
 	h := fnv.New64a()
@@ -246,6 +260,7 @@ const (
 	SkPrefix    SetKind = iota + 1 // interval set of addresses
 	SkNamedPort                    // addr . inet_proto . inet_service
 	SkFQDN                         // addr . addr, timeout
+	SkFQDNDeny                     // addr, timeout (a Deny rule's pre-resolved names)
 )
 
 // Set is a named set of the table (Kind says which fields count).

@@ -199,6 +199,10 @@ func (enc *Encoder) Set(s *Set) *nftables.Set {
 		ns.KeyType = nftables.MustConcatSetType(AddrType(s.Fam), AddrType(s.Fam))
 		ns.Concatenation = true
 		ns.HasTimeout = true
+	case SkFQDNDeny:
+		// Same definition as ipset/nftset.NFTSet for KindAddr with timeouts.
+		ns.KeyType = AddrType(s.Fam)
+		ns.HasTimeout = true
 	}
 	return ns
 }

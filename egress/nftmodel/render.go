@@ -60,6 +60,13 @@ func renderRuleMatches(r *policy.PlanRule) ruleRender {
 				out.sets = append(out.sets, s)
 				peers = append(peers, variant{Fam: f, m: []Match{{kind: mFQDN, set: s.Name}}})
 			}
+			if len(r.DenyNames()) > 0 {
+				for _, f := range []Fam{Fam4, Fam6} {
+					s := &Set{Name: DenySetName(r.ID, ipsetFam(f)), Kind: SkFQDNDeny, Fam: f}
+					out.sets = append(out.sets, s)
+					peers = append(peers, variant{Fam: f, m: []Match{{kind: mAddrSet, set: s.Name}}})
+				}
+			}
 		}
 	}
 	var ports []variant

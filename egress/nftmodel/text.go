@@ -67,6 +67,8 @@ func (s *Set) text() string {
 		}
 	case SkFQDN:
 		typ, flags = nftAddrType(s.Fam)+" . "+nftAddrType(s.Fam), "timeout"
+	case SkFQDNDeny:
+		typ, flags = nftAddrType(s.Fam), "timeout"
 	}
 	fmt.Fprintf(&b, "\tset %s {\n\t\ttype %s\n", s.Name, typ)
 	if flags != "" {
