@@ -24,6 +24,7 @@ import (
 //
 //	chain sd_filter { type filter hook prerouting priority -150; policy accept;
 //	  ct state established,related accept
+//	  iif "lo" accept                                  # the node's own packets
 //	  ip daddr @sd_self_v4 accept                      # egressd itself
 //	  ip saddr @sd_xs_<h>_v4 ip daddr @sd_xd_<h>_v4 accept   # dnsBypass.resolvers
 //	  ip saddr @sd_drop_v4 meta l4proto udp|tcp th dport 53 counter log drop
@@ -54,6 +55,9 @@ const (
 	BypassLogPrefix = "egressd bypass "
 	sdFilterPrio    = -150 // NF_IP_PRI_MANGLE: after conntrack, before dstnat
 	sdNATPrio       = -105 // dstnat - 5: before kube-proxy's dstnat
+	// loopbackIfindex is lo's index in every network namespace
+	// (LOOPBACK_IFINDEX).
+	loopbackIfindex = 1
 )
 
 // SideDoors configures the side-door rules (WithSideDoors).
@@ -194,6 +198,13 @@ func (e *Enforcer) renderSideDoors(plan *policy.Plan) *sdRender {
 		&expr.Bitwise{SourceRegister: nftmodel.Reg1, DestRegister: nftmodel.Reg1, Len: 4,
 			Mask: binaryutil.NativeEndian.PutUint32(nftmodel.CtEstablished | nftmodel.CtRelated), Xor: binaryutil.NativeEndian.PutUint32(0)},
 		&expr.Cmp{Op: expr.CmpOpNeq, Register: nftmodel.Reg1, Data: []byte{0, 0, 0, 0}},
+		&expr.Verdict{Kind: expr.VerdictAccept}}})
+	// The node's own packets (hostNetwork pods, node processes) reach
+	// prerouting only through lo: they are never side-door traffic, whatever
+	// the workload sets hold (a workloads file may list a node address).
+	r.filter = append(r.filter, sdRule{text: `iif "lo" accept`, exprs: []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyIIF, Register: nftmodel.Reg1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: nftmodel.Reg1, Data: binaryutil.NativeEndian.PutUint32(loopbackIfindex)},
 		&expr.Verdict{Kind: expr.VerdictAccept}}})
 	for _, f := range []nftmodel.Fam{nftmodel.Fam4, nftmodel.Fam6} {
 		self := plain("self", f, fs[f].self)
