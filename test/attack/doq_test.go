@@ -150,7 +150,7 @@ func TestDoQClient(t *testing.T) {
 	}
 	pod := w.Pods[0]
 	for _, s := range servers {
-		got, err := doqQuery(pod, s)
+		got, err := retryUntil("NOERROR ["+sideDoorAnswer.String()+"]", func() (string, error) { return doqQuery(pod, s) })
 		if err != nil || got != "NOERROR ["+sideDoorAnswer.String()+"]" {
 			t.Fatalf("without egressd, DoQ to %s: %q %v (the client or the server does not work)", s, got, err)
 		}

@@ -79,6 +79,21 @@ func dohQueryTo(pod *netmodel.Pod, addr netip.Addr) (string, error) {
 	return fmt.Sprintf("%s %v", Rcode(r), AnswerAddrs(r)), nil
 }
 
+// retryUntil calls do until it returns want, for up to 10 tries (a new
+// world's IPv6 link addresses may still be tentative, DAD): the readiness of
+// the world before a door is shown open, never a verdict.
+func retryUntil(want string, do func() (string, error)) (string, error) {
+	var got string
+	var err error
+	for range 10 {
+		if got, err = do(); err == nil && got == want {
+			break
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	return got, err
+}
+
 // TestReplaySideDoorsIPv6: the IPv6 twin of TestReplaySideDoors, with egressd
 // listening on an IPv6 address too, so that plain DNS over IPv6 is
 // redirected (not dropped). Each door is first shown open without egressd
@@ -121,7 +136,7 @@ func TestReplaySideDoorsIPv6(t *testing.T) {
 	}
 	rogue := "NOERROR [" + sideDoorAnswer.String() + "]"
 	for _, d := range doors {
-		got, err := d.do()
+		got, err := retryUntil(rogue, d.do)
 		if err != nil || got != rogue {
 			t.Fatalf("without egressd, %s: %q %v (the client or the server does not work)", d.name, got, err)
 		}
