@@ -205,6 +205,25 @@ func (a *Agent) Lookup(src netip.Addr, name string) (int, error) {
 	return r.Rcode, nil
 }
 
+// Metric returns the value of an unlabelled metric from /metrics.
+func (a *Agent) Metric(name string) (float64, error) {
+	resp, err := http.Get("http://" + a.HTTPAddr + "/metrics")
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, err
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) == 2 && f[0] == name {
+			return strconv.ParseFloat(f[1], 64)
+		}
+	}
+	return 0, fmt.Errorf("metric %s not found", name)
+}
+
 // StatusTime returns how long one GET /status takes.
 func (a *Agent) StatusTime() (time.Duration, int, error) {
 	start := time.Now()

@@ -46,8 +46,9 @@ type Config struct {
 	// Agents is the number of agents started (node-0 … node-K-1); the first one
 	// is measured, all of them report to the policy status (default 1).
 	Agents int
-	// Agent is the egressd binary.
-	Agent string
+	// Agent is the egressd binary; AgentArgs are extra flags for it.
+	Agent     string
+	AgentArgs []string
 	// Idle and Churn are how long idle and churn CPU are measured (default 30s).
 	Idle, Churn time.Duration
 	// ChurnRate is the number of pod creates+deletes and of relabels per second
@@ -69,6 +70,7 @@ type Report struct {
 	Agents               int
 	Ready                time.Duration
 	RSS                  int64
+	Heap                 float64 // live heap after a GC (go_memstats_heap_alloc_bytes right after ready + 5 s)
 	IdleCPU, ChurnCPU    float64 // fraction of one core
 	IdleQueries          float64 // upstream queries per second at idle
 	RelabelIdle          Latencies
@@ -117,6 +119,7 @@ func (r Report) Table() string {
 	row := func(k, f string, a ...any) { fmt.Fprintf(&b, "| %s | %s |\n", k, fmt.Sprintf(f, a...)) }
 	row("ready", "%s", r.Ready.Round(100*time.Millisecond))
 	row("RSS at ready", "%d MiB, %.2f KiB per cluster pod", r.RSS>>20, float64(r.RSS)/1024/float64(max(r.Pods, 1)))
+	row("Go heap in use at ready", "%.0f MiB, %.2f KiB per cluster pod", r.Heap/(1<<20), r.Heap/1024/float64(max(r.Pods, 1)))
 	row("CPU at idle", "%.2f %% of a core", 100*r.IdleCPU)
 	row("upstream queries at idle", "%.2f/s", r.IdleQueries)
 	row("CPU under churn", "%.1f %% of a core", 100*r.ChurnCPU)
@@ -182,7 +185,7 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 		}
 	}()
 	for i := range cfg.Agents {
-		a, err := StartAgent(cfg.Agent, cp.Kubeconfig, Node(i), up.Addr)
+		a, err := StartAgent(cfg.Agent, cp.Kubeconfig, Node(i), up.Addr, cfg.AgentArgs...)
 		if err != nil {
 			return rep, err
 		}
@@ -203,6 +206,9 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 	logf("agent ready after %s", rep.Ready.Round(time.Millisecond))
 	time.Sleep(5 * time.Second) // the first status writes, GC
 	if rep.RSS, err = a.RSS(); err != nil {
+		return rep, err
+	}
+	if rep.Heap, err = a.Metric("go_memstats_heap_inuse_bytes"); err != nil {
 		return rep, err
 	}
 
@@ -234,8 +240,8 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 	logf("relabel → verdict (idle): %s", rep.RelabelIdle)
 
 	// Policy writes per edit (and the status size), counted on the probe
-	// policy's watch.
-	if rep.PolicyWritesPerEdit, rep.PolicyStatusBytes, err = pr.writesPerEdit(20 * time.Second); err != nil {
+	// policy's watch once the writer's start-up pass reached it.
+	if rep.PolicyWritesPerEdit, rep.PolicyStatusBytes, err = pr.writesPerEdit(cfg.Agents); err != nil {
 		return rep, err
 	}
 	logf("policy writes per edit: %d, status %d bytes", rep.PolicyWritesPerEdit, rep.PolicyStatusBytes)
@@ -396,12 +402,36 @@ func (p *prober) edit() (time.Duration, error) {
 	return time.Since(start), nil
 }
 
-// writesPerEdit edits the probe policy once and counts the writes to the
-// object (watch events after the edit's own) during window; it returns them
-// and the size of the object's status at the end.
-func (p *prober) writesPerEdit(window time.Duration) (int, int, error) {
+// writesPerEdit waits until the probe policy is programmed on every agent
+// (the writer's start-up pass over every policy reached it), edits it once and
+// counts the writes to the object until the edit is programmed on every agent;
+// it returns them and the size of the object's status then.
+func (p *prober) writesPerEdit(agents int) (int, int, error) {
 	ri := p.dyn.Resource(kube.FirewallPolicies).Namespace(ProbeNamespace)
-	cur, err := ri.Get(p.ctx, ProbePolicy, metav1.GetOptions{})
+	want := fmt.Sprintf("True programmed on %d/%d nodes", agents, agents)
+	programmed := func(u *unstructured.Unstructured) bool {
+		conds, _, _ := unstructured.NestedSlice(u.Object, "status", "conditions")
+		for _, c := range conds {
+			if m, ok := c.(map[string]any); ok && m["type"] == policy.ConditionProgrammed && m["observedGeneration"] == u.GetGeneration() {
+				return fmt.Sprint(m["status"], " ", m["message"]) == want
+			}
+		}
+		return false
+	}
+	wait := func(what string, cond func(u *unstructured.Unstructured) bool) (*unstructured.Unstructured, error) {
+		deadline := time.Now().Add(10 * time.Minute)
+		for {
+			u, err := ri.Get(p.ctx, ProbePolicy, metav1.GetOptions{})
+			if err == nil && cond(u) {
+				return u, nil
+			}
+			if time.Now().After(deadline) {
+				return nil, fmt.Errorf("%s: not %q after 10 minutes (%v)", what, want, err)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	cur, err := wait("the probe policy", programmed)
 	if err != nil {
 		return 0, 0, err
 	}
@@ -410,35 +440,28 @@ func (p *prober) writesPerEdit(window time.Duration) (int, int, error) {
 		return 0, 0, err
 	}
 	defer w.Stop()
-	d, err := p.edit()
+	if _, err := p.edit(); err != nil {
+		return 0, 0, err
+	}
+	last, err := wait("the edited probe policy", func(u *unstructured.Unstructured) bool {
+		return u.GetGeneration() > cur.GetGeneration() && programmed(u)
+	})
 	if err != nil {
 		return 0, 0, err
 	}
-	_ = d
 	writes := -1 // the edit itself
-	var last *unstructured.Unstructured
-	timeout := time.After(window)
-	for {
-		select {
-		case ev, ok := <-w.ResultChan():
-			if !ok {
-				return 0, 0, fmt.Errorf("watch closed")
-			}
-			if ev.Type == watch.Modified {
-				writes++
-				last, _ = ev.Object.(*unstructured.Unstructured)
-			}
-		case <-timeout:
-			size := 0
-			if last != nil {
-				if st, ok := last.Object["status"]; ok {
-					b, _ := json.Marshal(st)
-					size = len(b)
-				}
-			}
-			return writes, size, nil
+	for rv := ""; rv != last.GetResourceVersion(); {
+		ev, ok := <-w.ResultChan()
+		if !ok {
+			return 0, 0, fmt.Errorf("watch closed")
+		}
+		if o, ok := ev.Object.(*unstructured.Unstructured); ok && ev.Type == watch.Modified {
+			rv = o.GetResourceVersion()
+			writes++
 		}
 	}
+	b, _ := json.Marshal(last.Object["status"])
+	return writes, len(b), nil
 }
 
 // Churn creates and deletes rate pods per second and relabels rate existing

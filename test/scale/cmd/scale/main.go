@@ -32,6 +32,10 @@ func main() {
 	flag.IntVar(&cfg.ChurnRate, "churn-rate", 20, "pod creates+deletes and relabels per second during churn")
 	flag.IntVar(&cfg.Samples, "samples", 20, "latency samples per figure")
 	agent := flag.String("agent", "", "egressd binary (default: go build ./cmd/egressd)")
+	flag.Func("agent-flag", "an extra flag for the agents, e.g. -agent-flag=--upstream-health-interval=0 (repeatable)", func(s string) error {
+		cfg.AgentArgs = append(cfg.AgentArgs, s)
+		return nil
+	})
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
