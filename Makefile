@@ -55,6 +55,8 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 30s ./policy/domain/
 	$(GO) test -run '^$$' -fuzz FuzzMatch -fuzztime 30s ./policy/domain/
 	$(GO) test -run '^$$' -fuzz FuzzDecodePolicy -fuzztime 30s ./policy/manifest/
+	$(GO) test -run '^$$' -fuzz FuzzDecodeWorkloads -fuzztime 30s ./policy/manifest/
+	$(GO) test -run '^$$' -fuzz FuzzLabelSelectors -fuzztime 30s ./policy/calico/
 
 demo: build
 	./hack/demo.sh

@@ -2,6 +2,7 @@ package manifest_test
 
 import (
 	"bytes"
+	"errors"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -91,4 +92,44 @@ func TestFuzzSeedsAreValid(t *testing.T) {
 			t.Error(err)
 		}
 	}
+}
+
+// FuzzDecodeWorkloads: the workloads file's decoding (schema walk, addresses,
+// pod names, lines) never panics; what it accepts loads into a store unless
+// an entry lacks a name, and every problem it reports is a *Problem.
+func FuzzDecodeWorkloads(f *testing.F) {
+	for _, p := range []string{"../testdata/design-workloads.yaml", "../../deploy/examples/workloads.yaml"} {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Add([]byte("pods:\n- {namespace: x, name: a, ips: [10.0.0.300], lables: {}}\n- {namespace: x, name: b, ips: [10.0.0.1, 10.0.0.1]}\n"))
+	f.Add([]byte("apiVersion: egressd.io/v1alpha1\nkind: FirewallPolicy\n"))
+	f.Add([]byte("namespaces: &a [{name: x}]\npods: *a\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		ws, err := manifest.DecodeWorkloads("fuzz", data)
+		if err != nil {
+			for _, e := range unwrapAll(err) {
+				var p *manifest.Problem
+				if !errors.As(e, &p) {
+					t.Fatalf("not a *Problem: %T %v", e, e)
+				}
+			}
+			return
+		}
+		_ = policy.NewStore().LoadWorkloads(ws)
+	})
+}
+
+func unwrapAll(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		var out []error
+		for _, e := range j.Unwrap() {
+			out = append(out, unwrapAll(e)...)
+		}
+		return out
+	}
+	return []error{err}
 }
