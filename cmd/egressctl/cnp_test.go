@@ -54,3 +54,41 @@ spec:
 		t.Fatalf("code %d, stdout %q, stderr %q", code, out, errOut)
 	}
 }
+
+// TestConvertClusterNetworkPolicy: convert --to egressd gives a
+// ClusterFirewallPolicy that validates, --to clusternetworkpolicy brings it
+// back; an FQDN Deny is refused with its field.
+func TestConvertClusterNetworkPolicy(t *testing.T) {
+	out, errOut, code := runCmd(t, "convert", "--to", "egressd", "-f", "testdata/cnp/platform.yaml")
+	if code != exitOK || !strings.Contains(out, "kind: ClusterFirewallPolicy") || !strings.Contains(out, "matchPattern: '**.stripe.com'") {
+		t.Fatalf("code %d, stdout %s, stderr %s", code, out, errOut)
+	}
+	f := filepath.Join(t.TempDir(), "cfp.yaml")
+	if err := os.WriteFile(f, []byte(out), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, errOut, code := runCmd(t, "validate", "-f", f); code != exitOK {
+		t.Fatalf("converted policy does not validate: %s", errOut)
+	}
+	back, errOut, code := runCmd(t, "convert", "--to", "clusternetworkpolicy", "-f", f)
+	if code != exitOK || !strings.Contains(back, "- '*.stripe.com'") || !strings.Contains(back, "action: Accept") {
+		t.Fatalf("back: code %d, stdout %s, stderr %s", code, back, errOut)
+	}
+	deny := filepath.Join(t.TempDir(), "deny.yaml")
+	if err := os.WriteFile(deny, []byte(`apiVersion: egressd.io/v1alpha1
+kind: ClusterFirewallPolicy
+metadata: {name: deny-mining}
+spec:
+  tier: Admin
+  priority: 1
+  subject: {namespaceSelector: {}}
+  egress:
+  - {action: Deny, to: [{fqdn: {matchPattern: "*.minepool.com"}}]}
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, errOut, code = runCmd(t, "convert", "--to", "clusternetworkpolicy", "-f", deny)
+	if code != exitFail || out != "" || !strings.Contains(errOut, "spec.egress[0].to[0].fqdn: an FQDN Deny rule") {
+		t.Fatalf("FQDN Deny: code %d, stdout %q, stderr %q", code, out, errOut)
+	}
+}

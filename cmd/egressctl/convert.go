@@ -28,6 +28,13 @@ one peer or policy per || alternative; projectcalico.org/name in a namespace
 selector is kubernetes.io/metadata.name. Domains keep Calico's wildcard meaning
 ("*.example.com" matches one or more labels: "**.example.com").
 
+With --to egressd or --to clusternetworkpolicy, the input is egressd's and
+upstream's cluster kinds instead: ClusterNetworkPolicy (policy.networking.k8s.io)
+becomes ClusterFirewallPolicy where the meaning is kept, and the reverse;
+what the target kind cannot express (nodes peers, a Baseline Pass; Audit mode,
+FQDN Deny rules, one-label or in-label wildcards, except, tunnelDetection,
+dnsBypass) is refused with the field.
+
 What has no egressd equivalent is refused, on stderr, with the document, the
 field and the reason (Log, ICMP, notPorts, service accounts, network sets, ...);
 the policy it belongs to is left out of the output.
@@ -36,15 +43,19 @@ Exit status: 0 when everything converted, 1 when anything was refused or could
 not be read, 2 on a usage error.`
 
 func runConvert(args []string, stdout, stderr io.Writer) int {
-	fs := newFlagSet("convert", "-f PATH [-f PATH...] [PATH...]", convertHelp)
+	fs := newFlagSet("convert", "-f PATH [-f PATH...] [--to egressd|clusternetworkpolicy] [PATH...]", convertHelp)
 	var paths stringList
 	fs.Var(&paths, "f", "Calico policy file or directory `PATH` (repeatable)")
+	to := fs.String("to", "", "convert between egressd's and upstream's cluster kinds instead: `egressd` (ClusterNetworkPolicy → ClusterFirewallPolicy) or clusternetworkpolicy (the reverse)")
 	if code, done := parse(fs, args, stdout, stderr); done {
 		return code
 	}
 	paths = append(paths, fs.Args()...)
 	if len(paths) == 0 {
 		return usageError(fs, stderr, "no input: give -f PATH")
+	}
+	if *to != "" {
+		return convertCNP(fs, *to, paths, stdout, stderr)
 	}
 	var inputs []calico.Input
 	failed := false
