@@ -158,36 +158,16 @@ const restoreBatch = 8192
 // (RestoreCache).
 func (srv *Server) Restore(ctx context.Context, cp Checkpoint) (int, error) {
 	now := srv.now()
-	var sets []string // in order of first use
-	bySet := map[string][]ipset.Element{}
+	writes := setBatch{bySet: map[string][]ipset.Element{}}
 	n := 0
 	for _, e := range cp.Entries {
-		left := e.Expires.Sub(now)
-		if left <= 0 || !e.IP.IsValid() {
+		key, w, ok := srv.restorable(e, now)
+		if !ok {
 			continue
-		}
-		key, err := policy.ParseWorkloadKey(e.Workload)
-		if err != nil {
-			continue
-		}
-		var w policy.Workload
-		if eng := srv.deps.Engine; eng != nil {
-			var ok bool
-			if w, ok = eng.Store().Workload(key); !ok {
-				continue // gone while we were away
-			}
-			if len(e.Via) > 0 {
-				if d := eng.DecideChain(eng.DecideLookup(key, e.Name), e.Via); d.Blocked() && d.Via != "" {
-					continue // reached through a name a Deny rule now matches
-				}
-			}
-		}
-		ip := e.IP.Unmap()
-		if srv.s.rebindRange(ip, srv.clusterName(e.Name)) != "" {
-			continue // rebinding protection drops it from answers now (rebind.go)
 		}
 		// The same set operations as an answer's (program.go), with the time
 		// the entry has left.
+		ip := e.IP.Unmap()
 		var ops []ipset.Op
 		elems := 0
 		if srv.deps.Sets != nil && srv.deps.Engine != nil {
@@ -196,7 +176,7 @@ func (srv *Server) Restore(ctx context.Context, cp Checkpoint) (int, error) {
 			if len(srcs[family(ip)]) > 0 {
 				rules = srv.deps.Engine.FQDNRules(key, e.Name)
 			}
-			ops, elems = srv.setOps(rules, srcs, []setAddr{{ip, max(left.Round(time.Second), time.Second)}})
+			ops, elems = srv.setOps(rules, srcs, []setAddr{{ip, max(e.Expires.Sub(now).Round(time.Second), time.Second)}})
 		}
 		g := srv.track.admit(key, e.Name, e.Via, []netip.Addr{ip}, []time.Time{e.Expires}, []int{elems}, now)
 		if !g.ok[0] {
@@ -208,43 +188,87 @@ func (srv *Server) Restore(ctx context.Context, cp Checkpoint) (int, error) {
 			srv.deps.RecordLookup(key, e.Name, []netip.Addr{ip}, e.Expires)
 		}
 		n++
-		for _, op := range ops {
-			if _, ok := bySet[op.Set]; !ok {
-				sets = append(sets, op.Set)
+		writes.add(ops)
+	}
+	return n, writes.apply(ctx, srv.deps.Sets)
+}
+
+// restorable reports whether a checkpoint entry may be restored: it has not
+// expired, its workload still exists (without an engine: any key), no Deny
+// rule now matches its alias chain and rebinding protection does not drop
+// its address. It returns the workload.
+func (srv *Server) restorable(e CheckpointEntry, now time.Time) (policy.WorkloadKey, policy.Workload, bool) {
+	var w policy.Workload
+	if !e.Expires.After(now) || !e.IP.IsValid() {
+		return policy.WorkloadKey{}, w, false
+	}
+	key, err := policy.ParseWorkloadKey(e.Workload)
+	if err != nil {
+		return key, w, false
+	}
+	if eng := srv.deps.Engine; eng != nil {
+		var ok bool
+		if w, ok = eng.Store().Workload(key); !ok {
+			return key, w, false // gone while we were away
+		}
+		if len(e.Via) > 0 {
+			if d := eng.DecideChain(eng.DecideLookup(key, e.Name), e.Via); d.Blocked() && d.Via != "" {
+				return key, w, false // reached through a name a Deny rule now matches
 			}
-			bySet[op.Set] = append(bySet[op.Set], op.Elements...)
 		}
 	}
+	if srv.s.rebindRange(e.IP.Unmap(), srv.clusterName(e.Name)) != "" {
+		return key, w, false // rebinding protection drops it from answers now (rebind.go)
+	}
+	return key, w, true
+}
+
+// setBatch gathers set elements per set, in order of first use, for Restore.
+type setBatch struct {
+	sets  []string
+	bySet map[string][]ipset.Element
+}
+
+// add takes the elements of ops.
+func (b *setBatch) add(ops []ipset.Op) {
+	for _, op := range ops {
+		if _, ok := b.bySet[op.Set]; !ok {
+			b.sets = append(b.sets, op.Set)
+		}
+		b.bySet[op.Set] = append(b.bySet[op.Set], op.Elements...)
+	}
+}
+
+// apply writes the elements, set by set, in Applies of at most restoreBatch
+// elements.
+func (b *setBatch) apply(ctx context.Context, m ipset.Manager) error {
 	var ops []ipset.Op
 	size := 0
 	flush := func() error {
 		if len(ops) == 0 {
 			return nil
 		}
-		err := srv.deps.Sets.Apply(ctx, ops...)
+		err := m.Apply(ctx, ops...)
 		ops, size = ops[:0], 0
 		if err != nil {
 			return fmt.Errorf("dnsproxy: restore kernel sets: %w", err)
 		}
 		return nil
 	}
-	for _, name := range sets {
-		elems := bySet[name]
+	for _, name := range b.sets {
+		elems := b.bySet[name]
 		for len(elems) > 0 {
 			k := min(len(elems), restoreBatch-size)
 			ops = append(ops, ipset.Op{Kind: ipset.OpAdd, Set: name, Elements: elems[:k]})
 			elems, size = elems[k:], size+k
 			if size >= restoreBatch {
 				if err := flush(); err != nil {
-					return n, err
+					return err
 				}
 			}
 		}
 	}
-	if err := flush(); err != nil {
-		return n, err
-	}
-	return n, nil
+	return flush()
 }
 
 // RestoreCache puts the cached answers of a checkpoint back into the cache,
