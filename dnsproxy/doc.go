@@ -47,7 +47,7 @@
 //	fastpath.go      the UDP read loop: rate limit from raw bytes, and fresh cache hits answered at the wire level
 //	wire.go          the fast path's wire forms: a plain query parsed from raw bytes, a cache entry packed as a reply
 //	classify.go      step classify: what the resolver does not serve
-//	lookup.go        step decide: the lookup of a workload (decision, FQDN rules, alias chain links)
+//	lookup.go        step decide: the lookup of a workload (decision, FQDN rules, alias chain links); the fast path's caches of them
 //	unknown.go       clients that are no workload: served, waited for or refused
 //	tunnelhook.go    DNS tunnel detection on the query path (dnsproxy/tunnel behind the TunnelDetector interface)
 //	resolve.go       step resolve: the cache, else one coalesced upstream exchange

@@ -5,9 +5,6 @@ import (
 	"encoding/binary"
 	"net"
 	"net/netip"
-	"slices"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/miekg/dns"
@@ -25,20 +22,6 @@ import (
 // reply's TTL. Everything else (misses, stale answers, blocked lookups,
 // replies that need truncation, unusual queries, failed set writes) goes on
 // to the miekg/dns server and ServeDNS unchanged.
-
-// wlRecord is what the fast path keeps per cache entry and workload, valid
-// for one store generation: the lookup decided (the question and the
-// answer's alias chain, its rules and links) and until when the kernel
-// entries written for it last.
-type wlRecord struct {
-	key    policy.WorkloadKey
-	gen    uint64
-	wlName string // "namespace/name"
-	lookup
-	// until is when the earliest kernel entry written for this answer and
-	// workload expires (zero: nothing written yet).
-	until time.Time
-}
 
 // fastReader is the dns.Reader of one UDP socket: it loops over the socket
 // answering what the fast path can and hands the rest to the server.
@@ -413,76 +396,6 @@ func (srv *Server) observeRefused(start time.Time, rcode int) {
 	if srv.deps.Observer.Result != nil {
 		srv.deps.Observer.Result(ResultRefused)
 	}
-}
-
-// workloadOf returns the workload of a client (nil: not a workload), cached
-// per store generation.
-func (srv *Server) workloadOf(client netip.Addr, gen uint64) *policy.Workload {
-	c := &srv.fast.wls
-	c.mu.RLock()
-	if c.gen == gen && c.m != nil {
-		if w, ok := c.m[client]; ok {
-			c.mu.RUnlock()
-			return w
-		}
-	}
-	c.mu.RUnlock()
-	store := srv.deps.Engine.Store()
-	var wl *policy.Workload
-	if key, ok := store.WorkloadByIP(client); ok {
-		if w, ok := store.Workload(key); ok {
-			wl = &w
-		}
-	}
-	c.mu.Lock()
-	if c.gen != gen || c.m == nil || len(c.m) >= 65536 {
-		c.gen, c.m = gen, make(map[netip.Addr]*policy.Workload)
-	}
-	c.m[client] = wl
-	c.mu.Unlock()
-	return wl
-}
-
-// fastState is the fast path's part of a Server.
-type fastState struct {
-	wls  wlCache
-	hits atomic.Uint64 // queries answered by the fast path
-}
-
-// wlCache maps client addresses to workloads for one store generation.
-type wlCache struct {
-	mu  sync.RWMutex
-	gen uint64
-	m   map[netip.Addr]*policy.Workload
-}
-
-// record returns the lookup of workload w for the entry's name, decided once
-// per store generation. The decision covers the answer's alias chain
-// (decideChain): a CNAME or DNAME into a denied name is blocked, and the
-// slow path answers it.
-func (srv *Server) record(e *cacheEntry, w *policy.Workload, gen uint64) *wlRecord {
-	k := w.Key()
-	var rec *wlRecord
-	e.mu.Lock()
-	for _, r := range e.wl {
-		if r.key == k {
-			rec = r
-			break
-		}
-	}
-	e.mu.Unlock()
-	if rec != nil && rec.gen == gen {
-		return rec
-	}
-	rec = &wlRecord{key: k, gen: gen, wlName: k.String(), lookup: srv.decideLookup(w, e.msg.Question[0].Name)}
-	srv.decideChain(&rec.lookup, e.msg)
-	e.mu.Lock()
-	e.wl = slices.DeleteFunc(e.wl, func(r *wlRecord) bool { return r.key == k || r.gen != gen })
-	if len(e.wl) < 64 { // bounded: beyond, decisions are recomputed
-		e.wl = append(e.wl, rec)
-	}
-	e.mu.Unlock()
-	return rec
 }
 
 // fastEvents reports an answered lookup of a workload, as handle does.
