@@ -176,7 +176,8 @@ func (srv *Server) Restore(ctx context.Context, cp Checkpoint) (int, error) {
 			if len(srcs[family(ip)]) > 0 {
 				rules = srv.deps.Engine.FQDNRules(key, e.Name)
 			}
-			ops, elems = srv.setOps(rules, srcs, []setAddr{{ip, max(e.Expires.Sub(now).Round(time.Second), time.Second)}})
+			left := max(e.Expires.Sub(now).Round(time.Second), time.Second)
+			ops, elems = srv.setOps(rules, srcs, []answerAddr{{ip: ip}}, func(answerAddr) time.Duration { return left })
 		}
 		g := srv.track.admit(key, e.Name, e.Via, []netip.Addr{ip}, []time.Time{e.Expires}, []int{elems}, now)
 		if !g.ok[0] {

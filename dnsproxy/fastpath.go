@@ -264,12 +264,12 @@ func (srv *Server) fastProgram(h *fastHit) bool {
 		t := h.wf.ttls[a.slot].ttl
 		addrs[i] = answerAddr{a.ip, t - min(h.age, t)}
 	}
-	admitted, grant, err := srv.admitAnswer(srv.ctx, nil, h.wl, rec.rules, srcs, rec.decision.Name, rec.links, addrs, nil)
+	admitted, grant, err := srv.admitAnswer(srv.ctx, nil, h.wl, rec.rules, srcs, rec.name, rec.links, addrs, nil)
 	if err != nil || len(admitted) != len(addrs) {
 		srv.track.undo(grant)
 		return false
 	}
-	if _, err := srv.writeAnswer(srv.ctx, h.wl, rec.rules, srcs, rec.decision.Name, addrs, grant); err != nil {
+	if _, err := srv.writeAnswer(srv.ctx, h.wl, rec.rules, srcs, rec.name, addrs, grant); err != nil {
 		return false
 	}
 	minTimeout := ^uint32(0)

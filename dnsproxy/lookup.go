@@ -15,9 +15,11 @@ import (
 
 // lookup is what the policy said about one query: made by decideLookup,
 // extended by decideChain once the answer is known, and carried to the
-// programming of the answer (program, fastProgram) and its report. The name
-// is normalised once, by the engine (decision.Name), and carried from there.
+// programming of the answer (program, fastProgram) and its report.
 type lookup struct {
+	// name is the question name, lower case and fully qualified (trackName):
+	// computed once, it keys the tracker and the reference model.
+	name string
 	// wl is the client's workload; nil: served without policy (no engine,
 	// or a source ServeUnknown lets through): nothing is decided or written.
 	wl *policy.Workload
@@ -32,11 +34,12 @@ type lookup struct {
 }
 
 // decideLookup decides the lookup of qname by workload wl and finds the FQDN
-// rules whose sets its answer fills, in one walk of the policy index
-// (Engine.DecideLookupRules).
+// rules whose sets its answer fills, in one call to the engine (one walk of
+// its index: Engine.DecideLookupRules).
 func (srv *Server) decideLookup(wl *policy.Workload, qname string) lookup {
-	d, rules := srv.deps.Engine.DecideLookupRules(wl.Key(), qname, nil)
-	return lookup{wl: wl, decision: d, rules: rules}
+	name := trackName(qname)
+	d, rules := srv.deps.Engine.DecideLookupRules(wl.Key(), name, nil)
+	return lookup{name: name, wl: wl, decision: d, rules: rules}
 }
 
 // decideChain extends the decision to every other name of the answer's alias

@@ -88,33 +88,18 @@ func family(ip netip.Addr) int {
 // setFamilies are the set families by index of sources.
 var setFamilies = [2]ipset.Family{ipset.IPv4, ipset.IPv6}
 
-// setAddr is an address to write with the timeout of its set entries.
-type setAddr struct {
-	ip      netip.Addr
-	timeout time.Duration
-}
-
-// setAddrs are the answer addresses with their set timeouts (setTimeout).
-func (s *settings) setAddrs(addrs []answerAddr) []setAddr {
-	out := make([]setAddr, len(addrs))
-	for i, a := range addrs {
-		out[i] = setAddr{a.ip, time.Duration(s.setTimeout(a.ttl)) * time.Second}
-	}
-	return out
-}
-
 // setOps turns (rules, sources, addresses) into set operations: for every
 // rule and family, one add of the (source, address) pairs of that family
-// into the rule's set, each with its address's timeout. It is the single
+// into the rule's set, each with the timeout of its address. It is the single
 // place where an answer becomes kernel set elements: the slow path
 // (program), the fast path (fastProgram) and Restore all write through it.
 // n is the number of elements.
-func (srv *Server) setOps(rules []policy.RuleRef, srcs sources, addrs []setAddr) (ops []ipset.Op, n int) {
+func (srv *Server) setOps(rules []policy.RuleRef, srcs sources, addrs []answerAddr, timeout func(answerAddr) time.Duration) (ops []ipset.Op, n int) {
 	var elems [2][]ipset.Element
 	for _, a := range addrs {
 		fi := family(a.ip)
 		for _, src := range srcs[fi] {
-			elems[fi] = append(elems[fi], ipset.Pair(src, a.ip, a.timeout))
+			elems[fi] = append(elems[fi], ipset.Pair(src, a.ip, timeout(a)))
 		}
 	}
 	for _, r := range rules {
@@ -129,6 +114,12 @@ func (srv *Server) setOps(rules []policy.RuleRef, srcs sources, addrs []setAddr)
 	return ops, n
 }
 
+// answerTimeout is the timeout of the set entries of an answer's address:
+// setTimeout of its TTL.
+func (s *settings) answerTimeout(a answerAddr) time.Duration {
+	return time.Duration(s.setTimeout(a.ttl)) * time.Second
+}
+
 // writeAnswer writes the admitted addresses of an answer for workload w into
 // the sets of rules, in one Apply bounded by SetWriteTimeout, and records
 // them in the reference model (trackAnswer). Nothing to write for the
@@ -136,7 +127,7 @@ func (srv *Server) setOps(rules []policy.RuleRef, srcs sources, addrs []setAddr)
 // wrote reports whether a write happened and succeeded; a successful one is
 // counted (a failed one is left to the caller to count).
 func (srv *Server) writeAnswer(ctx context.Context, w *policy.Workload, rules []policy.RuleRef, srcs sources, qname string, addrs []answerAddr, g *grant) (wrote bool, err error) {
-	ops, n := srv.setOps(rules, srcs, srv.s.setAddrs(addrs))
+	ops, n := srv.setOps(rules, srcs, addrs, srv.s.answerTimeout)
 	if len(ops) == 0 {
 		srv.track.undo(g) // nothing of the workload's families to write
 		return false, nil
@@ -171,7 +162,7 @@ func (srv *Server) program(ctx context.Context, req *request, lk *lookup, reply 
 	}
 	srcs := sourcesOf(lk.wl)
 	// The bounds (limits.go): refused addresses leave the reply.
-	addrs, grant, err := srv.admitAnswer(ctx, req, lk.wl, lk.rules, srcs, lk.decision.Name, lk.links, addrs, reply)
+	addrs, grant, err := srv.admitAnswer(ctx, req, lk.wl, lk.rules, srcs, lk.name, lk.links, addrs, reply)
 	if err != nil {
 		return err
 	}
@@ -185,7 +176,7 @@ func (srv *Server) program(ctx context.Context, req *request, lk *lookup, reply 
 		h := rr.Header()
 		h.Ttl = min(h.Ttl, minTTL)
 	}
-	if _, err := srv.writeAnswer(ctx, lk.wl, lk.rules, srcs, lk.decision.Name, addrs, grant); err != nil {
+	if _, err := srv.writeAnswer(ctx, lk.wl, lk.rules, srcs, lk.name, addrs, grant); err != nil {
 		srv.st.setWrites.Add(1)
 		srv.st.setFailures.Add(1)
 		return err
