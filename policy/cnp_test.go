@@ -405,3 +405,32 @@ spec:
 		{from: "y/a", to: "x/b", port: 80, want: allow, tier: policy.TierDefault, dir: policy.Egress},
 	}, false)
 }
+
+// TestCNPDomainNamesL7: the L7 proxy's decision (Engine.DecideFor: the
+// connection as if the pod had resolved only the Host/SNI name) honours
+// domainNames with upstream's wildcard: a name one or more labels below is
+// allowed, the apex and other names fall to the Deny below.
+func TestCNPDomainNamesL7(t *testing.T) {
+	e := loadEngine(t, `
+apiVersion: policy.networking.k8s.io/v1alpha2
+kind: ClusterNetworkPolicy
+metadata: {name: allowlist}
+spec:
+  tier: Admin
+  priority: 1
+  subject: {namespaces: {matchLabels: {ns: x}}}
+  egress:
+  - {name: allowed-domains, action: Accept, to: [{domainNames: ["*.example.com"]}]}
+  - {name: default-deny, action: Deny, to: [{networks: [0.0.0.0/0, "::/0"]}]}
+`, policy.Options{}, nil)
+	c := policy.Connection{Src: scenarios.PodIPv4("x", "a"), Dst: netip.MustParseAddr("192.0.2.1"), Port: 443}
+	for name, want := range map[string]policy.Verdict{
+		"www.example.com": policy.Allow, "a.b.example.com": policy.Allow,
+		"example.com": policy.Deny, "www.example.org": policy.Deny,
+	} {
+		d := e.DecideFor(c, name)
+		if d.Verdict != want {
+			t.Errorf("%s: %s (%+v), want %s", name, d.Verdict, d.Egress.Outcome, want)
+		}
+	}
+}
