@@ -391,7 +391,11 @@ func (c *Cluster) setupNetwork(ctx context.Context) error {
 	for _, n := range sortedKeys(ExternalHosts) {
 		cmds = append(cmds, []string{"ip", "-n", ext, "addr", "add", ExternalHosts[n] + "/24", "dev", "eth0"})
 	}
-	cmds = append(cmds, []string{"ip", "-n", ext, "route", "add", ClusterCIDR, "via", NodeIP})
+	cmds = append(cmds, []string{"ip", "-n", ext, "route", "add", ClusterCIDR, "via", NodeIP},
+		// The node's default route points at the external world, as a real node's does;
+		// without one, a host-network process cannot even send to a Service IP (the
+		// route lookup fails before kube-proxy's DNAT).
+		[]string{"ip", "-n", node, "route", "add", "default", "via", ExternalDNS})
 	for _, cmd := range cmds {
 		if cmd[1] == "netns" {
 			// record before creating, so that a failure tears the name down

@@ -42,10 +42,15 @@ func (c *Cluster) Helm(ctx context.Context, args ...string) ([]byte, error) {
 	return run(ctx, helm, append([]string{"--kubeconfig", c.Kubeconfig}, args...)...)
 }
 
-// InstallHelm installs the chart at chartDir as release "egressd" in the egressd
-// namespace with the given --set values, and waits until the agent is ready.
-func (c *Cluster) InstallHelm(ctx context.Context, chartDir string, set ...string) error {
-	args := []string{"install", "egressd", chartDir, "-n", EgressdNamespace, "--create-namespace", "--wait", "--timeout", "3m"}
+// InstallHelm installs egressd as the README says: `kubectl apply -f
+// deploy/namespace.yaml` (Helm cannot label the namespace it creates for Pod Security),
+// then the chart deploy/helm/egressd as release "egressd" with the given --set values;
+// it waits until the agent is ready.
+func (c *Cluster) InstallHelm(ctx context.Context, deployDir string, set ...string) error {
+	if _, err := c.Kubectl(ctx, "apply", "-f", filepath.Join(deployDir, "namespace.yaml")); err != nil {
+		return err
+	}
+	args := []string{"install", "egressd", filepath.Join(deployDir, "helm", "egressd"), "-n", EgressdNamespace, "--wait", "--timeout", "3m"}
 	for _, s := range set {
 		args = append(args, "--set", s)
 	}

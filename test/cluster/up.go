@@ -52,7 +52,7 @@ func Up(ctx context.Context, o UpOptions) error {
 	case "kustomize":
 		err = c.InstallKustomize(ctx, filepath.Join(root, "deploy"))
 	case "helm":
-		err = c.InstallHelm(ctx, filepath.Join(root, "deploy/helm/egressd"))
+		err = c.InstallHelm(ctx, filepath.Join(root, "deploy"))
 	case "none":
 	default:
 		err = fmt.Errorf("-install %q: want kustomize, helm or none", o.Install)
