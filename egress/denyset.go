@@ -1,6 +1,8 @@
 package egress
 
 import (
+	"net/netip"
+
 	"github.com/egressd/egressd/egress/nftmodel"
 	"github.com/egressd/egressd/ipset"
 	"github.com/egressd/egressd/policy"
@@ -21,4 +23,27 @@ func DenySetName(ruleID string, family ipset.Family) string {
 // pre-resolved set (DenySetName) in the kernel.
 func WithPlanObserver(f func(*policy.Plan)) Option {
 	return func(o *options) { o.planObserver = f }
+}
+
+// RevokeTo deletes the conntrack entries of flows from enforced workloads to
+// one of addrs that the revocation decision (WithRevocation) now denies: the
+// flows a pod opened to an address before it entered a Deny rule's
+// pre-resolved set (which would otherwise go on as established). It returns
+// how many it deleted; without WithRevocation or a plan it does nothing.
+func (e *Enforcer) RevokeTo(addrs ...netip.Addr) (int, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.opts.decide == nil || e.st == nil || e.st.plan == nil || len(addrs) == 0 {
+		return 0, nil
+	}
+	to := make(map[netip.Addr]bool, len(addrs))
+	for _, a := range addrs {
+		to[a.Unmap()] = true
+	}
+	return e.revokeLocked(e.st.plan, func(c policy.Connection) policy.Verdict {
+		if !to[c.Dst.Unmap()] {
+			return policy.Allow
+		}
+		return e.opts.decide(c)
+	})
 }

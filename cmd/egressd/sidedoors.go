@@ -245,7 +245,7 @@ func (a *agent) denyPreresolve(ctx context.Context) (egress.Option, error) {
 	pr, err := preresolve.New(preresolve.Config{Upstreams: rc.Upstreams, MaxNames: a.cfg.DenyPreresolveMaxNames,
 		MinInterval: a.cfg.DenyPreresolveMinInterval, Exclude: exclude}, preresolve.Deps{
 		Sets: sets, SetName: egress.DenySetName, Record: a.store.RecordDenyResolved, Forget: a.store.ForgetDenyResolved,
-		Log: a.log.With("component", "deny-preresolve")})
+		Revoke: a.revokePreresolved, Log: a.log.With("component", "deny-preresolve")})
 	if err != nil {
 		return nil, err
 	}
@@ -253,6 +253,19 @@ func (a *agent) denyPreresolve(ctx context.Context) (egress.Option, error) {
 	go func() { pr.Run(ctx); sets.Close() }()
 	a.log.Info("pre-resolving exact Deny names", "max-names", a.cfg.DenyPreresolveMaxNames, "min-interval", a.cfg.DenyPreresolveMinInterval, "upstreams", rc.Upstreams)
 	return egress.WithPlanObserver(pr.SetPlan), nil
+}
+
+// revokePreresolved ends the flows pods opened to addresses before they
+// entered a Deny rule's pre-resolved set.
+func (a *agent) revokePreresolved(addrs []netip.Addr) {
+	if a.enforcer == nil {
+		return
+	}
+	if n, err := a.enforcer.RevokeTo(addrs...); err != nil {
+		a.log.Warn("pre-resolved deny addresses: conntrack revocation failed", "err", err)
+	} else if n > 0 {
+		a.log.Info("revoked connections to pre-resolved deny addresses", "count", n)
+	}
 }
 
 // watchDoHList re-reads --doh-resolvers when it changes and replaces the

@@ -135,6 +135,10 @@ type Deps struct {
 	// (policy.Store.RecordDenyResolved, ForgetDenyResolved); optional.
 	Record func(name string, until time.Time, ips ...netip.Addr)
 	Forget func(names ...string)
+	// Revoke ends the flows pods opened to addresses before they entered a
+	// deny set (egress.Enforcer.RevokeTo); optional. It is called with the
+	// addresses new to the sets, at most once per revokeEvery.
+	Revoke func(addrs []netip.Addr)
 	// Exchange sends one query to one upstream (default: UDP with EDNS0,
 	// retried over TCP when truncated).
 	Exchange func(ctx context.Context, m *dns.Msg, upstream string) (*dns.Msg, error)
@@ -192,6 +196,10 @@ type Resolver struct {
 
 	entries map[string]*entry // owned by Run's goroutine
 	results chan result
+	// revoke are the addresses new to the sets since the last Deps.Revoke,
+	// due at revokeAt (owned by Run's goroutine).
+	revoke   map[netip.Addr]bool
+	revokeAt time.Time
 
 	names, overLimit, addresses atomic.Int64
 	qpm                         atomic.Uint64 // float64 bits
@@ -220,7 +228,7 @@ func New(cfg Config, deps Deps) (*Resolver, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &Resolver{cfg: cfg, deps: deps, log: log, planSig: make(chan struct{}, 1),
-		entries: map[string]*entry{}, results: make(chan result, cfg.Workers)}, nil
+		entries: map[string]*entry{}, results: make(chan result, cfg.Workers), revoke: map[netip.Addr]bool{}}, nil
 }
 
 // SetPlan hands the resolver the plan the kernel now enforces (it never
@@ -271,6 +279,13 @@ func (r *Resolver) Run(ctx context.Context) {
 			e.inflight = true
 			inflight++
 			go func(name string) { r.results <- r.resolve(ctx, name) }(name)
+		}
+		if len(r.revoke) > 0 {
+			if !now.Before(r.revokeAt) {
+				r.flushRevoke(now)
+			} else if earliest.IsZero() || r.revokeAt.Before(earliest) {
+				earliest = r.revokeAt
+			}
 		}
 		wait := time.Hour
 		if !earliest.IsZero() {
@@ -608,10 +623,13 @@ func (r *Resolver) finish(ctx context.Context, res result) {
 	e.interval = interval
 	e.next = now.Add(interval)
 	until := now.Add(interval + r.cfg.MinInterval)
+	held := map[netip.Addr]bool{}
 	for a, t := range e.addrs {
 		if !t.After(now) {
 			delete(e.addrs, a)
+			continue
 		}
+		held[a] = true
 	}
 	var kept []netip.Addr
 	seen := map[netip.Addr]bool{}
@@ -631,11 +649,34 @@ func (r *Resolver) finish(ctx context.Context, res result) {
 	for _, a := range kept {
 		fresh[a] = until
 	}
+	if r.deps.Revoke != nil {
+		for _, a := range kept {
+			if !held[a] {
+				r.revoke[a] = true
+			}
+		}
+	}
 	r.write(ctx, r.elemOps(ipset.OpAdd, e.rules, fresh, now))
 	if r.deps.Record != nil && len(kept) > 0 {
 		r.deps.Record(res.name, until, kept...)
 	}
 	r.updateGauges()
+}
+
+// revokeEvery bounds how often Deps.Revoke runs (each is a dump of the
+// conntrack table): addresses new to the sets within it are revoked together.
+const revokeEvery = 5 * time.Second
+
+// flushRevoke hands the pending new addresses to Deps.Revoke.
+func (r *Resolver) flushRevoke(now time.Time) {
+	addrs := make([]netip.Addr, 0, len(r.revoke))
+	for a := range r.revoke {
+		addrs = append(addrs, a)
+	}
+	slices.SortFunc(addrs, netip.Addr.Compare)
+	clear(r.revoke)
+	r.revokeAt = now.Add(revokeEvery)
+	r.deps.Revoke(addrs)
 }
 
 // excluded reports addresses never written: unspecified, loopback,

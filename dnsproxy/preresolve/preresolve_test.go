@@ -306,3 +306,30 @@ func TestRun(t *testing.T) {
 		t.Errorf("ops %v", got)
 	}
 }
+
+// TestPreresolveRevokesNewAddresses: addresses new to the sets are handed to
+// Deps.Revoke (the flows pods opened to them before go), together and at
+// most once per revokeEvery; a refresh that brings no new address revokes
+// nothing.
+func TestPreresolveRevokesNewAddresses(t *testing.T) {
+	h := newHarness(t, Config{MinInterval: 10 * time.Second}, zone{
+		"a.test": {"a.test. 60 IN A 192.0.2.1", "a.test. 60 IN AAAA 2001:db8::1"},
+		"b.test": {"b.test. 60 IN A 192.0.2.2"},
+	})
+	var revoked [][]netip.Addr
+	h.r.deps.Revoke = func(a []netip.Addr) { revoked = append(revoked, a) }
+	h.r.applyPlan(context.Background(), planOf(t, `{action: Deny, to: [{fqdn: {matchName: a.test}}, {fqdn: {matchName: b.test}}]}`))
+	h.resolveDue()
+	if len(h.r.revoke) != 3 {
+		t.Fatalf("pending %v, want the 3 new addresses", h.r.revoke)
+	}
+	h.r.flushRevoke(h.now)
+	if fmt.Sprint(revoked) != "[[192.0.2.1 192.0.2.2 2001:db8::1]]" || !h.r.revokeAt.Equal(h.now.Add(revokeEvery)) {
+		t.Errorf("revoked %v, next at %v", revoked, h.r.revokeAt.Sub(h.now))
+	}
+	h.now = h.now.Add(time.Minute)
+	h.resolveDue()
+	if len(h.r.revoke) != 0 {
+		t.Errorf("a refresh with the same addresses left %v to revoke", h.r.revoke)
+	}
+}

@@ -44,10 +44,13 @@ spec:
 // wildcard cannot be pre-resolved: a connection to x.wildpool.test's address
 // by IP still goes through (documented in docs/security.md; a named set of
 // addresses is the control for that case), as does an address no rule names.
-// Against an agent without pre-resolution every connection goes through.
+// A connection the pod opened to the address while no rule named the name
+// (established in conntrack) is cut once the policy names it and the address
+// enters the set (conntrack revocation); one to another address goes on. Against an agent without pre-resolution every
+// connection goes through.
 func TestDenyPreresolvedByAddress(t *testing.T) {
 	w := New(t, Config{Zone: "pool.minepool.test. 60 IN A " + deniedV4.String() + "\npool.minepool.test. 60 IN AAAA " + deniedV6.String() +
-		"\nx.wildpool.test. 60 IN A " + wildV4.String() + "\n", Policies: preresolvePolicies})
+		"\nx.wildpool.test. 60 IN A " + wildV4.String() + "\n", Policies: strings.Replace(preresolvePolicies, "{fqdn: {matchName: pool.minepool.test}}, ", "", 1)})
 	for _, a := range []netip.Addr{deniedV4, deniedV6, wildV4, otherV4} {
 		routeToExternal(t, w, a)
 	}
@@ -59,6 +62,23 @@ func TestDenyPreresolvedByAddress(t *testing.T) {
 	}
 	pod := w.Pods[0]
 	a := w.StartAgent(AgentOptions{Extra: []string{"--nflog-group", "7"}})
+	// Connections opened while no rule names pool.minepool.test (a miner
+	// already connected to its pool, tracked by conntrack as established):
+	// once the policy names it, the one to its address must end, the other
+	// stays.
+	pr := &netmodel.Prober{Timeout: 2 * time.Second}
+	early, err := pr.OpenConn(t.Context(), pod, deniedV4, 80)
+	if err != nil {
+		t.Fatal(err)
+	}
+	control, err := pr.OpenConn(t.Context(), pod, otherV4, 80)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !early.Alive(0) || !control.Alive(0) {
+		t.Fatal("the connections opened before the policy do not work")
+	}
+	w.WritePolicies(preresolvePolicies)
 
 	// The pre-resolved addresses reach the rule's sets (fqd_*) soon after
 	// the first sync; wait for them (no lookup from any pod).
@@ -93,6 +113,19 @@ func TestDenyPreresolvedByAddress(t *testing.T) {
 		} else {
 			t.Logf("pod → %s:%d/%s by address: connected %v", p.to, p.port, p.proto, ok)
 		}
+	}
+	// The flow opened before: its conntrack entry was deleted when the
+	// address entered the set (revocation runs right after the set write).
+	// Three pings in a row unanswered (one could be lost on a loaded machine).
+	alive := false
+	for range 3 {
+		alive = alive || early.Alive(0)
+	}
+	if alive {
+		t.Error("the connection to the denied address opened before the policy named it still works")
+	}
+	if !control.Alive(0) {
+		t.Error("the connection to an address no rule names was cut")
 	}
 	for _, ip := range []netip.Addr{deniedV4, deniedV6} {
 		ev := a.WaitAudit(func(l map[string]any) bool {
