@@ -6,12 +6,21 @@ PKGS     ?= ./...
 BIN      ?= bin
 export CI ?=
 
-.PHONY: all build test test-deps unit lint fmt vet generate bench fuzz demo clean scale cluster cluster-down cluster-build
+.PHONY: all build image test test-deps unit lint fmt vet generate bench fuzz demo clean scale cluster cluster-down cluster-build
 
 all: build
 
 build:
 	$(GO) build -o $(BIN)/ ./cmd/...
+
+## image: egressd's container image without Docker (hack/image): static
+## binaries, an empty base, the same digest for the same commit. Writes
+## $(BIN)/egressd-image.tar (an OCI image layout tar; `ctr -n k8s.io images
+## import` takes it) and $(BIN)/egressd-image.modules.txt (`go version -m`).
+## IMAGE=name:tag overrides the chart's image.repository:appVersion.
+IMAGE ?=
+image:
+	$(GO) run ./hack/image -out $(BIN)/egressd-image.tar $(if $(IMAGE),-image $(IMAGE))
 
 ## test: install what the tests need, then run every test of the project.
 test: test-deps vet
