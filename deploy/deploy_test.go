@@ -107,6 +107,7 @@ func TestManifestsDecode(t *testing.T) {
 		}
 		return nil
 	})
+	// The ConfigMap is generated from egressd.env (TestKustomizeConfigRollsPods).
 	kinds := map[string]int{}
 	var ds *appsv1.DaemonSet
 	var roles []*rbacv1.ClusterRole
@@ -132,7 +133,7 @@ func TestManifestsDecode(t *testing.T) {
 			kinds[meta.Kind]++
 		}
 	}
-	for _, k := range []string{"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "ConfigMap", "DaemonSet", "CustomResourceDefinition", "Kustomization", "FirewallPolicy", "ClusterFirewallPolicy"} {
+	for _, k := range []string{"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "DaemonSet", "CustomResourceDefinition", "Kustomization", "FirewallPolicy", "ClusterFirewallPolicy"} {
 		if kinds[k] == 0 {
 			t.Errorf("no %s manifest in deploy/", k)
 		}
@@ -337,6 +338,133 @@ func TestInvalidExamples(t *testing.T) {
 			t.Errorf("%s: accepted, want a rejection naming %s", f, m[1])
 		case !strings.Contains(err.Error(), string(m[1])+":"):
 			t.Errorf("%s: %v, want the field %s", f, err, m[1])
+		}
+	}
+}
+
+// render returns the objects kubectl kustomize renders from dir, by kind.
+func kustomize(t *testing.T, dir string) map[string][]any {
+	t.Helper()
+	kubectl := testenv.RequireTools(t, "kubectl")[0] // make test installs it
+	out, err := exec.Command(kubectl, "kustomize", dir).CombinedOutput()
+	if err != nil {
+		t.Fatalf("kubectl kustomize %s: %v\n%s", dir, err, out)
+	}
+	return byKind(t, "kubectl kustomize", out)
+}
+
+// byKind decodes a multi-document YAML stream strictly, by kind.
+func byKind(t *testing.T, where string, out []byte) map[string][]any {
+	t.Helper()
+	objs := map[string][]any{}
+	for _, d := range docSep.Split(string(out), -1) {
+		if strings.TrimSpace(stripComments(d)) == "" {
+			continue
+		}
+		var meta struct{ Kind string }
+		yaml.Unmarshal([]byte(d), &meta)
+		objs[meta.Kind] = append(objs[meta.Kind], decode(t, where, []byte(d)))
+	}
+	return objs
+}
+
+// agentConfig returns the DaemonSet and the ConfigMap its envFrom names.
+func agentConfig(t *testing.T, where string, objs map[string][]any) (*appsv1.DaemonSet, *corev1.ConfigMap) {
+	t.Helper()
+	if len(objs["DaemonSet"]) != 1 {
+		t.Fatalf("%s: %d DaemonSets", where, len(objs["DaemonSet"]))
+	}
+	ds := objs["DaemonSet"][0].(*appsv1.DaemonSet)
+	c := ds.Spec.Template.Spec.Containers[0]
+	if len(c.EnvFrom) != 1 || c.EnvFrom[0].ConfigMapRef == nil {
+		t.Fatalf("%s: DaemonSet envFrom %+v", where, c.EnvFrom)
+	}
+	for _, o := range objs["ConfigMap"] {
+		if cm := o.(*corev1.ConfigMap); cm.Name == c.EnvFrom[0].ConfigMapRef.Name {
+			return ds, cm
+		}
+	}
+	t.Fatalf("%s: no ConfigMap %s", where, c.EnvFrom[0].ConfigMapRef.Name)
+	return nil, nil
+}
+
+// TestKustomizeConfigRollsPods: the kustomize ConfigMap is generated with a
+// content hash in its name, so editing deploy/egressd.env changes the
+// DaemonSet's pod template and `kubectl apply -k` rolls the agents.
+func TestKustomizeConfigRollsPods(t *testing.T) {
+	ds, cm := agentConfig(t, "deploy/", kustomize(t, "."))
+	if !regexp.MustCompile(`^egressd-config-[a-z0-9]{10}$`).MatchString(cm.Name) {
+		t.Errorf("ConfigMap %q: no content hash in the name", cm.Name)
+	}
+	// A copy of deploy/ with one setting changed.
+	dir := t.TempDir()
+	if out, err := exec.Command("cp", "-r", ".", dir).CombinedOutput(); err != nil {
+		t.Fatalf("cp: %v %s", err, out)
+	}
+	env, err := os.ReadFile("egressd.env")
+	if err != nil {
+		t.Fatal(err)
+	}
+	edited := strings.Replace(string(env), "EGRESSD_LOG_LEVEL=info", "EGRESSD_LOG_LEVEL=debug", 1)
+	if edited == string(env) {
+		t.Fatal("egressd.env has no EGRESSD_LOG_LEVEL=info line to edit")
+	}
+	if err := os.WriteFile(filepath.Join(dir, "egressd.env"), []byte(edited), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ds2, cm2 := agentConfig(t, "edited deploy/", kustomize(t, dir))
+	if cm2.Data["EGRESSD_LOG_LEVEL"] != "debug" || cm2.Name == cm.Name {
+		t.Errorf("edited config: ConfigMap %s log level %q, before %s", cm2.Name, cm2.Data["EGRESSD_LOG_LEVEL"], cm.Name)
+	}
+	a, _ := yaml.Marshal(ds.Spec.Template)
+	b, _ := yaml.Marshal(ds2.Spec.Template)
+	if bytes.Equal(a, b) {
+		t.Error("the DaemonSet's pod template did not change with the config: apply -k would not roll the agents")
+	}
+}
+
+// TestShippedDefaultsSteerDNS: both install paths intercept pods' DNS to the
+// cluster DNS Service (--intercept-dns auto) and forward to that Service (no
+// hard-coded upstream), pass the agent its DaemonSet (uninstall cleanup), and
+// grant it read access to exactly that DaemonSet.
+func TestShippedDefaultsSteerDNS(t *testing.T) {
+	helm := testenv.RequireTools(t, "helm")[0] // make test installs it
+	out, err := exec.Command(helm, "template", "egressd", "helm/egressd", "--namespace", "egressd").CombinedOutput()
+	if err != nil {
+		t.Fatalf("helm template: %v\n%s", err, out)
+	}
+	for where, objs := range map[string]map[string][]any{"kustomize": kustomize(t, "."), "helm": byKind(t, "helm template", out)} {
+		ds, cm := agentConfig(t, where, objs)
+		want := map[string]string{"EGRESSD_INTERCEPT_DNS": "auto", "EGRESSD_UPSTREAM": "", "EGRESSD_DNS_SERVICE": "kube-system/kube-dns"}
+		for k, v := range want {
+			if got, ok := cm.Data[k]; !ok || got != v {
+				t.Errorf("%s: %s = %q, want %q", where, k, got, v)
+			}
+		}
+		args := ds.Spec.Template.Spec.Containers[0].Args
+		for _, a := range []string{"--intercept-dns=$(EGRESSD_INTERCEPT_DNS)", "--upstream=$(EGRESSD_UPSTREAM)", "--daemonset=$(POD_NAMESPACE)/" + ds.Name} {
+			if !slices.Contains(args, a) {
+				t.Errorf("%s: DaemonSet args lack %s", where, a)
+			}
+		}
+		var canGet bool
+		for _, o := range objs["Role"] {
+			for _, r := range o.(*rbacv1.ClusterRole).Rules {
+				if slices.Equal(r.APIGroups, []string{"apps"}) && slices.Equal(r.Resources, []string{"daemonsets"}) &&
+					slices.Equal(r.ResourceNames, []string{ds.Name}) && slices.Equal(r.Verbs, []string{"get"}) {
+					canGet = true
+				}
+			}
+		}
+		if !canGet {
+			t.Errorf("%s: no Role rule to get only the DaemonSet %s", where, ds.Name)
+		}
+		sc := ds.Spec.Template.Spec.Containers[0].SecurityContext
+		if sc.RunAsUser == nil || *sc.RunAsUser != 0 || sc.RunAsGroup == nil || *sc.RunAsGroup != 0 {
+			t.Errorf("%s: the DaemonSet does not set runAsUser/runAsGroup 0, the image's user", where)
+		}
+		if ns := objs["Namespace"]; where == "kustomize" && (len(ns) != 1 || ns[0].(*corev1.Namespace).Labels["pod-security.kubernetes.io/enforce"] != "privileged") {
+			t.Errorf("kustomize: the egressd namespace is not labelled pod-security.kubernetes.io/enforce=privileged")
 		}
 	}
 }

@@ -116,8 +116,9 @@ func (a *agent) run(ctx context.Context) error {
 		if a.enforcer, err = egress.New(opts...); err != nil {
 			return fmt.Errorf("dataplane: %w", err)
 		}
-		// Leave the kernel state in place for the next agent.
-		defer a.enforcer.Close()
+		// Leave the kernel state in place for the next agent, unless
+		// the DaemonSet is gone (uninstall.go).
+		defer a.stopDataplane()
 	}
 	if err := a.sync(ctx); err != nil {
 		return fmt.Errorf("initial sync: %w", err)

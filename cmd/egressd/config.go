@@ -75,6 +75,12 @@ type config struct {
 	UpstreamDownGrace time.Duration
 	LogLevel          string
 	LogFormat         string
+
+	// serviceUpstreams: the cluster DNS Service's addresses, the upstreams
+	// when --upstream is empty in cluster mode (set by the agent at start).
+	serviceUpstreams []string
+	// serviceMoved: the Service's cluster IPs last logged as moved away.
+	serviceMoved []string
 }
 
 type listFlag struct{ v *[]string }
@@ -107,7 +113,7 @@ func parseFlags(args []string, stderr *os.File) (*config, error) {
 	fs.DurationVar(&c.ReloadInterval, "reload-interval", 2*time.Second, "how often the policy and workload files are checked for changes")
 	fs.Var(listFlag{&c.Listen}, "listen", "DNS listen address host:port, UDP and TCP; repeatable or comma-separated (default 169.254.20.10:53)")
 	fs.StringVar(&c.LocalInterface, "local-interface", "egressd0", "dummy interface the --listen addresses are added to when the node does not have them (created if missing, kept on exit); empty: the addresses must exist")
-	fs.Var(listFlag{&c.Upstreams}, "upstream", "upstream resolver host:port; repeatable, tried in order with failover (default: nameservers of /etc/resolv.conf)")
+	fs.Var(listFlag{&c.Upstreams}, "upstream", "upstream resolver host:port; repeatable, tried in order with failover (default: in cluster mode the cluster IPs of --dns-service on port 53, else the nameservers of /etc/resolv.conf)")
 	fs.StringVar(&c.BlockedResponse, "blocked-response", "nxdomain", "answer to a blocked lookup: nxdomain, refused or sinkhole")
 	fs.StringVar(&c.Sinkhole, "sinkhole", "0.0.0.0,::", "addresses answered for blocked lookups with --blocked-response=sinkhole")
 	fs.DurationVar(&c.MinSetTTL, "min-set-ttl", 5*time.Second, "minimum lifetime of an answer address in an FQDN kernel set")

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"net/netip"
 	"strings"
 	"testing"
 )
@@ -51,5 +52,23 @@ func TestListFlagsAcceptRepeatsAndCommas(t *testing.T) {
 	}
 	if len(rc.Upstreams) != 3 || !rc.SinkholeIPv4.IsValid() || !rc.SinkholeIPv6.IsValid() {
 		t.Errorf("resolver config: %+v", rc)
+	}
+}
+
+// TestUpstreamsFollowDNSService: without --upstream, cluster mode forwards to
+// the cluster DNS Service's cluster IPs on port 53 (no hard-coded address);
+// --upstream still wins.
+func TestUpstreamsFollowDNSService(t *testing.T) {
+	c := &config{serviceUpstreams: serviceUpstreams([]netip.Addr{netip.MustParseAddr("10.96.0.10"), netip.MustParseAddr("::ffff:10.96.0.11"), netip.MustParseAddr("fd00::a")})}
+	ups, err := c.upstreams()
+	if err != nil || strings.Join(ups, " ") != "10.96.0.10:53 10.96.0.11:53 [fd00::a]:53" {
+		t.Errorf("upstreams %v (%v), want the Service's cluster IPs on port 53", ups, err)
+	}
+	c.Upstreams = []string{"10.0.0.1:53"}
+	if ups, _ := c.upstreams(); strings.Join(ups, " ") != "10.0.0.1:53" {
+		t.Errorf("upstreams with --upstream %v", ups)
+	}
+	if (&agent{cfg: c}).clusterDNSUpstreams() != nil {
+		t.Error("--upstream set: the Service is not consulted")
 	}
 }

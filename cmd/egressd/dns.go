@@ -20,10 +20,14 @@ import (
 	"github.com/egressd/egressd/policy"
 )
 
-// upstreams returns --upstream, or the nameservers of /etc/resolv.conf.
+// upstreams returns --upstream, else (cluster mode) the cluster DNS Service's
+// addresses, else the nameservers of /etc/resolv.conf.
 func (c *config) upstreams() ([]string, error) {
 	if len(c.Upstreams) > 0 {
 		return c.Upstreams, nil
+	}
+	if len(c.serviceUpstreams) > 0 {
+		return c.serviceUpstreams, nil
 	}
 	rc, err := dns.ClientConfigFromFile("/etc/resolv.conf")
 	if err != nil {
@@ -94,6 +98,7 @@ func fqdnSetName(rule policy.RuleRef, f ipset.Family) string {
 
 // startDNS starts the resolver; the returned function stops it.
 func (a *agent) startDNS(ctx context.Context) (func(), error) {
+	a.cfg.serviceUpstreams = a.clusterDNSUpstreams() // kube_intercept.go
 	rc, err := a.cfg.resolverConfig()
 	if err != nil {
 		return nil, fmt.Errorf("resolver: %w", err)

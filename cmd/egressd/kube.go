@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"k8s.io/client-go/rest"
@@ -23,6 +24,7 @@ type kubeConfig struct {
 	PolicyStatus   bool
 	LeaseNamespace string
 	KubeSyncWait   time.Duration
+	DaemonSet      string // uninstall.go
 }
 
 func registerKubeFlags(fs *flag.FlagSet, c *config) {
@@ -30,6 +32,7 @@ func registerKubeFlags(fs *flag.FlagSet, c *config) {
 	fs.StringVar(&c.DNSService, "dns-service", "kube-system/kube-dns", "cluster mode: the cluster DNS Service, namespace/name, whose cluster IPs --intercept-dns auto intercepts (empty: not watched)")
 	fs.BoolVar(&c.PolicyStatus, "policy-status", true, "cluster mode: write Accepted/Invalid conditions to FirewallPolicy and ClusterFirewallPolicy status (only the holder of the lease writes)")
 	fs.StringVar(&c.LeaseNamespace, "lease-namespace", os.Getenv("POD_NAMESPACE"), "cluster mode: namespace of the egressd-status Lease that elects the one status writer (default $POD_NAMESPACE; empty: every agent writes)")
+	fs.StringVar(&c.DaemonSet, "daemonset", "", "cluster mode: the DaemonSet running this agent, namespace/name; when it is gone as the agent stops (uninstall), the agent removes its nftables table, DNS interception and local interface instead of leaving them for the next agent (empty: always leave them)")
 	fs.DurationVar(&c.KubeSyncWait, "kube-sync-timeout", 5*time.Minute, "cluster mode: how long to wait for the first complete sync of the API caches before giving up (the kernel keeps its previous state meanwhile)")
 }
 
@@ -61,6 +64,9 @@ func (c *config) validateKube() error {
 	}
 	if c.interceptAuto() && c.DNSService == "" {
 		errs = append(errs, errors.New("--intercept-dns auto needs --dns-service"))
+	}
+	if ns, name, ok := strings.Cut(c.DaemonSet, "/"); c.DaemonSet != "" && (!ok || ns == "" || name == "") {
+		errs = append(errs, fmt.Errorf("--daemonset %q: want namespace/name", c.DaemonSet))
 	}
 	if c.KubeSyncWait <= 0 {
 		errs = append(errs, errors.New("--kube-sync-timeout must be positive"))

@@ -35,10 +35,48 @@ func (a *agent) clusterDNSServices(d egress.DNSIntercept) []netip.AddrPort {
 // refreshDNSIntercept follows the cluster DNS Service after a sync (the source
 // requests a sync when the Service changes).
 func (a *agent) refreshDNSIntercept() {
+	a.warnUpstreamMoved()
 	if !a.interceptOn || !a.cfg.interceptAuto() {
 		return
 	}
 	if err := a.applyDNSIntercept(); err != nil {
 		a.log.Error("cluster DNS interception not updated", "err", err)
+	}
+}
+
+// clusterDNSUpstreams returns the cluster DNS Service's cluster IPs on port 53:
+// the resolver's upstreams when --upstream is empty in cluster mode, read
+// once when the resolver starts (a Service's cluster IP does not change; a
+// Service recreated with another one is logged, and the next agent follows).
+func (a *agent) clusterDNSUpstreams() []string {
+	if len(a.cfg.Upstreams) > 0 || a.kube == nil {
+		return nil
+	}
+	ups := serviceUpstreams(a.kube.DNSServiceIPs())
+	if len(ups) == 0 {
+		a.log.Warn("no --upstream and the cluster DNS Service has no cluster IP: forwarding to the nameservers of /etc/resolv.conf", "dns-service", a.cfg.DNSService)
+	}
+	return ups
+}
+
+// serviceUpstreams maps cluster IPs to upstream addresses on port 53.
+func serviceUpstreams(ips []netip.Addr) []string {
+	var out []string
+	for _, ip := range ips {
+		out = append(out, netip.AddrPortFrom(ip.Unmap(), 53).String())
+	}
+	return out
+}
+
+// warnUpstreamMoved logs when the upstreams came from the cluster DNS Service
+// and the Service's cluster IPs are no longer those.
+func (a *agent) warnUpstreamMoved() {
+	if len(a.cfg.serviceUpstreams) == 0 || a.kube == nil {
+		return
+	}
+	now := serviceUpstreams(a.kube.DNSServiceIPs())
+	if !slices.Equal(now, a.cfg.serviceUpstreams) && !slices.Equal(now, a.cfg.serviceMoved) {
+		a.cfg.serviceMoved = now
+		a.log.Warn("the cluster DNS Service's cluster IPs changed; the resolver still forwards to the old ones until the agent restarts", "upstreams", a.cfg.serviceUpstreams, "service", now)
 	}
 }
