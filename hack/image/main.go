@@ -154,9 +154,14 @@ func build(o options, log io.Writer) (result, error) {
 		}
 		files = append(files, ociimage.File{Path: b.dst, Mode: 0o755, Content: content})
 	}
-	modules, err := exec.Command("go", "version", "-m", filepath.Join(binDir, "egressd"), filepath.Join(binDir, "egressctl")).Output()
+	vcmd := exec.Command("go", "version", "-m", filepath.Join(binDir, "egressd"), filepath.Join(binDir, "egressctl"))
+	vcmd.Dir = dir
+	vcmd.Env = cmd.Env
+	var stderr bytes.Buffer
+	vcmd.Stderr = &stderr
+	modules, err := vcmd.Output()
 	if err != nil {
-		return result{}, fmt.Errorf("go version -m: %w", err)
+		return result{}, fmt.Errorf("go version -m: %w\n%s", err, stderr.String())
 	}
 	// The temporary directory is not part of what was built.
 	modules = bytes.ReplaceAll(modules, []byte(binDir+"/"), nil)
