@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/egressd/egressd/telemetry/event"
+
 	"github.com/miekg/dns"
 
 	"github.com/egressd/egressd/ipset"
@@ -110,13 +112,13 @@ func TestChainIntoDeniedNameBlocked(t *testing.T) {
 				t.Errorf("%s: EDE %v, want %q", c.name, e, want)
 			}
 		}
-		for _, ev := range h.rep.find(EventLookupBlocked) {
+		for _, ev := range h.rep.find(event.LookupBlocked) {
 			if strings.EqualFold(ev.QName, c.name+".") && (ev.CNAME != c.via || ev.Policy != "ClusterFirewallPolicy/deny-mining" || ev.Rule != "mining-pools") {
 				t.Errorf("%s: blocked event %+v", c.name, ev)
 			}
 		}
 	}
-	if n := len(h.rep.find(EventLookupBlocked)); n != 2*len(cases) {
+	if n := len(h.rep.find(event.LookupBlocked)); n != 2*len(cases) {
 		t.Errorf("%d blocked events, want %d", n, 2*len(cases))
 	}
 	if got := setIPs(t, h, setName(ruleApis, ipset.IPv4)); len(got) != 0 {
@@ -177,7 +179,7 @@ func TestChainAuditLinkReported(t *testing.T) {
 	if h.srv.fast.hits.Load() == 0 {
 		t.Error("second query did not take the fast path")
 	}
-	evs := h.rep.find(EventLookupAudit)
+	evs := h.rep.find(event.LookupAudit)
 	if len(evs) != 2 {
 		t.Fatalf("%d audit events, want 2: %+v", len(evs), evs)
 	}
@@ -186,7 +188,7 @@ func TestChainAuditLinkReported(t *testing.T) {
 			t.Errorf("audit event %+v", ev)
 		}
 	}
-	if len(h.rep.find(EventLookupBlocked)) != 0 {
+	if len(h.rep.find(event.LookupBlocked)) != 0 {
 		t.Error("audit-only link blocked")
 	}
 	if got := pairs(t, h.sets, setName(ruleApis, ipset.IPv4)); len(got) != 1 {

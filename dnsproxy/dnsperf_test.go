@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/egressd/egressd/telemetry/event"
+
 	"github.com/miekg/dns"
 
 	"github.com/egressd/egressd/test/coredns"
@@ -33,7 +35,7 @@ func BenchmarkDNSPerfCacheHitVsCoreDNS(b *testing.B) {
 	// Events are built and handed to a reporter that counts them (the test
 	// recorder would keep millions).
 	rep := &countingReporter{}
-	h := start(t, []string{up}, func(c *Config, d *Deps) { c.UDPSockets = 2; c.MaxTTL = time.Hour; d.Reporter = rep })
+	h := start(t, []string{up}, func(c *Config, d *Deps) { c.UDPSockets = 2; c.MaxTTL = time.Hour; d.Events = rep })
 	// CoreDNS as cache+forward in front of the same authoritative server.
 	dir := t.TempDir()
 	port := freePort(t)
@@ -102,6 +104,4 @@ func BenchmarkDNSPerfCacheHitVsCoreDNS(b *testing.B) {
 
 type countingReporter struct{ n atomic.Uint64 }
 
-func (r *countingReporter) LookupBlocked(context.Context, Event) { r.n.Add(1) }
-func (r *countingReporter) LookupAudit(context.Context, Event)   { r.n.Add(1) }
-func (r *countingReporter) LookupAllowed(context.Context, Event) { r.n.Add(1) }
+func (r *countingReporter) Emit(context.Context, event.Event) { r.n.Add(1) }

@@ -30,7 +30,7 @@
 //	    timeout written. A failed write answers SERVFAIL (fail closed). setOps
 //	    (program.go) is the one place where (rules, sources, addresses) become set
 //	    operations: the slow path, the fast path and Restore all use it.
-//	  - report: the lookup's events (Reporter), counters (Stats), the Observer.
+//	  - report: the lookup's events (Deps.Events), counters (Stats), the Observer.
 //
 // The two paths: the slow path (slowpath.go) is the miekg/dns Handler, for
 // every query over TCP and every UDP query the fast path leaves to it. The fast
@@ -49,7 +49,7 @@
 //	classify.go      step classify: what the resolver does not serve
 //	lookup.go        step decide: the lookup of a workload (decision, FQDN rules, alias chain links); the fast path's caches of them
 //	unknown.go       clients that are no workload: served, waited for or refused
-//	tunnelhook.go    DNS tunnel detection on the query path (dnsproxy/tunnel behind the TunnelDetector interface)
+//	tunnelhook.go    DNS tunnel detection on the query path (*tunnel.Detector behind TunnelDetector, its method set)
 //	resolve.go       step resolve: the cache, else one coalesced upstream exchange
 //	upstream.go      the forwarder: upstreams, failover, health probes, TCP retry
 //	forward_pool.go  upstream UDP sockets dialed ahead of the query path
@@ -64,8 +64,9 @@
 //	reply.go         the replies the resolver builds: errors, blocked answers, EDE, truncation; events
 //	ratelimit.go     per-client token bucket and response rate limiting (RRL)
 //	tcplimit.go      TCP connection limits, idle and query caps, descriptor budget
-//	stats.go         Stats counters, Reporter, Observer, event names
+//	stats.go         Stats counters, Observer
 //
-// The package does not depend on the telemetry package: the agent adapts the
-// Reporter interface and the Stats snapshot.
+// Events (blocked, audited and allowed lookups, tunnel, rebinding and
+// answer-cap events) are telemetry/event Events emitted to Deps.Events; the
+// package does not depend on telemetry itself.
 package dnsproxy

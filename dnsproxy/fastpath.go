@@ -10,6 +10,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/egressd/egressd/policy"
+	"github.com/egressd/egressd/telemetry/event"
 )
 
 // The UDP fast path answers fresh cache hits at the wire level, in the read
@@ -169,7 +170,7 @@ func (srv *Server) fastDecide(h *fastHit) bool {
 	}
 	// DNS tunnel detection sees every query.
 	if srv.deps.Tunnel != nil {
-		if blocked, _ := srv.deps.Tunnel.Blocked(h.wlName(), h.client, h.wf.name); blocked {
+		if blocked, _ := srv.deps.Tunnel.Blocked(tunnelKey(h.wlName(), h.client), h.wf.name); blocked {
 			return false
 		}
 	}
@@ -402,20 +403,16 @@ func (srv *Server) observeRefused(start time.Time, rcode int) {
 func (srv *Server) fastEvents(wl *policy.Workload, rec *wlRecord, client netip.Addr, qname string, qtype uint16, rcode int, start time.Time) {
 	req := request{start: start, client: client, q: &dns.Msg{Question: []dns.Question{{Name: qname, Qtype: qtype, Qclass: dns.ClassINET}}}}
 	srv.reportAudit(srv.ctx, &req, &rec.lookup)
-	srv.deps.Reporter.LookupAllowed(srv.ctx, srv.event(&req, wl, EventLookupAllowed, rec.decision.Outcome, dns.RcodeToString[rcode]))
+	srv.deps.Events.Emit(srv.ctx, srv.event(&req, wl, event.LookupAllowed, rec.decision.Outcome, dns.RcodeToString[rcode]))
 }
 
 // fastObserve feeds an answered lookup to tunnel detection, as tunnelObserve
 // does.
 func (srv *Server) fastObserve(wl *policy.Workload, wlName string, client netip.Addr, qname string, qtype uint16, rcode, size int, start time.Time) {
-	v := srv.deps.Tunnel.Observe(srv.ctx, wlName, client, qname, qtype, rcode, size)
+	v := srv.deps.Tunnel.Observe(tunnelKey(wlName, client), qname, qtype, rcode, size)
 	if !v.Suspected {
 		return
 	}
-	if r, ok := srv.deps.Reporter.(TunnelReporter); ok {
-		req := request{start: start, client: client, q: &dns.Msg{Question: []dns.Question{{Name: qname, Qtype: qtype, Qclass: dns.ClassINET}}}}
-		ev := srv.event(&req, wl, EventTunnelSuspected, policy.Outcome{Reason: v.Reason}, dns.RcodeToString[rcode])
-		ev.Domain, ev.Score, ev.Features = v.Domain, v.Score, v.Features
-		r.TunnelEvent(srv.ctx, ev)
-	}
+	req := request{start: start, client: client, q: &dns.Msg{Question: []dns.Question{{Name: qname, Qtype: qtype, Qclass: dns.ClassINET}}}}
+	srv.deps.Events.Emit(srv.ctx, tunnelEvent(srv.event(&req, wl, event.TunnelSuspected, policy.Outcome{Reason: v.Reason()}, dns.RcodeToString[rcode]), v))
 }

@@ -6,16 +6,18 @@ import (
 	"testing"
 
 	"github.com/miekg/dns"
+
+	"github.com/egressd/egressd/telemetry/event"
 )
 
 // BenchmarkFastPathHit is one UDP cache hit answered by the fast path
 // (fastReader.serve: parse, cache lookup, the decision cached per store
 // generation, patch, one sendto to a loopback socket), for a client that is
 // no workload and for a workload whose FQDN rules match (its set entries
-// still fresh: no write). Events go to NopReporter.
+// still fresh: no write). Events go to event.Discard.
 func BenchmarkFastPathHit(b *testing.B) {
 	up := startFakeUpstream(b, answerA("192.0.2.1", 3600))
-	h := start(b, []string{up.addr}, func(_ *Config, d *Deps) { d.Reporter = NopReporter{} })
+	h := start(b, []string{up.addr}, func(_ *Config, d *Deps) { d.Events = event.Discard })
 	for _, tc := range []struct {
 		name   string
 		client netip.Addr

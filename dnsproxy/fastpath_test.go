@@ -8,6 +8,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/egressd/egressd/dnsproxy/tunnel"
+
+	"github.com/egressd/egressd/telemetry/event"
+
 	"github.com/miekg/dns"
 
 	"github.com/egressd/egressd/ipset"
@@ -115,7 +119,7 @@ func TestFastPathKeepsPolicyPerWorkload(t *testing.T) {
 			t.Fatalf("runner: %v", r)
 		}
 	}
-	if n := len(h.rep.find(EventLookupBlocked)); n != 3 {
+	if n := len(h.rep.find(event.LookupBlocked)); n != 3 {
 		t.Errorf("%d blocked events, want 3", n)
 	}
 	// A policy change applies to cached answers at once.
@@ -150,10 +154,10 @@ spec:
 	// Allowed and audit events are reported for fast-path hits too.
 	h.query(t, gatewayIP, "udp", "txt.test", dns.TypeTXT, true)
 	h.query(t, gatewayIP, "udp", "txt.test", dns.TypeTXT, true)
-	if n := len(h.rep.find(EventLookupAudit)); n != 2 {
+	if n := len(h.rep.find(event.LookupAudit)); n != 2 {
 		t.Errorf("%d audit events, want 2", n)
 	}
-	evs := h.rep.find(EventLookupAllowed)
+	evs := h.rep.find(event.LookupAllowed)
 	if len(evs) < 4 || evs[len(evs)-1].QName != "txt.test." || evs[len(evs)-1].Workload != "payments/gateway-0" ||
 		evs[len(evs)-1].Client != "127.0.0.2" || evs[len(evs)-1].Response != "NOERROR" || evs[len(evs)-1].QType != "TXT" {
 		t.Errorf("allowed events: %+v", evs)
@@ -237,17 +241,24 @@ type fakeTunnel struct {
 	blocked  map[string]bool
 }
 
-func (f *fakeTunnel) Blocked(_ string, _ netip.Addr, qname string) (bool, string) {
+func (f *fakeTunnel) Blocked(_, qname string) (bool, string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.blocked[qname], "egressd: tunnel suspected"
 }
 
-func (f *fakeTunnel) Observe(_ context.Context, _ string, _ netip.Addr, qname string, _ uint16, _, _ int) TunnelVerdict {
+func (f *fakeTunnel) Check(key, qname string, _ uint16) tunnel.Verdict {
+	b, _ := f.Blocked(key, qname)
+	return tunnel.Verdict{Blocked: b}
+}
+
+func (f *fakeTunnel) Pair(string, string) (string, float64) { return "", 0 }
+
+func (f *fakeTunnel) Observe(_, qname string, _ uint16, _, _ int) tunnel.Verdict {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.observed[qname]++
-	return TunnelVerdict{}
+	return tunnel.Verdict{}
 }
 
 // Tunnel detection sees cache hits too, and a quarantined name stays refused

@@ -16,6 +16,8 @@ import (
 	"text/template"
 	"time"
 
+	"github.com/egressd/egressd/telemetry/event"
+
 	"github.com/miekg/dns"
 
 	"github.com/egressd/egressd/ipset"
@@ -166,33 +168,11 @@ func newSets(t testing.TB, opts ...fake.Option) *fake.Manager {
 	return m
 }
 
-// recorder is a Reporter that keeps the events.
-type recorder struct {
-	mu     sync.Mutex
-	events []Event
-}
-
-func (r *recorder) add(ev Event) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.events = append(r.events, ev)
-}
-func (r *recorder) LookupBlocked(_ context.Context, ev Event) { r.add(ev) }
-func (r *recorder) LookupAudit(_ context.Context, ev Event)   { r.add(ev) }
-func (r *recorder) LookupAllowed(_ context.Context, ev Event) { r.add(ev) }
+// recorder is an event sink that keeps the events.
+type recorder struct{ event.Recorder }
 
 // find returns the events named name.
-func (r *recorder) find(name string) []Event {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	var out []Event
-	for _, ev := range r.events {
-		if ev.Event == name {
-			out = append(out, ev)
-		}
-	}
-	return out
-}
+func (r *recorder) find(name string) []event.Event { return r.Named(name) }
 
 // testClock is a manual clock for Deps.Now.
 type testClock struct {
@@ -240,7 +220,7 @@ func start(t testing.TB, upstreams []string, mutate func(*Config, *Deps)) *harne
 		RateLimit: -1,
 		RRLRate:   -1,
 	}
-	deps := Deps{Engine: h.eng, Sets: h.sets, SetNamer: setName, Reporter: h.rep, Now: h.clock.Now}
+	deps := Deps{Engine: h.eng, Sets: h.sets, SetNamer: setName, Events: h.rep, Now: h.clock.Now}
 	if mutate != nil {
 		mutate(&cfg, &deps)
 	}

@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"net/netip"
+	"strconv"
 	"time"
+
+	"github.com/egressd/egressd/telemetry/event"
 
 	"github.com/miekg/dns"
 
@@ -26,11 +29,11 @@ import (
 // that is not in the sets. An answer left without any address is answered
 // SERVFAIL with an Extended DNS Error naming the bound (the client retries;
 // nothing is cached as negative). Each refusal is counted (Stats) and
-// reported as a dns.answer.capped event (CapReporter).
+// reported as a dns.answer.capped event (the bound in Reason, the number of
+// addresses in the attribute egressd.dropped).
 
-// EventAnswerCapped is the event of a lookup whose answer lost addresses to a
-// bound: Reason names it, Dropped counts them.
-const EventAnswerCapped = "dns.answer.capped"
+// AttrDropped is the dns.answer.capped attribute counting the addresses dropped.
+const AttrDropped = "egressd.dropped"
 
 // Reasons of dns.answer.capped events: the bound that dropped the addresses.
 const (
@@ -38,12 +41,6 @@ const (
 	ReasonMaxIPsPerName          = "max-ips-per-name"
 	ReasonMaxElementsPerWorkload = "max-elements-per-workload"
 )
-
-// CapReporter is implemented by Reporters that take dns.answer.capped events.
-// A Reporter without it does not receive them (they are still counted).
-type CapReporter interface {
-	AnswerCapped(ctx context.Context, ev Event)
-}
 
 // errAddrLimit: every address of an answer was refused by a bound.
 type errAddrLimit struct{ reason string }
@@ -102,13 +99,9 @@ func (srv *Server) capAnswer(ctx context.Context, req *request, m *dns.Msg) int 
 
 // reportCapped reports a dns.answer.capped event.
 func (srv *Server) reportCapped(ctx context.Context, req *request, wl *policy.Workload, reason string, dropped int, response string) {
-	r, ok := srv.deps.Reporter.(CapReporter)
-	if !ok {
-		return
-	}
-	ev := srv.event(req, wl, EventAnswerCapped, policy.Outcome{Reason: reason}, response)
-	ev.Dropped = dropped
-	r.AnswerCapped(ctx, ev)
+	ev := srv.event(req, wl, event.AnswerCapped, policy.Outcome{Reason: reason}, response)
+	ev.Attrs = map[string]string{AttrDropped: strconv.Itoa(dropped)}
+	srv.deps.Events.Emit(ctx, ev)
 }
 
 // admitAnswer reserves in the tracker the addresses of a reply about to be

@@ -5,9 +5,12 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/egressd/egressd/telemetry/event"
 
 	"github.com/miekg/dns"
 
@@ -16,8 +19,11 @@ import (
 	"github.com/egressd/egressd/ipset/fake"
 )
 
-// AnswerCapped records dns.answer.capped events (CapReporter).
-func (r *recorder) AnswerCapped(_ context.Context, ev Event) { r.add(ev) }
+// dropped is the number of addresses a dns.answer.capped event reports.
+func dropped(ev event.Event) int {
+	n, _ := strconv.Atoi(ev.Attrs[AttrDropped])
+	return n
+}
 
 // manyA answers every A query with n addresses 10.<k>.x.y, k distinct per
 // name (the first label's digits), TTL 300.
@@ -87,8 +93,8 @@ func TestAnswerCapPerAnswer(t *testing.T) {
 	if st := h.srv.Stats(); st.IPsOverAnswerCap != 1900 {
 		t.Errorf("over answer cap %d, want 1900", st.IPsOverAnswerCap)
 	}
-	evs := h.rep.find(EventAnswerCapped)
-	if len(evs) != 1 || evs[0].Reason != ReasonMaxIPsPerAnswer || evs[0].Dropped != 1900 || evs[0].Workload != "payments/gateway-0" || evs[0].QName != "big1.test." {
+	evs := h.rep.find(event.AnswerCapped)
+	if len(evs) != 1 || evs[0].Reason != ReasonMaxIPsPerAnswer || dropped(evs[0]) != 1900 || evs[0].Workload != "payments/gateway-0" || evs[0].QName != "big1.test." {
 		t.Errorf("capped events %+v, want one naming max-ips-per-answer with 1900 dropped", evs)
 	}
 }
@@ -125,7 +131,7 @@ func TestWorkloadElementBound(t *testing.T) {
 	if st := h.srv.Stats(); st.IPsOverWorkloadCap != 60 {
 		t.Errorf("over workload cap %d, want 60 (20 + 40)", st.IPsOverWorkloadCap)
 	}
-	if evs := h.rep.find(EventAnswerCapped); len(evs) != 2 || evs[0].Reason != ReasonMaxElementsPerWorkload || evs[0].Dropped != 20 || evs[0].Response != "NOERROR" || evs[1].Response != "SERVFAIL" {
+	if evs := h.rep.find(event.AnswerCapped); len(evs) != 2 || evs[0].Reason != ReasonMaxElementsPerWorkload || dropped(evs[0]) != 20 || evs[0].Response != "NOERROR" || evs[1].Response != "SERVFAIL" {
 		t.Errorf("capped events %+v", evs)
 	}
 	// Another workload has a bound of its own.

@@ -89,7 +89,7 @@ func BenchmarkAllowedCacheMissAt5kQPS(b *testing.B) {
 	h := start(b, []string{up.addr}, func(c *Config, d *Deps) {
 		c.CacheSize = -1
 		if os.Getenv("EGRESSD_BENCH_RECORDER") == "" {
-			d.Reporter = rep
+			d.Events = rep
 		}
 	})
 	secs := 3 * time.Second

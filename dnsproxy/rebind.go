@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"strings"
 
+	"github.com/egressd/egressd/telemetry/event"
+
 	"github.com/miekg/dns"
 
 	"github.com/egressd/egressd/dnsproxy/chain"
@@ -34,18 +36,11 @@ const (
 // RebindRanges lists the range names, in a stable order.
 var RebindRanges = []string{RebindUnspecified, RebindLoopback, RebindLinkLocal, RebindNode, RebindCluster}
 
-// EventRebindingBlocked reports answer addresses dropped by rebinding
-// protection (RebindReporter).
-const EventRebindingBlocked = "dns.rebinding.blocked"
-
-// RebindReporter is implemented by Reporters that take dns.rebinding.blocked
-// events. A Reporter without it does not receive them.
-type RebindReporter interface {
-	// RebindingBlocked reports the addresses dropped from one answer:
-	// ev.Reason is "rebinding-<range>" of the first one, ev.RebindAddrs lists
-	// them all.
-	RebindingBlocked(ctx context.Context, ev Event)
-}
+// AttrRebindDropped is the dns.rebinding.blocked attribute listing the
+// addresses dropped from one answer ("169.254.169.254 (link-local), ...", at
+// most maxReportedDrops); the event's Reason is "rebinding-<range>" of the
+// first one.
+const AttrRebindDropped = "egressd.rebinding.dropped"
 
 var builtinRebind = []struct {
 	p   netip.Prefix
@@ -173,18 +168,19 @@ func (srv *Server) rebindProtect(ctx context.Context, req *request, wl *policy.W
 		}
 		srv.addEDE(req, reply, dns.ExtendedErrorCodeBlocked, text)
 	}
-	r, ok := srv.deps.Reporter.(RebindReporter)
-	if !ok {
-		return
-	}
-	ev := srv.event(req, wl, EventRebindingBlocked, policy.Outcome{Reason: "rebinding-" + dropped[0].rng}, dns.RcodeToString[reply.Rcode])
+	ev := srv.event(req, wl, event.RebindingBlocked, policy.Outcome{Reason: "rebinding-" + dropped[0].rng}, dns.RcodeToString[reply.Rcode])
+	var list strings.Builder
 	for i, d := range dropped {
 		if i == maxReportedDrops {
 			break
 		}
-		ev.RebindAddrs = append(ev.RebindAddrs, d.ip.String()+" ("+d.rng+")")
+		if i > 0 {
+			list.WriteString(", ")
+		}
+		list.WriteString(d.ip.String() + " (" + d.rng + ")")
 	}
-	r.RebindingBlocked(ctx, ev)
+	ev.Attrs = map[string]string{AttrRebindDropped: list.String()}
+	srv.deps.Events.Emit(ctx, ev)
 }
 
 // maxReportedDrops bounds the addresses listed in one event.

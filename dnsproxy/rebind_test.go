@@ -10,14 +10,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/egressd/egressd/telemetry/event"
+
 	"github.com/miekg/dns"
 
 	"github.com/egressd/egressd/ipset"
 )
-
-func (r *recorder) RebindingBlocked(_ context.Context, ev Event) { r.add(ev) }
-
-var _ RebindReporter = (*recorder)(nil)
 
 // rebindUpstream answers A and AAAA queries from a table; names not in it
 // get NODATA.
@@ -147,15 +145,15 @@ func TestRebindingAddressesDropped(t *testing.T) {
 			withDrops++
 		}
 	}
-	evs := h.rep.find(EventRebindingBlocked)
+	evs := h.rep.find(event.RebindingBlocked)
 	if len(evs) != 2*withDrops {
 		t.Errorf("%d rebinding events, want %d", len(evs), 2*withDrops)
 	}
 	for _, ev := range evs {
-		if ev.Workload != "payments/gateway-0" || !strings.HasPrefix(ev.Reason, "rebinding-") || len(ev.RebindAddrs) == 0 {
+		if ev.Workload != "payments/gateway-0" || !strings.HasPrefix(ev.Reason, "rebinding-") || ev.Attrs[AttrRebindDropped] == "" {
 			t.Errorf("event %+v", ev)
 		}
-		if ev.QName == "meta.test." && (ev.Reason != "rebinding-link-local" || ev.RebindAddrs[0] != "169.254.169.254 (link-local)") {
+		if ev.QName == "meta.test." && (ev.Reason != "rebinding-link-local" || !strings.HasPrefix(ev.Attrs[AttrRebindDropped], "169.254.169.254 (link-local)")) {
 			t.Errorf("meta.test event %+v", ev)
 		}
 	}

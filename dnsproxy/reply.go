@@ -6,6 +6,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/egressd/egressd/policy"
+	"github.com/egressd/egressd/telemetry/event"
 )
 
 // refused is the REFUSED reply of a query over a limit; responses get none.
@@ -115,9 +116,9 @@ func (srv *Server) blocked(ctx context.Context, req *request, wl *policy.Workloa
 		m.Rcode = dns.RcodeNameError
 	}
 	srv.addEDE(req, m, dns.ExtendedErrorCodeBlocked, blockedText(d))
-	ev := srv.event(req, wl, EventLookupBlocked, d.Outcome, dns.RcodeToString[m.Rcode])
+	ev := srv.event(req, wl, event.LookupBlocked, d.Outcome, dns.RcodeToString[m.Rcode])
 	ev.CNAME = d.Via
-	srv.deps.Reporter.LookupBlocked(ctx, ev)
+	srv.deps.Events.Emit(ctx, ev)
 	return m
 }
 
@@ -150,11 +151,11 @@ func truncateName(n string) string {
 	return n
 }
 
-// event builds the report of a lookup.
-func (srv *Server) event(req *request, wl *policy.Workload, name string, o policy.Outcome, response string) Event {
+// event builds the event of a lookup.
+func (srv *Server) event(req *request, wl *policy.Workload, name string, o policy.Outcome, response string) event.Event {
 	q := req.q.Question[0]
-	ev := Event{
-		Time: req.start, Event: name, Client: req.client.String(), ClientPort: req.port, TCP: req.tcp,
+	ev := event.Event{
+		Time: req.start, Name: name, Client: req.client.String(), ClientPort: req.port, TCP: req.tcp,
 		QName: q.Name, QType: dns.Type(q.Qtype).String(),
 		Rule: o.Rule, Tier: string(o.Tier), Reason: o.Reason, Response: response,
 	}

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/egressd/egressd/telemetry/event"
+
 	"github.com/miekg/dns"
 
 	"github.com/egressd/egressd/ipset"
@@ -102,7 +104,7 @@ func TestAllowedLookupProgramsSetsBeforeReply(t *testing.T) {
 			t.Errorf("reply TTL %d exceeds the timeout written", ttl)
 		}
 	}
-	evs := h.rep.find(EventLookupAllowed)
+	evs := h.rep.find(event.LookupAllowed)
 	if len(evs) != 1 || evs[0].Workload != "payments/gateway-0" || evs[0].Rule != "apis" || evs[0].Response != "NOERROR" {
 		t.Errorf("allowed events %+v", evs)
 	}
@@ -260,9 +262,9 @@ func TestBlockedLookupResponses(t *testing.T) {
 			if e == nil || e.InfoCode != dns.ExtendedErrorCodeBlocked || e.ExtraText != "egressd: blocked by ClusterFirewallPolicy/deny-mining#mining-pools" {
 				t.Errorf("EDE %v", e)
 			}
-			evs := h.rep.find(EventLookupBlocked)
+			evs := h.rep.find(event.LookupBlocked)
 			if len(evs) != 1 {
-				t.Fatalf("events %v", h.rep.events)
+				t.Fatalf("events %v", h.rep.Events())
 			}
 			ev := evs[0]
 			if ev.Workload != "builds/runner-0" || ev.Client != "127.0.0.3" || ev.QName != "xmr.minepool.test." ||
@@ -312,9 +314,9 @@ func TestAuditModeAnswersAndReports(t *testing.T) {
 	if r.Rcode != dns.RcodeSuccess || len(r.Answer) != 1 || ede(r) != nil {
 		t.Fatalf("audit must answer normally: %v", r)
 	}
-	evs := h.rep.find(EventLookupAudit)
+	evs := h.rep.find(event.LookupAudit)
 	if len(evs) != 1 {
-		t.Fatalf("events %+v", h.rep.events)
+		t.Fatalf("events %+v", h.rep.Events())
 	}
 	if ev := evs[0]; ev.Policy != "ClusterFirewallPolicy/staged" || ev.Rule != "no-txt" || ev.Workload != "payments/gateway-0" || ev.QType != "TXT" {
 		t.Errorf("event %+v", ev)

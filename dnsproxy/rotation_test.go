@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/egressd/egressd/telemetry/event"
+
 	"github.com/miekg/dns"
 
 	"github.com/egressd/egressd/ipset"
@@ -55,8 +57,8 @@ func TestRotatingNameCappedPerName(t *testing.T) {
 	if st := h.srv.Stats(); st.IPsOverNameCap != answers-4 || st.IPsOverWorkloadCap != 0 {
 		t.Errorf("over name cap %d, over workload cap %d; want %d, 0", st.IPsOverNameCap, st.IPsOverWorkloadCap, answers-4)
 	}
-	evs := h.rep.find(EventAnswerCapped)
-	if len(evs) != answers-4 || evs[0].Reason != ReasonMaxIPsPerName || evs[0].Dropped != 1 || evs[0].Workload != "payments/gateway-0" || evs[0].Response != "SERVFAIL" {
+	evs := h.rep.find(event.AnswerCapped)
+	if len(evs) != answers-4 || evs[0].Reason != ReasonMaxIPsPerName || dropped(evs[0]) != 1 || evs[0].Workload != "payments/gateway-0" || evs[0].Response != "SERVFAIL" {
 		t.Errorf("capped events %+v, want %d naming max-ips-per-name", evs, answers-4)
 	}
 	// TTL 60 + grace later the entries have expired: the name resolves again.

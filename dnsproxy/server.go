@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/egressd/egressd/telemetry/event"
+
 	"github.com/miekg/dns"
 	"golang.org/x/sync/singleflight"
 	"golang.org/x/sys/unix"
@@ -35,8 +37,9 @@ type Deps struct {
 	// agrees with the kernel (default when Engine is set:
 	// Engine.Store().RecordLookupUntil; a no-op func disables it).
 	RecordLookup func(w policy.WorkloadKey, qname string, ips []netip.Addr, until time.Time)
-	// Reporter receives blocked, audit and allowed lookups (default: none).
-	Reporter Reporter
+	// Events receives the resolver's events (blocked, audited and allowed
+	// lookups, tunnel, rebinding and answer-cap events; default: none).
+	Events event.Sink
 	// Observer receives latencies for histograms.
 	Observer Observer
 	// Now is the clock of the cache and the rate limiter (default time.Now).
@@ -87,8 +90,8 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if deps.Sets != nil && deps.SetNamer == nil {
 		return nil, errors.New("dnsproxy: Deps.SetNamer is required with Deps.Sets")
 	}
-	if deps.Reporter == nil {
-		deps.Reporter = NopReporter{}
+	if deps.Events == nil {
+		deps.Events = event.Discard
 	}
 	if deps.Now == nil {
 		deps.Now = time.Now

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/egressd/egressd/telemetry/event"
 )
 
 // request is one query on its way through the chain.
@@ -124,7 +126,7 @@ func (srv *Server) handle(ctx context.Context, req *request) *dns.Msg {
 	}
 
 	// 6. report
-	srv.deps.Reporter.LookupAllowed(ctx, srv.event(req, lk.wl, EventLookupAllowed, lk.decision.Outcome, dns.RcodeToString[reply.Rcode]))
+	srv.deps.Events.Emit(ctx, srv.event(req, lk.wl, event.LookupAllowed, lk.decision.Outcome, dns.RcodeToString[reply.Rcode]))
 	return reply
 }
 
@@ -187,9 +189,9 @@ func (srv *Server) reportAudit(ctx context.Context, req *request, lk *lookup) {
 	}
 	srv.st.audited.Add(1)
 	req.result = ResultAudit
-	ev := srv.event(req, lk.wl, EventLookupAudit, *a, "NOERROR")
+	ev := srv.event(req, lk.wl, event.LookupAudit, *a, "NOERROR")
 	ev.CNAME = lk.decision.AuditVia
-	srv.deps.Reporter.LookupAudit(ctx, ev)
+	srv.deps.Events.Emit(ctx, ev)
 }
 
 // ownSocket reports whether a UDP query came in on one of the resolver's own

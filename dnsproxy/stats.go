@@ -1,7 +1,6 @@
 package dnsproxy
 
 import (
-	"context"
 	"reflect"
 	"sync/atomic"
 	"time"
@@ -9,74 +8,6 @@ import (
 	"github.com/egressd/egressd/ipset"
 	"github.com/egressd/egressd/policy"
 )
-
-// Event names (docs/design.md §4).
-const (
-	EventLookupBlocked = "dns.lookup.blocked"
-	EventLookupAudit   = "dns.lookup.audit"
-	EventLookupAllowed = "dns.lookup.allowed"
-)
-
-// Event is one lookup as reported to the Reporter: the fields of an audit line
-// and of the span of the same event (docs/design.md §4).
-type Event struct {
-	// Time the query was received.
-	Time time.Time
-	// Event is EventLookupBlocked, EventLookupAudit or EventLookupAllowed.
-	Event string
-	// Workload is "namespace/name"; empty when the client is not a known workload.
-	Workload string
-	// Client is the client's IP address.
-	Client string
-	// ClientPort and TCP are the client's port and transport (the agent finds
-	// a redirected query's original destination with them, egress.
-	// OriginalDestinations).
-	ClientPort uint16
-	TCP        bool
-	// QName is the query name as asked; QType its type ("A", "AAAA", ...).
-	QName, QType string
-	// Policy ("Kind/name" or "Kind/namespace/name"), Rule (its name or
-	// position), Tier and Reason say what decided; empty when nothing did.
-	Policy, Rule, Tier, Reason string
-	// Response is the response code sent ("NXDOMAIN", "REFUSED", "NOERROR"
-	// for a sinkhole or an answered query).
-	Response string
-	// CNAME is the name of the answer's alias chain (a CNAME or DNAME
-	// target, a DNAME owner or a substituted name) whose Deny rule decided
-	// a blocked or audited lookup; empty when the question name decided.
-	CNAME string
-	// RebindAddrs lists the answer addresses rebinding protection removed
-	// ("169.254.169.254 (link-local)"; EventRebindingBlocked only, at most 16).
-	RebindAddrs []string
-	// Domain (registered domain), Score and Features are set on tunnel
-	// events (EventTunnelSuspected, EventTunnelBlocked; tunnelhook.go).
-	Domain   string
-	Score    float64
-	Features map[string]float64
-	// Dropped is the number of addresses removed from the answer, on
-	// dns.answer.capped events (limits.go; Reason names the bound).
-	Dropped int
-}
-
-// Reporter receives lookup events. Calls are made on the query path: an
-// implementation must not block (buffer or drop instead). Implementations are
-// safe for concurrent use.
-type Reporter interface {
-	// LookupBlocked reports a lookup refused by an enforced policy.
-	LookupBlocked(ctx context.Context, ev Event)
-	// LookupAudit reports a lookup an Audit-mode policy would have blocked;
-	// it was answered normally.
-	LookupAudit(ctx context.Context, ev Event)
-	// LookupAllowed reports a lookup of a known workload that was allowed.
-	LookupAllowed(ctx context.Context, ev Event)
-}
-
-// NopReporter discards every event.
-type NopReporter struct{}
-
-func (NopReporter) LookupBlocked(context.Context, Event) {}
-func (NopReporter) LookupAudit(context.Context, Event)   {}
-func (NopReporter) LookupAllowed(context.Context, Event) {}
 
 // Observer receives latencies, so that the agent can export histograms. Nil
 // fields are not called. Calls are made on the query path and must be cheap.

@@ -5,40 +5,46 @@ import (
 	"net/netip"
 	"strings"
 
+	"github.com/egressd/egressd/telemetry/event"
+
 	"github.com/miekg/dns"
 
 	"github.com/egressd/egressd/dnsproxy/tunnel"
 	"github.com/egressd/egressd/policy"
 )
 
-// Tunnel-detection event names (docs/design.md §4, §6).
-const (
-	EventTunnelSuspected = "dns.tunnel.suspected"
-	EventTunnelBlocked   = "dns.tunnel.blocked"
-)
-
-// TunnelDetector is the resolver's view of DNS tunnel detection (the agent
-// adapts dnsproxy/tunnel to it). Calls are made on the query path and must be
-// cheap; implementations are safe for concurrent use.
+// TunnelDetector is DNS tunnel detection as the resolver uses it: the method
+// set of *tunnel.Detector (tests put a fake in its place). Keys are
+// tunnelKey's. Calls are made on the query path.
 type TunnelDetector interface {
-	// Blocked reports whether the workload's lookups of qname are refused
-	// (its registered domain is quarantined), with the Extended DNS Error text.
-	Blocked(workload string, client netip.Addr, qname string) (bool, string)
-	// Observe records an answered lookup: query name and type, response code
-	// and size of the reply in bytes.
-	Observe(ctx context.Context, workload string, client netip.Addr, qname string, qtype uint16, rcode, answerSize int) TunnelVerdict
+	// Check scores a lookup before it is forwarded; Blocked in the verdict
+	// refuses it (its pair is, or now becomes, quarantined).
+	Check(key, qname string, qtype uint16) tunnel.Verdict
+	// Blocked reports whether lookups of qname are refused (the fast path).
+	Blocked(key, qname string) (bool, string)
+	// Observe records an answered lookup (answerSize: the reply's bytes).
+	Observe(key, qname string, qtype uint16, rcode, answerSize int) tunnel.Verdict
+	// Pair names the registered domain of qname and the pair's score.
+	Pair(key, qname string) (domain string, score float64)
 }
 
-// TunnelVerdict is the outcome of one observed lookup.
-type TunnelVerdict struct {
-	// Suspected: report a dns.tunnel.suspected event.
-	Suspected bool
-	// Domain is the registered domain; Score the pair's score; Reason the
-	// comma-separated reasons; Features the feature values (set when Suspected).
-	Domain   string
-	Score    float64
-	Reason   string
-	Features map[string]float64
+var _ TunnelDetector = (*tunnel.Detector)(nil)
+
+// tunnelKey is the detector's key of a lookup: the workload
+// ("namespace/name"), or "client:<address>" for a client that is no known
+// workload (no "/", so never taken for a workload).
+func tunnelKey(workload string, client netip.Addr) string {
+	if workload == "" {
+		return "client:" + client.String()
+	}
+	return workload
+}
+
+// tunnelEvent adds a verdict's registered domain, score and features to the
+// event of a lookup.
+func tunnelEvent(ev event.Event, v tunnel.Verdict) event.Event {
+	ev.Domain, ev.Score, ev.Features = v.Domain, v.Score, v.Features
+	return ev
 }
 
 // TunnelActions returns a per-workload action for tunnel.Config.ActionFor:
@@ -72,36 +78,6 @@ func TunnelActions(eng *policy.Engine) func(workload string) (tunnel.Action, boo
 	}
 }
 
-// TunnelChecker is implemented by TunnelDetectors that score a lookup before
-// it is forwarded (tunnel.Detector.Check): blocked is true when the lookup
-// must be refused because it would take its pair over the threshold under
-// Block; the verdict is reported as dns.tunnel.suspected when Suspected.
-// A lookup of a pair already quarantined is blocked too (Suspected false), so
-// the slow path calls Check instead of Blocked. Without it, a tunnel is only
-// quarantined after an answered lookup crossed the threshold, and queries a
-// client sent concurrently still go out.
-//
-// Check returns the verdict and whether the lookup is refused; a Suspected
-// verdict is reported as dns.tunnel.suspected either way.
-type TunnelChecker interface {
-	Check(ctx context.Context, workload string, client netip.Addr, qname string, qtype uint16) (v TunnelVerdict, blocked bool)
-}
-
-// TunnelPairInfo is implemented by TunnelDetectors that can name the
-// registered domain of a quarantined lookup and the pair's score, for the
-// dns.tunnel.blocked event (docs/design.md §4: tunnel events carry domain and
-// score). Called only when a lookup is refused.
-type TunnelPairInfo interface {
-	PairInfo(workload string, client netip.Addr, qname string) (domain string, score float64)
-}
-
-// TunnelReporter is implemented by Reporters that take tunnel events
-// (dns.tunnel.suspected, dns.tunnel.blocked: Event.Event says which). A
-// Reporter without it does not receive them.
-type TunnelReporter interface {
-	TunnelEvent(ctx context.Context, ev Event)
-}
-
 // tunnelRefused answers a lookup of a quarantined (workload, domain) pair:
 // REFUSED with an Extended DNS Error "Prohibited" (RFC 8914 code 18), and a
 // dns.tunnel.blocked event. It returns nil when the lookup may proceed.
@@ -115,39 +91,29 @@ func (srv *Server) tunnelRefused(ctx context.Context, req *request, wl *policy.W
 		name = wl.Key().String()
 	}
 	q := req.q.Question[0]
-	var blocked bool
-	var text string
-	if c, ok := t.(TunnelChecker); ok {
-		// One call: the quarantine, and the pre-forward score (Block refuses
-		// the crossing query; Alert reports it before it is forwarded).
-		var v TunnelVerdict
-		v, blocked = c.Check(ctx, name, req.client, q.Name, q.Qtype)
-		if r, ok := srv.deps.Reporter.(TunnelReporter); ok && v.Suspected {
-			response := "FORWARDED"
-			if blocked {
-				response = "REFUSED"
-			}
-			ev := srv.event(req, wl, EventTunnelSuspected, policy.Outcome{Reason: v.Reason}, response)
-			ev.Domain, ev.Score, ev.Features = v.Domain, v.Score, v.Features
-			r.TunnelEvent(ctx, ev)
+	key := tunnelKey(name, req.client)
+	// One call: the quarantine, and the pre-forward score (Block refuses the
+	// crossing query; Alert reports it before it is forwarded). Without the
+	// pre-forward check a tunnel would only be quarantined after an answered
+	// lookup crossed the threshold, and queries a client sent concurrently
+	// would still go out.
+	v := t.Check(key, q.Name, q.Qtype)
+	if v.Suspected {
+		response := "FORWARDED"
+		if v.Blocked {
+			response = "REFUSED"
 		}
-		if !blocked {
-			return nil
-		}
-		text = "egressd: DNS tunnel suspected, " + v.Domain + " quarantined"
-	} else if blocked, text = t.Blocked(name, req.client, q.Name); !blocked {
+		srv.deps.Events.Emit(ctx, tunnelEvent(srv.event(req, wl, event.TunnelSuspected, policy.Outcome{Reason: v.Reason()}, response), v))
+	}
+	if !v.Blocked {
 		return nil
 	}
 	srv.st.blocked.Add(1)
 	m := srv.rcode(req, dns.RcodeRefused)
-	srv.addEDE(req, m, dns.ExtendedErrorCodeProhibited, text)
-	if r, ok := srv.deps.Reporter.(TunnelReporter); ok {
-		ev := srv.event(req, wl, EventTunnelBlocked, policy.Outcome{Reason: "tunnel-quarantine"}, "REFUSED")
-		if pi, ok := t.(TunnelPairInfo); ok {
-			ev.Domain, ev.Score = pi.PairInfo(name, req.client, q.Name)
-		}
-		r.TunnelEvent(ctx, ev)
-	}
+	srv.addEDE(req, m, dns.ExtendedErrorCodeProhibited, "egressd: DNS tunnel suspected, "+v.Domain+" quarantined")
+	ev := srv.event(req, wl, event.TunnelBlocked, policy.Outcome{Reason: "tunnel-quarantine"}, "REFUSED")
+	ev.Domain, ev.Score = t.Pair(key, q.Name)
+	srv.deps.Events.Emit(ctx, ev)
 	return m
 }
 
@@ -167,13 +133,9 @@ func (srv *Server) tunnelObserve(ctx context.Context, req *request, wl *policy.W
 	q := req.q.Question[0]
 	// The answer's size: the reply without its header and question.
 	size := max(reply.Len()-dnsHeaderLen-len(q.Name)-5, 0)
-	v := t.Observe(ctx, name, req.client, q.Name, q.Qtype, reply.Rcode, size)
+	v := t.Observe(tunnelKey(name, req.client), q.Name, q.Qtype, reply.Rcode, size)
 	if !v.Suspected {
 		return
 	}
-	if r, ok := srv.deps.Reporter.(TunnelReporter); ok {
-		ev := srv.event(req, wl, EventTunnelSuspected, policy.Outcome{Reason: v.Reason}, dns.RcodeToString[reply.Rcode])
-		ev.Domain, ev.Score, ev.Features = v.Domain, v.Score, v.Features
-		r.TunnelEvent(ctx, ev)
-	}
+	srv.deps.Events.Emit(ctx, tunnelEvent(srv.event(req, wl, event.TunnelSuspected, policy.Outcome{Reason: v.Reason()}, dns.RcodeToString[reply.Rcode]), v))
 }

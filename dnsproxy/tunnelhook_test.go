@@ -1,13 +1,13 @@
 package dnsproxy
 
 import (
-	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"net/netip"
 	"strings"
-	"sync"
 	"testing"
+
+	"github.com/egressd/egressd/telemetry/event"
 
 	"github.com/miekg/dns"
 
@@ -16,57 +16,15 @@ import (
 	"github.com/egressd/egressd/policy/manifest"
 )
 
-// tunnelReporter records tunnel events besides lookups.
-type tunnelReporter struct {
-	*recorder
-	mu      sync.Mutex
-	tunnels []Event
-}
+// tunnelReporter records the events; count counts those named name.
+type tunnelReporter struct{ *recorder }
 
-func (r *tunnelReporter) TunnelEvent(_ context.Context, ev Event) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.tunnels = append(r.tunnels, ev)
-}
-
-func (r *tunnelReporter) count(name string) (n int, last Event) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for _, ev := range r.tunnels {
-		if ev.Event == name {
-			n++
-			last = ev
-		}
+func (r *tunnelReporter) count(name string) (n int, last event.Event) {
+	evs := r.Named(name)
+	if len(evs) > 0 {
+		last = evs[len(evs)-1]
 	}
-	return n, last
-}
-
-// detectorHook adapts tunnel.Detector as cmd/egressd does.
-type detectorHook struct{ d *tunnel.Detector }
-
-func hookKey(workload string, client netip.Addr) string {
-	if workload == "" {
-		return "client:" + client.String()
-	}
-	return workload
-}
-
-func (h detectorHook) Blocked(workload string, client netip.Addr, qname string) (bool, string) {
-	return h.d.Blocked(hookKey(workload, client), qname)
-}
-
-func (h detectorHook) Check(_ context.Context, workload string, client netip.Addr, qname string, qtype uint16) (TunnelVerdict, bool) {
-	v := h.d.Check(hookKey(workload, client), qname, qtype)
-	return TunnelVerdict{Suspected: v.Suspected, Domain: v.Domain, Score: v.Score, Reason: v.Reason(), Features: v.Features}, v.Blocked
-}
-
-func (h detectorHook) PairInfo(workload string, client netip.Addr, qname string) (string, float64) {
-	return h.d.Pair(hookKey(workload, client), qname)
-}
-
-func (h detectorHook) Observe(_ context.Context, workload string, client netip.Addr, qname string, qtype uint16, rcode, size int) TunnelVerdict {
-	v := h.d.Observe(hookKey(workload, client), qname, qtype, rcode, size)
-	return TunnelVerdict{Suspected: v.Suspected, Domain: v.Domain, Score: v.Score, Reason: v.Reason(), Features: v.Features}
+	return len(evs), last
 }
 
 func TestTunnelBlock(t *testing.T) {
@@ -74,8 +32,8 @@ func TestTunnelBlock(t *testing.T) {
 	rep := &tunnelReporter{recorder: &recorder{}}
 	var clock *testClock
 	h := start(t, []string{up.addr}, func(_ *Config, d *Deps) {
-		d.Reporter = rep
-		d.Tunnel = detectorHook{tunnel.New(tunnel.Config{Action: tunnel.Block, Now: d.Now})}
+		d.Events = rep
+		d.Tunnel = tunnel.New(tunnel.Config{Action: tunnel.Block, Now: d.Now})
 	})
 	clock = h.clock
 	client := netip.MustParseAddr("127.0.0.1")
@@ -99,11 +57,11 @@ func TestTunnelBlock(t *testing.T) {
 	if refusedAt == 0 || refusedAt > 6 {
 		t.Fatalf("tunnel not refused within 6 queries (refused at %d)", refusedAt)
 	}
-	n, ev := rep.count(EventTunnelSuspected)
+	n, ev := rep.count(event.TunnelSuspected)
 	if n != 1 || ev.Domain != "test.com" || ev.Score < 1 || len(ev.Features) == 0 || ev.Reason == "" {
 		t.Fatalf("suspected events %d, last %+v", n, ev)
 	}
-	if n, ev := rep.count(EventTunnelBlocked); n != 1 || ev.Response != "REFUSED" || ev.Domain != "test.com" || ev.Score < 1 {
+	if n, ev := rep.count(event.TunnelBlocked); n != 1 || ev.Response != "REFUSED" || ev.Domain != "test.com" || ev.Score < 1 {
 		t.Fatalf("blocked events %d, last %+v", n, ev)
 	}
 	// Other domains of the same client still resolve.
@@ -168,9 +126,9 @@ func TestTunnelActionFromPolicy(t *testing.T) {
 	var det *tunnel.Detector
 	h := start(t, []string{up.addr}, func(_ *Config, d *Deps) {
 		d.Engine = eng
-		d.Reporter = rep
+		d.Events = rep
 		det = tunnel.New(tunnel.Config{Action: tunnel.Alert, ActionSet: true, ActionFor: TunnelActions(eng), Now: d.Now})
-		d.Tunnel = detectorHook{det}
+		d.Tunnel = det
 	})
 
 	for _, tc := range []struct {
@@ -184,7 +142,7 @@ func TestTunnelActionFromPolicy(t *testing.T) {
 		client := netip.MustParseAddr(tc.client)
 		domain := "c2-" + strings.ToLower(tc.want.String()) + ".example.com"
 		pairs := det.Len()
-		sBefore, _ := rep.count(EventTunnelSuspected)
+		sBefore, _ := rep.count(event.TunnelSuspected)
 		refusedAt := 0
 		for i := 1; i <= 10 && refusedAt == 0; i++ {
 			r := h.query(t, client, "udp", tunnelName(domain), dns.TypeTXT, true)
@@ -196,7 +154,7 @@ func TestTunnelActionFromPolicy(t *testing.T) {
 				refusedAt = i
 			}
 		}
-		sAfter, ev := rep.count(EventTunnelSuspected)
+		sAfter, ev := rep.count(event.TunnelSuspected)
 		suspected := sAfter - sBefore
 		switch tc.want {
 		case tunnel.Block:
@@ -214,7 +172,7 @@ func TestTunnelActionFromPolicy(t *testing.T) {
 		}
 		t.Logf("%s %s (%v): refused at query %d, %d suspected events", tc.client, tc.workload, tc.want, refusedAt, suspected)
 	}
-	if n, ev := rep.count(EventTunnelBlocked); n != 1 || ev.Workload != "payments/gateway-0" || ev.Domain != "example.com" || ev.Score < 1 {
+	if n, ev := rep.count(event.TunnelBlocked); n != 1 || ev.Workload != "payments/gateway-0" || ev.Domain != "example.com" || ev.Score < 1 {
 		t.Fatalf("blocked events %d, last %+v", n, ev)
 	}
 }

@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/egressd/egressd/telemetry/event"
+
 	"github.com/miekg/dns"
 
 	"github.com/egressd/egressd/policy"
@@ -204,7 +206,7 @@ func (srv *Server) clientWorkload(ctx context.Context, req *request) (wl *policy
 	req.result = ResultRefused
 	m := srv.rcode(req, dns.RcodeRefused)
 	srv.addEDE(req, m, dns.ExtendedErrorCodeProhibited, unknownText)
-	srv.deps.Reporter.LookupBlocked(ctx, srv.event(req, nil, EventLookupBlocked,
+	srv.deps.Events.Emit(ctx, srv.event(req, nil, event.LookupBlocked,
 		policy.Outcome{Verdict: policy.Deny, Reason: ReasonUnknownClient}, dns.RcodeToString[m.Rcode]))
 	return nil, m
 }

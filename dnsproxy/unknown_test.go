@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/egressd/egressd/telemetry/event"
+
 	"github.com/miekg/dns"
 
 	"github.com/egressd/egressd/policy"
@@ -53,7 +55,7 @@ func TestUnknownClientRefused(t *testing.T) {
 	if st.UnknownRefused != 4 || st.UnknownWaits != 0 {
 		t.Fatalf("stats %+v, want 4 unknown clients refused and no wait", st)
 	}
-	evs := h.rep.find(EventLookupBlocked)
+	evs := h.rep.find(event.LookupBlocked)
 	if len(evs) != 4 {
 		t.Fatalf("%d blocked events, want 4: %+v", len(evs), evs)
 	}
@@ -132,7 +134,7 @@ func TestUnknownClientWaitsForStore(t *testing.T) {
 	if e := ede(res.r); e == nil || e.InfoCode != dns.ExtendedErrorCodeBlocked {
 		t.Fatalf("EDE %v, want Blocked", e)
 	}
-	evs := h.rep.find(EventLookupBlocked)
+	evs := h.rep.find(event.LookupBlocked)
 	if len(evs) != 2 || evs[1].Workload != "builds/late-0" {
 		t.Fatalf("events %+v, want the blocked lookup of builds/late-0", evs)
 	}

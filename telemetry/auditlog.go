@@ -2,6 +2,7 @@ package telemetry
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -9,6 +10,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/egressd/egressd/telemetry/event"
 )
 
 // Audit-log errors.
@@ -35,6 +38,9 @@ type AuditOptions struct {
 	// lines keep arriving (default 100ms). The buffer is also flushed whenever the queue
 	// runs empty, so under light load every line is flushed at once.
 	FlushInterval time.Duration
+	// Allowed writes dns.lookup.allowed events too (verbose; Emit leaves them
+	// out otherwise).
+	Allowed bool
 	// OnDrop, when set, is called (from the caller's or the writer's goroutine) for each
 	// dropped line; Metrics wires egressd_audit_dropped_total here.
 	OnDrop func()
@@ -108,9 +114,19 @@ func (a *AuditLog) open() (*os.File, error) {
 	return f, nil
 }
 
+// Emit writes one audit line for ev (dns.lookup.allowed only with
+// AuditOptions.Allowed): the audit-log sink. A drop is counted by the log. A nil
+// *AuditLog is a no-op.
+func (a *AuditLog) Emit(_ context.Context, ev event.Event) {
+	if a == nil || (ev.Name == event.LookupAllowed && !a.opts.Allowed) {
+		return
+	}
+	_ = a.Write(ev)
+}
+
 // Write queues one event as one line. It returns ErrAuditFull or ErrAuditClosed when the
 // line was dropped, nil otherwise; it never blocks on I/O. Safe for concurrent use.
-func (a *AuditLog) Write(ev Event) error {
+func (a *AuditLog) Write(ev event.Event) error {
 	line, err := ev.MarshalJSON()
 	if err != nil { // not reachable for Event; count it rather than lose it silently
 		a.drop()

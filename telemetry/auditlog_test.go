@@ -14,12 +14,14 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/egressd/egressd/telemetry/event"
 )
 
-func blockedEvent(i int) Event {
-	return Event{
+func blockedEvent(i int) event.Event {
+	return event.Event{
 		Time:      time.Date(2026, 3, 4, 5, 6, 7, 123456789, time.UTC),
-		Event:     EventLookupBlocked,
+		Name:      event.LookupBlocked,
 		Workload:  "payments/gateway-0",
 		Namespace: "payments",
 		Client:    "10.0.1.5",
@@ -59,9 +61,9 @@ func TestEventJSONFieldsExactly(t *testing.T) {
 		t.Fatalf("line\n got %s\nwant %s", line, want)
 	}
 
-	tun := Event{
+	tun := event.Event{
 		Time:     time.Date(2026, 3, 4, 5, 6, 7, 0, time.FixedZone("x", 3600)),
-		Event:    EventTunnelSuspected,
+		Name:     event.TunnelSuspected,
 		Client:   "10.0.1.6",
 		QName:    "aGVsbG8.t.example.com",
 		Domain:   "example.com",
@@ -100,7 +102,7 @@ func TestEventJSONFieldsExactly(t *testing.T) {
 	}
 
 	// Round trip.
-	var back Event
+	var back event.Event
 	if err := json.Unmarshal(line, &back); err != nil {
 		t.Fatal(err)
 	}
@@ -110,7 +112,7 @@ func TestEventJSONFieldsExactly(t *testing.T) {
 	}
 
 	// A tunnel event with score 0 still has the score; NaN does not break the line.
-	line, _ = json.Marshal(Event{Event: EventTunnelBlocked, Features: map[string]float64{"x": nanf()}})
+	line, _ = json.Marshal(event.Event{Name: event.TunnelBlocked, Features: map[string]float64{"x": nanf()}})
 	if !strings.Contains(string(line), `"score":0`) || !strings.Contains(string(line), `"x":0`) {
 		t.Errorf("tunnel with zero score / NaN feature: %s", line)
 	}
@@ -138,7 +140,7 @@ func TestAuditLogWritesLinesToFileAndStdout(t *testing.T) {
 		t.Fatalf("%d lines after Flush, want 3", len(lines))
 	}
 	for i, l := range lines {
-		var ev Event
+		var ev event.Event
 		if err := json.Unmarshal([]byte(l), &ev); err != nil {
 			t.Fatalf("line %d: %v", i, err)
 		}
@@ -219,7 +221,7 @@ func TestAuditLogConcurrentWritersNeverInterleave(t *testing.T) {
 	}
 	seen := map[string]bool{}
 	for i, l := range lines {
-		var ev Event
+		var ev event.Event
 		if err := json.Unmarshal([]byte(l), &ev); err != nil {
 			t.Fatalf("line %d is not one JSON object: %v\n%.200s", i, err, l)
 		}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/egressd/egressd/telemetry"
+	"github.com/egressd/egressd/telemetry/event"
 	"github.com/egressd/egressd/test/jaeger"
 )
 
@@ -38,11 +39,11 @@ func TestJaegerIntegration(t *testing.T) {
 			}
 			defer audit.Close()
 			m := telemetry.NewMetrics()
-			rep := telemetry.NewReporter(telemetry.ReporterOptions{Audit: audit, TracerProvider: tp, Metrics: m})
+			rep := &event.Fanout{Sinks: []event.Sink{audit, telemetry.NewSpans(tp), m}}
 
 			qname := fmt.Sprintf("xmr-%s.minepool.com.", tc.protocol)
-			rep.Report(ctx, telemetry.Event{
-				Event:     telemetry.EventLookupBlocked,
+			rep.Emit(ctx, event.Event{
+				Name:      event.LookupBlocked,
 				Workload:  "payments/gateway-0",
 				Namespace: "payments",
 				Client:    "10.0.1.5",
@@ -55,14 +56,14 @@ func TestJaegerIntegration(t *testing.T) {
 				Response:  "NXDOMAIN",
 			})
 			// An allowed lookup with SampleAllowed=0 must not reach Jaeger.
-			rep.Report(ctx, telemetry.Event{Event: telemetry.EventLookupAllowed, QName: "ok." + qname})
+			rep.Emit(ctx, event.Event{Name: event.LookupAllowed, QName: "ok." + qname})
 			sctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 			defer cancel()
 			if err := tp.Shutdown(sctx); err != nil { // flushes the batch
 				t.Fatalf("Shutdown: %v", err)
 			}
 
-			span := srv.WaitForSpan(t, "egressd", telemetry.EventLookupBlocked, 30*time.Second, func(s jaeger.Span) bool {
+			span := srv.WaitForSpan(t, "egressd", event.LookupBlocked, 30*time.Second, func(s jaeger.Span) bool {
 				return s.TagString(telemetry.AttrQName) == qname
 			})
 			for key, want := range map[string]string{
@@ -89,7 +90,7 @@ func TestJaegerIntegration(t *testing.T) {
 					t.Errorf("resource %s = %v, want %q", key, got, want)
 				}
 			}
-			spans, err := srv.Spans(ctx, "egressd", telemetry.EventLookupAllowed)
+			spans, err := srv.Spans(ctx, "egressd", event.LookupAllowed)
 			if err != nil {
 				t.Fatal(err)
 			}

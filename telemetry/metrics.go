@@ -1,12 +1,15 @@
 package telemetry
 
 import (
+	"context"
 	"net/http"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/egressd/egressd/telemetry/event"
 )
 
 // This file declares every Prometheus metric of egressd. Each one is documented in
@@ -151,8 +154,8 @@ func NewMetrics() *Metrics {
 	for _, r := range DNSResults {
 		m.DNSQueries.WithLabelValues(r)
 	}
-	m.events = make(map[string]prometheus.Counter, len(Events))
-	for _, e := range Events {
+	m.events = make(map[string]prometheus.Counter, len(event.Names))
+	for _, e := range event.Names {
 		m.events[e] = m.Events.WithLabelValues(e)
 	}
 	m.other = m.Events.WithLabelValues("other")
@@ -257,22 +260,23 @@ func (m *Metrics) SetUpstreamUp(upstream string, up bool) {
 	m.DNSUpstreamUp.WithLabelValues(upstream).Set(v)
 }
 
-// countEvent does the counting part of Reporter.Report.
-func (m *Metrics) countEvent(ev *Event) {
+// Emit counts one event (egressd_events_total and the per-kind counters): the
+// metrics sink.
+func (m *Metrics) Emit(_ context.Context, ev event.Event) {
 	if m == nil {
 		return
 	}
-	if c, ok := m.events[ev.Event]; ok {
+	if c, ok := m.events[ev.Name]; ok {
 		c.Inc()
 	} else {
 		m.other.Inc()
 	}
-	switch ev.Event {
-	case EventLookupBlocked:
+	switch ev.Name {
+	case event.LookupBlocked:
 		m.DNSBlocked.WithLabelValues(ev.Policy, ev.Reason).Inc()
-	case EventTunnelSuspected, EventTunnelBlocked:
+	case event.TunnelSuspected, event.TunnelBlocked:
 		m.TunnelSuspected.Inc()
-	case EventHTTPBlocked:
+	case event.HTTPBlocked:
 		m.HTTPBlocked.Inc()
 	}
 }

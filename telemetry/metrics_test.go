@@ -1,6 +1,8 @@
 package telemetry
 
 import (
+	"github.com/egressd/egressd/telemetry/event"
+
 	"context"
 	"errors"
 	"io"
@@ -67,12 +69,11 @@ func TestMetricsExposition(t *testing.T) {
 	m.ObservePolicyReload(false)
 	m.SetUpstreamUp("10.0.0.10:53", true)
 	m.SetUpstreamUp("10.0.0.11:53", false)
-	r := NewReporter(ReporterOptions{Metrics: m})
 	ctx := context.Background()
-	r.Report(ctx, blockedEvent(1))
-	r.Report(ctx, Event{Event: EventTunnelSuspected})
-	r.Report(ctx, Event{Event: EventHTTPBlocked})
-	r.Report(ctx, Event{Event: "made.up"})
+	m.Emit(ctx, blockedEvent(1))
+	m.Emit(ctx, event.Event{Name: event.TunnelSuspected})
+	m.Emit(ctx, event.Event{Name: event.HTTPBlocked})
+	m.Emit(ctx, event.Event{Name: "made.up"})
 
 	body := scrape(t, m)
 	for _, name := range allMetrics {
@@ -130,7 +131,7 @@ func TestMetricsDocumentedInREADME(t *testing.T) {
 	}
 }
 
-func TestNilMetricsAndReporterAreNoops(t *testing.T) {
+func TestNilSinksAreNoops(t *testing.T) {
 	var m *Metrics
 	m.DNSQuery(ResultAllowed)
 	m.DNSCacheHit()
@@ -140,9 +141,12 @@ func TestNilMetricsAndReporterAreNoops(t *testing.T) {
 	m.SetPolicies("a", "b", 1)
 	m.ResetPolicies()
 	m.AuditDropHook()()
-	var r *Reporter
-	r.Report(context.Background(), blockedEvent(0))
-	NewReporter(ReporterOptions{}).Report(context.Background(), blockedEvent(0))
+	m.Emit(context.Background(), blockedEvent(0))
+	var a *AuditLog
+	a.Emit(context.Background(), blockedEvent(0))
+	var s *Spans
+	s.Emit(context.Background(), blockedEvent(0))
+	NewSpans(nil).Emit(context.Background(), blockedEvent(0))
 }
 
 func readFile(name string) (string, error) {

@@ -11,20 +11,27 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+
+	"github.com/egressd/egressd/telemetry/event"
 )
 
-func newTestReporter(t *testing.T, sampleAllowed float64, auditAllowed bool) (*Reporter, *tracetest.InMemoryExporter, *AuditLog, string) {
+// sinks joins the audit log, the spans and the metrics the way the agent does.
+func sinks(a *AuditLog, tp *sdktrace.TracerProvider, m *Metrics) *event.Fanout {
+	return &event.Fanout{Sinks: []event.Sink{a, NewSpans(tp), m}}
+}
+
+func newTestReporter(t *testing.T, sampleAllowed float64, auditAllowed bool) (*event.Fanout, *tracetest.InMemoryExporter, *AuditLog, string) {
 	t.Helper()
 	exp := tracetest.NewInMemoryExporter()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp), sdktrace.WithSampler(NewSampler(sampleAllowed)))
 	t.Cleanup(func() { tp.Shutdown(context.Background()) })
 	path := filepath.Join(t.TempDir(), "audit.log")
-	a, err := NewAuditLog(AuditOptions{Path: path})
+	a, err := NewAuditLog(AuditOptions{Path: path, Allowed: auditAllowed})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { a.Close() })
-	return NewReporter(ReporterOptions{Audit: a, TracerProvider: tp, Metrics: NewMetrics(), AuditAllowed: auditAllowed}), exp, a, path
+	return sinks(a, tp, NewMetrics()), exp, a, path
 }
 
 // The span of an event carries the same fields as its audit line.
@@ -33,10 +40,10 @@ func TestReportSpanMatchesAuditLine(t *testing.T) {
 	ev := blockedEvent(7)
 	ev.Attrs = map[string]string{"server.port": "53"}
 	ev.CNAME = "pool.minepool.example"
-	r.Report(context.Background(), ev)
-	tun := Event{Event: EventTunnelBlocked, Workload: "a/b", Client: "10.0.0.9", QName: "x.t.example.com",
+	r.Emit(context.Background(), ev)
+	tun := event.Event{Name: event.TunnelBlocked, Workload: "a/b", Client: "10.0.0.9", QName: "x.t.example.com",
 		Domain: "example.com", Score: 0.8, Features: map[string]float64{"entropy": 4.5}}
-	r.Report(context.Background(), tun)
+	r.Emit(context.Background(), tun)
 	a.Flush()
 
 	lines := readLines(t, path)
@@ -68,7 +75,7 @@ func TestReportSpanMatchesAuditLine(t *testing.T) {
 		for field, v := range m {
 			switch field {
 			case "time":
-				if got := s.StartTime.UTC().Format(TimeFormat); got != v {
+				if got := s.StartTime.UTC().Format(event.TimeFormat); got != v {
 					t.Errorf("span start %s, line time %v", got, v)
 				}
 			case "features":
@@ -108,9 +115,9 @@ func TestReportSpanMatchesAuditLine(t *testing.T) {
 func TestReportAllowedIsSampledAndNotAudited(t *testing.T) {
 	r, exp, a, path := newTestReporter(t, 0, false)
 	for range 100 {
-		r.Report(context.Background(), Event{Event: EventLookupAllowed, QName: "ok.example.com"})
+		r.Emit(context.Background(), event.Event{Name: event.LookupAllowed, QName: "ok.example.com"})
 	}
-	r.Report(context.Background(), Event{Event: EventLookupAudit, QName: "would.example.com"})
+	r.Emit(context.Background(), event.Event{Name: event.LookupAudit, QName: "would.example.com"})
 	a.Flush()
 	if n := len(readLines(t, path)); n != 1 {
 		t.Errorf("%d audit lines, want 1 (the audit event only)", n)
@@ -121,7 +128,7 @@ func TestReportAllowedIsSampledAndNotAudited(t *testing.T) {
 
 	r, exp, a, path = newTestReporter(t, 1, true)
 	for range 10 {
-		r.Report(context.Background(), Event{Event: EventLookupAllowed, QName: "ok.example.com"})
+		r.Emit(context.Background(), event.Event{Name: event.LookupAllowed, QName: "ok.example.com"})
 	}
 	a.Flush()
 	if n := len(readLines(t, path)); n != 10 {
@@ -133,7 +140,7 @@ func TestReportAllowedIsSampledAndNotAudited(t *testing.T) {
 
 	r, exp, _, _ = newTestReporter(t, 0.5, false)
 	for range 2000 {
-		r.Report(context.Background(), Event{Event: EventLookupAllowed})
+		r.Emit(context.Background(), event.Event{Name: event.LookupAllowed})
 	}
 	if n := len(exp.GetSpans()); n < 800 || n > 1200 {
 		t.Errorf("%d of 2000 sampled at 0.5", n)
@@ -148,8 +155,8 @@ func TestReportConcurrent(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for i := range 200 {
-				r.Report(context.Background(), blockedEvent(w*1000+i))
-				r.Report(context.Background(), Event{Event: EventLookupAllowed})
+				r.Emit(context.Background(), blockedEvent(w*1000+i))
+				r.Emit(context.Background(), event.Event{Name: event.LookupAllowed})
 			}
 		}()
 	}
@@ -163,52 +170,39 @@ func TestReportConcurrent(t *testing.T) {
 	}
 }
 
-func TestRecorder(t *testing.T) {
-	var rec Recorder
-	var er EventReporter = &rec
-	er.Report(context.Background(), blockedEvent(1))
-	if ev := rec.Events(); len(ev) != 1 || ev[0].QName != "evil1.minepool.com." {
-		t.Fatalf("%+v", ev)
-	}
-	rec.Reset()
-	if len(rec.Events()) != 0 {
-		t.Fatal("Reset")
-	}
-}
-
 func BenchmarkReportBlocked(b *testing.B) {
 	exp := tracetest.NewNoopExporter()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp), sdktrace.WithSampler(NewSampler(0)))
 	defer tp.Shutdown(context.Background())
 	a, _ := NewAuditLog(AuditOptions{Path: filepath.Join(b.TempDir(), "a.log"), QueueSize: 1 << 20})
 	defer a.Close()
-	r := NewReporter(ReporterOptions{Audit: a, TracerProvider: tp, Metrics: NewMetrics()})
+	r := sinks(a, tp, NewMetrics())
 	ev := blockedEvent(1)
 	b.ReportAllocs()
 	for b.Loop() {
-		r.Report(context.Background(), ev)
+		r.Emit(context.Background(), ev)
 	}
 }
 
 func BenchmarkReportAllowedUnsampled(b *testing.B) {
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(NewSampler(0)))
-	r := NewReporter(ReporterOptions{TracerProvider: tp, Metrics: NewMetrics()})
-	ev := Event{Event: EventLookupAllowed, QName: "ok.example.com", Workload: "a/b"}
+	r := &event.Fanout{Sinks: []event.Sink{NewSpans(tp), NewMetrics()}}
+	ev := event.Event{Name: event.LookupAllowed, QName: "ok.example.com", Workload: "a/b"}
 	b.ReportAllocs()
 	for b.Loop() {
-		r.Report(context.Background(), ev)
+		r.Emit(context.Background(), ev)
 	}
 }
 
 func TestReportFillsTimeAndNamespace(t *testing.T) {
 	r, exp, a, path := newTestReporter(t, 0, false)
-	r.Report(context.Background(), Event{Event: EventPacketDenied, Workload: "shop/web-1", Client: "10.0.2.3"})
+	r.Emit(context.Background(), event.Event{Name: event.PacketDenied, Workload: "shop/web-1", Client: "10.0.2.3"})
 	a.Flush()
 	lines := readLines(t, path)
 	if len(lines) != 1 {
 		t.Fatalf("%d lines", len(lines))
 	}
-	var ev Event
+	var ev event.Event
 	if err := json.Unmarshal([]byte(lines[0]), &ev); err != nil {
 		t.Fatal(err)
 	}
@@ -216,7 +210,7 @@ func TestReportFillsTimeAndNamespace(t *testing.T) {
 		t.Errorf("namespace %q time %v", ev.Namespace, ev.Time)
 	}
 	spans := exp.GetSpans()
-	if len(spans) != 1 || spans[0].Name != EventPacketDenied {
+	if len(spans) != 1 || spans[0].Name != event.PacketDenied {
 		t.Fatalf("spans %v", spans)
 	}
 	found := false

@@ -14,6 +14,8 @@ import (
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/egressd/egressd/telemetry/event"
 )
 
 // Config configures the OTLP tracer provider.
@@ -168,7 +170,7 @@ type eventSampler struct {
 }
 
 func (s eventSampler) ShouldSample(p sdktrace.SamplingParameters) sdktrace.SamplingResult {
-	if p.Name == EventLookupAllowed {
+	if p.Name == event.LookupAllowed {
 		return s.allowed.ShouldSample(p)
 	}
 	return sdktrace.SamplingResult{

@@ -3,6 +3,8 @@ package telemetry
 import (
 	"context"
 	"testing"
+
+	"github.com/egressd/egressd/telemetry/event"
 )
 
 func TestNewTracerProviderEmptyEndpointIsNoop(t *testing.T) {
@@ -10,7 +12,7 @@ func TestNewTracerProviderEmptyEndpointIsNoop(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, span := tp.Tracer("x").Start(context.Background(), EventLookupBlocked)
+	_, span := tp.Tracer("x").Start(context.Background(), event.LookupBlocked)
 	if span.IsRecording() || span.SpanContext().IsSampled() {
 		t.Error("span recorded without an endpoint")
 	}

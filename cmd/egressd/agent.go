@@ -17,6 +17,7 @@ import (
 	"github.com/egressd/egressd/source/file"
 	"github.com/egressd/egressd/source/kube"
 	"github.com/egressd/egressd/telemetry"
+	"github.com/egressd/egressd/telemetry/event"
 	"github.com/egressd/egressd/telemetry/statusapi"
 )
 
@@ -32,7 +33,7 @@ type agent struct {
 	enforcer *egress.Enforcer
 	dns      *dnsproxy.Server
 	metrics  *telemetry.Metrics
-	events   *telemetry.Reporter
+	events   *event.Fanout // every event goes here (telemetry.go)
 
 	ready    atomic.Bool
 	synced   atomic.Int64 // plan generation in the kernel

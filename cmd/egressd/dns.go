@@ -106,7 +106,7 @@ func (a *agent) startDNS(ctx context.Context) (func(), error) {
 	if rc.RebindNodeAddrs, err = nodeAddrs(); err != nil { // localaddr.go
 		return nil, fmt.Errorf("resolver: rebinding protection: %w", err)
 	}
-	deps := dnsproxy.Deps{Engine: a.engine, Reporter: a.withStatus(a.reporter()), Observer: a.observer()}
+	deps := dnsproxy.Deps{Engine: a.engine, Events: a.dnsEvents(), Observer: a.observer()}
 	deps.Tunnel = a.tunnelDetector() // tunnel.go
 	var sets *nftset.Manager
 	if a.enforcer != nil {

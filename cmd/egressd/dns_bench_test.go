@@ -80,7 +80,7 @@ func otlpSink(b *testing.B) (string, *atomic.Int64) {
 // BenchmarkAgentAllowedCacheMissAt5kQPS is the resolver's allowed cache-miss
 // latency at 5,000 QPS (open loop, interleaved with the same query stream
 // sent straight to the upstream, so that both see the same load) with the agent's own telemetry: the
-// reporter, observer and metrics cmd/egressd wires (audit log file, OTLP/HTTP
+// event sinks, observer and metrics cmd/egressd wires (audit log file, OTLP/HTTP
 // trace exporter to a local receiver, Prometheus metrics), the policy engine
 // of the flag-given files, and a set write per query (fake sets; the kernel
 // write is measured in docs/benchmarks.md "Kernel set writes"). It reports
@@ -145,7 +145,7 @@ func benchAgentCacheMiss(b *testing.B, sample float64) {
 		b.Fatal(err)
 	}
 	rc.UDPSockets, rc.HealthInterval = 2, -1
-	srv, err := dnsproxy.New(rc, dnsproxy.Deps{Engine: a.engine, Reporter: a.reporter(), Observer: a.observer(), Sets: sets, SetNamer: fqdnSetName})
+	srv, err := dnsproxy.New(rc, dnsproxy.Deps{Engine: a.engine, Events: a.dnsEvents(), Observer: a.observer(), Sets: sets, SetNamer: fqdnSetName})
 	if err != nil {
 		b.Fatal(err)
 	}

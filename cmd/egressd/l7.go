@@ -17,7 +17,7 @@ import (
 
 	"github.com/egressd/egressd/egress"
 	"github.com/egressd/egressd/egress/l7"
-	"github.com/egressd/egressd/telemetry"
+	"github.com/egressd/egressd/telemetry/event"
 )
 
 // l7Config is the L7 egress proxy's configuration (embedded in config; flags
@@ -308,12 +308,12 @@ func (a *agent) reportL7(ctx context.Context, ev l7.Event) {
 	if a.events == nil {
 		return
 	}
-	name, v := telemetry.EventHTTPBlocked, ev.Verdict
+	name, v := event.HTTPBlocked, ev.Verdict
 	if v.Allowed {
 		if v.Audit == nil {
 			return
 		}
-		name, v = telemetry.EventHTTPAudit, *v.Audit
+		name, v = event.HTTPAudit, *v.Audit
 	}
 	attrs := map[string]string{
 		"server.address":    ev.Host,
@@ -324,8 +324,8 @@ func (a *agent) reportL7(ctx context.Context, ev l7.Event) {
 	if ev.Dst.IsValid() {
 		attrs["destination.address"] = ev.Dst.String()
 	}
-	a.events.Report(ctx, telemetry.Event{
-		Event:    name,
+	a.events.Emit(ctx, event.Event{
+		Name:     name,
 		Workload: v.Workload.String(),
 		Client:   addrString(ev.Client),
 		QName:    ev.Host,

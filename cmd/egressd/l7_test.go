@@ -15,6 +15,7 @@ import (
 
 	"github.com/egressd/egressd/egress/l7"
 	"github.com/egressd/egressd/telemetry"
+	"github.com/egressd/egressd/telemetry/event"
 )
 
 func TestTransparentProxyAddrs(t *testing.T) {
@@ -85,7 +86,7 @@ func TestReportL7(t *testing.T) {
 	exp := tracetest.NewInMemoryExporter()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
 	defer tp.Shutdown(context.Background())
-	a := &agent{log: slog.New(slog.DiscardHandler), events: telemetry.NewReporter(telemetry.ReporterOptions{Audit: audit, TracerProvider: tp})}
+	a := &agent{log: slog.New(slog.DiscardHandler), events: &event.Fanout{Sinks: []event.Sink{audit, telemetry.NewSpans(tp)}}}
 	client := netip.MustParseAddr("10.0.1.5")
 	dst := netip.MustParseAddr("192.0.2.10")
 	ctx := context.Background()
@@ -112,8 +113,8 @@ func TestReportL7(t *testing.T) {
 		t.Fatalf("%d lines: %v", len(lines), lines)
 	}
 	want := []map[string]string{
-		{"event": telemetry.EventHTTPBlocked, "qname": "evil.test", "reason": l7.ReasonOtherName, "policy": "FirewallPolicy/apps/web", "response": "403", "client": "10.0.1.5"},
-		{"event": telemetry.EventHTTPAudit, "qname": "good.test", "reason": l7.ReasonNameDenied, "policy": "FirewallPolicy/apps/staged", "rule": "egress[0]", "tier": "Namespaced"},
+		{"event": event.HTTPBlocked, "qname": "evil.test", "reason": l7.ReasonOtherName, "policy": "FirewallPolicy/apps/web", "response": "403", "client": "10.0.1.5"},
+		{"event": event.HTTPAudit, "qname": "good.test", "reason": l7.ReasonNameDenied, "policy": "FirewallPolicy/apps/staged", "rule": "egress[0]", "tier": "Namespaced"},
 	}
 	for i, w := range want {
 		for k, v := range w {
@@ -123,7 +124,7 @@ func TestReportL7(t *testing.T) {
 		}
 	}
 	spans := exp.GetSpans()
-	if len(spans) != 2 || spans[0].Name != telemetry.EventHTTPBlocked || spans[1].Name != telemetry.EventHTTPAudit {
+	if len(spans) != 2 || spans[0].Name != event.HTTPBlocked || spans[1].Name != event.HTTPAudit {
 		t.Fatalf("spans: %v", spans)
 	}
 	got := map[string]string{}

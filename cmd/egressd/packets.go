@@ -9,7 +9,7 @@ import (
 
 	"github.com/egressd/egressd/egress"
 	"github.com/egressd/egressd/policy"
-	"github.com/egressd/egressd/telemetry"
+	"github.com/egressd/egressd/telemetry/event"
 )
 
 // eventLimiter is a token bucket bounding how many packet.denied events are
@@ -46,12 +46,12 @@ func (l *eventLimiter) allow(now time.Time) (bool, int) {
 // deniedEvent explains a dropped packet with the reference engine: the
 // kernel's verdict agrees with it, so the deciding direction's policy, rule,
 // tier and reason are the kernel's too.
-func deniedEvent(e *policy.Engine, p egress.DeniedPacket) telemetry.Event {
+func deniedEvent(e *policy.Engine, p egress.DeniedPacket) event.Event {
 	d := e.Decide(p.Connection())
 	dec := d.Deciding()
 	ns, _, _ := strings.Cut(dec.Workload.String(), "/")
-	ev := telemetry.Event{
-		Time: p.Time, Event: telemetry.EventPacketDenied,
+	ev := event.Event{
+		Time: p.Time, Name: event.PacketDenied,
 		Workload: dec.Workload.String(), Namespace: ns, Client: p.Src.String(),
 		Policy: dec.Policy.String(), Rule: dec.Rule, Tier: string(dec.Tier), Reason: dec.Reason,
 		Attrs: map[string]string{
@@ -80,7 +80,7 @@ func (a *agent) reportDenied(ctx context.Context) {
 		if !ok {
 			return
 		}
-		var ev telemetry.Event
+		var ev event.Event
 		if strings.HasPrefix(p.Prefix, egress.BypassLogPrefix) {
 			ev = a.bypassEvent(p) // sidedoors.go
 		} else {
@@ -89,7 +89,7 @@ func (a *agent) reportDenied(ctx context.Context) {
 		if suppressed > 0 {
 			ev.Attrs["egressd.suppressed"] = strconv.Itoa(suppressed)
 		}
-		a.events.Report(ctx, ev)
+		a.events.Emit(ctx, ev)
 	})
 	if err != nil {
 		a.log.Error("denied-packet reports stopped", "err", err)

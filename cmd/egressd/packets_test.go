@@ -9,7 +9,7 @@ import (
 
 	"github.com/egressd/egressd/egress"
 	"github.com/egressd/egressd/policy"
-	"github.com/egressd/egressd/telemetry"
+	"github.com/egressd/egressd/telemetry/event"
 )
 
 func TestDeniedEventExplainsThePacketWithTheEngine(t *testing.T) {
@@ -28,7 +28,7 @@ func TestDeniedEventExplainsThePacketWithTheEngine(t *testing.T) {
 	}
 	p := egress.DeniedPacket{Src: netip.MustParseAddr("10.0.0.1"), Dst: netip.MustParseAddr("192.0.2.9"), Protocol: policy.ProtocolTCP, DstPort: 443}
 	ev := deniedEvent(policy.NewEngine(s, policy.Options{}), p)
-	if ev.Event != telemetry.EventPacketDenied || ev.Workload != "x/a" || ev.Namespace != "x" || ev.Client != "10.0.0.1" ||
+	if ev.Name != event.PacketDenied || ev.Workload != "x/a" || ev.Namespace != "x" || ev.Client != "10.0.0.1" ||
 		ev.Policy != "FirewallPolicy/x/lockdown" || ev.Tier != "Namespaced" || ev.Reason != policy.ReasonIsolated ||
 		ev.Attrs["server.address"] != "192.0.2.9" || ev.Attrs["server.port"] != "443" || ev.Attrs["network.transport"] != "tcp" ||
 		ev.Attrs["egressd.direction"] != "egress" {

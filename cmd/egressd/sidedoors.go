@@ -15,13 +15,12 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/egressd/egressd/dnsproxy"
 	"github.com/egressd/egressd/dnsproxy/preresolve"
 	"github.com/egressd/egressd/egress"
 	"github.com/egressd/egressd/egress/doh"
 	"github.com/egressd/egressd/ipset/nftset"
 	"github.com/egressd/egressd/policy"
-	"github.com/egressd/egressd/telemetry"
+	"github.com/egressd/egressd/telemetry/event"
 )
 
 // sideDoorConfig closes the DNS side doors (issue 16; docs/egressd.md,
@@ -117,8 +116,7 @@ const origDstQueue = 256
 
 type origDstJob struct {
 	ctx context.Context
-	ev  dnsproxy.Event
-	tev telemetry.Event
+	ev  event.Event
 }
 
 // queueOrigDst hands a blocked or audited lookup event to origDstWorker; false
@@ -126,13 +124,13 @@ type origDstJob struct {
 // The conntrack lookup costs a netlink round trip (about 50-70 µs): it is kept
 // off the query path and to one goroutine, so a flood of blocked lookups
 // cannot multiply it.
-func (a *agent) queueOrigDst(ctx context.Context, ev dnsproxy.Event, tev telemetry.Event) bool {
+func (a *agent) queueOrigDst(ctx context.Context, ev event.Event) bool {
 	sd := a.sideDoors
 	if sd == nil || sd.queue == nil {
 		return false
 	}
 	select {
-	case sd.queue <- origDstJob{ctx: context.WithoutCancel(ctx), ev: ev, tev: tev}:
+	case sd.queue <- origDstJob{ctx: context.WithoutCancel(ctx), ev: ev}:
 		return true
 	default:
 		return false
@@ -163,15 +161,15 @@ func (a *agent) origDstWorker(ctx context.Context) {
 	report := func(j origDstJob, lookup bool) {
 		if lookup {
 			if dst := a.originalDestination(j.ev); dst != "" {
-				attrs := make(map[string]string, len(j.tev.Attrs)+1)
-				for k, v := range j.tev.Attrs {
+				attrs := make(map[string]string, len(j.ev.Attrs)+1)
+				for k, v := range j.ev.Attrs {
 					attrs[k] = v
 				}
 				attrs[AttrOriginalDestination] = dst
-				j.tev.Attrs = attrs
+				j.ev.Attrs = attrs
 			}
 		}
-		a.events.Report(j.ctx, j.tev)
+		a.events.Emit(j.ctx, j.ev)
 	}
 	for {
 		select {
@@ -307,10 +305,10 @@ func (a *agent) watchDoHList(ctx context.Context) {
 
 // bypassEvent reports a side-door packet the kernel dropped (nflog prefix
 // egress.BypassLogPrefix + door) as dns.bypass.blocked.
-func (a *agent) bypassEvent(p egress.DeniedPacket) telemetry.Event {
+func (a *agent) bypassEvent(p egress.DeniedPacket) event.Event {
 	door := strings.TrimPrefix(p.Prefix, egress.BypassLogPrefix)
-	ev := telemetry.Event{
-		Time: p.Time, Event: telemetry.EventDNSBypassBlocked, Client: p.Src.String(),
+	ev := event.Event{
+		Time: p.Time, Name: event.DNSBypassBlocked, Client: p.Src.String(),
 		Reason: "dns side door: " + door,
 		Attrs: map[string]string{
 			"server.address":        p.Dst.String(),
@@ -343,7 +341,7 @@ func (a *agent) bypassEvent(p egress.DeniedPacket) telemetry.Event {
 
 // originalDestination returns where a query egressd answered was first sent
 // when the kernel redirected it (side doors, --intercept-dns): "" otherwise.
-func (a *agent) originalDestination(ev dnsproxy.Event) string {
+func (a *agent) originalDestination(ev event.Event) string {
 	sd := a.sideDoors
 	if sd == nil || sd.origDst == nil || ev.ClientPort == 0 {
 		return ""

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/egressd/egressd/dnsproxy"
@@ -16,58 +15,6 @@ import (
 // sync state, kernel sets with element counts, blocked lookups of the last
 // minutes (from a bounded in-memory ring) and resolver counters. The document's
 // types are telemetry/statusapi's, shared with egressctl.
-
-// statusReporter records blocked lookups in the ring and passes every event on.
-type statusReporter struct {
-	dnsproxy.Reporter
-	ring *statusapi.BlockedRing
-}
-
-func (s statusReporter) LookupBlocked(ctx context.Context, ev dnsproxy.Event) {
-	s.ring.Add(ev.Time, ev.Workload, strings.TrimSuffix(ev.QName, "."))
-	s.Reporter.LookupBlocked(ctx, ev)
-}
-
-// TunnelEvent passes tunnel events on (the embedded Reporter's optional
-// TunnelReporter would be hidden by the wrapper otherwise); lookups refused
-// by a tunnel quarantine are blocked lookups for /status too.
-func (s statusReporter) TunnelEvent(ctx context.Context, ev dnsproxy.Event) {
-	if ev.Event == dnsproxy.EventTunnelBlocked {
-		s.ring.Add(ev.Time, ev.Workload, strings.TrimSuffix(ev.QName, "."))
-	}
-	if tr, ok := s.Reporter.(dnsproxy.TunnelReporter); ok {
-		tr.TunnelEvent(ctx, ev)
-	}
-}
-
-// RebindingBlocked passes rebinding events on (hidden by the wrapper
-// otherwise).
-func (s statusReporter) RebindingBlocked(ctx context.Context, ev dnsproxy.Event) {
-	if rr, ok := s.Reporter.(dnsproxy.RebindReporter); ok {
-		rr.RebindingBlocked(ctx, ev)
-	}
-}
-
-var (
-	_ dnsproxy.TunnelReporter = statusReporter{}
-	_ dnsproxy.RebindReporter = statusReporter{}
-	_ dnsproxy.RebindReporter = dnsReporter{}
-)
-
-// AnswerCapped passes dns.answer.capped events on (hidden by the wrapper
-// otherwise, as TunnelEvent).
-func (s statusReporter) AnswerCapped(ctx context.Context, ev dnsproxy.Event) {
-	if r, ok := s.Reporter.(dnsproxy.CapReporter); ok {
-		r.AnswerCapped(ctx, ev)
-	}
-}
-
-var _ dnsproxy.CapReporter = statusReporter{}
-
-// withStatus wraps the resolver's reporter for /status.
-func (a *agent) withStatus(r dnsproxy.Reporter) dnsproxy.Reporter {
-	return statusReporter{Reporter: r, ring: &a.blocked}
-}
 
 // statusCountLimit bounds the elements counted per set for /status: a set
 // with more is reported with truncated (its count is then "at least").

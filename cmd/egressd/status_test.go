@@ -10,42 +10,31 @@ import (
 	"time"
 
 	"github.com/egressd/egressd/dnsproxy"
+	"github.com/egressd/egressd/telemetry/event"
 	"github.com/egressd/egressd/telemetry/statusapi"
 )
 
-// tunnelRecorder is a resolver Reporter that takes tunnel events.
-type tunnelRecorder struct {
-	dnsproxy.NopReporter
-	events []string
-}
-
-func (r *tunnelRecorder) TunnelEvent(_ context.Context, ev dnsproxy.Event) {
-	r.events = append(r.events, ev.Event)
-}
-
-// TestStatusReporterPassesTunnelEvents: the /status wrapper around the
-// resolver's reporter still delivers tunnel events (the resolver finds them
-// through an optional interface the wrapper must not hide) and counts
-// quarantine refusals as blocked lookups.
-func TestStatusReporterPassesTunnelEvents(t *testing.T) {
-	a := &agent{}
-	inner := &tunnelRecorder{}
-	r, ok := a.withStatus(inner).(dnsproxy.TunnelReporter)
-	if !ok {
-		t.Fatal("the wrapped reporter does not take tunnel events")
-	}
+// TestDNSEventsFillTheStatusRing: the resolver's event sink puts blocked
+// lookups and quarantine refusals into the /status ring and passes every
+// event on to the telemetry sinks.
+func TestDNSEventsFillTheStatusRing(t *testing.T) {
+	var rec event.Recorder
+	a := &agent{events: &event.Fanout{Sinks: []event.Sink{&rec}}}
+	sink := a.dnsEvents()
 	now := time.Now()
-	r.TunnelEvent(context.Background(), dnsproxy.Event{Time: now, Event: dnsproxy.EventTunnelSuspected, Workload: "apps/x", QName: "a.t.example."})
-	r.TunnelEvent(context.Background(), dnsproxy.Event{Time: now, Event: dnsproxy.EventTunnelBlocked, Workload: "apps/x", QName: "b.t.example."})
-	if len(inner.events) != 2 || inner.events[0] != dnsproxy.EventTunnelSuspected || inner.events[1] != dnsproxy.EventTunnelBlocked {
-		t.Fatalf("inner reporter got %v", inner.events)
+	for _, ev := range []event.Event{
+		{Time: now, Name: event.TunnelSuspected, Workload: "apps/x", QName: "a.t.example."},
+		{Time: now, Name: event.TunnelBlocked, Workload: "apps/x", QName: "b.t.example."},
+		{Time: now, Name: event.LookupBlocked, Workload: "apps/x", QName: "c.example."},
+		{Time: now, Name: event.LookupAllowed, Workload: "apps/x", QName: "d.example."},
+	} {
+		sink.Emit(context.Background(), ev)
 	}
-	if st := a.blocked.Since(now.Add(-time.Minute), 10); st.Count != 1 || st.TopNames[0].Key != "b.t.example" {
-		t.Fatalf("blocked ring %+v, want the quarantine refusal only", st)
+	if evs := rec.Events(); len(evs) != 4 || evs[0].Name != event.TunnelSuspected || evs[1].Name != event.TunnelBlocked || evs[0].Namespace != "apps" {
+		t.Fatalf("telemetry got %+v", evs)
 	}
-	// The agent's own reporter chain takes them too.
-	if _, ok := a.withStatus(a.reporter()).(dnsproxy.TunnelReporter); !ok {
-		t.Fatal("withStatus(reporter()) hides TunnelReporter")
+	if st := a.blocked.Since(now.Add(-time.Minute), 10); st.Count != 2 {
+		t.Fatalf("blocked ring %+v, want the quarantine refusal and the blocked lookup", st)
 	}
 }
 

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"strconv"
-	"strings"
 	"time"
 
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
@@ -13,10 +12,11 @@ import (
 	"github.com/egressd/egressd/dnsproxy"
 	"github.com/egressd/egressd/source/file"
 	"github.com/egressd/egressd/telemetry"
+	"github.com/egressd/egressd/telemetry/event"
 )
 
-// startTelemetry opens the audit log and the trace exporter and builds the
-// reporter every component reports through; the returned function flushes
+// startTelemetry opens the audit log and the trace exporter and joins them
+// and the metrics into the event sink every component emits to; the returned function flushes
 // and closes them.
 func (a *agent) startTelemetry(ctx context.Context) (func(), error) {
 	a.metrics = telemetry.NewMetrics()
@@ -44,11 +44,11 @@ func (a *agent) startTelemetry(ctx context.Context) (func(), error) {
 			return nil, fmt.Errorf("--otlp-endpoint: %w", err)
 		}
 	}
-	opts := telemetry.ReporterOptions{Audit: audit, Metrics: a.metrics}
+	spans := telemetry.NewSpans(nil)
 	if tp != nil {
-		opts.TracerProvider = tp
+		spans = telemetry.NewSpans(tp)
 	}
-	a.events = telemetry.NewReporter(opts)
+	a.events = &event.Fanout{Sinks: []event.Sink{audit, spans, a.metrics}}
 	return func() {
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -71,82 +71,32 @@ func (a *agent) sourceHooks() file.Hooks {
 	return file.Hooks{
 		Loaded: a.metrics.ObservePolicyReload,
 		Failed: func(p file.Problem) {
-			a.events.Report(context.Background(), telemetry.Event{
-				Event: telemetry.EventPolicyReloadFailed, Reason: p.Kind,
+			a.events.Emit(context.Background(), event.Event{
+				Name: event.PolicyReloadFailed, Reason: p.Kind,
 				Attrs: map[string]string{"file.path": p.File, "error.message": p.Message(), "egressd.kept": strconv.Itoa(p.Kept)},
 			})
 		},
 		Recovered: func() {
-			a.events.Report(context.Background(), telemetry.Event{Event: telemetry.EventPolicyReloadRecovered})
+			a.events.Emit(context.Background(), event.Event{Name: event.PolicyReloadRecovered})
 		},
 	}
-}
-
-// dnsReporter adapts the resolver's events to the telemetry reporter.
-// withOrigDst, when set, takes over reporting a blocked or audited lookup to
-// add the original destination of a redirected query first (sidedoors.go: a
-// conntrack lookup, off the query path); false: report it here as it is.
-type dnsReporter struct {
-	r           *telemetry.Reporter
-	withOrigDst func(ctx context.Context, ev dnsproxy.Event, tev telemetry.Event) bool
-}
-
-func (d dnsReporter) report(ctx context.Context, name string, ev dnsproxy.Event) {
-	ns, _, _ := strings.Cut(ev.Workload, "/")
-	tev := telemetry.Event{
-		Time: ev.Time, Event: name, Workload: ev.Workload, Namespace: ns, Client: ev.Client,
-		QName: ev.QName, QType: ev.QType, Policy: ev.Policy, Rule: ev.Rule, Tier: ev.Tier,
-		Reason: ev.Reason, Response: ev.Response, CNAME: ev.CNAME,
-	}
-	if d.withOrigDst != nil && name != telemetry.EventLookupAllowed && d.withOrigDst(ctx, ev, tev) {
-		return
-	}
-	d.r.Report(ctx, tev)
 }
 
 // AttrOriginalDestination is the event attribute naming where a redirected
 // query was sent (the pod's choice, e.g. 8.8.8.8:53).
 const AttrOriginalDestination = "egressd.dns.original_destination"
 
-func (d dnsReporter) LookupBlocked(ctx context.Context, ev dnsproxy.Event) {
-	d.report(ctx, telemetry.EventLookupBlocked, ev)
-}
-
-func (d dnsReporter) LookupAudit(ctx context.Context, ev dnsproxy.Event) {
-	d.report(ctx, telemetry.EventLookupAudit, ev)
-}
-
-func (d dnsReporter) LookupAllowed(ctx context.Context, ev dnsproxy.Event) {
-	d.report(ctx, telemetry.EventLookupAllowed, ev)
-}
-
-// AnswerCapped reports dns.answer.capped: addresses of an answer dropped by a
-// bound (dnsproxy/limits.go), the bound in reason, their number in
-// egressd.dropped.
-func (d dnsReporter) AnswerCapped(ctx context.Context, ev dnsproxy.Event) {
-	ns, _, _ := strings.Cut(ev.Workload, "/")
-	d.r.Report(ctx, telemetry.Event{
-		Time: ev.Time, Event: telemetry.EventAnswerCapped, Workload: ev.Workload, Namespace: ns, Client: ev.Client,
-		QName: ev.QName, QType: ev.QType, Reason: ev.Reason, Response: ev.Response,
-		Attrs: map[string]string{"egressd.dropped": strconv.Itoa(ev.Dropped)},
-	})
-}
-
-var _ dnsproxy.CapReporter = dnsReporter{}
-
-// RebindingBlocked implements dnsproxy.RebindReporter: the dropped addresses go
-// in the attribute egressd.rebinding.dropped.
-func (d dnsReporter) RebindingBlocked(ctx context.Context, ev dnsproxy.Event) {
-	ns, _, _ := strings.Cut(ev.Workload, "/")
-	d.r.Report(ctx, telemetry.Event{
-		Time: ev.Time, Event: telemetry.EventRebindingBlocked, Workload: ev.Workload, Namespace: ns, Client: ev.Client,
-		QName: ev.QName, QType: ev.QType, Reason: ev.Reason, Response: ev.Response,
-		Attrs: map[string]string{"egressd.rebinding.dropped": strings.Join(ev.RebindAddrs, ", ")},
-	})
-}
-
-func (a *agent) reporter() dnsproxy.Reporter {
-	return dnsReporter{r: a.events, withOrigDst: a.queueOrigDst}
+// dnsEvents is the resolver's event sink: blocked lookups go into the /status
+// ring at once; blocked and audited lookups wait for the original destination
+// of a redirected query when the side doors can look it up (sidedoors.go, off
+// the query path); everything else goes to the telemetry sinks as it is.
+func (a *agent) dnsEvents() event.Sink {
+	return &event.Fanout{Sinks: []event.Sink{&a.blocked, event.SinkFunc(func(ctx context.Context, ev event.Event) {
+		if (ev.Name == event.LookupBlocked || ev.Name == event.LookupAudit) && a.queueOrigDst(ctx, ev) {
+			return
+		}
+		a.events.Emit(ctx, ev)
+	})}}
 }
 
 // observer feeds the resolver's latencies into the metrics.

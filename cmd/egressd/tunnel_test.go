@@ -1,9 +1,7 @@
 package main
 
 import (
-	"context"
 	"fmt"
-	"net/netip"
 	"strings"
 	"testing"
 
@@ -93,7 +91,7 @@ func TestTunnelActionsFromPolicies(t *testing.T) {
 		{"batch/etl-0", tunnel.Off, true},
 		{"batch/report-0", tunnel.Off, false},
 		{"other/unknown", tunnel.Off, false},
-		{tunnelKey("", netip.MustParseAddr("10.9.9.9")), tunnel.Off, false},
+		{"client:10.9.9.9", tunnel.Off, false}, // a client that is no workload
 	} {
 		got, ok := f(tc.key)
 		if ok != tc.set || (ok && got != tc.want) {
@@ -108,18 +106,16 @@ func TestTunnelActionsFromPolicies(t *testing.T) {
 	// quarantined for shop/cart-0 only, alerted for batch/report-0, and not
 	// tracked for batch/etl-0.
 	d := tunnel.New(tunnel.Config{Action: tunnel.Alert, ActionSet: true, ActionFor: f})
-	h := tunnelHook{d}
-	client := netip.MustParseAddr("10.0.0.2")
 	for _, wl := range []string{"shop/cart-0", "batch/report-0", "batch/etl-0"} {
-		var v dnsproxy.TunnelVerdict
+		var v tunnel.Verdict
 		at := 0
 		for i := 1; i <= 10 && at == 0; i++ {
 			name := fmt.Sprintf("%064x.%064x.%d.t.c2-example.com.", i*7919, i*104729, i)
-			if v = h.Observe(context.Background(), wl, client, name, 16, 0, 200); v.Suspected {
+			if v = d.Observe(wl, name, 16, 0, 200); v.Suspected {
 				at = i
 			}
 		}
-		blocked, _ := h.Blocked(wl, client, "x.t.c2-example.com.")
+		blocked, _ := d.Blocked(wl, "x.t.c2-example.com.")
 		switch wl {
 		case "shop/cart-0":
 			if at == 0 || !blocked {

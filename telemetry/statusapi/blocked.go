@@ -1,9 +1,13 @@
 package statusapi
 
 import (
+	"context"
 	"sort"
+	"strings"
 	"sync"
 	"time"
+
+	"github.com/egressd/egressd/telemetry/event"
 )
 
 // BlockedRingSize bounds the blocked lookups a BlockedRing remembers.
@@ -43,6 +47,17 @@ func (r *BlockedRing) Add(at time.Time, workload, name string) {
 	}
 	r.total++
 }
+
+// Emit remembers the blocked lookups among events (dns.lookup.blocked, and
+// dns.tunnel.blocked: lookups refused by a tunnel quarantine); other events
+// are ignored. The ring is the /status event sink.
+func (r *BlockedRing) Emit(_ context.Context, ev event.Event) {
+	if ev.Name == event.LookupBlocked || ev.Name == event.TunnelBlocked {
+		r.Add(ev.Time, ev.Workload, strings.TrimSuffix(ev.QName, "."))
+	}
+}
+
+var _ event.Sink = (*BlockedRing)(nil)
 
 // Since summarises the lookups blocked at or after t, with the top names and
 // workloads (at most top of each).
