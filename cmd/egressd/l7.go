@@ -17,7 +17,6 @@ import (
 
 	"github.com/egressd/egressd/egress"
 	"github.com/egressd/egressd/egress/l7"
-	"github.com/egressd/egressd/telemetry/event"
 )
 
 // l7Config is the L7 egress proxy's configuration (embedded in config; flags
@@ -150,9 +149,8 @@ func (a *agent) startL7(ctx context.Context) (func(), error) {
 		}
 	}
 	hooks := l7.Hooks{
-		Logger:  a.log.With("component", "l7"),
-		Blocked: a.reportL7,
-		Audit:   a.reportL7,
+		Logger: a.log.With("component", "l7"),
+		Events: a.events,
 		Decided: func(m l7.Mode, allowed bool, reason string) {
 			v := "allowed"
 			if !allowed {
@@ -298,50 +296,4 @@ func (a *agent) nodeResolver() l7.ChainResolver {
 		return nil
 	}
 	return l7.DNSResolver(a.cfg.Listen[0], 5*time.Second)
-}
-
-// reportL7 maps a blocked request onto the telemetry event
-// http.egress.blocked, and an allowed one that Audit-mode policies would have
-// blocked onto http.egress.audit (with the audit verdict's reason, policy,
-// rule and tier).
-func (a *agent) reportL7(ctx context.Context, ev l7.Event) {
-	if a.events == nil {
-		return
-	}
-	name, v := event.HTTPBlocked, ev.Verdict
-	if v.Allowed {
-		if v.Audit == nil {
-			return
-		}
-		name, v = event.HTTPAudit, *v.Audit
-	}
-	attrs := map[string]string{
-		"server.address":    ev.Host,
-		"server.port":       strconv.Itoa(ev.Port),
-		"network.transport": "tcp",
-		"egressd.l7.mode":   string(ev.Mode),
-	}
-	if ev.Dst.IsValid() {
-		attrs["destination.address"] = ev.Dst.String()
-	}
-	a.events.Emit(ctx, event.Event{
-		Name:     name,
-		Workload: v.Workload.String(),
-		Client:   addrString(ev.Client),
-		QName:    ev.Host,
-		Policy:   v.Policy,
-		Rule:     v.Rule,
-		Tier:     v.Tier,
-		Reason:   v.Reason,
-		Response: ev.Response,
-		CNAME:    v.CNAME,
-		Attrs:    attrs,
-	})
-}
-
-func addrString(a netip.Addr) string {
-	if !a.IsValid() {
-		return ""
-	}
-	return a.String()
 }

@@ -141,8 +141,6 @@ func TestExplicitAudit(t *testing.T) {
 
 	rec := &recorder{}
 	hooks := rec.hooks()
-	var audits []Event
-	hooks.Audit = func(_ context.Context, ev Event) { rec.mu.Lock(); audits = append(audits, ev); rec.mu.Unlock() }
 	p := NewExplicit(c, Limits{}, hooks)
 	pl, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -168,13 +166,13 @@ func TestExplicitAudit(t *testing.T) {
 	if len(rec.evs) != 0 {
 		t.Fatalf("blocked events: %+v", rec.evs)
 	}
-	if len(audits) != 1 {
-		t.Fatalf("audit events: %+v", audits)
+	if len(rec.audits) != 1 {
+		t.Fatalf("audit events: %+v", rec.audits)
 	}
-	a := audits[0]
-	if a.Mode != ModeHTTP || a.Host != "other.good.test" || !a.Verdict.Allowed || a.Verdict.Audit == nil ||
-		a.Verdict.Audit.Policy != "FirewallPolicy/apps/staged" || a.Verdict.Audit.Rule != "egress[0]" {
-		t.Fatalf("audit event: %+v (audit %+v)", a, a.Verdict.Audit)
+	a := rec.audits[0]
+	if a.Attrs[AttrMode] != string(ModeHTTP) || a.QName != "other.good.test" || a.Response != "" ||
+		a.Policy != "FirewallPolicy/apps/staged" || a.Rule != "egress[0]" {
+		t.Fatalf("audit event: %+v", a)
 	}
 }
 

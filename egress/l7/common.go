@@ -7,9 +7,12 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/egressd/egressd/telemetry/event"
 )
 
 // Mode says which front end and protocol made a decision.
@@ -22,11 +25,10 @@ const (
 	ModeTransparentHTTP Mode = "transparent-http" // redirected connection, HTTP
 )
 
-// Event is a blocked request (http.egress.blocked), or an allowed one that
-// Audit-mode policies would have blocked (http.egress.audit, Verdict.Audit
-// set), for the audit log and a span; cmd/egressd maps it onto
-// telemetry.Event.
-type Event struct {
+// decision is one decided request or connection; a blocked one is emitted as
+// http.egress.blocked, an allowed one that Audit-mode policies would have
+// blocked (Verdict.Audit set) as http.egress.audit.
+type decision struct {
 	Mode    Mode
 	Client  netip.Addr
 	Host    string // the name asked for (Host, CONNECT authority, SNI), as sent
@@ -37,13 +39,19 @@ type Event struct {
 	Response string
 }
 
+// Event attributes of http.egress.* events besides server.address,
+// server.port and network.transport.
+const (
+	AttrMode        = "egressd.l7.mode"     // the Mode
+	AttrDestination = "destination.address" // the connection's destination (transparent proxy)
+)
+
 // Hooks are the proxy's outputs; every field is optional.
 type Hooks struct {
-	// Blocked is called for every denied request.
-	Blocked func(ctx context.Context, ev Event)
-	// Audit is called for every allowed request that Audit-mode policies
-	// would have denied (ev.Verdict.Audit says why); the request proceeds.
-	Audit func(ctx context.Context, ev Event)
+	// Events receives http.egress.blocked for every denied request and
+	// http.egress.audit for every allowed request that Audit-mode policies
+	// would have denied (the request proceeds).
+	Events event.Sink
 	// Decided is called for every decision (metrics per verdict).
 	Decided func(mode Mode, allowed bool, reason string)
 	// Logger gets errors and debug lines.
@@ -60,16 +68,42 @@ func (h *Hooks) log() *slog.Logger {
 	return h.Logger
 }
 
-func (h *Hooks) decided(ctx context.Context, ev Event) {
+func (h *Hooks) decided(ctx context.Context, d decision) {
 	if h.Decided != nil {
-		h.Decided(ev.Mode, ev.Verdict.Allowed, ev.Verdict.Reason)
+		h.Decided(d.Mode, d.Verdict.Allowed, d.Verdict.Reason)
 	}
-	switch {
-	case !ev.Verdict.Allowed && h.Blocked != nil:
-		h.Blocked(ctx, ev)
-	case ev.Verdict.Allowed && ev.Verdict.Audit != nil && h.Audit != nil:
-		h.Audit(ctx, ev)
+	if h.Events == nil || (d.Verdict.Allowed && d.Verdict.Audit == nil) {
+		return
 	}
+	h.Events.Emit(ctx, d.event())
+}
+
+// event is the http.egress.blocked event of a denied decision, or the
+// http.egress.audit event of an allowed one with the audit verdict's reason,
+// policy, rule and tier.
+func (d decision) event() event.Event {
+	name, v := event.HTTPBlocked, d.Verdict
+	if v.Allowed {
+		name, v = event.HTTPAudit, *v.Audit
+	}
+	attrs := map[string]string{
+		"server.address":    d.Host,
+		"server.port":       strconv.Itoa(d.Port),
+		"network.transport": "tcp",
+		AttrMode:            string(d.Mode),
+	}
+	if d.Dst.IsValid() {
+		attrs[AttrDestination] = d.Dst.String()
+	}
+	ev := event.Event{
+		Name: name, Workload: v.Workload.String(), QName: d.Host,
+		Policy: v.Policy, Rule: v.Rule, Tier: v.Tier, Reason: v.Reason, CNAME: v.CNAME,
+		Response: d.Response, Attrs: attrs,
+	}
+	if d.Client.IsValid() {
+		ev.Client = d.Client.String()
+	}
+	return ev
 }
 
 // Limits bound the resources of a proxy. Zero values take the defaults.

@@ -107,7 +107,7 @@ func clientAddr(r *http.Request) netip.Addr {
 
 func (p *Explicit) onConnect(authority string, ctx *goproxy.ProxyCtx) (*goproxy.ConnectAction, string) {
 	r := ctx.Req
-	ev := Event{Mode: ModeConnect, Client: clientAddr(r), Host: authority}
+	ev := decision{Mode: ModeConnect, Client: clientAddr(r), Host: authority}
 	host, port, err := splitHostPort(authority, 443)
 	if err != nil {
 		ev.Verdict = Verdict{Reason: ReasonBadRequest}
@@ -145,7 +145,7 @@ func (p *Explicit) onConnect(authority string, ctx *goproxy.ProxyCtx) (*goproxy.
 }
 
 func (p *Explicit) onRequest(r *http.Request, ctx *goproxy.ProxyCtx) (*http.Request, *http.Response) {
-	ev := Event{Mode: ModeHTTP, Client: clientAddr(r), Host: r.URL.Host}
+	ev := decision{Mode: ModeHTTP, Client: clientAddr(r), Host: r.URL.Host}
 	def := 80
 	if r.URL.Scheme == "https" {
 		def = 443

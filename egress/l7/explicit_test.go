@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/egressd/egressd/policy"
 	"github.com/egressd/egressd/policy/manifest"
+	"github.com/egressd/egressd/telemetry/event"
 )
 
 const testPolicy = `
@@ -105,16 +107,27 @@ func TestCheck(t *testing.T) {
 	}
 }
 
+// recorder keeps the blocked events (evs) and the audit events (audits),
+// and counts decisions by mode and verdict (n).
 type recorder struct {
-	mu  sync.Mutex
-	evs []Event
-	n   map[string]int
+	mu     sync.Mutex
+	evs    []event.Event
+	audits []event.Event
+	n      map[string]int
 }
 
 func (r *recorder) hooks() Hooks {
 	r.n = map[string]int{}
 	return Hooks{
-		Blocked: func(_ context.Context, ev Event) { r.mu.Lock(); r.evs = append(r.evs, ev); r.mu.Unlock() },
+		Events: event.SinkFunc(func(_ context.Context, ev event.Event) {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			if ev.Name == event.HTTPAudit {
+				r.audits = append(r.audits, ev)
+				return
+			}
+			r.evs = append(r.evs, ev)
+		}),
 		Decided: func(m Mode, allowed bool, reason string) {
 			r.mu.Lock()
 			r.n[fmt.Sprintf("%s %v", m, allowed)]++
@@ -194,7 +207,7 @@ func TestExplicitProxy(t *testing.T) {
 	}
 	rec.mu.Lock()
 	defer rec.mu.Unlock()
-	if len(rec.evs) != 3 || rec.evs[2].Verdict.Reason != ReasonNameDenied || rec.evs[1].Mode != ModeConnect || rec.evs[1].Port != port {
+	if len(rec.evs) != 3 || rec.evs[2].Reason != ReasonNameDenied || rec.evs[1].Attrs[AttrMode] != string(ModeConnect) || rec.evs[1].Attrs["server.port"] != strconv.Itoa(port) {
 		t.Fatalf("events: %+v", rec.evs)
 	}
 	if rec.n["connect true"] != 1 || rec.n["http false"] != 1 {

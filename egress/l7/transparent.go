@@ -190,7 +190,7 @@ func (t *Transparent) handle(c net.Conn) {
 		reset(c)
 		return
 	}
-	ev := Event{Mode: ModeTransparentTLS, Client: client, Dst: dst.Addr(), Port: int(dst.Port())}
+	ev := decision{Mode: ModeTransparentTLS, Client: client, Dst: dst.Addr(), Port: int(dst.Port())}
 	deadline := time.Now().Add(t.limits.HelloTimeout)
 	// The first byte tells TLS (a handshake record) from plain HTTP.
 	first := make([]byte, 1)
@@ -247,7 +247,7 @@ func (t *Transparent) handle(c net.Conn) {
 	splice(c, server, t.limits.IdleTimeout)
 }
 
-func (t *Transparent) deny(ctx context.Context, c net.Conn, ev Event) {
+func (t *Transparent) deny(ctx context.Context, c net.Conn, ev decision) {
 	ev.Response = "reset"
 	t.hooks.decided(ctx, ev)
 	reset(c)
@@ -264,7 +264,7 @@ func (t *Transparent) serveHTTP(w http.ResponseWriter, r *http.Request, rp *http
 		http.Error(w, "egressd: not a redirected connection", http.StatusInternalServerError)
 		return
 	}
-	ev := Event{Mode: ModeTransparentHTTP, Client: rc.client, Dst: rc.dst.Addr(), Port: int(rc.dst.Port()), Host: r.Host}
+	ev := decision{Mode: ModeTransparentHTTP, Client: rc.client, Dst: rc.dst.Addr(), Port: int(rc.dst.Port()), Host: r.Host}
 	host, _, err := splitHostPort(r.Host, int(rc.dst.Port()))
 	if err != nil || r.Host == "" {
 		ev.Verdict = Verdict{Reason: ReasonNoHost}

@@ -124,7 +124,7 @@ func TestTransparent(t *testing.T) {
 	rec.mu.Lock()
 	reasons := []string{}
 	for _, ev := range rec.evs {
-		reasons = append(reasons, string(ev.Mode)+":"+ev.Verdict.Reason)
+		reasons = append(reasons, ev.Attrs[AttrMode]+":"+ev.Reason)
 	}
 	rec.mu.Unlock()
 	want := "transparent-tls:address-of-other-name transparent-tls:address-mismatch transparent-tls:client-hello-timeout transparent-http:address-of-other-name"
@@ -172,7 +172,7 @@ func TestTransparentRefusesHiddenNames(t *testing.T) {
 		t.Fatalf("events: %+v", rec.evs)
 	}
 	for i, tc := range cases {
-		if ev := rec.evs[i]; ev.Verdict.Reason != tc.reason || ev.Mode != ModeTransparentTLS || ev.Response != "reset" || ev.Dst != dst.Addr() {
+		if ev := rec.evs[i]; ev.Reason != tc.reason || ev.Attrs[AttrMode] != string(ModeTransparentTLS) || ev.Response != "reset" || ev.Attrs[AttrDestination] != dst.Addr().String() {
 			t.Errorf("%s: event %+v, want reason %s", tc.name, ev, tc.reason)
 		}
 	}

@@ -28,6 +28,7 @@ import (
 	"github.com/egressd/egressd/egress/l7"
 	"github.com/egressd/egressd/policy"
 	"github.com/egressd/egressd/policy/manifest"
+	"github.com/egressd/egressd/telemetry/event"
 	"github.com/egressd/egressd/test/netmodel"
 	"github.com/egressd/egressd/test/testenv"
 )
@@ -115,8 +116,8 @@ type env struct {
 	caPool  *x509.CertPool
 	tp      *l7.Transparent
 	mu      sync.Mutex
-	blocked []l7.Event
-	audited []l7.Event
+	blocked []event.Event
+	audited []event.Event
 }
 
 func setup(t testing.TB) *env {
@@ -197,16 +198,15 @@ func setup(t testing.TB) *env {
 		},
 	}
 	hooks := l7.Hooks{
-		Blocked: func(_ context.Context, ev l7.Event) {
+		Events: event.SinkFunc(func(_ context.Context, ev event.Event) {
 			e.mu.Lock()
-			e.blocked = append(e.blocked, ev)
-			e.mu.Unlock()
-		},
-		Audit: func(_ context.Context, ev l7.Event) {
-			e.mu.Lock()
-			e.audited = append(e.audited, ev)
-			e.mu.Unlock()
-		},
+			defer e.mu.Unlock()
+			if ev.Name == event.HTTPAudit {
+				e.audited = append(e.audited, ev)
+			} else {
+				e.blocked = append(e.blocked, ev)
+			}
+		}),
 		// The proxy runs in the node namespace (in production: the host's).
 		Dial: func(ctx context.Context, network, addr string) (c net.Conn, err error) {
 			err = e.node.Do(func() (derr error) {
@@ -281,17 +281,17 @@ func (e *env) curl(args ...string) (string, int) {
 	return string(out), code
 }
 
-func (e *env) audits() []l7.Event {
+func (e *env) audits() []event.Event {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return append([]l7.Event(nil), e.audited...)
+	return append([]event.Event(nil), e.audited...)
 }
 
-func (e *env) lastBlocked() l7.Event {
+func (e *env) lastBlocked() event.Event {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if len(e.blocked) == 0 {
-		return l7.Event{}
+		return event.Event{}
 	}
 	return e.blocked[len(e.blocked)-1]
 }
@@ -309,7 +309,7 @@ func TestL7EndToEnd(t *testing.T) {
 		if !strings.HasSuffix(out, "403") || !strings.Contains(out, "address-of-other-name by FirewallPolicy/apps/") {
 			t.Fatalf("evil: %d %q", code, out)
 		}
-		if ev := e.lastBlocked(); ev.Mode != l7.ModeHTTP || ev.Host != "evil.test" || ev.Port != 80 || ev.Response != "403" {
+		if ev := e.lastBlocked(); ev.Attrs[l7.AttrMode] != string(l7.ModeHTTP) || ev.QName != "evil.test" || ev.Attrs["server.port"] != "80" || ev.Response != "403" {
 			t.Fatalf("event: %+v", ev)
 		}
 	})
@@ -321,7 +321,7 @@ func TestL7EndToEnd(t *testing.T) {
 		if code == 0 || !strings.Contains(out, "403") {
 			t.Fatalf("evil: %d %q", code, out)
 		}
-		if ev := e.lastBlocked(); ev.Mode != l7.ModeConnect || ev.Verdict.Reason != l7.ReasonOtherName || !strings.HasPrefix(ev.Verdict.Policy, "FirewallPolicy/apps/") {
+		if ev := e.lastBlocked(); ev.Attrs[l7.AttrMode] != string(l7.ModeConnect) || ev.Reason != l7.ReasonOtherName || !strings.HasPrefix(ev.Policy, "FirewallPolicy/apps/") {
 			t.Fatalf("event: %+v", ev)
 		}
 	})
@@ -332,7 +332,7 @@ func TestL7EndToEnd(t *testing.T) {
 		if out, code := e.curl("--resolve", "evil.test:443:"+ip, "https://evil.test/"); code == 0 {
 			t.Fatalf("evil passed: %q", out)
 		}
-		if ev := e.lastBlocked(); ev.Mode != l7.ModeTransparentTLS || ev.Verdict.Reason != l7.ReasonOtherName || ev.Response != "reset" {
+		if ev := e.lastBlocked(); ev.Attrs[l7.AttrMode] != string(l7.ModeTransparentTLS) || ev.Reason != l7.ReasonOtherName || ev.Response != "reset" {
 			t.Fatalf("event: %+v", ev)
 		}
 	})
@@ -368,7 +368,7 @@ func TestL7EndToEnd(t *testing.T) {
 			if code == 0 && !strings.HasSuffix(out, "403") {
 				t.Errorf("%s evil.test passed: %q", m.mode, out)
 			}
-			if ev := e.lastBlocked(); ev.Mode != m.mode || ev.Host != "evil.test" || ev.Verdict.Reason != l7.ReasonOtherName {
+			if ev := e.lastBlocked(); ev.Attrs[l7.AttrMode] != string(m.mode) || ev.QName != "evil.test" || ev.Reason != l7.ReasonOtherName {
 				t.Errorf("%s: event %+v", m.mode, ev)
 			}
 		}
@@ -377,9 +377,9 @@ func TestL7EndToEnd(t *testing.T) {
 			t.Fatalf("%d audit events, want one per mode: %+v", len(audits), audits)
 		}
 		for _, a := range audits {
-			if a.Host != "other.test" || !a.Verdict.Allowed || a.Verdict.Audit == nil ||
-				a.Verdict.Audit.Policy != "FirewallPolicy/apps/staged" || a.Verdict.Audit.Reason != l7.ReasonNameDenied {
-				t.Errorf("audit event %+v (audit %+v)", a, a.Verdict.Audit)
+			if a.QName != "other.test" || a.Response != "" ||
+				a.Policy != "FirewallPolicy/apps/staged" || a.Reason != l7.ReasonNameDenied {
+				t.Errorf("audit event %+v", a)
 			}
 		}
 	})
@@ -396,7 +396,7 @@ func TestL7EndToEnd(t *testing.T) {
 		if out, code := e.curl("-6", "--resolve", "evil.test:443:"+ip6, "https://evil.test/"); code == 0 {
 			t.Fatalf("evil over IPv6 passed: %q", out)
 		}
-		if ev := e.lastBlocked(); ev.Mode != l7.ModeTransparentTLS || ev.Dst != e.ext.IPv6 || ev.Client != e.client.IPv6 || ev.Verdict.Reason != l7.ReasonOtherName {
+		if ev := e.lastBlocked(); ev.Attrs[l7.AttrMode] != string(l7.ModeTransparentTLS) || ev.Attrs[l7.AttrDestination] != e.ext.IPv6.String() || ev.Client != e.client.IPv6.String() || ev.Reason != l7.ReasonOtherName {
 			t.Fatalf("event: %+v", ev)
 		}
 		if out, _ := e.curl("-6", "--resolve", "evil.test:80:"+ip6, "-w", "%{http_code}", "http://evil.test/"); !strings.HasSuffix(out, "403") {
@@ -406,7 +406,7 @@ func TestL7EndToEnd(t *testing.T) {
 		if out, code := e.curl("-6", "--resolve", "good.test:443:["+e.ext2.IPv6.String()+"]", "https://good.test/"); code == 0 {
 			t.Fatalf("IPv6 spoof passed: %q", out)
 		}
-		if ev := e.lastBlocked(); ev.Verdict.Reason != l7.ReasonAddrMismatch || ev.Dst != e.ext2.IPv6 {
+		if ev := e.lastBlocked(); ev.Reason != l7.ReasonAddrMismatch || ev.Attrs[l7.AttrDestination] != e.ext2.IPv6.String() {
 			t.Fatalf("event: %+v", ev)
 		}
 		// The explicit proxy on its IPv6 address.
@@ -417,7 +417,7 @@ func TestL7EndToEnd(t *testing.T) {
 		if out, code := e.curl("--proxy", proxy6, "https://evil.test/"); code == 0 || !strings.Contains(out, "403") {
 			t.Fatalf("evil via the IPv6 proxy address: %d %q", code, out)
 		}
-		if ev := e.lastBlocked(); ev.Mode != l7.ModeConnect || ev.Client != e.client.IPv6 {
+		if ev := e.lastBlocked(); ev.Attrs[l7.AttrMode] != string(l7.ModeConnect) || ev.Client != e.client.IPv6.String() {
 			t.Fatalf("event: %+v", ev)
 		}
 	})
@@ -427,7 +427,7 @@ func TestL7EndToEnd(t *testing.T) {
 		if code == 0 {
 			t.Fatalf("spoof passed: %q", out)
 		}
-		if ev := e.lastBlocked(); ev.Verdict.Reason != l7.ReasonAddrMismatch || ev.Dst != e.ext2.IPv4 {
+		if ev := e.lastBlocked(); ev.Reason != l7.ReasonAddrMismatch || ev.Attrs[l7.AttrDestination] != e.ext2.IPv4.String() {
 			t.Fatalf("event: %+v", ev)
 		}
 	})
@@ -452,7 +452,7 @@ func TestL7EndToEnd(t *testing.T) {
 			t.Fatalf("silent client not cut: %v after %v", err, time.Since(start))
 		}
 		c.Close()
-		if ev := e.lastBlocked(); ev.Verdict.Reason != l7.ReasonHelloTimeout {
+		if ev := e.lastBlocked(); ev.Reason != l7.ReasonHelloTimeout {
 			t.Fatalf("event: %+v", ev)
 		}
 		deadline := time.Now().Add(3 * time.Second)
