@@ -148,7 +148,15 @@ func (a *agent) run(ctx context.Context) error {
 	if !a.cfg.kubeMode() {
 		go a.source.Watch(ctx, a.cfg.ReloadInterval, a.requestSync)
 	}
-	go a.reportDenied(ctx) // packets.go
+	if a.cfg.NFLogGroup > 0 && a.enforcer != nil {
+		go func() {
+			d := egress.DeniedEvents{Group: uint16(a.cfg.NFLogGroup), Rate: a.cfg.DeniedEventsRate,
+				Engine: a.engine, Bypass: a.bypassEvent, Events: a.events} // sidedoors.go
+			if err := d.Run(ctx); err != nil {
+				a.log.Error("denied-packet reports stopped", "err", err)
+			}
+		}()
+	}
 	go a.watchDoHList(ctx) // sidedoors.go
 	for {
 		select {

@@ -1,4 +1,4 @@
-package main
+package egress
 
 import (
 	"net/netip"
@@ -7,7 +7,6 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/egressd/egressd/egress"
 	"github.com/egressd/egressd/policy"
 	"github.com/egressd/egressd/telemetry/event"
 )
@@ -26,8 +25,8 @@ func TestDeniedEventExplainsThePacketWithTheEngine(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := egress.DeniedPacket{Src: netip.MustParseAddr("10.0.0.1"), Dst: netip.MustParseAddr("192.0.2.9"), Protocol: policy.ProtocolTCP, DstPort: 443}
-	ev := deniedEvent(policy.NewEngine(s, policy.Options{}), p)
+	p := DeniedPacket{Src: netip.MustParseAddr("10.0.0.1"), Dst: netip.MustParseAddr("192.0.2.9"), Protocol: policy.ProtocolTCP, DstPort: 443}
+	ev := DeniedEvent(policy.NewEngine(s, policy.Options{}), p)
 	if ev.Name != event.PacketDenied || ev.Workload != "x/a" || ev.Namespace != "x" || ev.Client != "10.0.0.1" ||
 		ev.Policy != "FirewallPolicy/x/lockdown" || ev.Tier != "Namespaced" || ev.Reason != policy.ReasonIsolated ||
 		ev.Attrs["server.address"] != "192.0.2.9" || ev.Attrs["server.port"] != "443" || ev.Attrs["network.transport"] != "tcp" ||
