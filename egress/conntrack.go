@@ -14,7 +14,7 @@ import (
 )
 
 // Conntrack is read and pruned with github.com/vishvananda/netlink: it is
-// already a dependency (pod plumbing in tests, the ipset backend), takes a
+// already a dependency (pod plumbing in tests, the local interface), takes a
 // handle bound to the node's network namespace, and its ConntrackDeleteFilters
 // accepts a custom filter, so one dump and the deletes of the denied entries
 // happen in a single call without a second library.

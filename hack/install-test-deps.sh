@@ -10,7 +10,6 @@ cd "$(dirname "$0")/.."
 # tool -> Debian package
 declare -A pkgs=(
   [nft]=nftables
-  [ipset]=ipset
   [ip]=iproute2
   [conntrack]=conntrack
   [iperf3]=iperf3

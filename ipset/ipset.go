@@ -1,7 +1,7 @@
 // Package ipset owns kernel IP sets: the one interface that the resolver and the
-// enforcer write addresses through, with an nftables-set backend (google/nftables),
-// an ipset backend (vishvananda/netlink) for hosts that run iptables, and an
-// in-memory fake for unit tests.
+// enforcer write addresses through, with an nftables-set backend (google/nftables)
+// and an in-memory fake for unit tests. There is no ipset(8) backend: the dataplane
+// is one nftables table, and nftables rules cannot match ipset sets.
 //
 // Every write is a batch of operations applied in one netlink transaction (up to a
 // backend's message limit: nftset splits larger Applies into several transactions).

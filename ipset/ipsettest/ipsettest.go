@@ -1,5 +1,5 @@
 // Package ipsettest is the conformance suite every ipset.Manager runs: the nftables
-// backend, the ipset backend and the in-memory fake must behave the same, so that
+// backend and the in-memory fake must behave the same, so that
 // unit tests written against the fake hold for the kernel.
 //
 //	func TestConformance(t *testing.T) {

@@ -1,4 +1,4 @@
-// Package nstest gives kernel tests of the ipset backends a network namespace of
+// Package nstest gives kernel tests of the set backends a network namespace of
 // their own, so that nothing on the host is touched.
 package nstest
 
