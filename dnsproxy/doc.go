@@ -61,6 +61,7 @@
 //	limits.go        the bounds on what answers put into the sets (per answer, name, workload)
 //	tracker.go       the name → IP state of what was written, its bounds and expiry
 //	checkpoint.go    Checkpoint, Restore, RestoreCache: the state carried across restarts
+//	statefile.go     StateFile: the checkpoint file written, merged and locked across a restart handover
 //	reply.go         the replies the resolver builds: errors, blocked answers, EDE, truncation; events
 //	ratelimit.go     per-client token bucket and response rate limiting (RRL)
 //	tcplimit.go      TCP connection limits, idle and query caps, descriptor budget

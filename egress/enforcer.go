@@ -220,6 +220,14 @@ func (e *Enforcer) dial() (*nftables.Conn, error) {
 // Table returns the name of the table.
 func (e *Enforcer) Table() string { return e.opts.table }
 
+// SetCounts lists the named sets and maps of the table with their element
+// counts (an interval counts once), counted from a streamed dump without
+// keeping the elements, at most limit per set (nftset.Counts): the kernel
+// sets of /status.
+func (e *Enforcer) SetCounts(ctx context.Context, limit int) ([]nftset.SetCount, error) {
+	return nftset.Counts(ctx, e.opts.table, limit)
+}
+
 // Close releases the netlink connection; the kernel state stays in place.
 func (e *Enforcer) Close() error {
 	e.mu.Lock()

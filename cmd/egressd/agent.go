@@ -228,7 +228,7 @@ func (a *agent) startHTTP() (*http.Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	ln, err := listenHTTP(a.cfg.HTTPAddr) // handover_http.go: shared with a successor
+	ln, err := telemetry.ListenHTTP(a.cfg.HTTPAddr) // shared with a successor during a handover
 	if err != nil {
 		return nil, err
 	}

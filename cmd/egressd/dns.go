@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"os"
 	"strings"
 	"time"
 
@@ -103,7 +102,7 @@ func (a *agent) startDNS(ctx context.Context) (func(), error) {
 	if err != nil {
 		return nil, fmt.Errorf("resolver: %w", err)
 	}
-	if rc.RebindNodeAddrs, err = nodeAddrs(); err != nil { // localaddr.go
+	if rc.RebindNodeAddrs, err = egress.NodeAddrs(); err != nil {
 		return nil, fmt.Errorf("resolver: rebinding protection: %w", err)
 	}
 	deps := dnsproxy.Deps{Engine: a.engine, Events: a.dnsEvents(), Observer: a.observer()}
@@ -119,12 +118,12 @@ func (a *agent) startDNS(ctx context.Context) (func(), error) {
 	if err != nil {
 		return nil, fmt.Errorf("resolver: %w", err)
 	}
-	if err := ensureLocalAddrs(a.log, a.cfg.LocalInterface, a.cfg.Listen); err != nil { // localaddr.go
+	if err := egress.EnsureLocalAddrs(a.log, a.cfg.LocalInterface, a.cfg.Listen); err != nil {
 		return nil, fmt.Errorf("resolver: %w", err)
 	}
 	// The name → IP state of the previous process, before the first query.
-	cp := &checkpointer{a: a, srv: srv, path: a.cfg.StateFile}
-	cp.merge(ctx)
+	cp := &dnsproxy.StateFile{Srv: srv, Path: a.cfg.StateFile, Log: a.log}
+	cp.Merge(ctx)
 	if err := srv.Start(); err != nil {
 		return nil, fmt.Errorf("resolver: %w", err)
 	}
@@ -139,7 +138,7 @@ func (a *agent) startDNS(ctx context.Context) (func(), error) {
 		"tcp-max-conns", tcpCap, "max-inflight", inflightCap)
 	cctx, stopCP := context.WithCancel(context.Background())
 	cpDone := make(chan struct{})
-	go func() { defer close(cpDone); cp.loop(cctx, a.cfg.CheckpointInterval) }()
+	go func() { defer close(cpDone); cp.Loop(cctx, a.cfg.CheckpointInterval) }()
 	return func() {
 		// Hand the sockets over to a successor (if one bound them), finish
 		// the queries in progress, then write the final checkpoint.
@@ -151,89 +150,12 @@ func (a *agent) startDNS(ctx context.Context) (func(), error) {
 		}
 		stopCP()
 		<-cpDone
-		cp.write(context.Background(), false)
+		cp.Write(context.Background(), false)
 		a.log.Info("resolver stopped", "took", time.Since(start), "stats", fmt.Sprintf("%+v", srv.Stats()))
 		if sets != nil {
 			sets.Close()
 		}
 	}, nil
-}
-
-// checkpointer writes the resolver's name → IP state to --state-file and
-// merges what another process wrote there: at start (the previous process's
-// last periodic checkpoint) and whenever the file changes under us (the
-// previous process's final checkpoint, written after we started).
-type checkpointer struct {
-	a       *agent
-	srv     *dnsproxy.Server
-	path    string
-	written time.Time // mtime of our last write
-}
-
-func (c *checkpointer) merge(ctx context.Context) {
-	if c.path == "" {
-		return
-	}
-	fi, err := os.Stat(c.path)
-	if err != nil || fi.ModTime().Equal(c.written) {
-		return
-	}
-	st, err := dnsproxy.ReadCheckpoint(c.path)
-	if err != nil {
-		// Corrupt, foreign or from a future release: a cold start (the kernel
-		// set entries of the previous process expire on their own).
-		c.a.log.Error("state file unusable; starting without its name → IP state and cache", "path", c.path, "err", err)
-		c.written = fi.ModTime() // logged once, until the file changes
-		return
-	}
-	if st.PID == os.Getpid() {
-		return
-	}
-	cached := c.srv.RestoreCache(st)
-	n, err := c.srv.Restore(ctx, st)
-	if err != nil {
-		c.a.log.Warn("restoring state", "path", c.path, "err", err)
-	}
-	c.a.log.Info("state restored", "path", c.path, "entries", n, "of", len(st.Entries),
-		"cached-answers", cached, "of-cached", len(st.Cache), "from-pid", st.PID, "written", st.Written)
-}
-
-// write writes the checkpoint; with mergeFirst it first merges what another
-// process wrote since (the predecessor's final checkpoint), both under the
-// state lock so that no write of the other process falls in between.
-func (c *checkpointer) write(ctx context.Context, mergeFirst bool) {
-	if c.path == "" {
-		return
-	}
-	unlock, err := lockStateFile(c.path, 2*time.Second) // handover_state.go
-	if err != nil {
-		c.a.log.Warn("writing state file without its lock", "err", err)
-	} else {
-		defer unlock()
-	}
-	if mergeFirst {
-		c.merge(ctx)
-	}
-	if err := dnsproxy.WriteCheckpoint(c.path, c.srv.Checkpoint()); err != nil {
-		c.a.log.Warn("writing state file", "err", err)
-		return
-	}
-	if fi, err := os.Stat(c.path); err == nil {
-		c.written = fi.ModTime()
-	}
-}
-
-func (c *checkpointer) loop(ctx context.Context, every time.Duration) {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			c.write(ctx, true)
-		}
-	}
 }
 
 // registerResolverMetrics exports resolver counters that are kept by the

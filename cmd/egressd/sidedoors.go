@@ -231,7 +231,7 @@ func (a *agent) denyPreresolve(ctx context.Context) (egress.Option, error) {
 		return nil, fmt.Errorf("resolver: %w", err)
 	}
 	exclude := rebindPrefixes(a.cfg.ClusterCIDRs)
-	if addrs, err := nodeAddrs(); err == nil { // localaddr.go
+	if addrs, err := egress.NodeAddrs(); err == nil {
 		for _, ip := range addrs {
 			exclude = append(exclude, netip.PrefixFrom(ip, ip.BitLen()))
 		}

@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/egressd/egressd/dnsproxy"
-	"github.com/egressd/egressd/ipset/nftset"
+	"github.com/egressd/egressd/egress"
 	"github.com/egressd/egressd/telemetry/statusapi"
 )
 
@@ -21,11 +21,9 @@ import (
 const statusCountLimit = 100_000
 
 // kernelSets lists the named sets of the agent's table with their element
-// counts (an interval counts once, not as its two boundaries), counted from a
-// streamed dump without keeping the elements (nftset.Counts), at most
-// statusCountLimit per set.
-func kernelSets(ctx context.Context, table string) ([]statusapi.SetStatus, error) {
-	counts, err := nftset.Counts(ctx, table, statusCountLimit)
+// counts, at most statusCountLimit per set.
+func kernelSets(ctx context.Context, e *egress.Enforcer) ([]statusapi.SetStatus, error) {
+	counts, err := e.SetCounts(ctx, statusCountLimit)
 	if err != nil {
 		return nil, err
 	}
@@ -69,7 +67,7 @@ func (a *agent) status(ctx context.Context, since time.Duration) statusapi.Statu
 	}
 	if a.enforcer != nil {
 		st.Table = a.enforcer.Table()
-		sets, err := kernelSets(ctx, st.Table)
+		sets, err := kernelSets(ctx, a.enforcer)
 		if err != nil {
 			st.SetsError = err.Error()
 		} else {

@@ -1,4 +1,4 @@
-package main
+package dnsproxy
 
 import (
 	"path/filepath"

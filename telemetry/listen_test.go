@@ -1,4 +1,4 @@
-package main
+package telemetry
 
 import (
 	"net/http"
@@ -10,12 +10,12 @@ import (
 // a live one (the successor during a handover) and, once the first closes,
 // serves every request alone.
 func TestHTTPListenerSharedDuringHandover(t *testing.T) {
-	old, err := listenHTTP("127.0.0.1:0")
+	old, err := ListenHTTP("127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	addr := old.Addr().String()
-	next, err := listenHTTP(addr)
+	next, err := ListenHTTP(addr)
 	if err != nil {
 		old.Close()
 		t.Fatalf("the successor cannot bind %s while the old listener is open: %v", addr, err)

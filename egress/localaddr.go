@@ -1,4 +1,4 @@
-package main
+package egress
 
 import (
 	"errors"
@@ -11,7 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// ensureLocalAddrs makes every --listen address that is not assigned to an
+// EnsureLocalAddrs makes every --listen address that is not assigned to an
 // interface of the node local, the way NodeLocal DNSCache does: it creates the
 // dummy interface name (if missing), brings it up and adds the address as a
 // host route (/32 or /128). Wildcard and loopback addresses are left alone.
@@ -19,7 +19,7 @@ import (
 // interface and addresses are kept on shutdown: a successor binds them
 // during a handover, and while no agent runs, lookups sent there fail closed.
 // An empty name turns this off (the addresses must then exist).
-func ensureLocalAddrs(log *slog.Logger, name string, listen []string) error {
+func EnsureLocalAddrs(log *slog.Logger, name string, listen []string) error {
 	if name == "" {
 		return nil
 	}
@@ -109,9 +109,9 @@ func addrAssigned(ip netip.Addr) (bool, error) {
 	return false, nil
 }
 
-// nodeAddrs lists the addresses of the node's interfaces (those of the
+// NodeAddrs lists the addresses of the node's interfaces (those of the
 // namespace the agent runs in): rebinding protection drops them from answers.
-func nodeAddrs() ([]netip.Addr, error) {
+func NodeAddrs() ([]netip.Addr, error) {
 	addrs, err := netlink.AddrList(nil, netlink.FAMILY_ALL)
 	if err != nil {
 		return nil, fmt.Errorf("list addresses: %w", err)

@@ -1,4 +1,4 @@
-package main
+package telemetry
 
 import (
 	"context"
@@ -9,12 +9,12 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// listenHTTP binds --http-addr with SO_REUSEPORT, so that during a restart
+// ListenHTTP binds the agent's HTTP address (--http-addr) with SO_REUSEPORT, so that during a restart
 // handover the new process binds the same address while the old one still
 // serves it: the kernel spreads new connections over both listeners until the
 // old process closes its own (first thing on SIGTERM). Linux only lets
 // processes of the same effective user join the group.
-func listenHTTP(addr string) (net.Listener, error) {
+func ListenHTTP(addr string) (net.Listener, error) {
 	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
 		var serr error
 		if err := c.Control(func(fd uintptr) {
