@@ -240,6 +240,9 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 		return nil, err
 	}
 	for _, img := range append(images, opts.Images...) {
+		if img, err = filepath.Abs(img); err != nil { // ctr runs in /
+			return nil, err
+		}
 		if err := c.ImportImage(ctx, img); err != nil {
 			return nil, err
 		}

@@ -46,7 +46,10 @@ func Up(ctx context.Context, o UpOptions) error {
 	start := time.Now()
 	c, err := Start(ctx, Options{Dir: o.Dir, Log: o.Log, APIPort: o.APIPort, Images: images})
 	if err != nil {
-		return err
+		// Start tore down what it started; the logs stay, the record goes so that the
+		// next `make cluster` can start.
+		_ = os.Remove(filepath.Join(o.Dir, StateFile))
+		return fmt.Errorf("%w (logs in %s)", err, filepath.Join(o.Dir, "logs"))
 	}
 	switch o.Install {
 	case "kustomize":
