@@ -7,6 +7,8 @@ import (
 	"os"
 	"strings"
 	"testing"
+
+	"github.com/egressd/egressd/agent"
 )
 
 // Every flag of the agent is documented in docs/ (egressd.md, l7.md, detection.md or kubernetes.md).
@@ -28,7 +30,7 @@ func TestEveryFlagIsDocumented(t *testing.T) {
 		b, _ := io.ReadAll(r)
 		usage <- string(b)
 	}()
-	if _, err := parseFlags([]string{"-h"}, w); !errors.Is(err, flag.ErrHelp) {
+	if _, err := agent.ParseFlags([]string{"-h"}, w); !errors.Is(err, flag.ErrHelp) {
 		t.Fatalf("-h: %v", err)
 	}
 	w.Close()

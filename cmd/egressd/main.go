@@ -1,7 +1,8 @@
 // Command egressd is the node agent: the node's DNS resolver that decides per
 // workload which names may be resolved, programs allowed answers into kernel
 // sets, and enforces label-based ingress and egress policy with nftables.
-// Flags are documented in docs/egressd.md; this package only wires.
+// Flags are documented in docs/egressd.md; the agent itself is package agent,
+// this command only parses the flags and runs it until SIGTERM.
 package main
 
 import (
@@ -13,6 +14,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/egressd/egressd/agent"
 	"github.com/egressd/egressd/internal/buildinfo"
 )
 
@@ -29,7 +31,7 @@ func main() {
 		fmt.Println("egressd", buildinfo.Version(version))
 		return
 	}
-	cfg, err := parseFlags(os.Args[1:], os.Stderr)
+	cfg, err := agent.ParseFlags(os.Args[1:], os.Stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		os.Exit(0)
 	}
@@ -37,14 +39,14 @@ func main() {
 		fmt.Fprintln(os.Stderr, "egressd:", err)
 		os.Exit(2)
 	}
-	log, err := newLogger(cfg)
+	log, err := agent.NewLogger(cfg)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "egressd:", err)
 		os.Exit(2)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := newAgent(cfg, log).run(ctx); err != nil {
+	if err := agent.New(cfg, log).Run(ctx); err != nil {
 		log.Error("egressd stopped", "err", err)
 		os.Exit(1)
 	}

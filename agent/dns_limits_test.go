@@ -1,4 +1,4 @@
-package main
+package agent
 
 import (
 	"strings"
@@ -11,7 +11,7 @@ import (
 // zero means "default").
 func TestDNSLimitFlags(t *testing.T) {
 	base := []string{"--policies", "p", "--upstream", "10.0.0.1:53"}
-	c, err := parseFlags(base, nil)
+	c, err := ParseFlags(base, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -24,7 +24,7 @@ func TestDNSLimitFlags(t *testing.T) {
 		rc.TCPIdleTimeout != 10*time.Second || rc.FDReserve != 256 || rc.RRLRate != 2000 || rc.RRLSlip != 2 {
 		t.Errorf("defaults: %+v", rc)
 	}
-	c, err = parseFlags(append(base, "--rate-limit", "0", "--max-inflight-per-client", "0", "--tcp-max-conns", "0",
+	c, err = ParseFlags(append(base, "--rate-limit", "0", "--max-inflight-per-client", "0", "--tcp-max-conns", "0",
 		"--tcp-max-conns-per-client", "0", "--tcp-max-queries", "0", "--fd-reserve", "0", "--rrl-rate", "0", "--rrl-slip", "0",
 		"--tcp-idle-timeout", "3s", "--max-inflight", "100"), nil)
 	if err != nil {
@@ -39,7 +39,7 @@ func TestDNSLimitFlags(t *testing.T) {
 		t.Errorf("off: %+v", rc)
 	}
 	for _, bad := range [][]string{{"--max-inflight", "0"}, {"--tcp-max-conns", "-1"}, {"--rrl-slip", "-2"}, {"--tcp-idle-timeout", "10ms"}} {
-		if _, err := parseFlags(append(base, bad...), nil); err == nil || !strings.Contains(err.Error(), bad[0]) {
+		if _, err := ParseFlags(append(base, bad...), nil); err == nil || !strings.Contains(err.Error(), bad[0]) {
 			t.Errorf("%v: error %v, want one naming %s", bad, err, bad[0])
 		}
 	}
@@ -56,7 +56,7 @@ func TestUpstreamHealthIntervalFlag(t *testing.T) {
 		{[]string{"--upstream-health-interval", "30s"}, 30 * time.Second},
 		{[]string{"--upstream-health-interval", "0"}, -1}, // dnsproxy: negative disables
 	} {
-		c, err := parseFlags(append([]string{"--policies", "p"}, tc.args...), nil)
+		c, err := ParseFlags(append([]string{"--policies", "p"}, tc.args...), nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -68,7 +68,7 @@ func TestUpstreamHealthIntervalFlag(t *testing.T) {
 			t.Errorf("%v: HealthInterval %s, want %s", tc.args, rc.HealthInterval, tc.want)
 		}
 	}
-	if _, err := parseFlags([]string{"--policies", "p", "--upstream-health-interval", "-1s"}, nil); err == nil || !strings.Contains(err.Error(), "--upstream-health-interval") {
+	if _, err := ParseFlags([]string{"--policies", "p", "--upstream-health-interval", "-1s"}, nil); err == nil || !strings.Contains(err.Error(), "--upstream-health-interval") {
 		t.Errorf("negative interval: error %v", err)
 	}
 }

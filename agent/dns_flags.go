@@ -1,4 +1,4 @@
-package main
+package agent
 
 import (
 	"errors"
@@ -28,7 +28,7 @@ type dnsConfig struct {
 	UpstreamHealthInterval time.Duration
 }
 
-func registerDNSFlags(fs *flag.FlagSet, c *config) {
+func registerDNSFlags(fs *flag.FlagSet, c *Config) {
 	fs.Float64Var(&c.TraceSampleAllowed, "trace-sample-allowed", 0.01, "fraction (0..1) of allowed lookups recorded as dns.lookup.allowed spans (blocked and audited lookups are always recorded); with --otlp-endpoint")
 	fs.StringVar(&c.ServeUnknown, "serve-unknown", dnsproxy.ServeUnknownNode, "sources that are no known workload but are served without policy: comma-separated CIDRs or addresses, \"node\" (the node's own addresses and loopback) or \"none\"; every other unknown source is refused (REFUSED, EDE \"egressd: unknown client\")")
 	fs.DurationVar(&c.UnknownClientWait, "unknown-client-wait", 200*time.Millisecond, "how long a query from an unknown source waits for its address to become a workload's (a new pod) before it is refused (0: no wait)")

@@ -1,6 +1,7 @@
-package main
+package agent
 
 import (
+	"context"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -13,17 +14,17 @@ import (
 // lookups then fail closed rather than bypass policy (docs/egressd.md). With
 // "auto" (cluster mode) the Service's cluster IPs are added and followed on every
 // sync (kube_intercept.go).
-func (a *agent) interceptDNS() error {
+func (a *Agent) interceptDNS(context.Context) (func(), error) {
 	if len(a.cfg.InterceptDNS) == 0 || a.enforcer == nil {
-		return nil
+		return nil, nil
 	}
 	a.interceptOn = true
-	return a.applyDNSIntercept()
+	return nil, a.applyDNSIntercept()
 }
 
 // applyDNSIntercept programs the interception for the static addresses and the
 // cluster DNS Service's, when they differ from what is programmed.
-func (a *agent) applyDNSIntercept() error {
+func (a *Agent) applyDNSIntercept() error {
 	d := egress.DNSIntercept{Table: a.enforcer.Table()}
 	for _, s := range a.cfg.InterceptDNS {
 		if s == interceptAuto {

@@ -1,4 +1,4 @@
-package main
+package agent
 
 import (
 	"context"
@@ -26,7 +26,7 @@ const uninstallCheckTimeout = 5 * time.Second
 // the DNS interception continue). When the agent's DaemonSet (--daemonset) is
 // gone, this is an uninstall: it removes what the agent owns, so that pods'
 // DNS and traffic work without it (docs/kubernetes.md, Uninstall).
-func (a *agent) stopDataplane() {
+func (a *Agent) stopDataplane() {
 	if a.finalStop() {
 		a.removeOwnedState()
 	}
@@ -36,7 +36,7 @@ func (a *agent) stopDataplane() {
 }
 
 // finalStop reports whether the DaemonSet named by --daemonset is gone.
-func (a *agent) finalStop() bool {
+func (a *Agent) finalStop() bool {
 	if a.cfg.DaemonSet == "" || !a.cfg.kubeMode() {
 		return false
 	}
@@ -70,7 +70,7 @@ func (a *agent) finalStop() bool {
 // removeOwnedState deletes the nftables table (policy, FQDN sets, DNS
 // interception), the local interface the listen addresses were put on (or
 // those addresses on lo) and the checkpoint file.
-func (a *agent) removeOwnedState() {
+func (a *Agent) removeOwnedState() {
 	ctx, cancel := context.WithTimeout(context.Background(), uninstallCheckTimeout)
 	defer cancel()
 	if err := a.enforcer.Remove(ctx); err != nil {

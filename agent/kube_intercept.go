@@ -1,4 +1,4 @@
-package main
+package agent
 
 import (
 	"net/netip"
@@ -11,12 +11,12 @@ import (
 // the --dns-service Service on port 53, following the Service as it changes.
 const interceptAuto = "auto"
 
-func (c *config) interceptAuto() bool { return slices.Contains(c.InterceptDNS, interceptAuto) }
+func (c *Config) interceptAuto() bool { return slices.Contains(c.InterceptDNS, interceptAuto) }
 
 // clusterDNSServices returns the cluster DNS Service's addresses to intercept
 // with --intercept-dns auto: each cluster IP on port 53 whose family the
 // resolver listens on (the others are logged and skipped).
-func (a *agent) clusterDNSServices(d egress.DNSIntercept) []netip.AddrPort {
+func (a *Agent) clusterDNSServices(d egress.DNSIntercept) []netip.AddrPort {
 	if !a.cfg.interceptAuto() || a.kube == nil {
 		return nil
 	}
@@ -34,7 +34,7 @@ func (a *agent) clusterDNSServices(d egress.DNSIntercept) []netip.AddrPort {
 
 // refreshDNSIntercept follows the cluster DNS Service after a sync (the source
 // requests a sync when the Service changes).
-func (a *agent) refreshDNSIntercept() {
+func (a *Agent) refreshDNSIntercept() {
 	a.warnUpstreamMoved()
 	if !a.interceptOn || !a.cfg.interceptAuto() {
 		return
@@ -48,7 +48,7 @@ func (a *agent) refreshDNSIntercept() {
 // the resolver's upstreams when --upstream is empty in cluster mode, read
 // once when the resolver starts (a Service's cluster IP does not change; a
 // Service recreated with another one is logged, and the next agent follows).
-func (a *agent) clusterDNSUpstreams() []string {
+func (a *Agent) clusterDNSUpstreams() []string {
 	if len(a.cfg.Upstreams) > 0 || a.kube == nil {
 		return nil
 	}
@@ -70,7 +70,7 @@ func serviceUpstreams(ips []netip.Addr) []string {
 
 // warnUpstreamMoved logs when the upstreams came from the cluster DNS Service
 // and the Service's cluster IPs are no longer those.
-func (a *agent) warnUpstreamMoved() {
+func (a *Agent) warnUpstreamMoved() {
 	if len(a.cfg.serviceUpstreams) == 0 || a.kube == nil {
 		return
 	}

@@ -1,4 +1,4 @@
-package main
+package agent
 
 import (
 	"context"
@@ -14,11 +14,11 @@ import (
 // TestResolverObserverFeedsMetrics: the observer the agent gives the resolver
 // counts queries by the documented result label and cache hits.
 func TestResolverObserverFeedsMetrics(t *testing.T) {
-	cfg, err := parseFlags([]string{"--policies", "x", "--workloads", "y"}, nil)
+	cfg, err := ParseFlags([]string{"--policies", "x", "--workloads", "y"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := newAgent(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	a := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	stop, err := a.startTelemetry(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -61,15 +61,15 @@ func TestResolverObserverFeedsMetrics(t *testing.T) {
 // lie in [0, 1].
 func TestTraceSampleAllowedFlag(t *testing.T) {
 	base := []string{"--policies", "x", "--workloads", "y"}
-	c, err := parseFlags(base, nil)
+	c, err := ParseFlags(base, nil)
 	if err != nil || c.TraceSampleAllowed != 0.01 {
 		t.Fatalf("default: %v, %v", c, err)
 	}
-	if c, err = parseFlags(append(base, "--trace-sample-allowed", "1"), nil); err != nil || c.TraceSampleAllowed != 1 {
+	if c, err = ParseFlags(append(base, "--trace-sample-allowed", "1"), nil); err != nil || c.TraceSampleAllowed != 1 {
 		t.Fatalf("1: %v", err)
 	}
 	for _, bad := range []string{"-0.1", "1.5"} {
-		if _, err := parseFlags(append(base, "--trace-sample-allowed", bad), nil); err == nil {
+		if _, err := ParseFlags(append(base, "--trace-sample-allowed", bad), nil); err == nil {
 			t.Errorf("--trace-sample-allowed %s accepted", bad)
 		}
 	}

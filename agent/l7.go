@@ -1,4 +1,4 @@
-package main
+package agent
 
 import (
 	"context"
@@ -35,7 +35,7 @@ type l7Config struct {
 }
 
 // registerL7Flags registers the proxy flags (called from parseFlags).
-func registerL7Flags(fs *flag.FlagSet, c *config) {
+func registerL7Flags(fs *flag.FlagSet, c *Config) {
 	fs.StringVar(&c.HTTPProxy, "http-proxy", "", "start the explicit HTTP/CONNECT egress proxy on this address, e.g. 127.0.0.1:3128 or 169.254.20.10:3128 (empty: off)")
 	fs.BoolVar(&c.TransparentProxy, "transparent-proxy", false, "redirect the selected workloads' TCP --transparent-proxy-ports to the transparent L7 proxy (nftables dnat in table inet egressd)")
 	fs.Var(listFlag{&c.TransparentAddr}, "transparent-proxy-addr", "node-local address:port the transparent proxy listens on and connections are redirected to: one IPv4 and/or one IPv6, repeatable or comma-separated; a family without one is not redirected (default "+defaultTransparentAddr+")")
@@ -111,7 +111,7 @@ func (c *l7Config) redirectPorts() ([]uint16, error) {
 }
 
 // l7Exempt are the proxy addresses pods must reach through egress_local.
-func (a *agent) l7Exempt() []netip.AddrPort {
+func (a *Agent) l7Exempt() []netip.AddrPort {
 	var out []netip.AddrPort
 	if a.cfg.HTTPProxy != "" {
 		if ap, err := netip.ParseAddrPort(a.cfg.HTTPProxy); err == nil {
@@ -131,7 +131,7 @@ func (a *agent) l7Exempt() []netip.AddrPort {
 }
 
 // startL7 starts the configured proxies; the returned function stops them.
-func (a *agent) startL7(ctx context.Context) (func(), error) {
+func (a *Agent) startL7(ctx context.Context) (func(), error) {
 	if a.cfg.HTTPProxy == "" && !a.cfg.TransparentProxy {
 		return func() {}, nil
 	}
@@ -228,7 +228,7 @@ func (a *agent) startL7(ctx context.Context) (func(), error) {
 
 // reconcileRedirect keeps the redirect in the kernel in line with the
 // selected workloads, and restores it after a full table rewrite.
-func (a *agent) reconcileRedirect(ctx context.Context) {
+func (a *Agent) reconcileRedirect(ctx context.Context) {
 	ports, _ := a.cfg.redirectPorts()
 	to4, to6, _ := a.cfg.transparentAddrs()
 	sel, _ := labels.Parse(a.cfg.TransparentSelector)
@@ -264,7 +264,7 @@ func (a *agent) reconcileRedirect(ctx context.Context) {
 
 // redirectSources are the addresses of the workloads to redirect: those the
 // selector matches, or (no selector) those whose egress a policy restricts.
-func (a *agent) redirectSources(sel labels.Selector) []netip.Addr {
+func (a *Agent) redirectSources(sel labels.Selector) []netip.Addr {
 	var out []netip.Addr
 	plan := a.compiler.Plan()
 	for _, k := range a.store.Workloads() {
@@ -291,7 +291,7 @@ func (a *agent) redirectSources(sel labels.Selector) []netip.Addr {
 // nodeResolver resolves through the node resolver (the first --listen
 // address), so the proxy sees the answers the workloads get, with their
 // alias chains.
-func (a *agent) nodeResolver() l7.ChainResolver {
+func (a *Agent) nodeResolver() l7.ChainResolver {
 	if len(a.cfg.Listen) == 0 {
 		return nil
 	}

@@ -1,4 +1,4 @@
-package main
+package agent
 
 import (
 	"net/netip"
@@ -7,7 +7,7 @@ import (
 )
 
 func TestFlagsDefaultsAndValidation(t *testing.T) {
-	c, err := parseFlags([]string{"--policies", "p.yaml"}, nil)
+	c, err := ParseFlags([]string{"--policies", "p.yaml"}, nil)
 	if err != nil {
 		t.Fatalf("minimal flags: %v", err)
 	}
@@ -31,7 +31,7 @@ func TestFlagsDefaultsAndValidation(t *testing.T) {
 		{[]string{"--policies", "p", "extra"}, "unexpected arguments"},
 	}
 	for _, b := range bad {
-		_, err := parseFlags(b.args, nil)
+		_, err := ParseFlags(b.args, nil)
 		if err == nil || !strings.Contains(err.Error(), b.want) {
 			t.Errorf("%v: error %v, want one naming %s", b.args, err, b.want)
 		}
@@ -39,7 +39,7 @@ func TestFlagsDefaultsAndValidation(t *testing.T) {
 }
 
 func TestListFlagsAcceptRepeatsAndCommas(t *testing.T) {
-	c, err := parseFlags([]string{"--policies", "p", "--upstream", "10.0.0.1:53,10.0.0.2:53", "--upstream", "10.0.0.3:53", "--listen", "127.0.0.1:5353"}, nil)
+	c, err := ParseFlags([]string{"--policies", "p", "--upstream", "10.0.0.1:53,10.0.0.2:53", "--upstream", "10.0.0.3:53", "--listen", "127.0.0.1:5353"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,7 +59,7 @@ func TestListFlagsAcceptRepeatsAndCommas(t *testing.T) {
 // the cluster DNS Service's cluster IPs on port 53 (no hard-coded address);
 // --upstream still wins.
 func TestUpstreamsFollowDNSService(t *testing.T) {
-	c := &config{serviceUpstreams: serviceUpstreams([]netip.Addr{netip.MustParseAddr("10.96.0.10"), netip.MustParseAddr("::ffff:10.96.0.11"), netip.MustParseAddr("fd00::a")})}
+	c := &Config{serviceUpstreams: serviceUpstreams([]netip.Addr{netip.MustParseAddr("10.96.0.10"), netip.MustParseAddr("::ffff:10.96.0.11"), netip.MustParseAddr("fd00::a")})}
 	ups, err := c.upstreams()
 	if err != nil || strings.Join(ups, " ") != "10.96.0.10:53 10.96.0.11:53 [fd00::a]:53" {
 		t.Errorf("upstreams %v (%v), want the Service's cluster IPs on port 53", ups, err)
@@ -68,7 +68,7 @@ func TestUpstreamsFollowDNSService(t *testing.T) {
 	if ups, _ := c.upstreams(); strings.Join(ups, " ") != "10.0.0.1:53" {
 		t.Errorf("upstreams with --upstream %v", ups)
 	}
-	if (&agent{cfg: c}).clusterDNSUpstreams() != nil {
+	if (&Agent{cfg: c}).clusterDNSUpstreams() != nil {
 		t.Error("--upstream set: the Service is not consulted")
 	}
 }

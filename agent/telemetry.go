@@ -1,4 +1,4 @@
-package main
+package agent
 
 import (
 	"context"
@@ -18,7 +18,7 @@ import (
 // startTelemetry opens the audit log and the trace exporter and joins them
 // and the metrics into the event sink every component emits to; the returned function flushes
 // and closes them.
-func (a *agent) startTelemetry(ctx context.Context) (func(), error) {
+func (a *Agent) startTelemetry(ctx context.Context) (func(), error) {
 	a.metrics = telemetry.NewMetrics()
 	var audit *telemetry.AuditLog
 	if a.cfg.AuditLog != "" || a.cfg.AuditStdout {
@@ -67,7 +67,7 @@ func (a *agent) startTelemetry(ctx context.Context) (func(), error) {
 
 // sourceHooks report the policy file source's loads: the reload metrics, and
 // one policy.reload.failed event per distinct problem.
-func (a *agent) sourceHooks() file.Hooks {
+func (a *Agent) sourceHooks() file.Hooks {
 	return file.Hooks{
 		Loaded: a.metrics.ObservePolicyReload,
 		Failed: func(p file.Problem) {
@@ -90,7 +90,7 @@ const AttrOriginalDestination = "egressd.dns.original_destination"
 // ring at once; blocked and audited lookups wait for the original destination
 // of a redirected query when the side doors can look it up (sidedoors.go, off
 // the query path); everything else goes to the telemetry sinks as it is.
-func (a *agent) dnsEvents() event.Sink {
+func (a *Agent) dnsEvents() event.Sink {
 	return &event.Fanout{Sinks: []event.Sink{&a.blocked, event.SinkFunc(func(ctx context.Context, ev event.Event) {
 		if (ev.Name == event.LookupBlocked || ev.Name == event.LookupAudit) && a.queueOrigDst(ctx, ev) {
 			return
@@ -100,7 +100,7 @@ func (a *agent) dnsEvents() event.Sink {
 }
 
 // observer feeds the resolver's latencies into the metrics.
-func (a *agent) observer() dnsproxy.Observer {
+func (a *Agent) observer() dnsproxy.Observer {
 	m := a.metrics
 	return dnsproxy.Observer{
 		Upstream: func(_ string, d time.Duration, err error) {

@@ -1,4 +1,4 @@
-package main
+package agent
 
 import (
 	"context"
@@ -22,8 +22,8 @@ import (
 )
 
 // agent wires the sources, the policy store, the dataplane and the resolver.
-type agent struct {
-	cfg      *config
+type Agent struct {
+	cfg      *Config
 	log      *slog.Logger
 	store    *policy.Store
 	engine   *policy.Engine
@@ -51,9 +51,9 @@ type agent struct {
 	interceptView atomic.Value // []string: a copy of intercepted
 }
 
-func newAgent(cfg *config, log *slog.Logger) *agent {
+func New(cfg *Config, log *slog.Logger) *Agent {
 	store := policy.NewStore()
-	return &agent{
+	return &Agent{
 		cfg:      cfg,
 		log:      log,
 		store:    store,
@@ -65,32 +65,83 @@ func newAgent(cfg *config, log *slog.Logger) *agent {
 	}
 }
 
-// run starts everything and blocks until ctx ends.
-func (a *agent) run(ctx context.Context) error {
-	var err error
-	stopTelemetry, err := a.startTelemetry(ctx)
-	if err != nil {
-		return err
+// component is one part of the agent. start brings it up and returns the
+// function that takes it down (nil: nothing to stop); the agent starts the
+// components in order and stops the started ones in reverse.
+type component struct {
+	name  string
+	start func(ctx context.Context) (stop func(), err error)
+}
+
+// components are the agent's parts in start order: events go to telemetry
+// from the first moment; policies are in the store before the dataplane
+// programs them; the kernel holds the plan before the resolver answers; the
+// resolver listens before pods' DNS is redirected to it; /readyz comes last.
+func (a *Agent) components() []component {
+	return []component{
+		{"telemetry", a.startTelemetry},      // telemetry.go
+		{"policy source", a.startSource},     // kube.go or the files
+		{"dataplane", a.startDataplane},      // nftables, and the first sync
+		{"resolver", a.startDNS},             // dns.go
+		{"dns interception", a.interceptDNS}, // intercept.go
+		{"l7 proxies", a.startL7},            // l7.go
+		{"http", a.startHTTP},
+		{"watchers", a.startWatchers},
 	}
-	defer stopTelemetry()
+}
+
+// Run starts the components and blocks until ctx ends; it then stops them
+// in reverse order. The kernel state stays in place for the next agent.
+func (a *Agent) Run(ctx context.Context) error {
+	var stops []func()
+	defer func() {
+		for i := len(stops) - 1; i >= 0; i-- {
+			stops[i]()
+		}
+	}()
+	for _, c := range a.components() {
+		stop, err := c.start(ctx)
+		if err != nil {
+			return err
+		}
+		if stop != nil {
+			stops = append(stops, stop)
+		}
+	}
+	a.ready.Store(true)
+	a.log.Info("egressd ready", "listen", a.cfg.Listen, "dataplane", a.cfg.Dataplane, "policies", len(a.store.Policies()), "workloads", len(a.store.Workloads()))
+	return a.syncLoop(ctx)
+}
+
+// startSource fills the store from the Kubernetes API (cluster mode) or
+// from the policy and workload files.
+func (a *Agent) startSource(ctx context.Context) (func(), error) {
 	if a.cfg.kubeMode() {
 		if err := a.startKube(ctx); err != nil {
-			return err
+			return nil, err
 		}
 		// No policy files: invalid policies are in egressd_policies{state}.
 		a.metrics.ObservePolicyReload(true)
-	} else {
-		a.source.SetHooks(a.sourceHooks()) // telemetry.go
-		// Problems are logged and reported by the source; invalid objects
-		// are skipped and the valid ones are in force.
-		_, _ = a.source.Load()
-		if err := a.source.Unusable(); err != nil {
-			// Fail closed: without the content of these files the agent would
-			// enforce less than they say. The kernel state of a previous agent
-			// stays in place, and DNS fails closed while no agent runs.
-			return fmt.Errorf("not starting on policy files whose content is unknown (fix or remove them): %w", err)
-		}
+		return nil, nil
 	}
+	a.source.SetHooks(a.sourceHooks()) // telemetry.go
+	// Problems are logged and reported by the source; invalid objects
+	// are skipped and the valid ones are in force.
+	_, _ = a.source.Load()
+	if err := a.source.Unusable(); err != nil {
+		// Fail closed: without the content of these files the agent would
+		// enforce less than they say. The kernel state of a previous agent
+		// stays in place, and DNS fails closed while no agent runs.
+		return nil, fmt.Errorf("not starting on policy files whose content is unknown (fix or remove them): %w", err)
+	}
+	return nil, nil
+}
+
+// startDataplane creates the nftables enforcer (--dataplane nftables) and
+// applies the first plan. Stopping it leaves the kernel state in place for
+// the next agent.
+func (a *Agent) startDataplane(ctx context.Context) (func(), error) {
+	stop := func() {}
 	if a.cfg.Dataplane == "nftables" {
 		opts := []egress.Option{
 			egress.WithNode(a.cfg.NodeName),
@@ -104,47 +155,33 @@ func (a *agent) run(ctx context.Context) error {
 		}
 		sdOpt, err := a.sideDoorsOption() // sidedoors.go
 		if err != nil {
-			return err
+			return nil, err
 		}
 		opts = append(opts, sdOpt)
 		prOpt, err := a.denyPreresolve(ctx) // sidedoors.go
 		if err != nil {
-			return err
+			return nil, err
 		}
 		opts = append(opts, prOpt)
-		// Stopped after the resolver (deferred later) and before the telemetry.
-		defer a.startOrigDstWorker()()
+		// Stopped after the resolver and before the telemetry.
+		stopOrigDst := a.startOrigDstWorker()
 		if a.enforcer, err = egress.New(opts...); err != nil {
-			return fmt.Errorf("dataplane: %w", err)
+			stopOrigDst()
+			return nil, fmt.Errorf("dataplane: %w", err)
 		}
-		// Leave the kernel state in place for the next agent, unless
-		// the DaemonSet is gone (uninstall.go).
-		defer a.stopDataplane()
+		stop = func() { a.stopDataplane(); stopOrigDst() } // uninstall.go: the kernel state stays unless the DaemonSet is gone
 	}
 	if err := a.sync(ctx); err != nil {
-		return fmt.Errorf("initial sync: %w", err)
+		stop()
+		return nil, fmt.Errorf("initial sync: %w", err)
 	}
-	stopDNS, err := a.startDNS(ctx)
-	if err != nil {
-		return err
-	}
-	defer stopDNS()
-	if err := a.interceptDNS(); err != nil { // intercept.go
-		return err
-	}
-	stopL7, err := a.startL7(ctx) // l7.go
-	if err != nil {
-		return err
-	}
-	defer stopL7()
-	srv, err := a.startHTTP()
-	if err != nil {
-		return err
-	}
-	defer srv.Close()
-	a.ready.Store(true)
-	a.log.Info("egressd ready", "listen", a.cfg.Listen, "dataplane", a.cfg.Dataplane, "policies", len(a.store.Policies()), "workloads", len(a.store.Workloads()))
+	return stop, nil
+}
 
+// startWatchers starts what follows changes once the agent is ready: the
+// policy files, the dropped packets (--nflog-group) and the DoH resolver
+// list. They end with ctx.
+func (a *Agent) startWatchers(ctx context.Context) (func(), error) {
 	if !a.cfg.kubeMode() {
 		go a.source.Watch(ctx, a.cfg.ReloadInterval, a.requestSync)
 	}
@@ -158,6 +195,11 @@ func (a *agent) run(ctx context.Context) error {
 		}()
 	}
 	go a.watchDoHList(ctx) // sidedoors.go
+	return nil, nil
+}
+
+// syncLoop applies policy changes to the kernel until ctx ends.
+func (a *Agent) syncLoop(ctx context.Context) error {
 	for {
 		select {
 		case <-ctx.Done():
@@ -171,7 +213,7 @@ func (a *agent) run(ctx context.Context) error {
 	}
 }
 
-func (a *agent) requestSync() {
+func (a *Agent) requestSync() {
 	select {
 	case a.syncReq <- struct{}{}:
 	default:
@@ -179,7 +221,7 @@ func (a *agent) requestSync() {
 }
 
 // sync compiles the store and applies the difference to the kernel.
-func (a *agent) sync(ctx context.Context) (err error) {
+func (a *Agent) sync(ctx context.Context) (err error) {
 	start := time.Now()
 	var gens map[policy.PolicyRef]int64 // cluster mode: policy generations compiled (the node Lease)
 	if a.kube != nil {
@@ -213,7 +255,7 @@ func (a *agent) sync(ctx context.Context) (err error) {
 }
 
 // listenAddrPorts are the resolver addresses pods may always reach.
-func (a *agent) listenAddrPorts() []netip.AddrPort {
+func (a *Agent) listenAddrPorts() []netip.AddrPort {
 	var out []netip.AddrPort
 	for _, l := range a.cfg.Listen {
 		if ap, err := netip.ParseAddrPort(l); err == nil {
@@ -223,7 +265,7 @@ func (a *agent) listenAddrPorts() []netip.AddrPort {
 	return out
 }
 
-func (a *agent) startHTTP() (*http.Server, error) {
+func (a *Agent) startHTTP(context.Context) (func(), error) {
 	h, err := a.httpHandler()
 	if err != nil {
 		return nil, err
@@ -238,12 +280,12 @@ func (a *agent) startHTTP() (*http.Server, error) {
 			a.log.Error("http server", "err", err)
 		}
 	}()
-	return srv, nil
+	return func() { srv.Close() }, nil
 }
 
 // httpHandler serves /healthz and /readyz (open), /metrics and /status
 // (behind --http-token-file when set).
-func (a *agent) httpHandler() (http.Handler, error) {
+func (a *Agent) httpHandler() (http.Handler, error) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(w, "ok")
@@ -266,7 +308,7 @@ func (a *agent) httpHandler() (http.Handler, error) {
 	return mux, nil
 }
 
-func newLogger(cfg *config) (*slog.Logger, error) {
+func NewLogger(cfg *Config) (*slog.Logger, error) {
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(cfg.LogLevel)); err != nil {
 		return nil, fmt.Errorf("--log-level %q: %w", cfg.LogLevel, err)

@@ -1,4 +1,4 @@
-package main
+package agent
 
 import (
 	"bytes"
@@ -19,7 +19,7 @@ import (
 // event on to the telemetry sinks.
 func TestDNSEventsFillTheStatusRing(t *testing.T) {
 	var rec event.Recorder
-	a := &agent{events: &event.Fanout{Sinks: []event.Sink{&rec}}}
+	a := &Agent{events: &event.Fanout{Sinks: []event.Sink{&rec}}}
 	sink := a.dnsEvents()
 	now := time.Now()
 	for _, ev := range []event.Event{

@@ -1,4 +1,4 @@
-package main
+package agent
 
 import (
 	"context"
@@ -102,7 +102,7 @@ func benchAgentCacheMiss(b *testing.B, sample float64) {
 	os.WriteFile(wls, []byte(benchWorkloads), 0o644)
 	up := benchUpstream(b)
 	otlp, exported := otlpSink(b)
-	cfg, err := parseFlags([]string{
+	cfg, err := ParseFlags([]string{
 		"--policies", pol, "--workloads", wls, "--dataplane", "none", "--lookups", "Enforce",
 		"--listen", "127.0.0.1:0", "--upstream", up, "--state-file", "",
 		"--audit-log", filepath.Join(dir, "audit.jsonl"),
@@ -115,7 +115,7 @@ func benchAgentCacheMiss(b *testing.B, sample float64) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	a := newAgent(cfg, slog.New(slog.DiscardHandler))
+	a := New(cfg, slog.New(slog.DiscardHandler))
 	stopTelemetry, err := a.startTelemetry(context.Background())
 	if err != nil {
 		b.Fatal(err)

@@ -1,4 +1,4 @@
-package main
+package agent
 
 import (
 	"context"
@@ -21,7 +21,7 @@ import (
 
 // upstreams returns --upstream, else (cluster mode) the cluster DNS Service's
 // addresses, else the nameservers of /etc/resolv.conf.
-func (c *config) upstreams() ([]string, error) {
+func (c *Config) upstreams() ([]string, error) {
 	if len(c.Upstreams) > 0 {
 		return c.Upstreams, nil
 	}
@@ -43,7 +43,7 @@ func (c *config) upstreams() ([]string, error) {
 }
 
 // resolverConfig maps the flags onto the resolver's configuration.
-func (c *config) resolverConfig() (dnsproxy.Config, error) {
+func (c *Config) resolverConfig() (dnsproxy.Config, error) {
 	ups, err := c.upstreams()
 	if err != nil {
 		return dnsproxy.Config{}, err
@@ -96,7 +96,7 @@ func fqdnSetName(rule policy.RuleRef, f ipset.Family) string {
 }
 
 // startDNS starts the resolver; the returned function stops it.
-func (a *agent) startDNS(ctx context.Context) (func(), error) {
+func (a *Agent) startDNS(ctx context.Context) (func(), error) {
 	a.cfg.serviceUpstreams = a.clusterDNSUpstreams() // kube_intercept.go
 	rc, err := a.cfg.resolverConfig()
 	if err != nil {
@@ -160,7 +160,7 @@ func (a *agent) startDNS(ctx context.Context) (func(), error) {
 
 // registerResolverMetrics exports resolver counters that are kept by the
 // resolver itself.
-func (a *agent) registerResolverMetrics(srv *dnsproxy.Server) {
+func (a *Agent) registerResolverMetrics(srv *dnsproxy.Server) {
 	for limit, count := range map[string]func(dnsproxy.Stats) uint64{
 		dnsproxy.ReasonMaxIPsPerAnswer:        func(s dnsproxy.Stats) uint64 { return s.IPsOverAnswerCap },
 		dnsproxy.ReasonMaxIPsPerName:          func(s dnsproxy.Stats) uint64 { return s.IPsOverNameCap },
@@ -201,6 +201,6 @@ func (a *agent) registerResolverMetrics(srv *dnsproxy.Server) {
 }
 
 // registerMetrics serves /metrics.
-func (a *agent) registerMetrics(mux *http.ServeMux) {
+func (a *Agent) registerMetrics(mux *http.ServeMux) {
 	mux.Handle("/metrics", a.metrics.Handler())
 }

@@ -1,4 +1,4 @@
-package main
+package agent
 
 import (
 	"fmt"
@@ -13,7 +13,7 @@ import (
 
 // validateHTTP refuses a --http-addr reachable from other hosts without
 // --http-token-file: /status and /metrics tell who resolves what.
-func (c *config) validateHTTP() error {
+func (c *Config) validateHTTP() error {
 	local, err := telemetry.IsLoopbackAddr(c.HTTPAddr)
 	if err != nil {
 		return fmt.Errorf("--http-addr %q: %v", c.HTTPAddr, err)
@@ -26,7 +26,7 @@ func (c *config) validateHTTP() error {
 
 // guardHTTP wraps the private endpoints (/status, /metrics) in the bearer
 // token of --http-token-file, if set.
-func (a *agent) guardHTTP(h http.Handler) (http.Handler, error) {
+func (a *Agent) guardHTTP(h http.Handler) (http.Handler, error) {
 	if a.cfg.HTTPTokenFile == "" {
 		return h, nil
 	}
@@ -38,7 +38,7 @@ func (a *agent) guardHTTP(h http.Handler) (http.Handler, error) {
 }
 
 // notReady returns why /readyz fails, or "" when the agent is ready.
-func (a *agent) notReady() string {
+func (a *Agent) notReady() string {
 	if !a.ready.Load() {
 		return "not ready"
 	}

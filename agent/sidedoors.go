@@ -1,4 +1,4 @@
-package main
+package agent
 
 import (
 	"bytes"
@@ -37,7 +37,7 @@ type sideDoorConfig struct {
 	dnsBypassExemptS          bool // the flag was given (an empty value clears the default)
 }
 
-func registerSideDoorFlags(fs *flag.FlagSet, c *config) {
+func registerSideDoorFlags(fs *flag.FlagSet, c *Config) {
 	fs.StringVar(&c.DNSBypass, "dns-bypass", "Redirect", "what the kernel does with pods' plain DNS (UDP/TCP 53) to resolvers other than egressd when no ClusterFirewallPolicy spec.dnsBypass says: Redirect (to egressd), Drop, or Allow")
 	fs.Func("dns-bypass-exempt-namespaces", "comma-separated namespaces whose pods default to dnsBypass Allow: they run their own resolver (default kube-system: CoreDNS's upstream queries must not loop through egressd); empty: none", func(s string) error {
 		c.dnsBypassExemptS = true
@@ -124,7 +124,7 @@ type origDstJob struct {
 // The conntrack lookup costs a netlink round trip (about 50-70 µs): it is kept
 // off the query path and to one goroutine, so a flood of blocked lookups
 // cannot multiply it.
-func (a *agent) queueOrigDst(ctx context.Context, ev event.Event) bool {
+func (a *Agent) queueOrigDst(ctx context.Context, ev event.Event) bool {
 	sd := a.sideDoors
 	if sd == nil || sd.queue == nil {
 		return false
@@ -141,7 +141,7 @@ func (a *agent) queueOrigDst(ctx context.Context, ev event.Event) bool {
 // with their original destination; the returned function stops it after
 // reporting what is left (without looking up). The agent stops it after the
 // resolver and before the telemetry, so no event is lost.
-func (a *agent) startOrigDstWorker() func() {
+func (a *Agent) startOrigDstWorker() func() {
 	sd := a.sideDoors
 	if sd == nil || sd.queue == nil {
 		return func() {}
@@ -156,7 +156,7 @@ func (a *agent) startOrigDstWorker() func() {
 	}
 }
 
-func (a *agent) origDstWorker(ctx context.Context) {
+func (a *Agent) origDstWorker(ctx context.Context) {
 	sd := a.sideDoors
 	report := func(j origDstJob, lookup bool) {
 		if lookup {
@@ -189,7 +189,7 @@ func (a *agent) origDstWorker(ctx context.Context) {
 }
 
 // sideDoorsOption prepares the side doors and returns the enforcer option.
-func (a *agent) sideDoorsOption() (egress.Option, error) {
+func (a *Agent) sideDoorsOption() (egress.Option, error) {
 	l := doh.Default()
 	if a.cfg.DoHResolvers != "" {
 		var err error
@@ -222,7 +222,7 @@ func (a *agent) sideDoorsOption() (egress.Option, error) {
 // denyPreresolve starts the pre-resolver of exact Deny names
 // (dnsproxy/preresolve; it stops with ctx) and returns the enforcer option
 // that hands it every applied plan.
-func (a *agent) denyPreresolve(ctx context.Context) (egress.Option, error) {
+func (a *Agent) denyPreresolve(ctx context.Context) (egress.Option, error) {
 	if a.cfg.DenyPreresolveMaxNames == 0 {
 		return egress.WithPlanObserver(nil), nil
 	}
@@ -255,7 +255,7 @@ func (a *agent) denyPreresolve(ctx context.Context) (egress.Option, error) {
 
 // revokePreresolved ends the flows pods opened to addresses before they
 // entered a Deny rule's pre-resolved set.
-func (a *agent) revokePreresolved(addrs []netip.Addr) {
+func (a *Agent) revokePreresolved(addrs []netip.Addr) {
 	if a.enforcer == nil {
 		return
 	}
@@ -268,7 +268,7 @@ func (a *agent) revokePreresolved(addrs []netip.Addr) {
 
 // watchDoHList re-reads --doh-resolvers when it changes and replaces the
 // kernel set; a bad or empty file keeps the last good list.
-func (a *agent) watchDoHList(ctx context.Context) {
+func (a *Agent) watchDoHList(ctx context.Context) {
 	if a.cfg.DoHResolvers == "" || a.sideDoors == nil || a.enforcer == nil {
 		return
 	}
@@ -305,7 +305,7 @@ func (a *agent) watchDoHList(ctx context.Context) {
 
 // bypassEvent reports a side-door packet the kernel dropped (nflog prefix
 // egress.BypassLogPrefix + door) as dns.bypass.blocked.
-func (a *agent) bypassEvent(p egress.DeniedPacket) event.Event {
+func (a *Agent) bypassEvent(p egress.DeniedPacket) event.Event {
 	door := strings.TrimPrefix(p.Prefix, egress.BypassLogPrefix)
 	ev := event.Event{
 		Time: p.Time, Name: event.DNSBypassBlocked, Client: p.Src.String(),
@@ -341,7 +341,7 @@ func (a *agent) bypassEvent(p egress.DeniedPacket) event.Event {
 
 // originalDestination returns where a query egressd answered was first sent
 // when the kernel redirected it (side doors, --intercept-dns): "" otherwise.
-func (a *agent) originalDestination(ev event.Event) string {
+func (a *Agent) originalDestination(ev event.Event) string {
 	sd := a.sideDoors
 	if sd == nil || sd.origDst == nil || ev.ClientPort == 0 {
 		return ""
@@ -371,7 +371,7 @@ func (a *agent) originalDestination(ev event.Event) string {
 // blockDoH is the L7 proxy's side-door check by name (l7.Checker.BlockDoH):
 // the host name of a known DoH resolver, for a workload whose encrypted DNS
 // is dropped, unless dst is one of its dnsBypass.resolvers.
-func (a *agent) blockDoH(w policy.WorkloadKey, name string, dst netip.Addr) bool {
+func (a *Agent) blockDoH(w policy.WorkloadKey, name string, dst netip.Addr) bool {
 	sd := a.sideDoors
 	if sd == nil || sd.node.AllowEncrypted {
 		return false

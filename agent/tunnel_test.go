@@ -1,4 +1,4 @@
-package main
+package agent
 
 import (
 	"fmt"
@@ -22,7 +22,7 @@ func TestTunnelDetectionFlag(t *testing.T) {
 		{[]string{"--tunnel-detection=Block", "--tunnel-allow", "example.com"}, tunnel.Block, false},
 		{[]string{"--tunnel-detection", "Maybe"}, tunnel.Off, true},
 	} {
-		c, err := parseFlags(append([]string{"--policies", t.TempDir()}, tc.args...), nil)
+		c, err := ParseFlags(append([]string{"--policies", t.TempDir()}, tc.args...), nil)
 		if tc.err {
 			if err == nil {
 				t.Errorf("%v: no error", tc.args)
@@ -137,11 +137,11 @@ func TestTunnelActionsFromPolicies(t *testing.T) {
 // sets Block for namespace payments and Off for ops/prometheus-0; the other
 // workloads take the node default.
 func TestTunnelDetectionExample(t *testing.T) {
-	objs, err := manifest.DecodeFile("../../deploy/examples/policies/tunnel-detection.yaml")
+	objs, err := manifest.DecodeFile("../deploy/examples/policies/tunnel-detection.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
-	ws, err := manifest.LoadWorkloads("../../deploy/examples/workloads.yaml")
+	ws, err := manifest.LoadWorkloads("../deploy/examples/workloads.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}

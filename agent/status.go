@@ -1,4 +1,4 @@
-package main
+package agent
 
 import (
 	"context"
@@ -34,7 +34,7 @@ func kernelSets(ctx context.Context, e *egress.Enforcer) ([]statusapi.SetStatus,
 	return out, nil
 }
 
-func (a *agent) status(ctx context.Context, since time.Duration) statusapi.Status {
+func (a *Agent) status(ctx context.Context, since time.Duration) statusapi.Status {
 	now := time.Now()
 	workloads, policies := a.store.Counts() // not Workloads(): it sorts every key
 	st := statusapi.Status{
@@ -85,7 +85,7 @@ func (a *agent) status(ctx context.Context, since time.Duration) statusapi.Statu
 }
 
 // dnsServer returns the resolver once it runs.
-func (a *agent) dnsServer() *dnsproxy.Server {
+func (a *Agent) dnsServer() *dnsproxy.Server {
 	if !a.ready.Load() {
 		return nil
 	}
@@ -93,7 +93,7 @@ func (a *agent) dnsServer() *dnsproxy.Server {
 }
 
 // registerStatus serves GET /status[?since=DURATION] (default 10m).
-func (a *agent) registerStatus(mux *http.ServeMux) {
+func (a *Agent) registerStatus(mux *http.ServeMux) {
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
 		since := 10 * time.Minute
 		if s := r.URL.Query().Get("since"); s != "" {

@@ -1,4 +1,4 @@
-package main
+package agent
 
 import (
 	"context"
@@ -27,7 +27,7 @@ type kubeConfig struct {
 	DaemonSet      string // uninstall.go
 }
 
-func registerKubeFlags(fs *flag.FlagSet, c *config) {
+func registerKubeFlags(fs *flag.FlagSet, c *Config) {
 	fs.StringVar(&c.Kubeconfig, "kubeconfig", os.Getenv("KUBECONFIG"), "cluster mode: kubeconfig file (default $KUBECONFIG; empty: in-cluster config from the pod's service account)")
 	fs.StringVar(&c.DNSService, "dns-service", "kube-system/kube-dns", "cluster mode: the cluster DNS Service, namespace/name, whose cluster IPs --intercept-dns auto intercepts (empty: not watched)")
 	fs.BoolVar(&c.PolicyStatus, "policy-status", true, "cluster mode: write Accepted/Invalid conditions to FirewallPolicy and ClusterFirewallPolicy status (only the holder of the lease writes)")
@@ -38,7 +38,7 @@ func registerKubeFlags(fs *flag.FlagSet, c *config) {
 
 // compilerScope scopes the compiler to this node's pods in cluster mode
 // (docs/scale.md); standalone mode compiles every workload of the files.
-func (c *config) compilerScope() []policy.CompilerOption {
+func (c *Config) compilerScope() []policy.CompilerOption {
 	if !c.kubeMode() {
 		return nil
 	}
@@ -46,9 +46,9 @@ func (c *config) compilerScope() []policy.CompilerOption {
 }
 
 // kubeMode reports whether policies come from the Kubernetes API.
-func (c *config) kubeMode() bool { return c.Policies == "" && c.Workloads == "" }
+func (c *Config) kubeMode() bool { return c.Policies == "" && c.Workloads == "" }
 
-func (c *config) validateKube() error {
+func (c *Config) validateKube() error {
 	if !c.kubeMode() {
 		if c.interceptAuto() {
 			return errors.New("--intercept-dns auto needs cluster mode (no --policies/--workloads)")
@@ -74,7 +74,7 @@ func (c *config) validateKube() error {
 	return errors.Join(errs...)
 }
 
-func (c *config) restConfig() (*rest.Config, error) {
+func (c *Config) restConfig() (*rest.Config, error) {
 	if c.Kubeconfig == "" {
 		return rest.InClusterConfig()
 	}
@@ -84,7 +84,7 @@ func (c *config) restConfig() (*rest.Config, error) {
 // startKube starts the Kubernetes source and waits for its first complete sync:
 // nothing is compiled from a partial cache (the kernel keeps what the previous
 // agent left until then). Later changes call requestSync.
-func (a *agent) startKube(ctx context.Context) error {
+func (a *Agent) startKube(ctx context.Context) error {
 	rc, err := a.cfg.restConfig()
 	if err != nil {
 		return fmt.Errorf("kubernetes client config: %w", err)

@@ -1,4 +1,4 @@
-package main
+package agent
 
 import (
 	"errors"
@@ -14,7 +14,7 @@ import (
 
 // config is the agent's configuration; every field is a flag documented in
 // docs/egressd.md.
-type config struct {
+type Config struct {
 	tunnelConfig    // tunnel.go
 	l7Config        // l7.go
 	kubeConfig      // kube.go
@@ -102,8 +102,8 @@ func (l listFlag) Set(s string) error {
 }
 
 // parseFlags parses args into a config; usage errors come back as errors.
-func parseFlags(args []string, stderr *os.File) (*config, error) {
-	c := &config{}
+func ParseFlags(args []string, stderr *os.File) (*Config, error) {
+	c := &Config{}
 	fs := flag.NewFlagSet("egressd", flag.ContinueOnError)
 	if stderr != nil {
 		fs.SetOutput(stderr)
@@ -165,7 +165,7 @@ func parseFlags(args []string, stderr *os.File) (*config, error) {
 	return c, c.validate()
 }
 
-func (c *config) validate() error {
+func (c *Config) validate() error {
 	var errs []error
 	switch c.BlockedResponse {
 	case "nxdomain", "refused", "sinkhole":
@@ -248,7 +248,7 @@ func (c *config) validate() error {
 }
 
 // engineOptions are the policy engine's node settings from the flags.
-func (c *config) engineOptions() policy.Options {
+func (c *Config) engineOptions() policy.Options {
 	return policy.Options{
 		DefaultVerdict: policy.Verdict(c.DefaultVerdict),
 		Lookups:        policy.LookupMode(c.Lookups),

@@ -1,4 +1,4 @@
-package main
+package agent
 
 import (
 	"flag"
@@ -18,7 +18,7 @@ type tunnelConfig struct {
 
 // registerTunnelFlags registers --tunnel-detection and --tunnel-allow (called
 // from parseFlags).
-func registerTunnelFlags(fs *flag.FlagSet, c *config) {
+func registerTunnelFlags(fs *flag.FlagSet, c *Config) {
 	c.TunnelDetection = tunnel.Alert
 	fs.Func("tunnel-detection", "DNS tunnel detection, node default: Off, Alert or Block (default Alert)", func(s string) error {
 		a, err := tunnel.ParseAction(s)
@@ -33,7 +33,7 @@ func registerTunnelFlags(fs *flag.FlagSet, c *config) {
 // tunnelDetector returns the resolver's tunnel detection. The flag sets the
 // node default; policies' spec.tunnelDetection override it per workload
 // (through the engine), so the detector exists even when the default is Off.
-func (a *agent) tunnelDetector() *tunnel.Detector {
+func (a *Agent) tunnelDetector() *tunnel.Detector {
 	d := tunnel.New(tunnel.Config{
 		Action: a.cfg.TunnelDetection, ActionSet: true, ActionFor: dnsproxy.TunnelActions(a.engine),
 		Allow:         a.cfg.TunnelAllow,

@@ -1,4 +1,4 @@
-package main
+package agent
 
 import (
 	"errors"
@@ -18,7 +18,7 @@ type rebindConfig struct {
 	ClusterCIDRs []string
 }
 
-func registerRebindFlags(fs *flag.FlagSet, c *config) {
+func registerRebindFlags(fs *flag.FlagSet, c *Config) {
 	fs.Var(listFlag{&c.RebindAllow}, "rebind-allow", "CIDRs or addresses never dropped from DNS answers by rebinding protection (which drops 0.0.0.0/8, ::, 127.0.0.0/8, ::1, 169.254.0.0/16, fe80::/10, the node's addresses and --cluster-cidr); repeatable or comma-separated; 0.0.0.0/0,::/0 turns the protection off")
 	fs.Var(listFlag{&c.ClusterCIDRs}, "cluster-cidr", "the cluster's Service and pod CIDRs: dropped from DNS answers of names outside --cluster-domain and --search-domain (rebinding protection); repeatable or comma-separated")
 }

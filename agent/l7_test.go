@@ -1,4 +1,4 @@
-package main
+package agent
 
 import (
 	"net/netip"
@@ -20,7 +20,7 @@ func TestTransparentProxyAddrs(t *testing.T) {
 		{args: []string{"--transparent-proxy-addr", "10.0.0.1"}, err: true},
 		{args: []string{"--transparent-proxy-addr", "10.0.0.1:0"}, err: true},
 	} {
-		c, perr := parseFlags(append([]string{"--policies", "p", "--transparent-proxy"}, tc.args...), nil)
+		c, perr := ParseFlags(append([]string{"--policies", "p", "--transparent-proxy"}, tc.args...), nil)
 		if (perr != nil) != tc.err {
 			t.Errorf("%v: parseFlags: %v, want error=%v", tc.args, perr, tc.err)
 			continue
@@ -39,7 +39,7 @@ func TestTransparentProxyAddrs(t *testing.T) {
 		if fmtAP(v4) != tc.v4 || fmtAP(v6) != tc.v6 {
 			t.Errorf("%v: %v %v, want %q %q", tc.args, v4, v6, tc.v4, tc.v6)
 		}
-		a := &agent{cfg: c}
+		a := &Agent{cfg: c}
 		if got, want := len(a.l7Exempt()), btoi(tc.v4 != "")+btoi(tc.v6 != ""); got != want {
 			t.Errorf("%v: %d exempt addresses, want %d", tc.args, got, want)
 		}

@@ -1,4 +1,4 @@
-package main
+package agent
 
 import (
 	"errors"
@@ -24,7 +24,7 @@ type dnsLimitsConfig struct {
 	RRLSlip              int
 }
 
-func registerDNSLimitFlags(fs *flag.FlagSet, c *config) {
+func registerDNSLimitFlags(fs *flag.FlagSet, c *Config) {
 	l := &c.dnsLimitsConfig
 	fs.IntVar(&l.TCPMaxConns, "tcp-max-conns", 4096, "most client TCP connections to the resolver open at once, lowered to half the file descriptors above --fd-reserve (0: only that bound); more are reset")
 	fs.IntVar(&l.TCPMaxConnsPerClient, "tcp-max-conns-per-client", 64, "most TCP connections to the resolver from one client address (0: no per-client bound); more are reset")
@@ -69,7 +69,7 @@ func off[T int | float64](v T) T {
 
 // applyDNSLimits maps the limit flags (and --rate-limit) onto the resolver's
 // configuration.
-func (c *config) applyDNSLimits(rc *dnsproxy.Config) {
+func (c *Config) applyDNSLimits(rc *dnsproxy.Config) {
 	l := c.dnsLimitsConfig
 	rc.RateLimit = off(c.RateLimit)
 	rc.TCPMaxConns = off(l.TCPMaxConns)
@@ -91,7 +91,7 @@ type statByLabel struct {
 
 // registerResolverLimitMetrics exports the counters of the resolver's
 // limits.
-func (a *agent) registerResolverLimitMetrics(srv *dnsproxy.Server) {
+func (a *Agent) registerResolverLimitMetrics(srv *dnsproxy.Server) {
 	reg := a.metrics.Registry
 	counter := func(name, help string, v func(dnsproxy.Stats) uint64) {
 		_ = reg.Register(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help},

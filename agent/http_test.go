@@ -1,4 +1,4 @@
-package main
+package agent
 
 import (
 	"context"
@@ -31,19 +31,19 @@ pods:
 
 // testAgent is an agent on files in a temporary directory, loaded, with
 // telemetry, not serving DNS.
-func testAgent(t *testing.T, extra ...string) (*agent, string) {
+func testAgent(t *testing.T, extra ...string) (*Agent, string) {
 	t.Helper()
 	dir := t.TempDir()
 	pol := filepath.Join(dir, "policies.yaml")
 	wl := filepath.Join(dir, "workloads.yaml")
 	writeFile(t, pol, testPolicy)
 	writeFile(t, wl, testWorkloads)
-	cfg, err := parseFlags(append([]string{"--policies", pol, "--workloads", wl, "--dataplane", "none",
+	cfg, err := ParseFlags(append([]string{"--policies", pol, "--workloads", wl, "--dataplane", "none",
 		"--upstream", "127.0.0.1:53", "--state-file", ""}, extra...), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := newAgent(cfg, slog.New(slog.DiscardHandler))
+	a := New(cfg, slog.New(slog.DiscardHandler))
 	stop, err := a.startTelemetry(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -84,14 +84,14 @@ func get(t *testing.T, h http.Handler, path, token string) (int, string) {
 // refused without --http-token-file; loopback needs none.
 func TestNonLocalHTTPAddrNeedsToken(t *testing.T) {
 	for addr, ok := range map[string]bool{"127.0.0.1:9464": true, "[::1]:9464": true, "0.0.0.0:9464": false, ":9464": false, "10.1.2.3:9464": false} {
-		_, err := parseFlags([]string{"--policies", "p", "--http-addr", addr}, nil)
+		_, err := ParseFlags([]string{"--policies", "p", "--http-addr", addr}, nil)
 		if (err == nil) != ok {
 			t.Errorf("--http-addr %s without a token: err=%v, want ok=%v", addr, err, ok)
 		}
 		if err != nil && !strings.Contains(err.Error(), "--http-token-file") {
 			t.Errorf("--http-addr %s: error does not name --http-token-file: %v", addr, err)
 		}
-		if _, err := parseFlags([]string{"--policies", "p", "--http-addr", addr, "--http-token-file", "t"}, nil); err != nil {
+		if _, err := ParseFlags([]string{"--policies", "p", "--http-addr", addr, "--http-token-file", "t"}, nil); err != nil {
 			t.Errorf("--http-addr %s with a token: %v", addr, err)
 		}
 	}
@@ -199,14 +199,14 @@ func TestRefusesToStartOnEmptyPolicyFile(t *testing.T) {
 	dir := t.TempDir()
 	pol := filepath.Join(dir, "policies.yaml")
 	writeFile(t, pol, "")
-	cfg, err := parseFlags([]string{"--policies", pol, "--dataplane", "none", "--upstream", "127.0.0.1:53",
+	cfg, err := ParseFlags([]string{"--policies", pol, "--dataplane", "none", "--upstream", "127.0.0.1:53",
 		"--listen", "127.0.0.1:0", "--state-file", "", "--http-addr", "127.0.0.1:0"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	err = newAgent(cfg, slog.New(slog.DiscardHandler)).run(ctx)
+	err = New(cfg, slog.New(slog.DiscardHandler)).Run(ctx)
 	if err == nil || !strings.Contains(err.Error(), pol) || !strings.Contains(err.Error(), "not starting") {
 		t.Fatalf("run on an empty policy file: %v, want a refusal naming the file", err)
 	}
