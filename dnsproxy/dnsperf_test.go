@@ -34,7 +34,7 @@ func BenchmarkDNSPerfCacheHitVsCoreDNS(b *testing.B) {
 	up := startCoreDNS(t)
 	// Events are built and handed to a reporter that counts them (the test
 	// recorder would keep millions).
-	rep := &countingReporter{}
+	rep := &countingSink{}
 	h := start(t, []string{up}, func(c *Config, d *Deps) { c.UDPSockets = 2; c.MaxTTL = time.Hour; d.Events = rep })
 	// CoreDNS as cache+forward in front of the same authoritative server.
 	dir := t.TempDir()
@@ -102,6 +102,6 @@ func BenchmarkDNSPerfCacheHitVsCoreDNS(b *testing.B) {
 	t.Logf("egressd stats: queries %d (fast path %d), cache hits %d, misses %d, set writes %d, events %d", st.Queries, h.srv.fast.hits.Load(), st.CacheHits, st.CacheMisses, st.SetWrites, rep.n.Load())
 }
 
-type countingReporter struct{ n atomic.Uint64 }
+type countingSink struct{ n atomic.Uint64 }
 
-func (r *countingReporter) Emit(context.Context, event.Event) { r.n.Add(1) }
+func (r *countingSink) Emit(context.Context, event.Event) { r.n.Add(1) }

@@ -76,8 +76,8 @@ func TestMemory100kCachedNames(t *testing.T) {
 // p50/p99 of both and of the difference (DESIGN §8: added p50 < 150 µs,
 // p99 < 2 ms). b.N is ignored: 3 s each way (EGRESSD_LOAD_SECONDS).
 //
-// Events go to the counting Reporter of dnsperf_test.go, which, like the
-// agent's telemetry adapter for allowed lookups (a sampled span), does a
+// Events go to the counting sink of dnsperf_test.go, which, like the
+// agent's telemetry sinks for allowed lookups (a sampled span), does a
 // constant amount of work and never waits: the tests' recorder appends every
 // event to one growing slice under a mutex, and its lock waits during slice
 // growth dominated p99 (several ms) — a cost of the test double, not of the
@@ -85,7 +85,7 @@ func TestMemory100kCachedNames(t *testing.T) {
 // EGRESSD_BENCH_RECORDER=1 measures with the recorder instead.
 func BenchmarkAllowedCacheMissAt5kQPS(b *testing.B) {
 	up := startFakeUpstream(b, answerA("192.0.2.1", 60))
-	rep := &countingReporter{}
+	rep := &countingSink{}
 	h := start(b, []string{up.addr}, func(c *Config, d *Deps) {
 		c.CacheSize = -1
 		if os.Getenv("EGRESSD_BENCH_RECORDER") == "" {
