@@ -86,23 +86,9 @@ func runConvert(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, p)
 	}
 	for i, p := range res.Policies {
-		b, err := json.Marshal(p)
-		if err != nil {
+		if err := writeConverted(stdout, p, res.From[i]); err != nil {
 			return failf(fs, stderr, "%v", err)
 		}
-		var m map[string]any
-		if err := json.Unmarshal(b, &m); err != nil {
-			return failf(fs, stderr, "%v", err)
-		}
-		delete(m, "status")
-		if meta, ok := m["metadata"].(map[string]any); ok {
-			delete(meta, "creationTimestamp")
-		}
-		y, err := yaml.Marshal(m)
-		if err != nil {
-			return failf(fs, stderr, "%v", err)
-		}
-		fmt.Fprintf(stdout, "---\n# from %s\n%s", res.From[i], y)
 	}
 	if failed || len(res.Problems) > 0 {
 		return exitFail
@@ -111,6 +97,30 @@ func runConvert(args []string, stdout, stderr io.Writer) int {
 }
 
 // stripYAMLComments drops comment lines.
+// writeConverted writes one converted object as a YAML document headed by the
+// input it came from, without the empty status and creation time a typed
+// object marshals.
+func writeConverted(w io.Writer, obj any, from string) error {
+	b, err := json.Marshal(obj)
+	if err != nil {
+		return fmt.Errorf("encode %s: %w", from, err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		return fmt.Errorf("encode %s: %w", from, err)
+	}
+	delete(m, "status")
+	if meta, ok := m["metadata"].(map[string]any); ok {
+		delete(meta, "creationTimestamp")
+	}
+	y, err := yaml.Marshal(m)
+	if err != nil {
+		return fmt.Errorf("encode %s: %w", from, err)
+	}
+	_, err = fmt.Fprintf(w, "---\n# from %s\n%s", from, y)
+	return err
+}
+
 func stripYAMLComments(doc []byte) []byte {
 	var out []byte
 	for _, line := range bytes.SplitAfter(doc, []byte("\n")) {

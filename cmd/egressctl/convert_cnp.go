@@ -1,11 +1,8 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
-
-	"sigs.k8s.io/yaml"
 
 	"github.com/egressd/egressd/policy/cnpconvert"
 	"github.com/egressd/egressd/policy/manifest"
@@ -47,23 +44,9 @@ func convertCNP(fs *flagSet, to string, paths []string, stdout, stderr io.Writer
 				failed = true
 				continue
 			}
-			b, err := json.Marshal(out)
-			if err != nil {
+			if err := writeConverted(stdout, out, o.Source); err != nil {
 				return failf(fs, stderr, "%v", err)
 			}
-			var m map[string]any
-			if err := json.Unmarshal(b, &m); err != nil {
-				return failf(fs, stderr, "%v", err)
-			}
-			delete(m, "status")
-			if meta, ok := m["metadata"].(map[string]any); ok {
-				delete(meta, "creationTimestamp")
-			}
-			y, err := yaml.Marshal(m)
-			if err != nil {
-				return failf(fs, stderr, "%v", err)
-			}
-			fmt.Fprintf(stdout, "---\n# from %s\n%s", o.Source, y)
 		}
 	}
 	if failed {

@@ -47,7 +47,6 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
-	cnpv1alpha2 "sigs.k8s.io/network-policy-api/apis/v1alpha2"
 
 	"github.com/egressd/egressd/policy"
 )
@@ -673,41 +672,29 @@ func (s *Source) syncPolicy(k key, o any, exists bool) (bool, error) {
 			return false, nil
 		}
 		err = s.store.UpsertNetworkPolicy(np)
-	case kindFWP:
-		var p policy.FirewallPolicy
-		if err := fromUnstructured(o, &p); err != nil {
-			return false, s.reject(ref, 0, err)
+	default:
+		var upsert func() error
+		var decodeErr error
+		switch k.kind {
+		case kindFWP:
+			gen, upsert, decodeErr = decodeCustom(o, s.store.UpsertFirewallPolicy)
+		case kindCFWP:
+			gen, upsert, decodeErr = decodeCustom(o, s.store.UpsertClusterFirewallPolicy)
+		case kindCNP:
+			// Fields egressd does not know (a newer CRD) are dropped: such a
+			// peer has no known field and fails closed (policy semantics).
+			gen, upsert, decodeErr = decodeCustom(o, s.store.UpsertClusterNetworkPolicy)
+		default:
+			return false, fmt.Errorf("sync policy %s: unknown kind %q", ref, k.kind)
 		}
-		gen = p.Generation
+		if decodeErr != nil {
+			return false, s.reject(ref, 0, decodeErr)
+		}
 		if s.seen(ref, gen) {
 			s.requestStatus(ref)
 			return false, nil
 		}
-		err = s.store.UpsertFirewallPolicy(&p)
-	case kindCFWP:
-		var p policy.ClusterFirewallPolicy
-		if err := fromUnstructured(o, &p); err != nil {
-			return false, s.reject(ref, 0, err)
-		}
-		gen = p.Generation
-		if s.seen(ref, gen) {
-			s.requestStatus(ref)
-			return false, nil
-		}
-		err = s.store.UpsertClusterFirewallPolicy(&p)
-	case kindCNP:
-		// Fields egressd does not know (a newer CRD) are dropped: such a
-		// peer has no known field and fails closed (policy semantics).
-		var p cnpv1alpha2.ClusterNetworkPolicy
-		if err := fromUnstructured(o, &p); err != nil {
-			return false, s.reject(ref, 0, err)
-		}
-		gen = p.Generation
-		if s.seen(ref, gen) {
-			s.requestStatus(ref)
-			return false, nil
-		}
-		err = s.store.UpsertClusterNetworkPolicy(&p)
+		err = upsert()
 	}
 	s.mu.Lock()
 	s.applied[ref] = gen
@@ -731,6 +718,19 @@ func (s *Source) syncPolicy(k key, o any, exists bool) (bool, error) {
 		return false, nil
 	}
 	return true, nil
+}
+
+// decodeCustom decodes a custom-resource object o into the type store takes
+// and returns its generation and the call that stores it.
+func decodeCustom[T any, P interface {
+	*T
+	GetGeneration() int64
+}](o any, store func(P) error) (int64, func() error, error) {
+	p := P(new(T))
+	if err := fromUnstructured(o, p); err != nil {
+		return 0, nil, err
+	}
+	return p.GetGeneration(), func() error { return store(p) }, nil
 }
 
 // reject records a policy that could not even be decoded.
