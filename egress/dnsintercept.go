@@ -11,11 +11,17 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// DNSInterceptChain is the nat chain (hook prerouting, priority dstnat) that
-// sends pods' DNS for the cluster DNS Service to the node resolver, so pods need
-// no change. Like the L7 redirect it is not part of a Plan, and full applies
+// DNSInterceptChain is the nat chain (hook prerouting, priority dstnat - 5)
+// that sends pods' DNS for the cluster DNS Service to the node resolver, so pods
+// need no change. It runs strictly before kube-proxy's Service DNAT (priority
+// dstnat): of two nat chains the first to DNAT a new flow decides it, and the
+// kernel promises no order between chains of equal priority. Like the L7 redirect it is not part of a Plan, and full applies
 // leave it in place.
 const DNSInterceptChain = "l7_dns_intercept"
+
+// dnsInterceptPrio is dstnat - 5, the side-door redirect's priority: both
+// egressd chains send port 53 to the resolver, before kube-proxy.
+const dnsInterceptPrio = sdNATPrio
 
 // DNSIntercept says which DNS destinations are redirected to the resolver.
 type DNSIntercept struct {
@@ -42,9 +48,22 @@ func ApplyDNSIntercept(d DNSIntercept) error {
 		return err
 	}
 	c.AddTable(t)
+	// A chain left by an earlier release at another priority (it used dstnat,
+	// tied with kube-proxy) is replaced in the same transaction: a base
+	// chain's priority cannot be changed in place.
+	chains, err := c.ListChainsOfTableFamily(t.Family)
+	if err != nil {
+		return fmt.Errorf("egress: dns intercept: list chains: %w", err)
+	}
+	for _, old := range chains {
+		if old.Table.Name == t.Name && old.Name == DNSInterceptChain && (old.Priority == nil || *old.Priority != *nftables.ChainPriorityRef(dnsInterceptPrio)) {
+			c.FlushChain(old)
+			c.DelChain(old)
+		}
+	}
 	pol := nftables.ChainPolicyAccept
 	ch := c.AddChain(&nftables.Chain{Name: DNSInterceptChain, Table: t, Type: nftables.ChainTypeNAT,
-		Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityNATDest, Policy: &pol})
+		Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityRef(dnsInterceptPrio), Policy: &pol})
 	c.FlushChain(ch)
 	n := 0
 	for _, svc := range d.Services {

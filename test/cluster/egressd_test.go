@@ -160,6 +160,13 @@ func TestEgressdOnNode(t *testing.T) {
 		if !slices.ContainsFunc(hooks, func(h string) bool { return strings.HasPrefix(h, "ip kube-proxy/") }) {
 			t.Errorf("no kube-proxy table in the node")
 		}
+		// The interception must DNAT before kube-proxy's Service DNAT: between
+		// nat chains of equal priority the kernel promises no order.
+		intercept, okI := chainPriority(hooks, "inet egressd/l7_dns_intercept")
+		kubeNAT, okK := chainPriority(hooks, "ip kube-proxy/nat-prerouting")
+		if !okI || !okK || intercept >= kubeNAT {
+			t.Errorf("l7_dns_intercept priority %d (found %v), kube-proxy nat-prerouting %d (found %v): want the interception strictly first", intercept, okI, kubeNAT, okK)
+		}
 		// CoreDNS behind the Service still answers for cluster names through egressd.
 		r := probe(t, c, "smoke", client, "dns", "server.smoke.svc.cluster.local")
 		if r.Rcode != "NOERROR" || len(r.Answers) != 1 {
@@ -267,6 +274,45 @@ func baseChains(ruleset string) []string {
 		}
 	}
 	return out
+}
+
+// chainPriority is the numeric priority of the base chain "family table/chain"
+// in baseChains' output ("… priority dstnat - 5" or "… priority -105").
+func chainPriority(hooks []string, name string) (int, bool) {
+	named := map[string]int{"raw": -300, "mangle": -150, "dstnat": -100, "filter": 0, "security": 50, "srcnat": 100}
+	for _, h := range hooks {
+		if !strings.HasPrefix(h, name+":") {
+			continue
+		}
+		_, rest, ok := strings.Cut(h, " priority ")
+		if !ok {
+			return 0, false
+		}
+		f := strings.Fields(strings.Split(rest, ";")[0])
+		if len(f) == 0 {
+			return 0, false
+		}
+		base, ok := named[f[0]]
+		if !ok {
+			n, err := strconv.Atoi(f[0])
+			if err != nil {
+				return 0, false
+			}
+			base = n
+		}
+		if len(f) == 3 {
+			n, err := strconv.Atoi(f[2])
+			if err != nil {
+				return 0, false
+			}
+			if f[1] == "-" {
+				n = -n
+			}
+			base += n
+		}
+		return base, true
+	}
+	return 0, false
 }
 
 // readyTime is when the pod's Ready condition last became true.
