@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/egressd/egressd/test/testenv"
 )
 
 // TestMemory100kCachedNames fills the cache with 100,000 names (one A record
@@ -19,9 +21,7 @@ import (
 // the heap they take (DESIGN §8: 100k cached names + 200k set entries
 // < 200 MiB RSS; the set entries live in the kernel).
 func TestMemory100kCachedNames(t *testing.T) {
-	if testing.Short() {
-		t.Skip("testing.Short(): 100k-name memory measurement")
-	}
+	testenv.SkipShort(t, "100k-name memory measurement")
 	const n = 100_000
 	up := startFakeUpstream(t, answerA("192.0.2.1", 3600))
 	h := start(t, []string{up.addr}, func(c *Config, _ *Deps) { c.CacheSize = n })

@@ -38,9 +38,7 @@ func repoRoot(t *testing.T) string {
 // directory.
 func buildImage(t *testing.T, o options) result {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("builds both binaries: not in -short")
-	}
+	testenv.SkipShort(t, "builds both binaries")
 	if o.out == "" {
 		o.out = filepath.Join(t.TempDir(), "egressd-image.tar")
 	}
@@ -285,9 +283,7 @@ func TestImage(t *testing.T) {
 // two clones in different directories, the second with an empty build cache,
 // and wants the same digest and the same archive bytes.
 func TestImageReproducible(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds the binaries twice, once with an empty build cache: not in -short")
-	}
+	testenv.SkipShort(t, "builds the binaries twice, once with an empty build cache")
 	root := repoRoot(t)
 	git := testenv.RequireTools(t, "git")[0]
 	head, err := exec.Command(git, "-C", root, "rev-parse", "HEAD").Output()

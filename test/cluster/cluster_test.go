@@ -125,9 +125,7 @@ func stripCounters(links string) string {
 // requireCluster returns the shared cluster, starting it on first use.
 func requireCluster(t *testing.T) *cluster.Cluster {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("-short: brings up a real single-node cluster")
-	}
+	testenv.SkipShort(t, "brings up a real single-node cluster")
 	testenv.RequireRoot(t)
 	testenv.RequireTools(t, "ip", "nsenter", "unshare", "runc", "etcd", "nft", "ldd", "go")
 	sharedOnce.Do(func() {

@@ -31,9 +31,7 @@ import (
 // refuses it over transparent TLS and CONNECT (chain-denied, cname in the
 // audit line).
 func TestAgentTransparentProxy(t *testing.T) {
-	if testing.Short() {
-		t.Skip("testing.Short(): end-to-end test with the agent binary")
-	}
+	testenv.SkipShort(t, "end-to-end test with the agent binary")
 	testenv.RequireRoot(t)
 	testenv.RequireTools(t, "curl", "ip", "nft")
 	dir := t.TempDir()

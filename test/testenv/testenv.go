@@ -44,3 +44,12 @@ func RequireTools(t testing.TB, tools ...string) []string {
 	}
 	return paths
 }
+
+// SkipShort skips a long test under -short outside CI; in CI (CI=true) the test
+// always runs, -short or not, so nothing is skipped where it is promised.
+func SkipShort(t testing.TB, reason string) {
+	t.Helper()
+	if testing.Short() && !InCI() {
+		t.Skip("-short: " + reason)
+	}
+}

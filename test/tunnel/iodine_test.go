@@ -45,9 +45,7 @@ type iodineWorld struct {
 // sink behind its tun address.
 func newIodineWorld(t *testing.T) *iodineWorld {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("testing.Short(): end-to-end test in network namespaces")
-	}
+	testenv.SkipShort(t, "end-to-end test in network namespaces")
 	testenv.RequireRoot(t)
 	testenv.RequireTools(t, "iodine", "iodined", "ifconfig")
 	if _, err := os.Stat("/dev/net/tun"); err != nil {

@@ -110,9 +110,7 @@ type world struct {
 // per client pod (pods are "namespace/name").
 func newWorld(t *testing.T, pods ...string) *world {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("testing.Short(): end-to-end test in network namespaces")
-	}
+	testenv.SkipShort(t, "end-to-end test in network namespaces")
 	testenv.RequireRoot(t)
 	testenv.RequireTools(t, "ip", "dns2tcpd", "dns2tcpc")
 	agentBinary(t)
